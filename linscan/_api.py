@@ -1,0 +1,249 @@
+"""Public functions: validate, lay out canonically, run the backend, restore the shape."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _layout, _validate
+
+
+def _backend():
+    from . import _cpu
+
+    return _cpu
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    """A read-only view, so that every input reaches the kernels with the same writeability
+    (Numba compiles one version per combination of flags)."""
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+def _canonical(args, name: str, *, contiguous: bool) -> np.ndarray:
+    """The read-only ``(O, T, I)`` view of input ``name`` of ``args``. Only ``a`` keeps its
+    strides (a broadcast decay stays small); the kernels want the rest C-contiguous."""
+    make = _layout.contiguous3 if contiguous else _layout.view3
+    return _readonly(make(getattr(args, name), args.shape, args.axis, args.dtype))
+
+
+def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
+    r"""Compute the linear recurrence ``h[t] = a[t] * h[t-1] + x[t]`` along ``axis``.
+
+    Parameters
+    ----------
+    a : array_like or float
+        Decays. Broadcasts against ``x``: a Python number, a decay per step (shape
+        ``(T, 1, ...)``), a decay per channel, or one value per element.
+    x : array_like
+        Inputs.
+    h0 : array_like or float, optional
+        The state before the first step, ``h[-1]``; broadcasts to the result's shape with
+        ``axis`` removed. Zeros when omitted.
+    axis : int, default -1
+        The time axis of the broadcast shape of ``a`` and ``x``; may be negative.
+    reverse : bool, default False
+        Run backwards in time: ``h[t] = a[t] * h[t+1] + x[t]`` with ``h[T] = h0``.
+    out : numpy.ndarray, optional
+        Where to write the result; it must have the result's shape and dtype and may be ``x``
+        itself. No other input is ever modified.
+    method : {"auto", "sequential", "parallel"}, default "auto"
+        ``"sequential"`` walks each lane through time in one plain loop (the serial baseline
+        of Martin & Cundy); ``"parallel"`` chunks time and combines the chunks; ``"auto"``
+        picks the faster for the shape. All agree within rounding.
+
+    Returns
+    -------
+    h : numpy.ndarray
+        The states, with the broadcast shape of ``a`` and ``x`` and the NumPy promotion of the
+        dtypes of ``a``, ``x`` and ``h0`` (Python numbers take the arrays' dtype). ``out`` if
+        given.
+
+    Raises
+    ------
+    TypeError
+        An input of a dtype other than float32 or float64 (integers, bool, complex, float16,
+        objects, strings), a non-boolean ``reverse``, a non-integer ``axis``, or an ``out``
+        that is not a NumPy array of the result dtype.
+    ValueError
+        Shapes that do not broadcast, an ``out`` of the wrong shape or read-only, an unknown
+        ``method``.
+    numpy.exceptions.AxisError
+        ``axis`` out of range.
+
+    Examples
+    --------
+    >>> import numpy as np, linscan
+    >>> linscan.scan(0.5, np.array([1.0, 1.0, 1.0]))
+    array([1.  , 1.5 , 1.75])
+    >>> linscan.scan(np.array([1.0, 1.0]), np.array([[1.0, 2.0], [3.0, 4.0]]), axis=0)
+    array([[1., 2.],
+           [4., 6.]])
+    """
+    args = _validate.scan_args(a, x, h0, axis, reverse)
+    method = _validate.check_method(method)
+    if out is not None:
+        _validate.check_out(out, args.shape, args.dtype)
+    result = out if out is not None else np.empty(args.shape, args.dtype)
+    if result.size == 0:
+        return result
+    a3 = _canonical(args, "a", contiguous=False)
+    x3 = _canonical(args, "x", contiguous=True)
+    state = _layout.initial_state(args.h0, args.shape, args.axis, args.dtype)
+    if out is None:
+        h3 = result.reshape(_layout.dims(args.shape, args.axis))
+    else:
+        h3 = _layout.safe_output(out, args.shape, args.axis, (a3, x3))
+    target = h3 if h3 is not None else np.empty(x3.shape, args.dtype)
+    _backend().scan(a3, x3, target, state, args.reverse, method)
+    if h3 is None:
+        out[...] = target.reshape(args.shape)
+    return result
+
+
+def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto"):
+    r"""The last state of ``scan(a, x, h0, axis=axis, reverse=reverse)``, without writing ``h``.
+
+    For streaming: scan a long sequence piece by piece, passing each piece's final state as
+    the next piece's ``h0``. Reads ``a`` and ``x`` once and writes only the state.
+
+    Parameters
+    ----------
+    a, x, h0, axis, reverse, method
+        As for :func:`scan`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``h[T-1]`` (``h[0]`` with ``reverse``): the broadcast shape of ``a`` and ``x`` without
+        ``axis``. For ``T = 0`` it is ``h0`` broadcast (zeros without ``h0``).
+
+    Raises
+    ------
+    TypeError, ValueError, numpy.exceptions.AxisError
+        As for :func:`scan`.
+
+    Examples
+    --------
+    >>> import numpy as np, linscan
+    >>> x = np.arange(6.0)
+    >>> first = linscan.final_state(0.5, x[:3])
+    >>> float(linscan.final_state(0.5, x[3:], first)), float(linscan.scan(0.5, x)[-1])
+    (8.0625, 8.0625)
+    """
+    args = _validate.scan_args(a, x, h0, axis, reverse)
+    method = _validate.check_method(method)
+    state = _layout.initial_state(args.h0, args.shape, args.axis, args.dtype)
+    if state.size and args.shape[args.axis]:
+        a3 = _canonical(args, "a", contiguous=False)
+        x3 = _canonical(args, "x", contiguous=True)
+        _backend().final_state(a3, x3, state, args.reverse, method)
+    return state.reshape(_layout.state_shape(args.shape, args.axis))
+
+
+def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto", out=None):
+    r"""Vector-Jacobian product of :func:`scan`: gradients for ``a``, ``x`` and ``h0``.
+
+    Given ``h = scan(a, x, h0, axis=axis, reverse=reverse)`` and the gradient ``grad_h`` of a
+    loss with respect to ``h``, one reverse scan computes ``g[t] = grad_h[t] + a[t+1] *
+    g[t+1]`` and from it ``grad_x = g``, ``grad_a[t] = g[t] * h[t-1]`` (``h[-1] = h0``) and
+    ``grad_h0 = a[0] * g[0]`` (all mirrored in time for ``reverse``). ``x`` is not needed.
+
+    Parameters
+    ----------
+    a : array_like or float
+        The decays given to :func:`scan`.
+    h : array_like
+        The result of :func:`scan`.
+    grad_h : array_like
+        The gradient with respect to ``h``; broadcasts to ``h.shape``.
+    h0 : array_like or float, optional
+        The initial state given to :func:`scan`.
+    axis, reverse, method
+        As given to :func:`scan`.
+    out : tuple, optional
+        ``(grad_a, grad_x, grad_h0)``, each an array to write that gradient into (its shape
+        and dtype as returned) or ``None``. Reusing buffers saves the cost of fresh memory,
+        which at large sizes is a good part of the pass. ``out[1]`` may be ``grad_h``.
+
+    Returns
+    -------
+    grad_a : numpy.ndarray
+        The shape of ``a`` as passed, summed over the axes broadcasting added (a 0-d array
+        for a Python number), in the dtype of ``a``.
+    grad_x : numpy.ndarray
+        The shape of ``h``, in the result dtype (the promotion of all inputs' dtypes).
+    grad_h0 : numpy.ndarray or None
+        The shape and dtype of ``h0``; ``None`` when ``h0`` is ``None``.
+
+    Each is the corresponding ``out`` array when one was given.
+
+    Raises
+    ------
+    TypeError, ValueError, numpy.exceptions.AxisError
+        As for :func:`scan`; ``a``, ``grad_h`` and ``h0`` must broadcast to ``h``.
+
+    Examples
+    --------
+    >>> import numpy as np, linscan
+    >>> a, x = np.array([0.5, 0.5]), np.array([1.0, 2.0])
+    >>> h = linscan.scan(a, x)                # [1.0, 2.5]
+    >>> ga, gx, gh0 = linscan.scan_backward(a, h, np.ones(2), h0=0.0)
+    >>> gx                                    # d(h0 + h1)/dx
+    array([1.5, 1. ])
+    >>> ga                                    # [g0 * h[-1], g1 * h[0]]
+    array([0., 1.])
+    >>> float(gh0)
+    0.75
+    """
+    args = _validate.backward_args(a, h, grad_h, h0, axis, reverse)
+    method = _validate.check_method(method)
+    out_a, out_x, out_h0 = _validate.check_backward_out(out, args)
+    shape, dtype = args.shape, args.dtype
+    dims = _layout.dims(shape, args.axis)
+    a3 = _canonical(args, "a", contiguous=False)
+    h3 = _canonical(args, "h", contiguous=True)
+    gh3 = _canonical(args, "grad_h", contiguous=True)
+    grad_x3 = None if out_x is None else _layout.safe_output(out_x, shape, args.axis, (a3, h3, gh3))
+    if grad_x3 is not None and _layout.may_alias(grad_x3, (a3, h3)):
+        grad_x3 = None  # grad_x may replace grad_h in place, but nothing else
+    grad_x3 = grad_x3 if grad_x3 is not None else np.empty(dims, dtype)
+    grad_a3 = None
+    if out_a is not None and out_a.shape == shape and out_a.dtype == dtype:  # write in place
+        grad_a3 = _layout.safe_output(out_a, shape, args.axis, (a3, h3, gh3, grad_x3))
+    grad_a3 = grad_a3 if grad_a3 is not None else np.empty(dims, dtype)
+    carry = np.zeros((dims[0], dims[2]), dtype)
+    if grad_x3.size:
+        _backend().backward(
+            a3,
+            h3,
+            gh3,
+            _layout.initial_state(args.h0, shape, args.axis, dtype),
+            grad_x3,
+            grad_a3,
+            carry,
+            args.reverse,
+            method,
+        )
+    grad_x = _deliver(grad_x3.reshape(shape), out_x)
+    grad_a = _deliver(
+        _layout.sum_to_shape(grad_a3.reshape(shape), args.a.shape, args.a.dtype.newbyteorder("=")),
+        out_a,
+    )
+    grad_h0 = None
+    if args.h0 is not None:
+        state = carry.reshape(_layout.state_shape(shape, args.axis))
+        grad_h0 = _deliver(
+            _layout.sum_to_shape(state, args.h0.shape, args.h0.dtype.newbyteorder("=")), out_h0
+        )
+    return grad_a, grad_x, grad_h0
+
+
+def _deliver(result: np.ndarray, out):
+    """``result``, copied into ``out`` unless it already is ``out``'s memory."""
+    if out is None:
+        return result
+    if not _layout.same_memory_layout(result, out):
+        out[...] = result
+    return out

@@ -1,0 +1,189 @@
+"""The CPU backend: runs a plan from ``_plan`` with the Numba kernels on the canonical layout.
+
+The kernels are serial functions that release the GIL; parallelism comes from a small thread
+pool owned by this module, so there is no Numba threading layer to configure, and calls from
+several user threads at once are safe (their tasks share the pool).
+
+Contract shared with every backend (arrays are ``(O, T, I)`` of one dtype; ``I == 1`` is
+served by the row kernels):
+
+* ``scan(a, x, h, s, reverse, method)``: writes ``h``; ``s`` holds the initial state and
+  receives the final state.
+* ``final_state(a, x, s, reverse, method)``: ``s`` in, final state out; writes nothing else.
+* ``backward(a, h, gh, hb, gx, ga, c, reverse, method)``: writes ``gx``, ``ga``; ``hb`` is the
+  initial state, ``c`` is zero in and receives the gradient for the initial state.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from functools import partial
+
+import numpy as np
+
+from . import _plan
+
+_pool = None
+_pool_workers = 0
+_pool_lock = threading.Lock()
+
+
+def _kernels():
+    from . import _cpu_kernels  # compiles lazily, on each kernel's first call
+
+    return _cpu_kernels
+
+
+def _get_pool(workers: int):
+    """The shared pool, grown (never shrunk) to at least ``workers`` threads."""
+    global _pool, _pool_workers
+    with _pool_lock:
+        if _pool_workers < workers:
+            # A smaller old pool is left alone: another call may still be submitting to it.
+            _pool = concurrent.futures.ThreadPoolExecutor(workers, "linscan")
+            _pool_workers = workers
+        return _pool
+
+
+def _run(tasks) -> None:
+    """Run zero-argument callables, the first on this thread; return when all have ended."""
+    if len(tasks) == 1:
+        tasks[0]()
+        return
+    futures = [_get_pool(len(tasks) - 1).submit(task) for task in tasks[1:]]
+    try:
+        tasks[0]()
+    finally:
+        concurrent.futures.wait(futures)
+    for future in futures:
+        future.result()  # re-raises a worker's exception
+
+
+def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce) -> None:
+    """Run ``plan``.
+
+    ``walk(box, t0, t1, st)`` processes lanes ``box`` over ``[t0, t1)`` starting from the
+    states ``st`` (an ``(O, I)`` array, updated in place to the leaving states).
+    ``reduce(box, t0, t1, p, st)`` does the same without writing results, and stores the
+    decay products in ``p``. A pass without results passes ``walk=None``.
+    """
+    O, T, I = shape
+    if not plan.split:
+        if walk is None:
+            p = np.empty_like(state)
+            walk = lambda box, t0, t1, st: reduce(box, t0, t1, p, st)  # noqa: E731
+        _run([partial(walk, box, 0, T, state) for box in plan.boxes])
+        return
+    everything = _plan.Box(0, O, 0, I)
+    flat = [piece for task in plan.pieces for piece in task]
+    prods = np.empty((len(flat),) + state.shape, state.dtype)
+    parts = np.zeros_like(prods)
+    tasks, first = [], 0
+    for task in plan.pieces:
+        ids = range(first, first + len(task))
+        first += len(task)
+
+        def reduce_task(ids=ids):
+            for g in ids:
+                reduce(everything, flat[g].t0, flat[g].t1, prods[g], parts[g])
+
+        tasks.append(reduce_task)
+    _run(tasks)
+    # Compose the pieces in walk order into each segment's start state.
+    starts, carry = [state.copy()], state.copy()
+    for g, piece in enumerate(flat):
+        carry = prods[g] * carry + parts[g]
+        if g + 1 == len(flat) or flat[g + 1].segment != piece.segment:
+            starts.append(carry)
+    if walk is None:
+        state[...] = starts[-1]
+        return
+    _run([partial(walk, everything, t0, t1, starts[k]) for k, (t0, t1) in enumerate(plan.segments)])
+    state[...] = starts[-1]
+
+
+def _rows(*arrays):
+    """2-D ``(O, T)`` (or 1-D ``(O,)``) views of canonical arrays with ``I == 1``."""
+    return [arr[..., 0] for arr in arrays]
+
+
+def scan(a, x, h, s, reverse: bool, method: str) -> None:
+    k = _kernels()
+    plan = _plan.make_plan(*x.shape, down=reverse, method=method)
+    if x.shape[2] == 1:
+        a2, x2, h2 = _rows(a, x, h)
+
+        def walk(box, t0, t1, st):
+            k.scan_rows(
+                a2, x2, h2, st[:, 0], box.o0, box.o1, t0, t1, reverse, plan.blocked, plan.tile
+            )
+
+        def reduce(box, t0, t1, p, st):
+            k.reduce_rows(a2, x2, p[:, 0], st[:, 0], box.o0, box.o1, t0, t1, reverse, plan.tile)
+    else:
+
+        def walk(box, t0, t1, st):
+            k.scan_cols(a, x, h, st, box.o0, box.o1, box.i0, box.i1, t0, t1, reverse)
+
+        def reduce(box, t0, t1, p, st):
+            k.reduce_cols(a, x, p, st, box.o0, box.o1, box.i0, box.i1, t0, t1, reverse)
+
+    _drive(plan, x.shape, s, walk, reduce)
+
+
+def final_state(a, x, s, reverse: bool, method: str) -> None:
+    k = _kernels()
+    plan = _plan.make_plan(*x.shape, down=reverse, method=method, writes=False)
+    if x.shape[2] == 1:
+        a2, x2 = _rows(a, x)
+
+        def reduce(box, t0, t1, p, st):
+            k.reduce_rows(a2, x2, p[:, 0], st[:, 0], box.o0, box.o1, t0, t1, reverse, plan.tile)
+    else:
+
+        def reduce(box, t0, t1, p, st):
+            k.reduce_cols(a, x, p, st, box.o0, box.o1, box.i0, box.i1, t0, t1, reverse)
+
+    _drive(plan, x.shape, s, None, reduce)
+
+
+def backward(a, h, gh, hb, gx, ga, c, reverse: bool, method: str) -> None:
+    k = _kernels()
+    down = not reverse  # the backward pass walks against the forward scan
+    plan = _plan.make_plan(*h.shape, down=down, method=method)
+    if h.shape[2] == 1:
+        a2, h2, gh2, gx2, ga2 = _rows(a, h, gh, gx, ga)
+        hb1 = hb[:, 0]
+
+        def walk(box, t0, t1, st):
+            k.backward_rows(
+                a2,
+                h2,
+                gh2,
+                hb1,
+                gx2,
+                ga2,
+                st[:, 0],
+                box.o0,
+                box.o1,
+                t0,
+                t1,
+                down,
+                plan.blocked,
+                plan.tile,
+            )
+
+        def reduce(box, t0, t1, p, st):
+            k.backward_reduce_rows(
+                a2, gh2, p[:, 0], st[:, 0], box.o0, box.o1, t0, t1, down, plan.tile
+            )
+    else:
+
+        def walk(box, t0, t1, st):
+            k.backward_cols(a, h, gh, hb, gx, ga, st, box.o0, box.o1, box.i0, box.i1, t0, t1, down)
+
+        def reduce(box, t0, t1, p, st):
+            k.backward_reduce_cols(a, gh, p, st, box.o0, box.o1, box.i0, box.i1, t0, t1, down)
+
+    _drive(plan, h.shape, c, walk, reduce)

@@ -1,0 +1,509 @@
+"""Numba kernels on the canonical layout (imported on first use: importing compiles nothing).
+
+The canonical layout views every array as ``(O, T, I)``: ``O`` independent outer rows, ``T``
+steps along the scanned axis, ``I`` channels that follow the time axis in memory. "Rows"
+kernels handle ``I == 1`` (time contiguous, 2-D ``(O, T)`` views); "cols" kernels handle
+``I > 1`` (time-major: each step is a contiguous vector of channels).
+
+Every kernel works on a box of lanes over a time range ``[t0, t1)`` and walks it upwards or,
+with ``down``, downwards. A kernel never reads outside its range except the neighbour ``h[t-1]``
+(or ``h[t+1]``) that the backward pass needs. The running state lives in a small buffer
+(``s``/``c``), never re-read from the output.
+
+Conventions that the speed depends on (measured on the project's 2-core machine):
+
+* Indices are ``uint64``: NumPy-style negative-index wraparound, which Numba emits for signed
+  indices, made the chained loops twice as slow. Every constant in index arithmetic is
+  therefore written ``_U(k)``, because ``uint64 - 1`` is typed as a signed int.
+* A single row is latency bound (one fused multiply-add per step, about 4 cycles). The
+  "blocked" row kernels cut each block of ``8 * M`` steps into 8 chains of ``M`` steps and run
+  the chains in lockstep: a pass computes each chain's decay product and partial state, a
+  carry pass composes them, and a second pass rescans the chains from their true start
+  states. The block stays in L1 between the passes, so memory still sees each byte once.
+* ``M`` is short so that chain products of decays do not creep through the subnormal range,
+  where every multiply costs a hundred cycles.
+* Walking downwards is slow on its own: descending store streams ran at about 60% of the
+  speed of ascending ones here. The blocked row kernels that walk down therefore first
+  touch each tile of ``tile`` steps (an argument, ``_plan.TILE`` by default) in ascending
+  order, one load per 64 bytes of every array involved, the outputs included, then walk it
+  down in cache. The touched values are summed and returned so that the compiler cannot
+  drop the loads; callers ignore the sum.
+* Running products of decays are flushed to zero below the smallest normal number: a
+  product stuck at the smallest subnormal (``x * 0.9`` rounds back to it) would make every
+  later multiply a hundred-cycle assist. The flushed part is below ``tiny * |state|``, far
+  under rounding; NaN is kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_U = np.uint64
+#: Steps per chain; a block is 8 chains (256 steps).
+M = 32
+_JIT = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
+
+
+# --- 8-lane tuple helpers (inlined; the tuples live in registers) -----------------------------
+
+
+@njit(inline="always")
+def _load8(v, u, step):
+    return (
+        v[u],
+        v[u + step],
+        v[u + _U(2) * step],
+        v[u + _U(3) * step],
+        v[u + _U(4) * step],
+        v[u + _U(5) * step],
+        v[u + _U(6) * step],
+        v[u + _U(7) * step],
+    )
+
+
+@njit(inline="always")
+def _store8(v, u, step, c):
+    v[u] = c[0]
+    v[u + step] = c[1]
+    v[u + _U(2) * step] = c[2]
+    v[u + _U(3) * step] = c[3]
+    v[u + _U(4) * step] = c[4]
+    v[u + _U(5) * step] = c[5]
+    v[u + _U(6) * step] = c[6]
+    v[u + _U(7) * step] = c[7]
+
+
+@njit(inline="always")
+def _fma8(p, q, r):
+    return (
+        p[0] * q[0] + r[0],
+        p[1] * q[1] + r[1],
+        p[2] * q[2] + r[2],
+        p[3] * q[3] + r[3],
+        p[4] * q[4] + r[4],
+        p[5] * q[5] + r[5],
+        p[6] * q[6] + r[6],
+        p[7] * q[7] + r[7],
+    )
+
+
+@njit(inline="always")
+def _mul8(p, q):
+    return (
+        p[0] * q[0],
+        p[1] * q[1],
+        p[2] * q[2],
+        p[3] * q[3],
+        p[4] * q[4],
+        p[5] * q[5],
+        p[6] * q[6],
+        p[7] * q[7],
+    )
+
+
+@njit(inline="always")
+def _add8(p, q):
+    return (
+        p[0] + q[0],
+        p[1] + q[1],
+        p[2] + q[2],
+        p[3] + q[3],
+        p[4] + q[4],
+        p[5] + q[5],
+        p[6] + q[6],
+        p[7] + q[7],
+    )
+
+
+@njit(inline="always")
+def _fill8(v):
+    return (v, v, v, v, v, v, v, v)
+
+
+@njit(inline="always")
+def _carry8(p, q, s, down):
+    """Start states of the 8 chains, given the state ``s`` entering the block, and the state
+    leaving it. Chain ``k`` maps a start state ``c`` to ``p[k] * c + q[k]``; chains run in
+    address order upwards, in reverse order downwards."""
+    if down:
+        c7 = s
+        c6 = p[7] * c7 + q[7]
+        c5 = p[6] * c6 + q[6]
+        c4 = p[5] * c5 + q[5]
+        c3 = p[4] * c4 + q[4]
+        c2 = p[3] * c3 + q[3]
+        c1 = p[2] * c2 + q[2]
+        c0 = p[1] * c1 + q[1]
+        return (c0, c1, c2, c3, c4, c5, c6, c7), p[0] * c0 + q[0]
+    c0 = s
+    c1 = p[0] * c0 + q[0]
+    c2 = p[1] * c1 + q[1]
+    c3 = p[2] * c2 + q[2]
+    c4 = p[3] * c3 + q[3]
+    c5 = p[4] * c4 + q[4]
+    c6 = p[5] * c5 + q[5]
+    c7 = p[6] * c6 + q[6]
+    return (c0, c1, c2, c3, c4, c5, c6, c7), p[7] * c7 + q[7]
+
+
+@njit(inline="always")
+def _prod8(p):
+    return p[0] * p[1] * p[2] * p[3] * p[4] * p[5] * p[6] * p[7]
+
+
+@njit(inline="always")
+def _block(t0, t1, b, down):
+    """Lowest index of the ``b``-th block of ``8 * M`` steps in walk order."""
+    if down:
+        return t1 - (b + _U(1)) * _U(8 * M)
+    return t0 + b * _U(8 * M)
+
+
+@njit(inline="always")
+def _chain_pos(lo, j, down):
+    """Index of step ``j`` of chain 0 in the block starting at ``lo``."""
+    if down:
+        return lo + (_U(M - 1) - j)
+    return lo + j
+
+
+@njit(inline="always")
+def _walk(t0, t1, k, down):
+    """Index of step ``k`` when walking ``[t0, t1)``."""
+    if down:
+        return t1 - _U(1) - k
+    return t0 + k
+
+
+@njit(inline="always")
+def _tile(t0, t1, b, down, n):
+    """Range of the ``b``-th tile of ``n`` steps of ``[t0, t1)`` in walk order."""
+    if down:
+        hi = t1 - b * n
+        return (hi - n if hi - t0 > n else t0), hi
+    lo = t0 + b * n
+    return lo, min(t1, lo + n)
+
+
+@njit(inline="always")
+def _ntiles(t0, t1, n):
+    return (t1 - t0 + n - _U(1)) // n
+
+
+@njit(inline="always")
+def _touch(v, lo, hi):
+    """Load one element per 64 bytes of ``v[lo:hi]``, ascending; return their sum."""
+    acc = v.dtype.type(0)
+    for u in range(lo, hi, _U(64 // v.itemsize)):
+        acc += v[u]
+    return acc
+
+
+@njit(inline="always")
+def _ftz(v):
+    """``v``, or zero if it is below the smallest normal number (NaN passes)."""
+    tiny = np.finfo(v).tiny
+    return v - v if abs(v) < tiny else v
+
+
+# --- forward: one row (I == 1) ---------------------------------------------------------------
+
+
+@njit(**_JIT)
+def _row_scan_serial(a, x, h, s, t0, t1, down):
+    for k in range(t1 - t0):
+        u = _walk(t0, t1, k, down)
+        s = a[u] * s + x[u]
+        h[u] = s
+    return s
+
+
+@njit(**_JIT)
+def _row_chains(a, x, lo, down):
+    """Decay product and partial state (from 0) of each of the 8 chains of a block."""
+    one = a.dtype.type(1)
+    p = _fill8(one)
+    q = _fill8(one - one)
+    for j in range(_U(M)):
+        u = _chain_pos(lo, j, down)
+        av = _load8(a, u, _U(M))
+        p = _mul8(p, av)
+        q = _fma8(av, q, _load8(x, u, _U(M)))
+    return p, q
+
+
+@njit(**_JIT)
+def _row_scan_blocked(a, x, h, s, t0, t1, down):
+    nb = (t1 - t0) // _U(8 * M)
+    for b in range(nb):
+        lo = _block(t0, t1, b, down)
+        p, q = _row_chains(a, x, lo, down)
+        c, s = _carry8(p, q, s, down)
+        for j in range(_U(M)):
+            u = _chain_pos(lo, j, down)
+            c = _fma8(_load8(a, u, _U(M)), c, _load8(x, u, _U(M)))
+            _store8(h, u, _U(M), c)
+    rest = (t1 - t0) - nb * _U(8 * M)
+    if down:
+        return _row_scan_serial(a, x, h, s, t0, t0 + rest, down)
+    return _row_scan_serial(a, x, h, s, t1 - rest, t1, down)
+
+
+@njit(**_JIT)
+def _row_reduce(a, x, t0, t1, down):
+    """``(P, S)`` of a time range: leaving state = ``P * entering state + S``."""
+    one = a.dtype.type(1)
+    p_tot = one
+    s_tot = one - one
+    nb = (t1 - t0) // _U(8 * M)
+    for b in range(nb):
+        p, q = _row_chains(a, x, _block(t0, t1, b, down), down)
+        _, s_tot = _carry8(p, q, s_tot, down)
+        p_tot = _ftz(p_tot * _prod8(p))
+    rest = (t1 - t0) - nb * _U(8 * M)
+    lo = t0 if down else t1 - rest
+    for k in range(rest):
+        u = _walk(lo, lo + rest, k, down)
+        p_tot = _ftz(p_tot * a[u])
+        s_tot = a[u] * s_tot + x[u]
+    return p_tot, s_tot
+
+
+@njit(**_JIT)
+def scan_rows(a, x, h, s, r0, r1, t0, t1, down, blocked, tile):
+    """Scan rows ``[r0, r1)`` of ``(O, T)`` arrays over ``[t0, t1)``; ``s[r]``: state in/out."""
+    sink = a.dtype.type(0)
+    for r in range(_U(r0), _U(r1)):
+        ar, xr, hr, sr = a[r], x[r], h[r], s[r]
+        if not blocked:
+            sr = _row_scan_serial(ar, xr, hr, sr, _U(t0), _U(t1), down)
+        elif not down:
+            sr = _row_scan_blocked(ar, xr, hr, sr, _U(t0), _U(t1), down)
+        else:
+            for b in range(_ntiles(_U(t0), _U(t1), _U(tile))):
+                lo, hi = _tile(_U(t0), _U(t1), b, down, _U(tile))
+                sink += _touch(ar, lo, hi) + _touch(xr, lo, hi) + _touch(hr, lo, hi)
+                sr = _row_scan_blocked(ar, xr, hr, sr, lo, hi, down)
+        s[r] = sr
+    return sink
+
+
+@njit(**_JIT)
+def reduce_rows(a, x, p, s, r0, r1, t0, t1, down, tile):
+    """Like ``scan_rows`` without writing ``h``; also stores each row's decay product in ``p``."""
+    sink = a.dtype.type(0)
+    for r in range(_U(r0), _U(r1)):
+        ar, xr = a[r], x[r]
+        p_r, s_r = a.dtype.type(1), s[r]
+        for b in range(_ntiles(_U(t0), _U(t1), _U(tile))):
+            lo, hi = _tile(_U(t0), _U(t1), b, down, _U(tile))
+            if down:
+                sink += _touch(ar, lo, hi) + _touch(xr, lo, hi)
+            p_b, q_b = _row_reduce(ar, xr, lo, hi, down)
+            p_r, s_r = _ftz(p_r * p_b), p_b * s_r + q_b
+        p[r], s[r] = p_r, s_r
+    return sink
+
+
+# --- forward: channels (I > 1) -----------------------------------------------------------------
+# Direct 3-D indexing, no per-step row views: with few channels the per-step overhead is what
+# costs. No touching ahead: steps of many channels are already long ascending runs, and with
+# few channels touching cost more than it saved.
+
+
+@njit(**_JIT)
+def scan_cols(a, x, h, s, o0, o1, i0, i1, t0, t1, down):
+    """Scan the box ``[o0, o1) x [i0, i1)`` of ``(O, T, I)`` arrays over ``[t0, t1)``."""
+    i0, i1, t0, t1 = _U(i0), _U(i1), _U(t0), _U(t1)
+    for o in range(_U(o0), _U(o1)):
+        for k in range(t1 - t0):
+            t = _walk(t0, t1, k, down)
+            for i in range(i0, i1):
+                v = a[o, t, i] * s[o, i] + x[o, t, i]
+                s[o, i] = v
+                h[o, t, i] = v
+
+
+@njit(**_JIT)
+def reduce_cols(a, x, p, s, o0, o1, i0, i1, t0, t1, down):
+    """Like ``scan_cols`` without writing ``h``; ``p`` receives the decay products."""
+    i0, i1, t0, t1 = _U(i0), _U(i1), _U(t0), _U(t1)
+    for o in range(_U(o0), _U(o1)):
+        for i in range(i0, i1):
+            p[o, i] = a.dtype.type(1)
+        for k in range(t1 - t0):
+            t = _walk(t0, t1, k, down)
+            for i in range(i0, i1):
+                s[o, i] = a[o, t, i] * s[o, i] + x[o, t, i]
+                p[o, i] = _ftz(p[o, i] * a[o, t, i])
+
+
+# --- backward ------------------------------------------------------------------------------------
+# The vector-Jacobian product walks against the forward direction with a carry ``c`` (the
+# gradient flowing into the step just walked from): ``g = gh[t] + c``, ``grad_x[t] = g``,
+# ``grad_a[t] = g * h_prev[t]``, ``c = a[t] * g``. ``h_prev`` is the forward state before step
+# ``t``: the neighbour ``h[t+1]`` when walking up (reverse scans), ``h[t-1]`` when walking down,
+# and the initial state ``hb`` at the sequence's first forward step. ``c`` is itself a linear
+# recurrence (``c = a * c + a * gh``), so the same chain/carry machinery applies.
+
+
+@njit(inline="always")
+def _back_step(av, ghv, hpv, c):
+    g = ghv + c
+    return g, g * hpv, av * g
+
+
+@njit(**_JIT)
+def _row_back_serial(a, h, gh, gx, ga, c, t0, t1, down):
+    for k in range(t1 - t0):
+        u = _walk(t0, t1, k, down)
+        hp = h[u - _U(1)] if down else h[u + _U(1)]
+        gx[u], ga[u], c = _back_step(a[u], gh[u], hp, c)
+    return c
+
+
+@njit(**_JIT)
+def _row_back_chains(a, gh, lo, down):
+    one = a.dtype.type(1)
+    p = _fill8(one)
+    q = _fill8(one - one)
+    for j in range(_U(M)):
+        u = _chain_pos(lo, j, down)
+        av = _load8(a, u, _U(M))
+        p = _mul8(p, av)
+        q = _mul8(av, _add8(q, _load8(gh, u, _U(M))))
+    return p, q
+
+
+@njit(**_JIT)
+def _row_back_blocked(a, h, gh, gx, ga, c, t0, t1, down):
+    nb = (t1 - t0) // _U(8 * M)
+    for b in range(nb):
+        lo = _block(t0, t1, b, down)
+        p, q = _row_back_chains(a, gh, lo, down)
+        cc, c = _carry8(p, q, c, down)
+        for j in range(_U(M)):
+            u = _chain_pos(lo, j, down)
+            g = _add8(_load8(gh, u, _U(M)), cc)
+            hp = _load8(h, u - _U(1), _U(M)) if down else _load8(h, u + _U(1), _U(M))
+            _store8(gx, u, _U(M), g)
+            _store8(ga, u, _U(M), _mul8(g, hp))
+            cc = _mul8(_load8(a, u, _U(M)), g)
+    rest = (t1 - t0) - nb * _U(8 * M)
+    if down:
+        return _row_back_serial(a, h, gh, gx, ga, c, t0, t0 + rest, down)
+    return _row_back_serial(a, h, gh, gx, ga, c, t1 - rest, t1, down)
+
+
+@njit(**_JIT)
+def _row_back_reduce(a, gh, t0, t1, down):
+    """``(P, S)`` of a time range: leaving carry = ``P * entering carry + S``."""
+    one = a.dtype.type(1)
+    p_tot = one
+    s_tot = one - one
+    nb = (t1 - t0) // _U(8 * M)
+    for b in range(nb):
+        p, q = _row_back_chains(a, gh, _block(t0, t1, b, down), down)
+        _, s_tot = _carry8(p, q, s_tot, down)
+        p_tot = _ftz(p_tot * _prod8(p))
+    rest = (t1 - t0) - nb * _U(8 * M)
+    lo = t0 if down else t1 - rest
+    for k in range(rest):
+        u = _walk(lo, lo + rest, k, down)
+        p_tot = _ftz(p_tot * a[u])
+        s_tot = a[u] * (gh[u] + s_tot)
+    return p_tot, s_tot
+
+
+@njit(inline="always")
+def _without_edge(t0, t1, T, down):
+    """``[t0, t1)`` without the sequence's first forward step, and whether it was in it (that
+    step reads ``hb`` instead of a neighbour and is walked last)."""
+    if down and t0 == _U(0):
+        return t0 + _U(1), t1, True
+    if not down and t1 == T:
+        return t0, t1 - _U(1), True
+    return t0, t1, False
+
+
+@njit(**_JIT)
+def backward_rows(a, h, gh, hb, gx, ga, c, r0, r1, t0, t1, down, blocked, tile):
+    """Backward pass over rows ``[r0, r1)`` and ``[t0, t1)``; ``c[r]``: carry in/out.
+
+    ``down`` walks downwards (the forward scan ran upwards). The step at the sequence's first
+    forward position reads ``hb[r]`` as its previous state and is walked last.
+    """
+    sink = a.dtype.type(0)
+    T = _U(h.shape[1])
+    for r in range(_U(r0), _U(r1)):
+        ar, hr, ghr, gxr, gar, cr = a[r], h[r], gh[r], gx[r], ga[r], c[r]
+        lo, hi, edge = _without_edge(_U(t0), _U(t1), T, down)
+        if not blocked:
+            cr = _row_back_serial(ar, hr, ghr, gxr, gar, cr, lo, hi, down)
+        elif not down:
+            cr = _row_back_blocked(ar, hr, ghr, gxr, gar, cr, lo, hi, down)
+        else:
+            for b in range(_ntiles(lo, hi, _U(tile))):
+                tl, th = _tile(lo, hi, b, down, _U(tile))
+                sink += _touch(ar, tl, th) + _touch(hr, tl, th) + _touch(ghr, tl, th)
+                sink += _touch(gxr, tl, th) + _touch(gar, tl, th)
+                cr = _row_back_blocked(ar, hr, ghr, gxr, gar, cr, tl, th, down)
+        if edge:
+            u = _U(0) if down else T - _U(1)
+            gxr[u], gar[u], cr = _back_step(ar[u], ghr[u], hb[r], cr)
+        c[r] = cr
+    return sink
+
+
+@njit(**_JIT)
+def backward_reduce_rows(a, gh, p, c, r0, r1, t0, t1, down, tile):
+    """Carry composition of a time range: leaving carry = ``p * entering carry + S``."""
+    sink = a.dtype.type(0)
+    for r in range(_U(r0), _U(r1)):
+        ar, ghr = a[r], gh[r]
+        p_r, c_r = a.dtype.type(1), c[r]
+        for b in range(_ntiles(_U(t0), _U(t1), _U(tile))):
+            lo, hi = _tile(_U(t0), _U(t1), b, down, _U(tile))
+            if down:
+                sink += _touch(ar, lo, hi) + _touch(ghr, lo, hi)
+            p_b, q_b = _row_back_reduce(ar, ghr, lo, hi, down)
+            p_r, c_r = _ftz(p_r * p_b), p_b * c_r + q_b
+        p[r], c[r] = p_r, c_r
+    return sink
+
+
+@njit(**_JIT)
+def backward_cols(a, h, gh, hb, gx, ga, c, o0, o1, i0, i1, t0, t1, down):
+    """Backward pass over the box ``[o0, o1) x [i0, i1)`` of ``(O, T, I)`` arrays."""
+    T = _U(h.shape[1])
+    i0, i1 = _U(i0), _U(i1)
+    lo, hi, edge = _without_edge(_U(t0), _U(t1), T, down)
+    for o in range(_U(o0), _U(o1)):
+        for k in range(hi - lo):
+            t = _walk(lo, hi, k, down)
+            tp = t - _U(1) if down else t + _U(1)
+            for i in range(i0, i1):
+                gx[o, t, i], ga[o, t, i], c[o, i] = _back_step(
+                    a[o, t, i], gh[o, t, i], h[o, tp, i], c[o, i]
+                )
+        if edge:
+            t = _U(0) if down else T - _U(1)
+            for i in range(i0, i1):
+                gx[o, t, i], ga[o, t, i], c[o, i] = _back_step(
+                    a[o, t, i], gh[o, t, i], hb[o, i], c[o, i]
+                )
+
+
+@njit(**_JIT)
+def backward_reduce_cols(a, gh, p, c, o0, o1, i0, i1, t0, t1, down):
+    """Carry composition of a time range over a box of channels (see ``backward_reduce_rows``)."""
+    i0, i1, t0, t1 = _U(i0), _U(i1), _U(t0), _U(t1)
+    for o in range(_U(o0), _U(o1)):
+        for i in range(i0, i1):
+            p[o, i] = a.dtype.type(1)
+        for k in range(t1 - t0):
+            t = _walk(t0, t1, k, down)
+            for i in range(i0, i1):
+                c[o, i] = a[o, t, i] * (gh[o, t, i] + c[o, i])
+                p[o, i] = _ftz(p[o, i] * a[o, t, i])

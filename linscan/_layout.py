@@ -1,0 +1,90 @@
+"""Broadcasting and the canonical layout, written once for every backend.
+
+Every array of a call is viewed as ``(O, T, I)``: ``O`` is the product of the axes before the
+time axis, ``T`` its length, ``I`` the product of the axes after it. For a C-contiguous array
+this is a reshape, so no data moves: ``I == 1`` is the time-contiguous case, a large ``I`` the
+time-major one. Inputs that broadcast keep their zero strides (a per-channel decay is not
+materialized at full size) unless the merged axes cannot be described by strides, when NumPy's
+reshape copies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def dims(shape: tuple, axis: int) -> tuple:
+    """``(O, T, I)`` of a result of ``shape`` scanned along ``axis``."""
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
+
+
+def state_shape(shape: tuple, axis: int) -> tuple:
+    return shape[:axis] + shape[axis + 1 :]
+
+
+def view3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype) -> np.ndarray:
+    """``arr`` broadcast to ``shape`` as an ``(O, T, I)`` array of ``dtype``; strided views
+    are kept, and the cast (if any) happens before broadcasting, on the small array."""
+    if arr.dtype != dtype:
+        arr = arr.astype(dtype)
+    return np.broadcast_to(arr, shape).reshape(dims(shape, axis))
+
+
+def contiguous3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype) -> np.ndarray:
+    """Like ``view3`` but C-contiguous (a copy only where ``arr`` is not already so)."""
+    return np.ascontiguousarray(view3(arr, shape, axis, dtype))
+
+
+def initial_state(h0, shape: tuple, axis: int, dtype: np.dtype) -> np.ndarray:
+    """A fresh, writable ``(O, I)`` array holding ``h0`` broadcast (zeros for ``None``)."""
+    O, _, I = dims(shape, axis)
+    if h0 is None:
+        return np.zeros((O, I), dtype)
+    return np.array(np.broadcast_to(h0, state_shape(shape, axis)), dtype=dtype).reshape(O, I)
+
+
+def sum_to_shape(full: np.ndarray, target: tuple, dtype: np.dtype) -> np.ndarray:
+    """Sum ``full`` over the axes that broadcasting added to an array of shape ``target``.
+
+    The gradient of a broadcast input is the sum of the gradients of its copies. Sums of
+    float32 run in float64 (without a float64 copy of ``full``) so that their rounding does
+    not grow with the number of terms.
+    """
+    lead = full.ndim - len(target)
+    axes = tuple(range(lead)) + tuple(
+        lead + k for k, n in enumerate(target) if n == 1 and full.shape[lead + k] != 1
+    )
+    if not axes:
+        return full.reshape(target).astype(dtype, copy=False)
+    acc = np.float64 if full.dtype.itemsize < 8 else full.dtype
+    return full.sum(axis=axes, dtype=acc).reshape(target).astype(dtype, copy=False)
+
+
+def same_memory_layout(p: np.ndarray, q: np.ndarray) -> bool:
+    """True if ``p`` and ``q`` address exactly the same elements in the same order, so that a
+    kernel reading ``q[i]`` before writing ``p[i]`` is safe."""
+    return (
+        p.shape == q.shape
+        and p.strides == q.strides
+        and p.__array_interface__["data"][0] == q.__array_interface__["data"][0]
+    )
+
+
+def may_alias(arr: np.ndarray, others) -> bool:
+    """True if ``arr`` may share memory with any of ``others``."""
+    return any(np.may_share_memory(arr, other) for other in others)
+
+
+def safe_output(out: np.ndarray, shape: tuple, axis: int, inputs) -> np.ndarray | None:
+    """The ``(O, T, I)`` view of ``out`` to write into directly, or ``None`` when a scratch
+    result must be computed and copied into ``out`` (``out`` is not C-contiguous, or it
+    overlaps an input without being exactly that input)."""
+    if not out.flags.c_contiguous:
+        return None
+    out3 = out.reshape(dims(shape, axis))
+    for arr in inputs:
+        if np.may_share_memory(out3, arr) and not same_memory_layout(out3, arr):
+            return None
+    return out3

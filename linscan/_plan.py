@@ -1,0 +1,201 @@
+"""How the CPU backend splits a scan over threads: plain Python, testable without Numba.
+
+A problem in the canonical layout ``(O, T, I)`` runs in one of two modes:
+
+* **lanes**: the lanes (rows when ``I == 1``, else channel blocks of outer rows) are split into
+  one box per thread; each thread walks its box over the whole time axis. Memory sees each
+  byte once.
+* **split**: time is cut into one segment per thread. A first phase reduces the segments but
+  the last (in walk order) to ``(decay product, partial state)`` pairs, spread evenly over all
+  threads as "pieces"; the pairs are composed into each segment's start state; a second phase
+  scans every segment from its true start state. This reads ``a`` and ``x`` of all but one
+  segment twice (20 bytes per float32 step instead of 12) and is worth it only when there are
+  too few lanes to keep the threads busy.
+
+``method="sequential"`` is the paper's serial baseline (lanes, one plain loop per lane);
+``"parallel"`` always chunks time (8-chain blocks within a row, and split mode when there is
+more than one thread); ``"auto"`` picks lanes or split mode with the cost model below, and
+chains only for upward walks in split mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass
+
+#: Below this many elements a call runs on the calling thread alone (thread hand-off costs
+#: tens of microseconds).
+MIN_THREADED = 1 << 16
+#: Split mode needs at least this many steps per segment.
+MIN_SEGMENT = 1 << 12
+#: Channel blocks handed to different threads are multiples of this (64 bytes of float32), so
+#: that no two threads write the same cache line.
+CHANNEL_ALIGN = 16
+#: Elements a downward walk touches ahead (see ``_cpu_kernels``); a multiple of the 256-step
+#: row block.
+TILE = 4096
+#: Cost of a reduce step relative to a scan step (it reads 8 of the 12 bytes and writes none).
+REDUCE_COST = 0.67
+
+_overrides = threading.local()
+
+
+@contextlib.contextmanager
+def forced(**settings):
+    """Private test knob: override ``threads``, ``min_threaded``, ``min_segment`` or ``tile``
+    on this thread, e.g. to force split mode with three segments on a ten-step problem."""
+    old = dict(getattr(_overrides, "settings", {}))
+    _overrides.settings = {**old, **settings}
+    try:
+        yield
+    finally:
+        _overrides.settings = old
+
+
+def _setting(name: str, default):
+    return getattr(_overrides, "settings", {}).get(name, default)
+
+
+def num_threads() -> int:
+    """Threads the CPU backend uses: ``LINSCAN_NUM_THREADS``, else the CPUs this process may
+    run on."""
+    forced_threads = _setting("threads", None)
+    if forced_threads is not None:
+        return forced_threads
+    env = os.environ.get("LINSCAN_NUM_THREADS", "").strip()
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(f"LINSCAN_NUM_THREADS must be a positive integer, got {env!r}")
+        return value
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Box:
+    """Lanes ``[o0, o1) x [i0, i1)`` of the canonical layout."""
+
+    o0: int
+    o1: int
+    i0: int
+    i1: int
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Time range ``[t0, t1)`` reduced in the first phase of split mode, part of ``segment``."""
+
+    segment: int
+    t0: int
+    t1: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """``blocked``: rows use the 8-chain kernels; ``tile``: elements touched ahead of a
+    downward walk. Lanes mode: ``boxes``, one per thread.
+    Split mode: ``segments`` (time ranges in walk order, one per thread, all lanes each) and
+    ``pieces`` (per first-phase task, its pieces in walk order; together they cover every
+    segment but the last in walk order, or all of them for a pass that writes nothing)."""
+
+    blocked: bool
+    tile: int = TILE
+    boxes: tuple = ()
+    segments: tuple = ()
+    pieces: tuple = ()
+
+    @property
+    def split(self) -> bool:
+        return bool(self.segments)
+
+
+def _even(n: int, parts: int) -> list:
+    """Boundaries cutting ``range(n)`` into ``parts`` near-equal ranges."""
+    return [n * k // parts for k in range(parts + 1)]
+
+
+def _lane_boxes(O: int, I: int, threads: int) -> tuple:
+    """At most ``threads`` boxes of near-equal size covering all lanes."""
+    if O >= threads or I == 1:
+        cuts = _even(O, min(threads, O))
+        return tuple(Box(lo, hi, 0, I) for lo, hi in zip(cuts, cuts[1:]) if hi > lo)
+    # Few outer rows: split each row's channels into aligned blocks.
+    per_row = max(1, min(-(-threads // O), I // CHANNEL_ALIGN))
+    units = -(-I // CHANNEL_ALIGN)
+    cuts = [min(I, c * CHANNEL_ALIGN) for c in _even(units, per_row)]
+    return tuple(
+        Box(o, o + 1, lo, hi) for o in range(O) for lo, hi in zip(cuts, cuts[1:]) if hi > lo
+    )
+
+
+def _split(T: int, down: bool, threads: int, writes: bool) -> tuple:
+    """Segments (time ranges in walk order) and first-phase pieces for split mode. Without
+    ``writes`` (a final state only) the first phase covers every segment and the second phase
+    has nothing to do."""
+    walk = _even(T, threads)  # segment k covers walk positions [walk[k], walk[k+1])
+    reduce_end = walk[-2] if writes else T  # the last segment needs no reduction if rescanned
+    work = _even(reduce_end, threads)
+
+    def to_time(w0, w1):
+        return (T - w1, T - w0) if down else (w0, w1)
+
+    segments = tuple(to_time(w0, w1) for w0, w1 in zip(walk, walk[1:]))
+    tasks = []
+    for lo, hi in zip(work, work[1:]):
+        pieces = []
+        for seg, (s0, s1) in enumerate(zip(walk, walk[1:])):
+            p0, p1 = max(lo, s0), min(hi, s1)
+            if p1 > p0:
+                pieces.append(Piece(seg, *to_time(p0, p1)))
+        if pieces:
+            tasks.append(tuple(pieces))
+    return segments, tuple(tasks)
+
+
+def _split_pays(O: int, I: int, boxes: tuple, segments: int, writes: bool, down: bool) -> bool:
+    """The cost model of ``method="auto"``: is split mode faster than lanes mode?
+
+    A row (``I == 1``) is latency bound, so threads speed it up in proportion: compare the
+    largest lane box with a segment's share, the first phase included. With channels the
+    kernels are memory bound and extra threads add less bandwidth than split mode adds bytes
+    (two threads gave 1.3x on the 2-core machine), except when walking down with fewer outer
+    rows than threads: lanes mode would then hand each thread a slice of every step, and short
+    descending runs were the slowest access pattern we measured (1.4x to 2x slower).
+    """
+    if I > 1:
+        return down and O < segments
+    lanes_time = max((b.o1 - b.o0) * (b.i1 - b.i0) for b in boxes) / (O * I)
+    extra = REDUCE_COST * (segments - 1) / segments if writes else 0.0
+    return (1 + extra) / segments < lanes_time
+
+
+def make_plan(O: int, T: int, I: int, *, down: bool, method: str, writes: bool = True) -> Plan:
+    """Choose how to run a problem of canonical shape ``(O, T, I)`` (all sizes positive).
+
+    ``down``: time is walked downwards. ``writes``: the pass writes a result at every step
+    (``False`` for ``final_state``, whose split mode needs one reducing phase only)."""
+    threads = num_threads()
+    tile = _setting("tile", TILE)
+    if O * T * I < _setting("min_threaded", MIN_THREADED):
+        threads = 1
+    boxes = _lane_boxes(O, I, threads)
+    segments = min(threads, T // _setting("min_segment", MIN_SEGMENT))
+    split = method == "parallel" and segments >= 2
+    if method == "auto" and segments >= 2:
+        split = _split_pays(O, I, boxes, segments, writes, down)
+    # Chains pay when a thread owns one long row walked upwards; with many rows per thread
+    # memory is the bottleneck, and walking down the chains' eight interleaved descending
+    # streams per array lost to the plain loop (measured on the 2-core machine).
+    blocked = I == 1 and (method == "parallel" or (method == "auto" and split and not down))
+    if not split:
+        return Plan(blocked, tile, boxes=boxes)
+    segs, pieces = _split(T, down, segments, writes)
+    return Plan(blocked, tile, segments=segs, pieces=pieces)

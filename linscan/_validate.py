@@ -1,0 +1,263 @@
+"""Every argument check and every user-facing error message.
+
+Each public function turns its arguments into a validated, immutable description of the work
+(``ScanArgs`` / ``BackwardArgs``) before anything is allocated or launched, so that a call that
+raises has touched nothing. Errors name the argument, what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Dtypes the backends compute in. Complex and 16-bit floats are planned; they are refused
+#: with their own message so that users can tell "not yet" from "never".
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+METHODS = ("auto", "sequential", "parallel")
+
+_SUPPORTED_TEXT = "float32 or float64"
+
+
+@dataclass(frozen=True)
+class ScanArgs:
+    """Validated arguments of ``scan`` / ``final_state``.
+
+    ``a``, ``x`` and ``h0`` are NumPy arrays in their original dtype (Python numbers become 0-d
+    arrays of ``dtype``, so that ``arg.dtype`` is always the dtype a gradient for it should
+    have); ``shape`` is the broadcast shape of the result and ``axis`` is non-negative.
+    """
+
+    a: np.ndarray
+    x: np.ndarray
+    h0: np.ndarray | None
+    dtype: np.dtype
+    shape: tuple
+    axis: int
+    reverse: bool
+
+
+@dataclass(frozen=True)
+class BackwardArgs:
+    """Validated arguments of ``scan_backward``; ``shape`` is ``h.shape``."""
+
+    a: np.ndarray
+    h: np.ndarray
+    grad_h: np.ndarray
+    h0: np.ndarray | None
+    dtype: np.dtype
+    shape: tuple
+    axis: int
+    reverse: bool
+
+
+def _is_python_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _operand(name: str, value):
+    """Return ``value`` as a NumPy array, or unchanged if it is a Python int or float.
+
+    Python numbers stay Python numbers until the result dtype is known: under NumPy's
+    promotion rules they take the dtype of the arrays they meet ("weak" scalars).
+    """
+    if _is_python_number(value):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a floating-point array or number, got a bool")
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(
+                f"{name} must be a NumPy array or a number, got {type(value).__name__} ({exc})"
+            ) from exc
+    _check_dtype(name, arr.dtype)
+    return arr
+
+
+def _check_dtype(name: str, dtype: np.dtype) -> None:
+    if dtype.kind == "f" and dtype.itemsize in (4, 8):
+        return
+    if dtype.kind == "f":
+        detail = f"{dtype.name} is not supported yet"
+    elif dtype.kind == "c":
+        detail = "complex dtypes are not supported yet"
+    elif dtype.kind == "b":
+        detail = "got bool"
+    else:
+        detail = f"got {dtype}"
+    raise TypeError(f"{name} must have dtype {_SUPPORTED_TEXT}; {detail}")
+
+
+def _result_dtype(*operands) -> np.dtype:
+    dtype = np.result_type(*[op for op in operands if op is not None])
+    if dtype.kind != "f" or dtype.itemsize not in (4, 8):  # e.g. only Python numbers given
+        dtype = np.dtype(np.float64)
+    return dtype.newbyteorder("=")
+
+
+def _as_array(name: str, value, dtype: np.dtype) -> np.ndarray:
+    """A Python number becomes a 0-d array of the result dtype; arrays pass through."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value, dtype=dtype)
+    except OverflowError as exc:  # a Python int too large for any float
+        raise ValueError(
+            f"{name} must fit in {dtype}, got a Python int of {value.bit_length()} bits"
+        ) from exc
+
+
+def check_axis(axis, ndim: int) -> int:
+    """Normalize ``axis`` for an array of ``ndim`` dimensions (``AxisError`` if out of range)."""
+    if isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"axis must be an integer, got {axis!r}")
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an integer, got {type(axis).__name__}") from None
+    if ndim == 0:
+        raise np.exceptions.AxisError(
+            "axis: the result is 0-d; a scan needs at least one dimension (a and x are both "
+            "scalars)"
+        )
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(axis, ndim, msg_prefix="axis")
+    return axis % ndim
+
+
+def check_flag(name: str, value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def check_method(method) -> str:
+    if not isinstance(method, str):
+        raise TypeError(f"method must be one of {METHODS}, got {type(method).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return method
+
+
+def _state_shape(shape: tuple, axis: int) -> tuple:
+    return shape[:axis] + shape[axis + 1 :]
+
+
+def _check_h0(h0: np.ndarray, shape: tuple, axis: int, what: str) -> None:
+    state = _state_shape(shape, axis)
+    if not _broadcasts_to(h0.shape, state):
+        raise ValueError(
+            f"h0 must broadcast to shape {state} ({what} without axis {axis}), got shape {h0.shape}"
+        )
+
+
+def _broadcasts_to(shape: tuple, target: tuple) -> bool:
+    """True if an array of ``shape`` broadcasts to ``target`` without changing it."""
+    if len(shape) > len(target):
+        return False
+    try:
+        return np.broadcast_shapes(shape, target) == tuple(target)
+    except ValueError:
+        return False
+
+
+def scan_args(a, x, h0, axis, reverse) -> ScanArgs:
+    """Validate the arguments shared by ``scan`` and ``final_state``."""
+    a = _operand("a", a)
+    x = _operand("x", x)
+    h0 = None if h0 is None else _operand("h0", h0)
+    reverse = check_flag("reverse", reverse)
+    dtype = _result_dtype(a, x, h0)
+    a, x = _as_array("a", a, dtype), _as_array("x", x, dtype)
+    h0 = None if h0 is None else _as_array("h0", h0, dtype)
+    try:
+        shape = np.broadcast_shapes(a.shape, x.shape)
+    except ValueError:
+        raise ValueError(
+            f"a and x must broadcast together, got a with shape {a.shape} and x with shape "
+            f"{x.shape}"
+        ) from None
+    axis = check_axis(axis, len(shape))
+    if h0 is not None:
+        _check_h0(h0, shape, axis, f"the result's shape {shape}")
+    return ScanArgs(a, x, h0, dtype, shape, axis, reverse)
+
+
+def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out") -> None:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} must be writeable, got a read-only array")
+
+
+def check_backward_out(out, args: BackwardArgs) -> tuple:
+    """``out`` of ``scan_backward`` as a 3-tuple of arrays or ``None``s."""
+    if out is None:
+        return (None, None, None)
+    if not isinstance(out, tuple) or len(out) != 3:
+        raise TypeError(
+            "out must be None or a tuple (grad_a, grad_x, grad_h0) of arrays or None, "
+            f"got {type(out).__name__}"
+            + (f" of length {len(out)}" if isinstance(out, tuple) else "")
+        )
+    wanted = (
+        ("out[0] (grad_a)", args.a.shape, args.a.dtype.newbyteorder("=")),
+        ("out[1] (grad_x)", args.shape, args.dtype),
+        (
+            "out[2] (grad_h0)",
+            None if args.h0 is None else args.h0.shape,
+            None if args.h0 is None else args.h0.dtype.newbyteorder("="),
+        ),
+    )
+    for arr, (name, shape, dtype) in zip(out, wanted):
+        if arr is None:
+            continue
+        if shape is None:
+            raise ValueError(f"{name} must be None when h0 is None, got {type(arr).__name__}")
+        check_out(arr, shape, dtype, name)
+    return out
+
+
+def backward_args(a, h, grad_h, h0, axis, reverse) -> BackwardArgs:
+    """Validate the arguments of ``scan_backward``."""
+    a = _operand("a", a)
+    h = _operand("h", h)
+    grad_h = _operand("grad_h", grad_h)
+    h0 = None if h0 is None else _operand("h0", h0)
+    reverse = check_flag("reverse", reverse)
+    dtype = _result_dtype(a, h, grad_h, h0)
+    a, h, grad_h = (_as_array(n, v, dtype) for n, v in (("a", a), ("h", h), ("grad_h", grad_h)))
+    h0 = None if h0 is None else _as_array("h0", h0, dtype)
+    shape = h.shape
+    axis = check_axis(axis, len(shape))
+    for name, value in (("a", a), ("grad_h", grad_h)):
+        if not _broadcasts_to(value.shape, shape):
+            raise ValueError(
+                f"{name} must broadcast to the shape of h {shape}, got shape {value.shape}"
+            )
+    if h0 is not None:
+        _check_h0(h0, shape, axis, f"the shape of h {shape}")
+    return BackwardArgs(a, h, grad_h, h0, dtype, shape, axis, reverse)
+
+
+__all__ = [
+    "SUPPORTED_DTYPES",
+    "METHODS",
+    "ScanArgs",
+    "BackwardArgs",
+    "scan_args",
+    "backward_args",
+    "check_axis",
+    "check_flag",
+    "check_method",
+    "check_out",
+]

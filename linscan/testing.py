@@ -1,0 +1,296 @@
+"""Tools for testing recurrence code against linscan's serial oracle.
+
+* :func:`assert_scan_close` / :func:`assert_scan_backward_close` compare a result with the
+  float64 serial loop of :mod:`linscan.reference`, with a tolerance set by the result's dtype
+  and the problem, never by the test.
+* :func:`scan_cases` / :func:`backward_cases` are hypothesis strategies drawing valid calls:
+  every axis, T = 0 and 1, broadcast decays, ``h0`` absent / given / broadcast, ``reverse``,
+  mixed float32/float64 inputs, non-contiguous and negative-stride views.
+
+The tolerance. For the serial loop with ``n`` steps from the start, the rounding error at a
+step is at most ``2 * eps * n * M``, where ``M`` is the same recurrence run on ``|a|``,
+``|x|`` and ``|h0|``: each step adds at most ``2 * eps`` relative error to terms whose
+magnitudes ``M`` bounds, and later steps scale earlier errors by no more than they scale
+``M``. Chunked and parallel evaluations regroup the same terms and obey the same form of
+bound; the oracle's own float64 error is of the same form. We allow ``4 * eps * n * M`` plus
+the smallest normal number. Wrong algorithms (a lost carry, an off-by-one step) miss by a
+fraction of ``M``, far outside it. Hypothesis should not draw ill-conditioned cases that a
+tolerance would have to hide; the strategies here keep ``|a| <= 1`` and bounded inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import reference
+
+__all__ = [
+    "TOLERANCE_FACTOR",
+    "Oracle",
+    "scan_oracle",
+    "backward_oracles",
+    "assert_scan_close",
+    "assert_final_state_close",
+    "assert_scan_backward_close",
+    "ScanCase",
+    "scan_cases",
+    "backward_cases",
+]
+
+#: Multiple of ``eps * steps * M`` allowed (see the module docstring).
+TOLERANCE_FACTOR = 4.0
+
+
+def _abs(v):
+    return None if v is None else np.abs(np.asarray(v, dtype=np.float64))
+
+
+def _steps(shape, axis, from_end):
+    """Number of steps taken to reach each element along ``axis`` (1 for the first)."""
+    T = shape[axis]
+    n = np.arange(T, 0, -1) if from_end else np.arange(1, T + 1)
+    return n.reshape((T,) + (1,) * (len(shape) - axis - 1)).astype(np.float64)
+
+
+def _compare(name, actual, expected, bound, steps, dtype):
+    actual = np.asarray(actual)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"{name}: shape {actual.shape}, expected {expected.shape}")
+    info = np.finfo(dtype)
+    tol = TOLERANCE_FACTOR * float(info.eps) * steps * bound + float(info.tiny)
+    got = actual.astype(np.float64)
+    # Where the float64 result overflows the dtype, the dtype's result must be inf too.
+    expect = np.where(np.abs(expected) > float(info.max), np.copysign(np.inf, expected), expected)
+    finite = np.isfinite(expect)
+    with np.errstate(invalid="ignore"):  # inf - inf where both overflowed
+        close = np.abs(got - expect) <= tol
+    same_nonfinite = (np.isnan(expect) & np.isnan(got)) | (~np.isnan(expect) & (got == expect))
+    ok = np.where(finite, close, same_nonfinite)
+    if not ok.all():
+        where = np.unravel_index(np.argmin(ok), ok.shape) if ok.ndim else ()
+        raise AssertionError(
+            f"{name}: {np.size(ok) - np.count_nonzero(ok)} of {np.size(ok)} elements differ "
+            f"from the float64 oracle beyond the {dtype} tolerance; first at index {where}: "
+            f"got {got[where]!r}, expected {expect[where]!r}, "
+            f"tolerance {np.broadcast_to(tol, ok.shape)[where]!r}"
+        )
+
+
+def _dtype_of(actual, dtype):
+    return np.dtype(dtype) if dtype is not None else np.asarray(actual).dtype
+
+
+@dataclass
+class Oracle:
+    """The float64 reference result of one call, with what its tolerance needs: the
+    magnitude bound ``M`` and the step counts ``n`` (see the module docstring)."""
+
+    expected: object
+    bound: object
+    steps: object
+
+    def check(self, name: str, actual, dtype=None) -> None:
+        """Raise ``AssertionError`` unless ``actual`` matches within ``dtype``'s tolerance
+        (default: ``actual.dtype``)."""
+        _compare(name, actual, self.expected, self.bound, self.steps, _dtype_of(actual, dtype))
+
+
+def scan_oracle(a, x, h0=None, *, axis=-1, reverse=False) -> Oracle:
+    """The oracle for ``scan(a, x, h0, axis=axis, reverse=reverse)``."""
+    expected = reference.scan(a, x, h0, axis=axis, reverse=reverse)
+    bound = reference.scan(_abs(a), _abs(x), _abs(h0), axis=axis, reverse=reverse)
+    return Oracle(expected, bound, _steps(expected.shape, axis % expected.ndim, reverse))
+
+
+def backward_oracles(a, h, grad_h, h0=None, *, axis=-1, reverse=False) -> tuple:
+    """Oracles for the three results of ``scan_backward`` (``None`` for ``grad_h0`` without
+    ``h0``). Gradients of broadcast inputs are sums over their copies; their tolerance counts
+    the summed copies as extra steps."""
+    expected = reference.scan_backward(a, h, grad_h, h0, axis=axis, reverse=reverse)
+    bounds = reference.scan_backward(
+        _abs(a), _abs(h), _abs(grad_h), _abs(h0), axis=axis, reverse=reverse
+    )
+    shape = np.shape(h)
+    axis = axis % len(shape)
+    size, T = float(np.prod(shape)), shape[axis]
+
+    def steps_summed(arg):  # the steps of g plus the copies summed into one gradient
+        return T + 1 + size / max(1.0, float(np.prod(np.shape(arg))))
+
+    grad_a = Oracle(expected[0], bounds[0], steps_summed(a))
+    grad_x = Oracle(expected[1], bounds[1], _steps(shape, axis, not reverse))
+    grad_h0 = None if h0 is None else Oracle(expected[2], bounds[2], steps_summed(h0))
+    return grad_a, grad_x, grad_h0
+
+
+def assert_scan_close(h, a, x, h0=None, *, axis=-1, reverse=False, dtype=None):
+    """Assert that ``h`` is ``scan(a, x, h0, axis=axis, reverse=reverse)`` within rounding.
+
+    The reference is the float64 serial loop; the tolerance is that of ``dtype`` (default:
+    ``h.dtype``), see the module docstring. NaN and inf must appear where the oracle has them,
+    with infinities where the float64 result overflows ``dtype``.
+    """
+    scan_oracle(a, x, h0, axis=axis, reverse=reverse).check("h", h, dtype)
+
+
+def assert_final_state_close(state, a, x, h0=None, *, axis=-1, reverse=False, dtype=None):
+    """Assert that ``state`` is ``final_state(a, x, h0, axis=axis, reverse=reverse)``."""
+    expected = reference.final_state(a, x, h0, axis=axis, reverse=reverse)
+    bound = reference.final_state(_abs(a), _abs(x), _abs(h0), axis=axis, reverse=reverse)
+    shape = np.broadcast_shapes(np.shape(a), np.shape(x))
+    steps = float(shape[axis % len(shape)] + 1)
+    Oracle(expected, bound, steps).check("final state", state, dtype)
+
+
+def assert_scan_backward_close(grads, a, h, grad_h, h0=None, *, axis=-1, reverse=False, dtype=None):
+    """Assert that ``grads = (grad_a, grad_x, grad_h0)`` is ``scan_backward(a, h, grad_h, h0)``.
+
+    Each gradient is held to its own dtype's tolerance unless ``dtype`` is given.
+    """
+    oracles = backward_oracles(a, h, grad_h, h0, axis=axis, reverse=reverse)
+    for name, got, oracle in zip(("grad_a", "grad_x", "grad_h0"), grads, oracles):
+        if oracle is None:
+            if got is not None:
+                raise AssertionError(f"{name}: expected None without h0, got {got!r}")
+        else:
+            oracle.check(name, got, dtype)
+
+
+# --- hypothesis strategies ------------------------------------------------------------------------
+
+
+@dataclass
+class ScanCase:
+    """Arguments of one call: ``scan(case.a, case.x, case.h0, **case.kwargs)``."""
+
+    a: object
+    x: np.ndarray
+    h0: object
+    axis: int
+    reverse: bool
+
+    @property
+    def kwargs(self) -> dict:
+        return {"axis": self.axis, "reverse": self.reverse}
+
+    @property
+    def shape(self) -> tuple:
+        return np.broadcast_shapes(np.shape(self.a), np.shape(self.x))
+
+
+@dataclass
+class BackwardCase(ScanCase):
+    """A ``ScanCase`` plus an upstream gradient of the result's shape."""
+
+    grad_h: np.ndarray = None
+
+
+def _hyp():
+    import hypothesis.strategies as st
+    from hypothesis.extra import numpy as hnp
+
+    return st, hnp
+
+
+def _values(draw, shape, dtype, bound):
+    st, hnp = _hyp()
+    elements = st.floats(-bound, bound, width=np.dtype(dtype).itemsize * 8, allow_subnormal=False)
+    return draw(hnp.arrays(dtype, shape, elements=elements))
+
+
+def _as_view(draw, arr):
+    """Return ``arr``'s values as a non-contiguous or negative-stride view, or ``arr``."""
+    st, _ = _hyp()
+    if arr.ndim == 0:
+        return arr
+    kind = draw(st.sampled_from(["contiguous", "reversed", "strided", "transposed"]))
+    axis = draw(st.integers(0, arr.ndim - 1))
+    if kind == "reversed":
+        return np.flip(np.flip(arr, axis).copy(), axis)
+    if kind == "strided":
+        return np.repeat(arr, 2, axis=axis)[(slice(None),) * axis + (slice(None, None, 2),)]
+    if kind == "transposed":
+        return np.ascontiguousarray(arr.T).T
+    return arr
+
+
+def _reduced(draw, shape, keep_axis=None, drop=True):
+    """A shape that broadcasts to ``shape``: some axes set to 1 and, with ``drop``, some
+    leading axes dropped; ``keep_axis`` keeps its length and position."""
+    st, _ = _hyp()
+    reduced = [n if k == keep_axis or draw(st.booleans()) else 1 for k, n in enumerate(shape)]
+    lead = draw(st.integers(0, len(shape))) if drop and keep_axis is None else 0
+    return tuple(reduced[lead:])
+
+
+def scan_cases(dtypes=(np.float32, np.float64), max_ndim=3, max_side=5, max_steps=40, views=True):
+    """Hypothesis strategy of :class:`ScanCase`.
+
+    ``a`` is drawn as a full array, a Python float, a decay per step, a decay per channel or an
+    arbitrary broadcastable shape, with ``|a| <= 1``; ``x`` and ``h0`` lie in ``[-4, 4]``;
+    ``h0`` is absent, full, broadcast or a Python float. The time axis has 0 to
+    ``max_steps`` steps (occasionally up to ten times more, to cross block boundaries).
+    """
+    st, hnp = _hyp()
+
+    @st.composite
+    def build(draw):
+        ndim = draw(st.integers(1, max_ndim))
+        axis = draw(st.integers(-ndim, ndim - 1))
+        ax = axis % ndim
+        steps = draw(
+            st.one_of(
+                st.sampled_from([0, 1]),
+                st.integers(0, max_steps),
+                st.integers(0, 10 * max_steps),
+            )
+        )
+        # Mostly non-empty sides; now and then an empty one.
+        sides = st.integers(0, 4 * max_side).map(lambda n: 1 + n % max_side if n else 0)
+        shape = tuple(steps if k == ax else draw(sides) for k in range(ndim))
+        form = draw(st.sampled_from(["full", "number", "per-step", "per-channel", "broadcast"]))
+        if form == "number":
+            a = draw(st.floats(-1, 1, allow_subnormal=False))
+        else:
+            a_shape = {
+                "full": shape,
+                "per-step": tuple(n if k == ax else 1 for k, n in enumerate(shape)),
+                "per-channel": tuple(1 if k == ax else n for k, n in enumerate(shape))[ax:],
+                "broadcast": None,
+            }[form] or _reduced(draw, shape)
+            a = _values(draw, a_shape, draw(st.sampled_from(dtypes)), 1.0)
+            a = _as_view(draw, a) if views else a
+        # x keeps every axis (so that the result has ndim axes and ``axis`` means the same).
+        x_shape = shape if draw(st.booleans()) else _reduced(draw, shape, ax, drop=False)
+        x = _values(draw, x_shape, draw(st.sampled_from(dtypes)), 4.0)
+        x = _as_view(draw, x) if views else x
+        full = np.broadcast_shapes(np.shape(a), x.shape)
+        state_shape = full[:ax] + full[ax + 1 :]
+        h0_form = draw(st.sampled_from(["none", "full", "number", "broadcast"]))
+        if h0_form == "none":
+            h0 = None
+        elif h0_form == "number":
+            h0 = draw(st.floats(-4, 4, allow_subnormal=False))
+        else:
+            h0_shape = state_shape if h0_form == "full" else _reduced(draw, state_shape)
+            h0 = _values(draw, h0_shape, draw(st.sampled_from(dtypes)), 4.0)
+        return ScanCase(a, x, h0, axis, draw(st.booleans()))
+
+    return build()
+
+
+def backward_cases(dtypes=(np.float32, np.float64), **kwargs):
+    """Hypothesis strategy of :class:`BackwardCase`: a :func:`scan_cases` draw plus
+    ``grad_h`` of the result's shape (in ``[-4, 4]``)."""
+    st, _ = _hyp()
+
+    @st.composite
+    def build(draw):
+        case = draw(scan_cases(dtypes=dtypes, **kwargs))
+        dtype = np.result_type(*[v for v in (case.a, case.x, case.h0) if v is not None])
+        grad_h = _values(draw, case.shape, dtype, 4.0)
+        return BackwardCase(case.a, case.x, case.h0, case.axis, case.reverse, grad_h)
+
+    return build()

@@ -1,0 +1,13 @@
+"""Hypothesis profiles: ``default`` (quick, local), ``ci`` (the README's test command) and
+``long`` (deliberate runs). Choose with ``--hypothesis-profile NAME``."""
+
+from hypothesis import HealthCheck, settings
+
+_common = dict(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("default", max_examples=50, **_common)
+settings.register_profile("ci", max_examples=200, print_blob=True, **_common)
+settings.register_profile("long", max_examples=2000, **_common)
+settings.load_profile("default")

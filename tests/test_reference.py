@@ -1,0 +1,43 @@
+"""The oracle itself: a hand-computed case, its two loops agreeing, its broadcasting."""
+
+import numpy as np
+from hypothesis import given
+
+from linscan import reference
+from linscan.testing import scan_cases
+
+
+def test_hand_computed():
+    a = np.array([0.5, 2.0, -1.0])
+    x = np.array([1.0, 1.0, 3.0])
+    np.testing.assert_array_equal(reference.scan(a, x, 2.0), [2.0, 5.0, -2.0])
+    np.testing.assert_array_equal(reference.scan(a, x, 2.0, reverse=True), [2.5, 3.0, 1.0])
+    assert reference.final_state(a, x, 2.0) == -2.0
+    # L = sum(h): g = [1 + 2*(1 - 1), 1 - 1, 1] = [1, 0, 1]
+    ga, gx, gh0 = reference.scan_backward(a, reference.scan(a, x, 2.0), np.ones(3), 2.0)
+    np.testing.assert_array_equal(gx, [1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(ga, [1.0 * 2.0, 0.0 * 2.0, 1.0 * 5.0])
+    assert gh0 == 0.5
+
+
+@given(case=scan_cases(max_side=12))
+def test_few_and_many_lane_loops_agree(case):
+    """The Python-float loop (few lanes) and the NumPy loop (many lanes) compute the same
+    float64 operations, so they agree exactly."""
+    original = reference._FEW_LANES
+    try:
+        reference._FEW_LANES = 10**9
+        floats = reference.scan(case.a, case.x, case.h0, **case.kwargs)
+        ones = np.ones(floats.shape)
+        grads_f = reference.scan_backward(case.a, floats, ones, case.h0, **case.kwargs)
+        reference._FEW_LANES = -1
+        arrays = reference.scan(case.a, case.x, case.h0, **case.kwargs)
+        grads_a = reference.scan_backward(case.a, floats, ones, case.h0, **case.kwargs)
+    finally:
+        reference._FEW_LANES = original
+    np.testing.assert_array_equal(floats, arrays)
+    for f, a in zip(grads_f, grads_a):
+        if f is None:
+            assert a is None
+        else:
+            np.testing.assert_array_equal(f, a)
