@@ -9,7 +9,11 @@ import pytest
 
 import linscan
 from linscan import _api
-from linscan.testing import assert_scan_backward_close, assert_scan_close
+from linscan.testing import (
+    assert_final_state_close,
+    assert_scan_backward_close,
+    assert_scan_close,
+)
 
 from helpers import CONFIGS, forced
 
@@ -143,3 +147,25 @@ def test_docstring_examples():
             runner.run(test)
         assert runner.failures == 0, f"doctest of {name} failed"
         assert runner.tries > 0
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("method", ["auto", "sequential", "parallel"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("shape, axis", [((2, 2000), 1), ((2000, 3), 0), ((2, 1500, 20), 1)])
+def test_long_sequences_every_path(config, method, reverse, shape, axis):
+    """Deterministic coverage of the paths that need length: several 256-step chain blocks,
+    touched tiles, split segments, forward and backward, both directions."""
+    rng = np.random.default_rng(hash((shape, axis)) % 2**32)
+    a = rng.uniform(-1, 1, shape).astype(np.float32)
+    x = rng.standard_normal(shape).astype(np.float32)
+    h0 = rng.standard_normal(shape[:axis] + shape[axis + 1 :]).astype(np.float32)
+    gh = rng.standard_normal(shape).astype(np.float32)
+    with forced(config):
+        h = linscan.scan(a, x, h0, axis=axis, reverse=reverse, method=method)
+        state = linscan.final_state(a, x, h0, axis=axis, reverse=reverse, method=method)
+        grads = linscan.scan_backward(a, h, gh, h0, axis=axis, reverse=reverse, method=method)
+    kw = dict(axis=axis, reverse=reverse)
+    assert_scan_close(h, a, x, h0, **kw)
+    assert_final_state_close(state, a, x, h0, **kw)
+    assert_scan_backward_close(grads, a, h, gh, h0, **kw)
