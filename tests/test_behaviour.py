@@ -149,11 +149,18 @@ def test_docstring_examples():
         assert runner.tries > 0
 
 
-@pytest.mark.parametrize("config", CONFIGS)
+LONG_CONFIGS = {
+    **CONFIGS,
+    # tiles of two chain blocks, so that reductions compose blocks within a tile
+    "split2_tile512": dict(threads=2, min_threaded=0, min_segment=1, tile=512),
+}
+
+
+@pytest.mark.parametrize("config", LONG_CONFIGS)
 @pytest.mark.parametrize("method", ["auto", "sequential", "parallel"])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("shape, axis", [((2, 2000), 1), ((2000, 3), 0), ((2, 1500, 20), 1)])
-@pytest.mark.parametrize("decays", [(-1.0, 1.0), (0.97, 1.0)])
+@pytest.mark.parametrize("decays", [(-1.0, 1.0), (0.995, 1.0)])
 def test_long_sequences_every_path(config, method, reverse, shape, axis, decays):
     """Deterministic coverage of the paths that need length: several 256-step chain blocks,
     touched tiles, split segments, forward and backward, both directions. Decays near 1 make
@@ -163,7 +170,7 @@ def test_long_sequences_every_path(config, method, reverse, shape, axis, decays)
     x = rng.standard_normal(shape).astype(np.float32)
     h0 = rng.standard_normal(shape[:axis] + shape[axis + 1 :]).astype(np.float32)
     gh = rng.standard_normal(shape).astype(np.float32)
-    with forced(config):
+    with linscan._plan.forced(**LONG_CONFIGS[config]):
         h = linscan.scan(a, x, h0, axis=axis, reverse=reverse, method=method)
         state = linscan.final_state(a, x, h0, axis=axis, reverse=reverse, method=method)
         grads = linscan.scan_backward(a, h, gh, h0, axis=axis, reverse=reverse, method=method)
