@@ -128,7 +128,7 @@ def _lane_boxes(O: int, I: int, threads: int) -> tuple:
         cuts = _even(O, min(threads, O))
         return tuple(Box(lo, hi, 0, I) for lo, hi in zip(cuts, cuts[1:]) if hi > lo)
     # Few outer rows: split each row's channels into aligned blocks.
-    per_row = max(1, min(-(-threads // O), I // CHANNEL_ALIGN))
+    per_row = max(1, min(threads // O, I // CHANNEL_ALIGN))
     units = -(-I // CHANNEL_ALIGN)
     cuts = [min(I, c * CHANNEL_ALIGN) for c in _even(units, per_row)]
     return tuple(
