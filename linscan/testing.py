@@ -232,8 +232,9 @@ def scan_cases(dtypes=(np.float32, np.float64), max_ndim=3, max_side=5, max_step
     """Hypothesis strategy of :class:`ScanCase`.
 
     ``a`` is drawn as a full array, a Python float, a decay per step, a decay per channel or an
-    arbitrary broadcastable shape, with values in ``[-1, 1]`` or, half the time, ``[0.875, 1]``; ``x`` and ``h0`` lie in ``[-4, 4]``;
-    ``h0`` is absent, full, broadcast or a Python float. The time axis has 0 to
+    arbitrary broadcastable shape, with values in ``[-1, 1]`` or, half the time,
+    ``[0.875, 1]``; ``x`` and ``h0`` lie in ``[-4, 4]``; ``h0`` is absent, full, broadcast or a
+    Python float. The time axis has 0 to
     ``max_steps`` steps (occasionally up to ten times more, to cross block boundaries).
     """
     st, hnp = _hyp()
