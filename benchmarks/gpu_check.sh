@@ -39,5 +39,8 @@ print(_bench.table(rows))
 PY
 
 echo
-echo "== linscan GPU-machine check: $(head -c 300 "$out/device.txt" | grep -o 'NVIDIA [A-Z0-9 ]*' | head -n 1)"
+echo "== CPU benchmark on this machine (auto method; x floor = time / np.add of the same arrays)"
+grep -E '\| (scan|scan reverse|final_state|scan_backward) \| auto \|' "$out/cpu_bench.md" 2>/dev/null \
+    | awk -F'|' '{printf "%-14s %-14s %6s ms %6sx floor %s\n", $2, $5, $7, $9, $10 $11}'
+echo "== linscan GPU-machine check: $(grep -o 'NVIDIA [A-Z][A-Za-z0-9 ]*' "$out/device.txt" | head -n 1)"
 printf '%s\n' "${summary[@]}"
