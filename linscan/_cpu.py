@@ -108,6 +108,23 @@ def _rows(*arrays):
     return [arr[..., 0] for arr in arrays]
 
 
+def _reducer(k, a, x, down: bool, plan: _plan.Plan, back: bool):
+    """``reduce(box, t0, t1, p, st)`` for ``_drive``: forward states, or with ``back`` the
+    backward carry (``x`` is then ``grad_h``)."""
+    if x.shape[2] == 1:
+        a2, x2 = _rows(a, x)
+
+        def reduce(box, t0, t1, p, st):
+            k.reduce_rows(a2, x2, p[:, 0], st[:, 0], box.o0, box.o1, t0, t1, down, plan.tile, back)
+
+        return reduce
+
+    def reduce(box, t0, t1, p, st):
+        k.reduce_cols(a, x, p, st, box.o0, box.o1, box.i0, box.i1, t0, t1, down, back)
+
+    return reduce
+
+
 def scan(a, x, h, s, reverse: bool, method: str) -> None:
     k = _kernels()
     plan = _plan.make_plan(*x.shape, down=reverse, method=method)
@@ -118,34 +135,18 @@ def scan(a, x, h, s, reverse: bool, method: str) -> None:
             k.scan_rows(
                 a2, x2, h2, st[:, 0], box.o0, box.o1, t0, t1, reverse, plan.blocked, plan.tile
             )
-
-        def reduce(box, t0, t1, p, st):
-            k.reduce_rows(a2, x2, p[:, 0], st[:, 0], box.o0, box.o1, t0, t1, reverse, plan.tile)
     else:
 
         def walk(box, t0, t1, st):
             k.scan_cols(a, x, h, st, box.o0, box.o1, box.i0, box.i1, t0, t1, reverse)
 
-        def reduce(box, t0, t1, p, st):
-            k.reduce_cols(a, x, p, st, box.o0, box.o1, box.i0, box.i1, t0, t1, reverse)
-
-    _drive(plan, x.shape, s, walk, reduce)
+    _drive(plan, x.shape, s, walk, _reducer(k, a, x, reverse, plan, back=False))
 
 
 def final_state(a, x, s, reverse: bool, method: str) -> None:
     k = _kernels()
     plan = _plan.make_plan(*x.shape, down=reverse, method=method, writes=False)
-    if x.shape[2] == 1:
-        a2, x2 = _rows(a, x)
-
-        def reduce(box, t0, t1, p, st):
-            k.reduce_rows(a2, x2, p[:, 0], st[:, 0], box.o0, box.o1, t0, t1, reverse, plan.tile)
-    else:
-
-        def reduce(box, t0, t1, p, st):
-            k.reduce_cols(a, x, p, st, box.o0, box.o1, box.i0, box.i1, t0, t1, reverse)
-
-    _drive(plan, x.shape, s, None, reduce)
+    _drive(plan, x.shape, s, None, _reducer(k, a, x, reverse, plan, back=False))
 
 
 def backward(a, h, gh, hb, gx, ga, c, reverse: bool, method: str) -> None:
@@ -158,32 +159,12 @@ def backward(a, h, gh, hb, gx, ga, c, reverse: bool, method: str) -> None:
 
         def walk(box, t0, t1, st):
             k.backward_rows(
-                a2,
-                h2,
-                gh2,
-                hb1,
-                gx2,
-                ga2,
-                st[:, 0],
-                box.o0,
-                box.o1,
-                t0,
-                t1,
-                down,
-                plan.blocked,
-                plan.tile,
-            )
-
-        def reduce(box, t0, t1, p, st):
-            k.backward_reduce_rows(
-                a2, gh2, p[:, 0], st[:, 0], box.o0, box.o1, t0, t1, down, plan.tile
-            )
+                a2, h2, gh2, hb1, gx2, ga2, st[:, 0], box.o0, box.o1, t0, t1, down,
+                plan.blocked, plan.tile,
+            )  # fmt: skip
     else:
 
         def walk(box, t0, t1, st):
             k.backward_cols(a, h, gh, hb, gx, ga, st, box.o0, box.o1, box.i0, box.i1, t0, t1, down)
 
-        def reduce(box, t0, t1, p, st):
-            k.backward_reduce_cols(a, gh, p, st, box.o0, box.o1, box.i0, box.i1, t0, t1, down)
-
-    _drive(plan, h.shape, c, walk, reduce)
+    _drive(plan, h.shape, c, walk, _reducer(k, a, gh, down, plan, back=True))

@@ -220,8 +220,9 @@ def _row_scan_serial(a, x, h, s, t0, t1, down):
 
 
 @njit(**_JIT)
-def _row_chains(a, x, lo, down):
-    """Decay product and partial state (from 0) of each of the 8 chains of a block."""
+def _row_chains(a, x, lo, down, back):
+    """Decay product and partial state (from 0) of each of the 8 chains of a block. With
+    ``back`` the input of a step is ``a * x`` (see ``_row_reduce``)."""
     one = a.dtype.type(1)
     p = _fill8(one)
     q = _fill8(one - one)
@@ -229,7 +230,8 @@ def _row_chains(a, x, lo, down):
         u = _chain_pos(lo, j, down)
         av = _load8(a, u, _U(M))
         p = _mul8(p, av)
-        q = _fma8(av, q, _load8(x, u, _U(M)))
+        xv = _load8(x, u, _U(M))
+        q = _fma8(av, q, _mul8(av, xv) if back else xv)
     return p, q
 
 
@@ -238,7 +240,7 @@ def _row_scan_blocked(a, x, h, s, t0, t1, down):
     nb = (t1 - t0) // _U(8 * M)
     for b in range(nb):
         lo = _block(t0, t1, b, down)
-        p, q = _row_chains(a, x, lo, down)
+        p, q = _row_chains(a, x, lo, down, False)
         c, s = _carry8(p, q, s, down)
         for j in range(_U(M)):
             u = _chain_pos(lo, j, down)
@@ -251,14 +253,18 @@ def _row_scan_blocked(a, x, h, s, t0, t1, down):
 
 
 @njit(**_JIT)
-def _row_reduce(a, x, t0, t1, down):
-    """``(P, S)`` of a time range: leaving state = ``P * entering state + S``."""
+def _row_reduce(a, x, t0, t1, down, back):
+    """``(P, S)`` of a time range: leaving state = ``P * entering state + S``.
+
+    With ``back``, ``x`` is ``grad_h`` and the state is the backward carry, which obeys
+    ``c = a * c + a * grad_h``: the same recurrence with input ``a * grad_h``.
+    """
     one = a.dtype.type(1)
     p_tot = one
     s_tot = one - one
     nb = (t1 - t0) // _U(8 * M)
     for b in range(nb):
-        p, q = _row_chains(a, x, _block(t0, t1, b, down), down)
+        p, q = _row_chains(a, x, _block(t0, t1, b, down), down, back)
         _, s_tot = _carry8(p, q, s_tot, down)
         p_tot = _ftz(p_tot * _prod8(p))
     rest = (t1 - t0) - nb * _U(8 * M)
@@ -266,7 +272,7 @@ def _row_reduce(a, x, t0, t1, down):
     for k in range(rest):
         u = _walk(lo, lo + rest, k, down)
         p_tot = _ftz(p_tot * a[u])
-        s_tot = a[u] * s_tot + x[u]
+        s_tot = a[u] * s_tot + (a[u] * x[u] if back else x[u])
     return p_tot, s_tot
 
 
@@ -290,8 +296,9 @@ def scan_rows(a, x, h, s, r0, r1, t0, t1, down, blocked, tile):
 
 
 @njit(**_JIT)
-def reduce_rows(a, x, p, s, r0, r1, t0, t1, down, tile):
-    """Like ``scan_rows`` without writing ``h``; also stores each row's decay product in ``p``."""
+def reduce_rows(a, x, p, s, r0, r1, t0, t1, down, tile, back):
+    """Like ``scan_rows`` without writing ``h``; also stores each row's decay product in ``p``.
+    With ``back`` it composes the backward carry instead, ``x`` being ``grad_h``."""
     sink = a.dtype.type(0)
     for r in range(_U(r0), _U(r1)):
         ar, xr = a[r], x[r]
@@ -300,7 +307,7 @@ def reduce_rows(a, x, p, s, r0, r1, t0, t1, down, tile):
             lo, hi = _tile(_U(t0), _U(t1), b, down, _U(tile))
             if down:
                 sink += _touch(ar, lo, hi) + _touch(xr, lo, hi)
-            p_b, q_b = _row_reduce(ar, xr, lo, hi, down)
+            p_b, q_b = _row_reduce(ar, xr, lo, hi, down, back)
             p_r, s_r = _ftz(p_r * p_b), p_b * s_r + q_b
         p[r], s[r] = p_r, s_r
     return sink
@@ -326,8 +333,9 @@ def scan_cols(a, x, h, s, o0, o1, i0, i1, t0, t1, down):
 
 
 @njit(**_JIT)
-def reduce_cols(a, x, p, s, o0, o1, i0, i1, t0, t1, down):
-    """Like ``scan_cols`` without writing ``h``; ``p`` receives the decay products."""
+def reduce_cols(a, x, p, s, o0, o1, i0, i1, t0, t1, down, back):
+    """Like ``scan_cols`` without writing ``h``; ``p`` receives the decay products. With
+    ``back`` it composes the backward carry, ``x`` being ``grad_h`` (see ``_row_reduce``)."""
     i0, i1, t0, t1 = _U(i0), _U(i1), _U(t0), _U(t1)
     for o in range(_U(o0), _U(o1)):
         for i in range(i0, i1):
@@ -335,7 +343,8 @@ def reduce_cols(a, x, p, s, o0, o1, i0, i1, t0, t1, down):
         for k in range(t1 - t0):
             t = _walk(t0, t1, k, down)
             for i in range(i0, i1):
-                s[o, i] = a[o, t, i] * s[o, i] + x[o, t, i]
+                xv = a[o, t, i] * x[o, t, i] if back else x[o, t, i]
+                s[o, i] = a[o, t, i] * s[o, i] + xv
                 p[o, i] = _ftz(p[o, i] * a[o, t, i])
 
 
@@ -364,24 +373,11 @@ def _row_back_serial(a, h, gh, gx, ga, c, t0, t1, down):
 
 
 @njit(**_JIT)
-def _row_back_chains(a, gh, lo, down):
-    one = a.dtype.type(1)
-    p = _fill8(one)
-    q = _fill8(one - one)
-    for j in range(_U(M)):
-        u = _chain_pos(lo, j, down)
-        av = _load8(a, u, _U(M))
-        p = _mul8(p, av)
-        q = _mul8(av, _add8(q, _load8(gh, u, _U(M))))
-    return p, q
-
-
-@njit(**_JIT)
 def _row_back_blocked(a, h, gh, gx, ga, c, t0, t1, down):
     nb = (t1 - t0) // _U(8 * M)
     for b in range(nb):
         lo = _block(t0, t1, b, down)
-        p, q = _row_back_chains(a, gh, lo, down)
+        p, q = _row_chains(a, gh, lo, down, True)
         cc, c = _carry8(p, q, c, down)
         for j in range(_U(M)):
             u = _chain_pos(lo, j, down)
@@ -394,26 +390,6 @@ def _row_back_blocked(a, h, gh, gx, ga, c, t0, t1, down):
     if down:
         return _row_back_serial(a, h, gh, gx, ga, c, t0, t0 + rest, down)
     return _row_back_serial(a, h, gh, gx, ga, c, t1 - rest, t1, down)
-
-
-@njit(**_JIT)
-def _row_back_reduce(a, gh, t0, t1, down):
-    """``(P, S)`` of a time range: leaving carry = ``P * entering carry + S``."""
-    one = a.dtype.type(1)
-    p_tot = one
-    s_tot = one - one
-    nb = (t1 - t0) // _U(8 * M)
-    for b in range(nb):
-        p, q = _row_back_chains(a, gh, _block(t0, t1, b, down), down)
-        _, s_tot = _carry8(p, q, s_tot, down)
-        p_tot = _ftz(p_tot * _prod8(p))
-    rest = (t1 - t0) - nb * _U(8 * M)
-    lo = t0 if down else t1 - rest
-    for k in range(rest):
-        u = _walk(lo, lo + rest, k, down)
-        p_tot = _ftz(p_tot * a[u])
-        s_tot = a[u] * (gh[u] + s_tot)
-    return p_tot, s_tot
 
 
 @njit(inline="always")
@@ -457,23 +433,6 @@ def backward_rows(a, h, gh, hb, gx, ga, c, r0, r1, t0, t1, down, blocked, tile):
 
 
 @njit(**_JIT)
-def backward_reduce_rows(a, gh, p, c, r0, r1, t0, t1, down, tile):
-    """Carry composition of a time range: leaving carry = ``p * entering carry + S``."""
-    sink = a.dtype.type(0)
-    for r in range(_U(r0), _U(r1)):
-        ar, ghr = a[r], gh[r]
-        p_r, c_r = a.dtype.type(1), c[r]
-        for b in range(_ntiles(_U(t0), _U(t1), _U(tile))):
-            lo, hi = _tile(_U(t0), _U(t1), b, down, _U(tile))
-            if down:
-                sink += _touch(ar, lo, hi) + _touch(ghr, lo, hi)
-            p_b, q_b = _row_back_reduce(ar, ghr, lo, hi, down)
-            p_r, c_r = _ftz(p_r * p_b), p_b * c_r + q_b
-        p[r], c[r] = p_r, c_r
-    return sink
-
-
-@njit(**_JIT)
 def backward_cols(a, h, gh, hb, gx, ga, c, o0, o1, i0, i1, t0, t1, down):
     """Backward pass over the box ``[o0, o1) x [i0, i1)`` of ``(O, T, I)`` arrays."""
     T = _U(h.shape[1])
@@ -493,17 +452,3 @@ def backward_cols(a, h, gh, hb, gx, ga, c, o0, o1, i0, i1, t0, t1, down):
                 gx[o, t, i], ga[o, t, i], c[o, i] = _back_step(
                     a[o, t, i], gh[o, t, i], hb[o, i], c[o, i]
                 )
-
-
-@njit(**_JIT)
-def backward_reduce_cols(a, gh, p, c, o0, o1, i0, i1, t0, t1, down):
-    """Carry composition of a time range over a box of channels (see ``backward_reduce_rows``)."""
-    i0, i1, t0, t1 = _U(i0), _U(i1), _U(t0), _U(t1)
-    for o in range(_U(o0), _U(o1)):
-        for i in range(i0, i1):
-            p[o, i] = a.dtype.type(1)
-        for k in range(t1 - t0):
-            t = _walk(t0, t1, k, down)
-            for i in range(i0, i1):
-                c[o, i] = a[o, t, i] * (gh[o, t, i] + c[o, i])
-                p[o, i] = _ftz(p[o, i] * a[o, t, i])
