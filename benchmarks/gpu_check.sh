@@ -22,7 +22,8 @@ step() {  # step NAME SECONDS COMMAND...: run, log to OUTDIR/NAME.log, remember 
     summary+=("$(printf '%-12s rc=%-3s %4ss  %s' "$name" "$rc" "$((SECONDS - t0))" "$(tail -n 1 "$out/$name.log")")")
 }
 
-{ nvidia-smi; echo; git log -1 --format='commit %H %cd' 2>/dev/null; date -u; } >"$out/device.txt" 2>&1
+{ nvidia-smi; echo; lscpu | head -n 20; echo; git log -1 --format='commit %H %cd' 2>/dev/null; date -u; } \
+    >"$out/device.txt" 2>&1
 step info 60 "$py" -m linscan info
 step probe 120 "$py" benchmarks/gpu_probe.py "$out"
 step tests 300 "$py" -m pytest -q -x -p no:cacheprovider
