@@ -29,7 +29,9 @@ def view3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype) -> np.ndarr
     are kept, and the cast (if any) happens before broadcasting, on the small array."""
     if arr.dtype != dtype:
         arr = arr.astype(dtype)
-    return np.broadcast_to(arr, shape).reshape(dims(shape, axis))
+    if arr.shape != shape:
+        arr = np.broadcast_to(arr, shape)
+    return arr.reshape(dims(shape, axis))
 
 
 def contiguous3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype) -> np.ndarray:

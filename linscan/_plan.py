@@ -21,6 +21,7 @@ chains only for upward walks in split mode.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -73,6 +74,12 @@ def num_threads() -> int:
         if value < 1:
             raise ValueError(f"LINSCAN_NUM_THREADS must be a positive integer, got {env!r}")
         return value
+    return _usable_cpus()
+
+
+@functools.lru_cache(maxsize=1)
+def _usable_cpus() -> int:
+    """CPUs this process may run on (read once: the system call is not free per scan)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -182,10 +189,10 @@ def make_plan(O: int, T: int, I: int, *, down: bool, method: str, writes: bool =
 
     ``down``: time is walked downwards. ``writes``: the pass writes a result at every step
     (``False`` for ``final_state``, whose split mode needs one reducing phase only)."""
-    threads = num_threads()
     tile = _setting("tile", TILE)
-    if O * T * I < _setting("min_threaded", MIN_THREADED):
-        threads = 1
+    threads = num_threads()
+    if O * T * I < _setting("min_threaded", MIN_THREADED):  # small: this thread, one box
+        return Plan(method == "parallel" and I == 1, tile, boxes=(Box(0, O, 0, I),))
     boxes = _lane_boxes(O, I, threads)
     segments = min(threads, T // _setting("min_segment", MIN_SEGMENT))
     split = method == "parallel" and segments >= 2
