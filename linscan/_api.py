@@ -94,7 +94,8 @@ def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
     if out is None:
         h3 = result.reshape(_layout.dims(args.shape, args.axis))
     else:
-        h3 = _layout.safe_output(out, args.shape, args.axis, (a3, x3))
+        # The forward kernels read a[t] and x[t] before writing h[t]: out may be either.
+        h3 = _layout.safe_output(out, args.shape, args.axis, (a3, x3), exact_ok=(a3, x3))
     target = h3 if h3 is not None else np.empty(x3.shape, args.dtype)
     _backend().scan(a3, x3, target, state, args.reverse, method)
     if h3 is None:
@@ -165,7 +166,7 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto
     out : tuple, optional
         ``(grad_a, grad_x, grad_h0)``, each an array to write that gradient into (its shape
         and dtype as returned) or ``None``. Reusing buffers saves the cost of fresh memory,
-        which at large sizes is a good part of the pass. ``out[1]`` may be ``grad_h``.
+        which at large sizes is a good part of the pass. ``out[1]`` may be ``grad_h``; the three must not share memory.
 
     Returns
     -------
@@ -205,13 +206,15 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto
     a3 = _canonical(args, "a", contiguous=False)
     h3 = _canonical(args, "h", contiguous=True)
     gh3 = _canonical(args, "grad_h", contiguous=True)
-    grad_x3 = None if out_x is None else _layout.safe_output(out_x, shape, args.axis, (a3, h3, gh3))
-    if grad_x3 is not None and _layout.may_alias(grad_x3, (a3, h3)):
-        grad_x3 = None  # grad_x may replace grad_h in place, but nothing else
+    # The backward kernels read grad_h[t] before writing grad_x[t], so grad_x may replace
+    # grad_h. Nothing may alias grad_a: the chained kernels read a[t] after writing grad_a[t],
+    # and h[t-1] after a neighbouring chain wrote grad_a there.
+    grad_x3 = _layout.safe_output(out_x, shape, args.axis, (a3, h3, gh3), exact_ok=(gh3,))
     grad_x3 = grad_x3 if grad_x3 is not None else np.empty(dims, dtype)
-    grad_a3 = None
-    if out_a is not None and out_a.shape == shape and out_a.dtype == dtype:  # write in place
-        grad_a3 = _layout.safe_output(out_a, shape, args.axis, (a3, h3, gh3, grad_x3))
+    direct = out_a is not None and out_a.shape == shape and out_a.dtype == dtype
+    grad_a3 = _layout.safe_output(
+        out_a if direct else None, shape, args.axis, (a3, h3, gh3, grad_x3)
+    )
     grad_a3 = grad_a3 if grad_a3 is not None else np.empty(dims, dtype)
     carry = np.zeros((dims[0], dims[2]), dtype)
     if grad_x3.size:

@@ -96,10 +96,13 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce) -> N
         carry = prods[g] * carry + parts[g]
         if g + 1 == len(flat) or flat[g + 1].segment != piece.segment:
             starts.append(carry)
-    if walk is None:
-        state[...] = starts[-1]
-        return
-    _run([partial(walk, everything, t0, t1, starts[k]) for k, (t0, t1) in enumerate(plan.segments)])
+    if walk is not None:  # a pass without results has reduced every segment already
+        _run(
+            [
+                partial(walk, everything, t0, t1, starts[k])
+                for k, (t0, t1) in enumerate(plan.segments)
+            ]
+        )
     state[...] = starts[-1]
 
 

@@ -74,19 +74,18 @@ def same_memory_layout(p: np.ndarray, q: np.ndarray) -> bool:
     )
 
 
-def may_alias(arr: np.ndarray, others) -> bool:
-    """True if ``arr`` may share memory with any of ``others``."""
-    return any(np.may_share_memory(arr, other) for other in others)
-
-
-def safe_output(out: np.ndarray, shape: tuple, axis: int, inputs) -> np.ndarray | None:
+def safe_output(out, shape: tuple, axis: int, inputs, exact_ok=()) -> np.ndarray | None:
     """The ``(O, T, I)`` view of ``out`` to write into directly, or ``None`` when a scratch
-    result must be computed and copied into ``out`` (``out`` is not C-contiguous, or it
-    overlaps an input without being exactly that input)."""
-    if not out.flags.c_contiguous:
+    result must be computed and copied into ``out``: ``out`` is missing or not C-contiguous,
+    or it overlaps one of ``inputs`` without being exactly one of ``exact_ok``. Which exact
+    aliases are safe depends on the kernel (an element is read before it is written), so each
+    caller names them."""
+    if out is None or not out.flags.c_contiguous:
         return None
     out3 = out.reshape(dims(shape, axis))
     for arr in inputs:
-        if np.may_share_memory(out3, arr) and not same_memory_layout(out3, arr):
+        if not np.may_share_memory(out3, arr):
+            continue
+        if not any(arr is ok for ok in exact_ok) or not same_memory_layout(out3, arr):
             return None
     return out3

@@ -224,6 +224,11 @@ def check_backward_out(out, args: BackwardArgs) -> tuple:
         if shape is None:
             raise ValueError(f"{name} must be None when h0 is None, got {type(arr).__name__}")
         check_out(arr, shape, dtype, name)
+    arrays = [arr for arr in out if arr is not None]
+    for k, first in enumerate(arrays):
+        for second in arrays[k + 1 :]:
+            if np.may_share_memory(first, second):
+                raise ValueError("out must hold separate arrays, got two that share memory")
     return out
 
 

@@ -19,8 +19,9 @@ from helpers import CONFIGS, forced
 
 
 @pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("method", ["auto", "sequential", "parallel"])
 @pytest.mark.parametrize("layout", ["rows", "cols"])
-def test_out_may_be_x_or_a(config, layout):
+def test_out_may_be_x_or_a(config, method, layout):
     rng = np.random.default_rng(1)
     shape, axis = ((3, 700), 1) if layout == "rows" else ((700, 40), 0)
     a = rng.uniform(-1, 1, shape)
@@ -29,7 +30,7 @@ def test_out_may_be_x_or_a(config, layout):
         aa, xx = a.copy(), x.copy()
         target = xx if name == "x" else aa
         with forced(config):
-            got = linscan.scan(aa, xx, axis=axis, out=target)
+            got = linscan.scan(aa, xx, axis=axis, out=target, method=method)
         assert got is target
         assert_scan_close(got, a, x, axis=axis)
 
@@ -55,19 +56,31 @@ def test_non_contiguous_out():
     assert_scan_close(out, a, x, axis=0)
 
 
-def test_grad_x_may_replace_grad_h_and_aliasing_is_safe():
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("method", ["auto", "sequential", "parallel"])
+@pytest.mark.parametrize("layout", ["rows", "cols"])
+def test_backward_out_aliasing_inputs(config, method, layout):
+    """grad_x may be grad_h itself; grad_a or grad_x given as a, h or grad_h must still come
+    out right (through scratch memory)."""
     rng = np.random.default_rng(4)
-    a, x = rng.uniform(-1, 1, (2, 900)), rng.standard_normal((2, 900))
-    h = linscan.scan(a, x)
-    gh = rng.standard_normal(h.shape)
-    expected = linscan.scan_backward(a, h, gh)
-    g = gh.copy()
-    grads = linscan.scan_backward(a, h, g, out=(None, g, None))
-    assert grads[1] is g
-    np.testing.assert_array_equal(g, expected[1])
-    hh = h.copy()  # grad_a written over h itself: must go through scratch memory
-    grads = linscan.scan_backward(a, hh, gh, out=(hh, None, None))
-    np.testing.assert_array_equal(grads[0], expected[0])
+    shape, axis = ((2, 3000), 1) if layout == "rows" else ((3000, 20), 0)
+    a, x = rng.uniform(0.9, 1, shape), rng.standard_normal(shape)
+    h = linscan.scan(a, x, axis=axis)
+    gh = rng.standard_normal(shape)
+    with forced(config):
+        expected = linscan.scan_backward(a, h, gh, axis=axis, method=method)
+    for slot in (0, 1):
+        for target in ("a", "h", "grad_h"):
+            args = {"a": a.copy(), "h": h.copy(), "grad_h": gh.copy()}
+            out = [np.empty(shape), np.empty(shape), None]
+            out[slot] = args[target]
+            with forced(config):
+                grads = linscan.scan_backward(
+                    args["a"], args["h"], args["grad_h"], axis=axis, method=method, out=tuple(out)
+                )
+            assert grads[slot] is out[slot]
+            np.testing.assert_allclose(grads[0], expected[0], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(grads[1], expected[1], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend_threads", [1, 2, 8])

@@ -101,6 +101,7 @@ def test_failed_call_leaves_out_x_untouched():
     np.testing.assert_array_equal(x, before)
 
 
+SHARED = np.empty(3)
 BACKWARD_CASES = [
     (dict(a=arr(3), h=arr(3), grad_h=arr(4)), ValueError, ["grad_h", "(3,)", "(4,)"]),
     (dict(a=arr(2, 3), h=arr(3), grad_h=arr(3)), ValueError, ["a", "shape of h", "(2, 3)"]),
@@ -127,6 +128,11 @@ BACKWARD_CASES = [
         dict(a=arr(3), h=arr(3), grad_h=arr(3), out=(None, None, np.empty(()))),
         ValueError,
         ["out[2] (grad_h0)", "None when h0 is None"],
+    ),
+    (
+        dict(a=arr(3), h=arr(3), grad_h=arr(3), out=(SHARED, SHARED, None)),
+        ValueError,
+        ["out", "separate arrays"],
     ),
 ]
 
