@@ -166,7 +166,8 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto
     out : tuple, optional
         ``(grad_a, grad_x, grad_h0)``, each an array to write that gradient into (its shape
         and dtype as returned) or ``None``. Reusing buffers saves the cost of fresh memory,
-        which at large sizes is a good part of the pass. ``out[1]`` may be ``grad_h``; the three must not share memory.
+        which at large sizes is a good part of the pass. ``out[1]`` may be ``grad_h``; the
+        three must not share memory with each other.
 
     Returns
     -------
