@@ -122,20 +122,12 @@ def _fill8(v):
 
 
 @njit(inline="always")
-def _carry8(p, q, s, down):
-    """Start states of the 8 chains, given the state ``s`` entering the block, and the state
-    leaving it. Chain ``k`` maps a start state ``c`` to ``p[k] * c + q[k]``; chains run in
-    address order upwards, in reverse order downwards."""
-    if down:
-        c7 = s
-        c6 = p[7] * c7 + q[7]
-        c5 = p[6] * c6 + q[6]
-        c4 = p[5] * c5 + q[5]
-        c3 = p[4] * c4 + q[4]
-        c2 = p[3] * c3 + q[3]
-        c1 = p[2] * c2 + q[2]
-        c0 = p[1] * c1 + q[1]
-        return (c0, c1, c2, c3, c4, c5, c6, c7), p[0] * c0 + q[0]
+def _rev8(t):
+    return (t[7], t[6], t[5], t[4], t[3], t[2], t[1], t[0])
+
+
+@njit(inline="always")
+def _carry8_up(p, q, s):
     c0 = s
     c1 = p[0] * c0 + q[0]
     c2 = p[1] * c1 + q[1]
@@ -145,6 +137,17 @@ def _carry8(p, q, s, down):
     c6 = p[5] * c5 + q[5]
     c7 = p[6] * c6 + q[6]
     return (c0, c1, c2, c3, c4, c5, c6, c7), p[7] * c7 + q[7]
+
+
+@njit(inline="always")
+def _carry8(p, q, s, down):
+    """Start states of the 8 chains, given the state ``s`` entering the block, and the state
+    leaving it. Chain ``k`` maps a start state ``c`` to ``p[k] * c + q[k]``; chains run in
+    address order upwards, in reverse order downwards."""
+    if down:
+        c, s = _carry8_up(_rev8(p), _rev8(q), s)
+        return _rev8(c), s
+    return _carry8_up(p, q, s)
 
 
 @njit(inline="always")

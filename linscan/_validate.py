@@ -17,7 +17,7 @@ import numpy as np
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 METHODS = ("auto", "sequential", "parallel")
 
-_SUPPORTED_TEXT = "float32 or float64"
+_SUPPORTED_TEXT = " or ".join(dtype.name for dtype in SUPPORTED_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _operand(name: str, value):
 
 
 def _check_dtype(name: str, dtype: np.dtype) -> None:
-    if dtype.kind == "f" and dtype.itemsize in (4, 8):
+    if dtype.newbyteorder("=") in SUPPORTED_DTYPES:
         return
     if dtype.kind == "f":
         detail = f"{dtype.name} is not supported yet"
@@ -94,10 +94,9 @@ def _check_dtype(name: str, dtype: np.dtype) -> None:
 
 
 def _result_dtype(*operands) -> np.dtype:
-    dtype = np.result_type(*[op for op in operands if op is not None])
-    if dtype.kind != "f" or dtype.itemsize not in (4, 8):  # e.g. only Python numbers given
-        dtype = np.dtype(np.float64)
-    return dtype.newbyteorder("=")
+    dtype = np.result_type(*[op for op in operands if op is not None]).newbyteorder("=")
+    # Python numbers alone promote to int64 or float64: compute those in float64.
+    return dtype if dtype in SUPPORTED_DTYPES else np.dtype(np.float64)
 
 
 def _as_array(name: str, value, dtype: np.dtype) -> np.ndarray:
@@ -265,4 +264,5 @@ __all__ = [
     "check_flag",
     "check_method",
     "check_out",
+    "check_backward_out",
 ]
