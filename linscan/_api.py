@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import numpy as np
 
 from . import _layout, _validate
 
 
-def _backend():
-    from . import _cpu
-
-    return _cpu
+_HOST = contextlib.nullcontext()
 
 
-def _readonly(arr: np.ndarray) -> np.ndarray:
-    """A read-only view, so that every input reaches the kernels with the same writeability
-    (Numba compiles one version per combination of flags)."""
-    view = arr.view()
-    view.flags.writeable = False
-    return view
+def _backend(args):
+    """The backend module of a validated call (``_cuda.backend`` for CuPy arrays, else ``_cpu``) and
+    a context that makes the arrays' device current while it runs."""
+    if args.device is None:
+        from . import _cpu
+
+        return _cpu, _HOST
+    import cupy
+
+    from ._cuda import backend
+
+    if cupy.cuda.runtime.getDevice() == args.device:
+        return backend, _HOST
+    return backend, cupy.cuda.Device(args.device)
 
 
-def _canonical(args, name: str, *, contiguous: bool) -> np.ndarray:
-    """The read-only ``(O, T, I)`` view of input ``name`` of ``args``. Only ``a`` keeps its
-    strides (a broadcast decay stays small); the kernels want the rest C-contiguous."""
-    make = _layout.contiguous3 if contiguous else _layout.view3
-    return _readonly(make(getattr(args, name), args.shape, args.axis, args.dtype))
+def _canonical(be, args, name: str):
+    """Input ``name`` of ``args`` in the backend's ``(O, T, I)`` form: ``a`` keeps its strides
+    (a broadcast decay stays small), the others are C-contiguous."""
+    make = be.decays if name == "a" else be.operand
+    return make(getattr(args, name), args.shape, args.axis, args.dtype)
 
 
 def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
@@ -84,22 +92,24 @@ def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
     args = _validate.scan_args(a, x, h0, axis, reverse)
     method = _validate.check_method(method)
     if out is not None:
-        _validate.check_out(out, args.shape, args.dtype)
-    result = out if out is not None else np.empty(args.shape, args.dtype)
-    if result.size == 0:
-        return result
-    a3 = _canonical(args, "a", contiguous=False)
-    x3 = _canonical(args, "x", contiguous=True)
-    state = _layout.initial_state(args.h0, args.shape, args.axis, args.dtype)
-    if out is None:
-        h3 = result.reshape(_layout.dims(args.shape, args.axis))
-    else:
-        # The forward kernels read a[t] and x[t] before writing h[t]: out may be either.
-        h3 = _layout.safe_output(out, args.shape, args.axis, (a3, x3), exact_ok=(a3, x3))
-    target = h3 if h3 is not None else np.empty(x3.shape, args.dtype)
-    _backend().scan(a3, x3, target, state, args.reverse, method)
-    if h3 is None:
-        out[...] = target.reshape(args.shape)
+        _validate.check_out(out, args.shape, args.dtype, device=args.device)
+    be, device = _backend(args)
+    with device:
+        result = out if out is not None else be.empty(args.shape, args.dtype)
+        if result.size == 0:
+            return result
+        a3 = _canonical(be, args, "a")
+        x3 = _canonical(be, args, "x")
+        state = be.initial(args.h0, args.shape, args.axis, args.dtype)
+        if out is None:
+            h3 = result.reshape(_layout.dims(args.shape, args.axis))
+        else:
+            # The forward kernels read a[t] and x[t] before writing h[t]: out may be either.
+            h3 = _layout.safe_output(out, args.shape, args.axis, (a3, x3), exact_ok=(a3, x3))
+        target = h3 if h3 is not None else be.empty(x3.shape, args.dtype)
+        be.scan(a3, x3, target, state, args.reverse, method)
+        if h3 is None:
+            out[...] = target.reshape(args.shape)
     return result
 
 
@@ -135,12 +145,20 @@ def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto"):
     """
     args = _validate.scan_args(a, x, h0, axis, reverse)
     method = _validate.check_method(method)
-    state = _layout.initial_state(args.h0, args.shape, args.axis, args.dtype)
-    if state.size and args.shape[args.axis]:
-        a3 = _canonical(args, "a", contiguous=False)
-        x3 = _canonical(args, "x", contiguous=True)
-        _backend().final_state(a3, x3, state, args.reverse, method)
-    return state.reshape(_layout.state_shape(args.shape, args.axis))
+    be, device = _backend(args)
+    shape = _layout.state_shape(args.shape, args.axis)
+    with device:
+        if math.prod(shape) == 0 or args.shape[args.axis] == 0:
+            state = _layout.initial_state(args.h0, args.shape, args.axis, args.dtype, be.xp)
+        else:
+            state = be.final_state(
+                _canonical(be, args, "a"),
+                _canonical(be, args, "x"),
+                be.initial(args.h0, args.shape, args.axis, args.dtype),
+                args.reverse,
+                method,
+            )
+    return state.reshape(shape)
 
 
 def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto", out=None):
@@ -202,42 +220,50 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto
     args = _validate.backward_args(a, h, grad_h, h0, axis, reverse)
     method = _validate.check_method(method)
     out_a, out_x, out_h0 = _validate.check_backward_out(out, args)
+    be, device = _backend(args)
+    with device:
+        return _scan_backward(be, args, method, out_a, out_x, out_h0)
+
+
+def _scan_backward(be, args, method, out_a, out_x, out_h0):
     shape, dtype = args.shape, args.dtype
     dims = _layout.dims(shape, args.axis)
-    a3 = _canonical(args, "a", contiguous=False)
-    h3 = _canonical(args, "h", contiguous=True)
-    gh3 = _canonical(args, "grad_h", contiguous=True)
+    a3 = _canonical(be, args, "a")
+    h3 = _canonical(be, args, "h")
+    gh3 = _canonical(be, args, "grad_h")
     # The backward kernels read grad_h[t] before writing grad_x[t], so grad_x may replace
     # grad_h. Nothing may alias grad_a: the chained kernels read a[t] after writing grad_a[t],
     # and h[t-1] after a neighbouring chain wrote grad_a there.
     grad_x3 = _layout.safe_output(out_x, shape, args.axis, (a3, h3, gh3), exact_ok=(gh3,))
-    grad_x3 = grad_x3 if grad_x3 is not None else np.empty(dims, dtype)
+    grad_x3 = grad_x3 if grad_x3 is not None else be.empty(dims, dtype)
     direct = out_a is not None and out_a.shape == shape and out_a.dtype == dtype
     grad_a3 = _layout.safe_output(
         out_a if direct else None, shape, args.axis, (a3, h3, gh3, grad_x3)
     )
-    grad_a3 = grad_a3 if grad_a3 is not None else np.empty(dims, dtype)
-    carry = np.zeros((dims[0], dims[2]), dtype)
+    grad_a3 = grad_a3 if grad_a3 is not None else be.empty(dims, dtype)
+    want_h0 = args.h0 is not None
     if grad_x3.size:
-        _backend().backward(
+        state = be.backward(
             a3,
             h3,
             gh3,
-            _layout.initial_state(args.h0, shape, args.axis, dtype),
+            be.initial(args.h0, shape, args.axis, dtype),
             grad_x3,
             grad_a3,
-            carry,
             args.reverse,
             method,
+            want_h0,
         )
+    elif want_h0:
+        state = _layout.initial_state(None, shape, args.axis, dtype, be.xp)
     grad_x = _deliver(grad_x3.reshape(shape), out_x)
     grad_a = _deliver(
         _layout.sum_to_shape(grad_a3.reshape(shape), args.a.shape, args.a.dtype.newbyteorder("=")),
         out_a,
     )
     grad_h0 = None
-    if args.h0 is not None:
-        state = carry.reshape(_layout.state_shape(shape, args.axis))
+    if want_h0:
+        state = state.reshape(_layout.state_shape(shape, args.axis))
         grad_h0 = _deliver(
             _layout.sum_to_shape(state, args.h0.shape, args.h0.dtype.newbyteorder("=")), out_h0
         )

@@ -5,13 +5,15 @@ pool owned by this module, so there is no Numba threading layer to configure, an
 several user threads at once are safe (their tasks share the pool).
 
 Contract shared with every backend (arrays are ``(O, T, I)`` of one dtype; ``I == 1`` is
-served by the row kernels):
+served by the row kernels; ``h0`` is an ``(O, I)`` array or ``None`` for zeros):
 
-* ``scan(a, x, h, s, reverse, method)``: writes ``h``; ``s`` holds the initial state and
-  receives the final state.
-* ``final_state(a, x, s, reverse, method)``: ``s`` in, final state out; writes nothing else.
-* ``backward(a, h, gh, hb, gx, ga, c, reverse, method)``: writes ``gx``, ``ga``; ``hb`` is the
-  initial state, ``c`` is zero in and receives the gradient for the initial state.
+* ``empty(shape, dtype)``; ``decays(a, shape, axis, dtype)``, ``operand(arr, ...)`` and
+  ``initial(h0, ...)``: an input in the form the kernels take (``a`` keeps its strides,
+  other inputs C-contiguous, ``h0`` as ``(O, I)``).
+* ``scan(a, x, h, h0, reverse, method)``: writes ``h``.
+* ``final_state(a, x, h0, reverse, method)``: returns the final state ``(O, I)``.
+* ``backward(a, h, gh, h0, gx, ga, reverse, method, want_h0)``: writes ``gx``, ``ga``;
+  returns the gradient for ``h0`` (``None`` unless ``want_h0``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,43 @@ from functools import partial
 
 import numpy as np
 
-from . import _plan
+from . import _layout, _plan
 
 _pool = None
 _pool_workers = 0
 _pool_lock = threading.Lock()
+
+
+xp = np  # the array module of this backend
+
+
+def empty(shape, dtype):
+    return np.empty(shape, dtype)
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    """A read-only view, so that every input reaches the kernels with the same writeability
+    (Numba compiles one version per combination of flags)."""
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+def decays(a, shape, axis, dtype):
+    return _readonly(_layout.view3(a, shape, axis, dtype))
+
+
+def operand(arr, shape, axis, dtype):
+    return _readonly(_layout.contiguous3(arr, shape, axis, dtype))
+
+
+def initial(h0, shape, axis, dtype):
+    """A fresh ``(O, I)`` array, which the kernels below run in place (or ``None``)."""
+    return None if h0 is None else _layout.initial_state(h0, shape, axis, dtype)
+
+
+def _start(h0, x) -> np.ndarray:
+    return np.zeros((x.shape[0], x.shape[2]), x.dtype) if h0 is None else h0
 
 
 def _kernels():
@@ -128,7 +162,8 @@ def _reducer(k, a, x, down: bool, plan: _plan.Plan, back: bool):
     return reduce
 
 
-def scan(a, x, h, s, reverse: bool, method: str) -> None:
+def scan(a, x, h, h0, reverse: bool, method: str) -> None:
+    s = _start(h0, x)
     k = _kernels()
     plan = _plan.make_plan(*x.shape, down=reverse, method=method)
     if x.shape[2] == 1:
@@ -146,13 +181,17 @@ def scan(a, x, h, s, reverse: bool, method: str) -> None:
     _drive(plan, x.shape, s, walk, _reducer(k, a, x, reverse, plan, back=False))
 
 
-def final_state(a, x, s, reverse: bool, method: str) -> None:
+def final_state(a, x, h0, reverse: bool, method: str) -> np.ndarray:
+    s = _start(h0, x)
     k = _kernels()
     plan = _plan.make_plan(*x.shape, down=reverse, method=method, writes=False)
     _drive(plan, x.shape, s, None, _reducer(k, a, x, reverse, plan, back=False))
+    return s
 
 
-def backward(a, h, gh, hb, gx, ga, c, reverse: bool, method: str) -> None:
+def backward(a, h, gh, h0, gx, ga, reverse: bool, method: str, want_h0: bool):
+    hb = _start(h0, h)
+    c = np.zeros_like(hb)
     k = _kernels()
     down = not reverse  # the backward pass walks against the forward scan
     plan = _plan.make_plan(*h.shape, down=down, method=method)
@@ -171,3 +210,4 @@ def backward(a, h, gh, hb, gx, ga, c, reverse: bool, method: str) -> None:
             k.backward_cols(a, h, gh, hb, gx, ga, st, box.o0, box.o1, box.i0, box.i1, t0, t1, down)
 
     _drive(plan, h.shape, c, walk, _reducer(k, a, gh, down, plan, back=True))
+    return c if want_h0 else None

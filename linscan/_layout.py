@@ -5,7 +5,7 @@ time axis, ``T`` its length, ``I`` the product of the axes after it. For a C-con
 this is a reshape, so no data moves: ``I == 1`` is the time-contiguous case, a large ``I`` the
 time-major one. Inputs that broadcast keep their zero strides (a per-channel decay is not
 materialized at full size) unless the merged axes cannot be described by strides, when NumPy's
-reshape copies.
+reshape copies. The same code serves NumPy and CuPy arrays (``xp`` is the array's module).
 """
 
 from __future__ import annotations
@@ -13,6 +13,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from ._backend import is_cupy
+
+
+def xp_of(arr):
+    """The array module of ``arr``: ``cupy`` for a CuPy array, else ``numpy``."""
+    if is_cupy(arr):
+        import cupy
+
+        return cupy
+    return np
 
 
 def dims(shape: tuple, axis: int) -> tuple:
@@ -30,21 +41,25 @@ def view3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype) -> np.ndarr
     if arr.dtype != dtype:
         arr = arr.astype(dtype)
     if arr.shape != shape:
-        arr = np.broadcast_to(arr, shape)
+        arr = xp_of(arr).broadcast_to(arr, shape)
     return arr.reshape(dims(shape, axis))
 
 
 def contiguous3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype) -> np.ndarray:
     """Like ``view3`` but C-contiguous (a copy only where ``arr`` is not already so)."""
-    return np.ascontiguousarray(view3(arr, shape, axis, dtype))
+    view = view3(arr, shape, axis, dtype)
+    return view if view.flags.c_contiguous else xp_of(view).ascontiguousarray(view)
 
 
-def initial_state(h0, shape: tuple, axis: int, dtype: np.dtype) -> np.ndarray:
-    """A fresh, writable ``(O, I)`` array holding ``h0`` broadcast (zeros for ``None``)."""
+def initial_state(h0, shape: tuple, axis: int, dtype: np.dtype, xp=np) -> np.ndarray:
+    """A fresh, writable ``(O, I)`` array of module ``xp`` holding ``h0`` broadcast (zeros for
+    ``None``; a 0-d NumPy ``h0`` is a scalar)."""
     O, _, I = dims(shape, axis)
     if h0 is None:
-        return np.zeros((O, I), dtype)
-    return np.array(np.broadcast_to(h0, state_shape(shape, axis)), dtype=dtype).reshape(O, I)
+        return xp.zeros((O, I), dtype)
+    if xp is not np and isinstance(h0, np.ndarray):
+        return xp.full((O, I), h0, dtype)
+    return xp.array(xp.broadcast_to(h0, state_shape(shape, axis)), dtype=dtype).reshape(O, I)
 
 
 def sum_to_shape(full: np.ndarray, target: tuple, dtype: np.dtype) -> np.ndarray:
@@ -64,13 +79,25 @@ def sum_to_shape(full: np.ndarray, target: tuple, dtype: np.dtype) -> np.ndarray
     return full.sum(axis=axes, dtype=acc).reshape(target).astype(dtype, copy=False)
 
 
-def same_memory_layout(p: np.ndarray, q: np.ndarray) -> bool:
+def _address(arr) -> int:
+    return arr.data.ptr if is_cupy(arr) else arr.__array_interface__["data"][0]
+
+
+def may_share_memory(p, q) -> bool:
+    """Whether two arrays may overlap (always False across host and device)."""
+    if is_cupy(p) != is_cupy(q):
+        return False
+    return bool(xp_of(p).may_share_memory(p, q))
+
+
+def same_memory_layout(p, q) -> bool:
     """True if ``p`` and ``q`` address exactly the same elements in the same order, so that a
     kernel reading ``q[i]`` before writing ``p[i]`` is safe."""
     return (
-        p.shape == q.shape
+        is_cupy(p) == is_cupy(q)
+        and p.shape == q.shape
         and p.strides == q.strides
-        and p.__array_interface__["data"][0] == q.__array_interface__["data"][0]
+        and _address(p) == _address(q)
     )
 
 
@@ -84,7 +111,7 @@ def safe_output(out, shape: tuple, axis: int, inputs, exact_ok=()) -> np.ndarray
         return None
     out3 = out.reshape(dims(shape, axis))
     for arr in inputs:
-        if not np.may_share_memory(out3, arr):
+        if not hasattr(arr, "shape") or not may_share_memory(out3, arr):
             continue
         if not any(arr is ok for ok in exact_ok) or not same_memory_layout(out3, arr):
             return None

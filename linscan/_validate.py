@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._backend import is_cupy, placement
+from ._layout import may_share_memory
+
 #: Dtypes the backends compute in. Complex and 16-bit floats are planned; they are refused
 #: with their own message so that users can tell "not yet" from "never".
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -24,9 +27,11 @@ _SUPPORTED_TEXT = " or ".join(dtype.name for dtype in SUPPORTED_DTYPES)
 class ScanArgs:
     """Validated arguments of ``scan`` / ``final_state``.
 
-    ``a``, ``x`` and ``h0`` are NumPy arrays in their original dtype (Python numbers become 0-d
-    arrays of ``dtype``, so that ``arg.dtype`` is always the dtype a gradient for it should
-    have); ``shape`` is the broadcast shape of the result and ``axis`` is non-negative.
+    ``a``, ``x`` and ``h0`` are arrays in their original dtype (NumPy arrays, or CuPy arrays
+    for a GPU call; Python numbers become 0-d NumPy arrays of ``dtype``, so that ``arg.dtype``
+    is always the dtype a gradient for it should have); ``shape`` is the broadcast shape of
+    the result and ``axis`` is non-negative. ``device`` is the CUDA device of a GPU call and
+    ``None`` for a host call.
     """
 
     a: np.ndarray
@@ -36,6 +41,7 @@ class ScanArgs:
     shape: tuple
     axis: int
     reverse: bool
+    device: int | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class BackwardArgs:
     shape: tuple
     axis: int
     reverse: bool
+    device: int | None = None
 
 
 def _is_python_number(value) -> bool:
@@ -66,7 +73,7 @@ def _operand(name: str, value):
         return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a floating-point array or number, got a bool")
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray) or is_cupy(value):
         arr = value
     else:
         try:
@@ -101,7 +108,7 @@ def _result_dtype(*operands) -> np.dtype:
 
 def _as_array(name: str, value, dtype: np.dtype) -> np.ndarray:
     """A Python number becomes a 0-d array of the result dtype; arrays pass through."""
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray) or is_cupy(value):
         return value
     try:
         return np.asarray(value, dtype=dtype)
@@ -167,6 +174,7 @@ def _broadcasts_to(shape: tuple, target: tuple) -> bool:
 
 def scan_args(a, x, h0, axis, reverse) -> ScanArgs:
     """Validate the arguments shared by ``scan`` and ``final_state``."""
+    device = placement((("a", a), ("x", x), ("h0", h0)))
     a = _operand("a", a)
     x = _operand("x", x)
     h0 = None if h0 is None else _operand("h0", h0)
@@ -184,12 +192,23 @@ def scan_args(a, x, h0, axis, reverse) -> ScanArgs:
     axis = check_axis(axis, len(shape))
     if h0 is not None:
         _check_h0(h0, shape, axis, f"the result's shape {shape}")
-    return ScanArgs(a, x, h0, dtype, shape, axis, reverse)
+    return ScanArgs(a, x, h0, dtype, shape, axis, reverse, device)
 
 
-def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out") -> None:
-    if not isinstance(out, np.ndarray):
+def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out", device=None) -> None:
+    """``out`` must be an array of the call's kind (NumPy, or CuPy on the call's device)."""
+    if device is None and not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if device is not None:
+        if not is_cupy(out):
+            raise TypeError(
+                f"{name} must be a CuPy array (the inputs are CuPy arrays), got "
+                f"{type(out).__module__}.{type(out).__name__}"
+            )
+        if out.device.id != device:
+            raise TypeError(
+                f"{name} must be on GPU {device} like the inputs, got GPU {out.device.id}"
+            )
     if out.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {out.shape}")
     if out.dtype != dtype:
@@ -222,17 +241,18 @@ def check_backward_out(out, args: BackwardArgs) -> tuple:
             continue
         if shape is None:
             raise ValueError(f"{name} must be None when h0 is None, got {type(arr).__name__}")
-        check_out(arr, shape, dtype, name)
+        check_out(arr, shape, dtype, name, args.device)
     arrays = [arr for arr in out if arr is not None]
     for k, first in enumerate(arrays):
         for second in arrays[k + 1 :]:
-            if np.may_share_memory(first, second):
+            if may_share_memory(first, second):
                 raise ValueError("out must hold separate arrays, got two that share memory")
     return out
 
 
 def backward_args(a, h, grad_h, h0, axis, reverse) -> BackwardArgs:
     """Validate the arguments of ``scan_backward``."""
+    device = placement((("a", a), ("h", h), ("grad_h", grad_h), ("h0", h0)))
     a = _operand("a", a)
     h = _operand("h", h)
     grad_h = _operand("grad_h", grad_h)
@@ -250,7 +270,7 @@ def backward_args(a, h, grad_h, h0, axis, reverse) -> BackwardArgs:
             )
     if h0 is not None:
         _check_h0(h0, shape, axis, f"the shape of h {shape}")
-    return BackwardArgs(a, h, grad_h, h0, dtype, shape, axis, reverse)
+    return BackwardArgs(a, h, grad_h, h0, dtype, shape, axis, reverse, device)
 
 
 __all__ = [

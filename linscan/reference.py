@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["scan", "final_state", "scan_backward"]
+__all__ = ["scan", "final_state", "scan_backward", "tiled"]
 
 _FEW_LANES = 8
 
@@ -146,3 +146,148 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, dtype=np.flo
         state_shape = shape[:axis] + shape[axis + 1 :]
         grad_h0 = _sum_to(grad_first.reshape(state_shape), np.shape(h0))
     return grad_a, grad_x, grad_h0
+
+
+# --------------------------------------------------------------------------------------------
+# A NumPy emulation of the GPU kernel's decomposition (kernels_cu/scan.cu, tile_scan)
+
+
+def _compose(earlier, later):
+    """Maps ``(A, B, reset)`` of arrays: ``earlier`` followed by ``later`` (affine.cuh)."""
+    A0, B0, R0 = earlier
+    A1, B1, R1 = later
+    return (
+        np.where(R1, A1, A1 * A0),
+        np.where(R1, B1, A1 * B0 + B1),
+        R1 | R0,
+    )
+
+
+def _apply(m, h):
+    A, B, R = m
+    return np.where(R, B, A * h + B)
+
+
+def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, steps=None, block=None,
+          sms=132, rng=None):  # fmt: skip
+    """Run the GPU kernel's algorithm in NumPy, tile by tile, with the GPU's launch plan.
+
+    ``a``, ``v`` (and ``hf``) are canonical ``(O, T, I)`` arrays, ``h0`` is ``(O, I)`` or
+    ``None``. ``mode`` is ``"forward"`` (``v`` is ``x``; returns ``h``), ``"final"`` (returns
+    the last states ``(O, I)``) or ``"backward"`` (``v`` is ``grad_h`` and ``hf`` the forward
+    states of a scan walked against ``down``; returns ``(grad_x, grad_a, grad_h0)``).
+
+    The rows are strung along flat time with a reset at each row's first step; flat time is
+    cut into tiles of ``NS * S`` steps by ``CW`` channels (``linscan._cuda.plan``: ``steps``
+    forces S, ``block`` shrinks the block for small tests); each of the ``NS`` threads of a
+    channel reduces its ``S`` steps to a map, the block combines them, and the tile looks back
+    over windows of ``NS`` predecessors, each of which has published either its own map or,
+    where it has already finished (drawn from ``rng``; at once for tiles whose map ignores
+    their input), its prefix. A wrong decomposition or combine gives wrong results here.
+    """
+    from ._cuda import plan  # plain Python: no CuPy
+
+    code = {"forward": plan.FORWARD, "final": plan.FINAL, "backward": plan.BACKWARD}[mode]
+    rng = np.random.default_rng(0) if rng is None else rng
+    O, T, I = v.shape
+    lp = plan.launch(O, T, I, v.itemsize, code, "parallel", sms, steps)
+    CW, S = lp.cw, lp.steps
+    NS = (plan.BLOCK if block is None else block) // CW
+    TT = NS * S
+    N = O * T
+    groups = -(-I // CW)
+    tiles_t = -(-N // TT)
+    backward = code == plan.BACKWARD
+
+    # Logical order u: flat step n = u, or N - 1 - u walking down; rows restart the walk.
+    n = np.arange(N)[::-1] if down else np.arange(N)
+    o, t = n // T, n % T
+    start = t == (T - 1 if down else 0)
+    end = t == (0 if down else T - 1)
+    flat = lambda arr: arr.reshape(N, I)[n]  # noqa: E731
+    init = np.zeros((N, I), v.dtype) if h0 is None else np.asarray(h0)[o]
+    vv = flat(v)
+    if backward:
+        prev_n = np.clip(n + (1 if down else -1), 0, N - 1)  # the logical step before
+        next_n = np.clip(n - (1 if down else -1), 0, N - 1)  # and after
+        d = np.where(start[:, None], 1, a.reshape(N, I)[prev_n])
+        p = np.where(end[:, None], init, np.asarray(hf).reshape(N, I)[next_n])
+        first = vv  # a row's first step in the backward walk: g = grad_h
+    else:
+        d = flat(a)
+        first = d * init + vv
+
+    def padded(arr, jt, g, fill):
+        block_ = np.full((TT, CW), fill, dtype=arr.dtype)
+        rows, cols = arr[jt * TT : (jt + 1) * TT, g * CW : (g + 1) * CW].shape
+        block_[:rows, :cols] = arr[jt * TT : (jt + 1) * TT, g * CW : (g + 1) * CW]
+        return block_.reshape(NS, S, CW)
+
+    y = np.zeros((N, I), v.dtype)
+    ga = np.zeros((N, I), v.dtype)
+    s_out = np.zeros((O, I), v.dtype)
+    published = {}  # tile -> (map, prefix)
+    for tile in range(tiles_t * groups):
+        jt, g = divmod(tile, groups)
+        td, tv, tf = (padded(arr, jt, g, fill) for arr, fill in ((d, 1), (vv, 0), (first, 0)))
+        ts = padded(start[:, None] * np.ones((1, I), bool), jt, g, False)
+        # Each thread's map of its S steps.
+        m = (np.ones((NS, CW)), np.zeros((NS, CW)), np.zeros((NS, CW), bool))
+        for s in range(S):
+            step = (td[:, s], np.where(ts[:, s], tf[:, s], tv[:, s]), ts[:, s])
+            m = _compose(m, step)
+        # Exclusive scan over the threads, and the tile's map.
+        excl = [(np.ones(CW), np.zeros(CW), np.zeros(CW, bool))]
+        for k in range(NS):
+            excl.append(_compose(excl[-1], tuple(part[k] for part in m)))
+        agg = excl.pop()
+        absolute = jt == 0 or bool(agg[2][0])
+        prefix = None
+        if absolute:
+            prefix = _apply(agg, np.zeros(CW))
+        # The state entering the tile: none if its first step starts a row, else look back.
+        if bool(ts[0, 0, 0]):
+            carry = np.zeros(CW)
+        else:
+            acc = (np.ones(CW), np.zeros(CW), np.zeros(CW, bool))
+            pj = jt - 1  # the kernel reads NS of these at a time; the result is the same
+            while True:
+                if pj < 0:  # never reached: the first tile publishes its prefix at once
+                    entry = (np.ones(CW), np.zeros(CW), np.ones(CW, bool))
+                else:
+                    p_map, p_prefix = published[pj * groups + g]
+                    done = p_map is None or rng.random() < 0.5
+                    entry = (np.zeros(CW), p_prefix, np.ones(CW, bool)) if done else p_map
+                acc = _compose(entry, acc)
+                pj -= 1
+                if bool(entry[2][0]):
+                    break
+            carry = acc[1]
+            if prefix is None:
+                prefix = _apply(agg, carry)
+        published[tile] = (None if absolute else agg, prefix)
+        # Walk again from the entering states, writing results.
+        state = _apply(tuple(np.stack(part) for part in zip(*excl)), carry)
+        lo, hi = jt * TT, min((jt + 1) * TT, N)
+        c0, c1 = g * CW, min((g + 1) * CW, I)
+        out_y = np.zeros((NS, S, CW))
+        for s in range(S):
+            state = np.where(ts[:, s], tf[:, s], td[:, s] * state + tv[:, s])
+            out_y[:, s] = state
+        out_y = out_y.reshape(TT, CW)[: hi - lo, : c1 - c0]
+        y[lo:hi, c0:c1] = out_y
+        if backward:
+            ga[lo:hi, c0:c1] = out_y * p[lo:hi, c0:c1]
+
+    rows_end = np.nonzero(end)[0]
+    if code == plan.FINAL:
+        s_out[o[rows_end]] = y[rows_end]
+        return s_out
+    unflat = np.empty_like(y)
+    unflat[n] = y
+    if not backward:
+        return unflat.reshape(O, T, I)
+    grad_a = np.empty_like(ga)
+    grad_a[n] = ga
+    s_out[o[rows_end]] = flat(a)[rows_end] * y[rows_end]
+    return unflat.reshape(O, T, I), grad_a.reshape(O, T, I), s_out

@@ -1,0 +1,43 @@
+// Affine maps h -> A * h + B: the algebra of the linear recurrence h[t] = a[t] * h[t-1] + x[t].
+//
+// A run of steps is one such map; running two runs one after the other composes their maps.
+// A run that contains the first step of a row (the canonical layout strings the rows of a call
+// one after another along flat time) ignores the state it is given: `reset` marks it, and then
+// B alone is its result. Keeping that as a flag, not as A = 0, keeps an inf or NaN of one row
+// out of the next (0 * inf is NaN).
+#pragma once
+
+namespace linscan {
+
+template <typename T>
+struct Affine {
+    T A;
+    T B;
+    int reset;
+};
+
+template <typename T>
+__device__ __forceinline__ Affine<T> identity_map() {
+    return {T(1), T(0), 0};
+}
+
+// The map of `earlier` followed by `later`.
+template <typename T>
+__device__ __forceinline__ Affine<T> compose(const Affine<T>& earlier, const Affine<T>& later) {
+    if (later.reset) return later;
+    return {later.A * earlier.A, fma(later.A, earlier.B, later.B), earlier.reset};
+}
+
+template <typename T>
+__device__ __forceinline__ T apply(const Affine<T>& m, T h) {
+    return m.reset ? m.B : fma(m.A, h, m.B);
+}
+
+// The map held `delta` lanes below this one in the warp (this lane's own where there is none).
+template <typename T>
+__device__ __forceinline__ Affine<T> shuffle_up(const Affine<T>& m, int delta) {
+    return {__shfl_up_sync(0xffffffffu, m.A, delta), __shfl_up_sync(0xffffffffu, m.B, delta),
+            __shfl_up_sync(0xffffffffu, m.reset, delta)};
+}
+
+}  // namespace linscan

@@ -1,0 +1,381 @@
+// linscan's CUDA kernels: the linear recurrence h[t] = a[t] * h[t-1] + x[t] on the canonical
+// layout (O, T, I), C-contiguous: row o, step t, channel i at flat index (o * T + t) * I + i.
+//
+// The rows of a call are strung one after another along "flat time" n = o * T + t (N = O * T
+// steps for each channel i); a row's first step ignores the state before it (affine.cuh). Time
+// is walked in logical order u = 0 .. N-1, the flat step being n = u, or n = N-1-u when `down`.
+//
+// tile_scan: a single-pass scan with decoupled look-back (Merrill & Garland, 2016). A block
+//   takes a tile of NS * S logical steps by CW channels (a dynamic tile number keeps
+//   predecessors running), stages it through shared memory with coalesced loads, scans it
+//   (each thread S steps of one channel, then a block-wide combine), publishes the tile's map,
+//   looks back over its predecessors' published maps or prefixes for the state entering the
+//   tile, publishes its own prefix, and writes its results coalesced. Each input and output
+//   element crosses device memory once.
+// serial_scan: one thread per (row, channel) walking time: the serial baseline of Martin &
+//   Cundy, kept for comparison (method="sequential").
+//
+// MODE FORWARD writes h; FINAL writes only each row's last state; BACKWARD runs the
+// vector-Jacobian product of a forward scan walked the other way: g[u] = grad_h[u] +
+// a[u-1] g[u-1] in logical order (a of the step the forward scan took after), writing
+// grad_x = g, grad_a = g * (the forward state before that step) and the gradient for h0.
+//
+// Every size and offset is 64-bit. Arguments (all modes, both kernels):
+//   a, a_so, a_st, a_si, a_value  decays read through their own strides (a broadcast decay is
+//                                 never materialized); a null `a` means a_value everywhere
+//   v                             x (FORWARD, FINAL) or grad_h (BACKWARD)
+//   hf                            BACKWARD: the forward states h; else unused
+//   h0, h0_so, h0_si              initial states by strides over (O, I); null means zeros
+//   y                             FORWARD: h; BACKWARD: grad_x
+//   ga                            BACKWARD: grad_a
+//   s_out                         (O, I) contiguous: FINAL: the last states; BACKWARD: the
+//                                 gradient for h0 (may be null)
+//   O, Tn, I, down                the canonical shape and the walking direction
+//   log2s, groups                 tile_scan: S = 2^log2s steps per thread; ceil(I / CW)
+//   status, agg_a, agg_b, incl    tile_scan scratch: status = [tile counter, flag per tile]
+//                                 zeroed before the launch; CW values per tile. status is
+//                                 null when a single tile covers all of flat time.
+#include "affine.cuh"
+
+namespace linscan {
+
+constexpr int BLOCK = 256;
+constexpr int WARP = 32;
+constexpr int WARPS = BLOCK / WARP;
+constexpr int MIN_BLOCKS = 2;  // resident blocks per SM the register budget must allow
+constexpr int BATCH = 4;  // staging loads in flight per thread and array; S is a multiple
+
+enum Mode : int { FORWARD = 0, FINAL = 1, BACKWARD = 2 };
+
+constexpr unsigned AGGREGATE = 1u;  // status flag: the tile's own map is published
+constexpr unsigned PREFIX = 2u;     // status flag: the state leaving the tile is published
+
+// Row o and step t of a flat step, moved along in logical order.
+struct Cursor {
+    long long o, t;
+
+    __device__ __forceinline__ void seek(long long n, long long Tn) {
+        o = n / Tn;
+        t = n - o * Tn;
+    }
+    __device__ __forceinline__ void advance(long long steps, long long Tn, bool down) {
+        if (!down) {
+            t += steps;
+            if (t >= Tn) {
+                const long long q = t / Tn;
+                o += q;
+                t -= q * Tn;
+            }
+        } else {
+            t -= steps;
+            if (t < 0) {
+                const long long q = (Tn - 1 - t) / Tn;
+                o -= q;
+                t += q * Tn;
+            }
+        }
+    }
+    __device__ __forceinline__ void next(long long Tn, bool down) {
+        if (!down) {
+            if (++t == Tn) t = 0, ++o;
+        } else {
+            if (t-- == 0) t = Tn - 1, --o;
+        }
+    }
+    __device__ __forceinline__ bool row_start(long long Tn, bool down) const {
+        return t == (down ? Tn - 1 : 0);
+    }
+    __device__ __forceinline__ bool row_end(long long Tn, bool down) const {
+        return t == (down ? 0 : Tn - 1);
+    }
+};
+
+template <typename T>
+__device__ __forceinline__ T decay(const T* a, long long so, long long st, long long si,
+                                   T value, long long o, long long t, long long i) {
+    return a ? a[o * so + t * st + i * si] : value;
+}
+
+template <typename T>
+__device__ __forceinline__ T initial(const T* h0, long long so, long long si, long long o,
+                                     long long i) {
+    return h0 ? h0[o * so + i * si] : T(0);
+}
+
+template <typename T, int CW, int MODE>
+__global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
+    tile_scan(const T* a, long long a_so, long long a_st, long long a_si, T a_value,
+              const T* v, const T* hf, const T* h0, long long h0_so, long long h0_si, T* y,
+              T* ga, T* s_out, long long O, long long Tn, long long I, int down, int log2s,
+              long long groups, unsigned int* status, T* agg_a, T* agg_b, T* incl) {
+    static_assert(CW >= 1 && CW <= WARP && (CW & (CW - 1)) == 0, "CW: a power of 2 up to 32");
+    constexpr int NS = BLOCK / CW;  // threads per channel, each S consecutive steps
+    const int S = 1 << log2s;
+    const long long TT = static_cast<long long>(NS) * S;  // steps per tile
+    const long long N = O * Tn;
+    const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP;
+    const int c = tid % CW, k = tid / CW;
+
+    // Staged tile: step j of channel c at (j + j / S) * CW + c; the CW words of padding after
+    // each thread's S steps keep the walks below free of bank conflicts.
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* sd = reinterpret_cast<T*>(smem_raw);  // decays
+    T* sv = sd + BLOCK * (S + 1);            // x or grad_h; results are written over them
+    T* sp = sv + BLOCK * (S + 1);            // BACKWARD: the next forward state; grad_a
+    __shared__ T wa[BLOCK], wb[BLOCK];       // warp totals, then the look-back window
+    __shared__ int wr[BLOCK];
+    __shared__ T carry[WARP];                // the state entering the tile, per channel
+    __shared__ unsigned s_tile;
+    __shared__ int s_flag;
+
+    long long tile = blockIdx.x;
+    if (status) {
+        if (tid == 0) s_tile = atomicAdd(status, 1u);
+        __syncthreads();
+        tile = s_tile;
+    }
+    const long long jt = tile / groups, g = tile - jt * groups;
+    const long long u0 = jt * TT;
+    const long long i = g * CW + c;
+    const bool chan = i < I;
+
+    // Stage: thread (k, c) loads steps k, k + NS, k + 2 NS, ... of channel c (coalesced).
+    {
+        Cursor cur{0, 0};
+        if (u0 + k < N) cur.seek(down ? N - 1 - (u0 + k) : u0 + k, Tn);
+        for (int it0 = 0; it0 < S; it0 += BATCH) {
+            T d[BATCH], x[BATCH], p[BATCH];
+#pragma unroll
+            for (int b = 0; b < BATCH; ++b) {
+                const long long u = u0 + k + static_cast<long long>(it0 + b) * NS;
+                d[b] = T(1);
+                x[b] = T(0);
+                p[b] = T(0);
+                if (chan && u < N) {
+                    x[b] = v[(cur.o * Tn + cur.t) * I + i];
+                    if (MODE != BACKWARD) {
+                        d[b] = decay(a, a_so, a_st, a_si, a_value, cur.o, cur.t, i);
+                    } else {
+                        const long long tp = cur.t + (down ? 1 : -1);  // logical step before
+                        const long long tn = cur.t - (down ? 1 : -1);  // logical step after
+                        if (tp >= 0 && tp < Tn)
+                            d[b] = decay(a, a_so, a_st, a_si, a_value, cur.o, tp, i);
+                        if (tn >= 0 && tn < Tn) p[b] = hf[(cur.o * Tn + tn) * I + i];
+                    }
+                }
+                if (u + NS < N) cur.advance(NS, Tn, down);
+            }
+#pragma unroll
+            for (int b = 0; b < BATCH; ++b) {
+                const int j = k + (it0 + b) * NS;
+                const int slot = (j + (j >> log2s)) * CW + c;
+                sd[slot] = d[b];
+                sv[slot] = x[b];
+                if (MODE == BACKWARD) sp[slot] = p[b];
+            }
+        }
+    }
+    __syncthreads();
+
+    // This thread's steps: S consecutive ones from ub (fewer at the end of flat time).
+    const long long ub = u0 + static_cast<long long>(k) * S;
+    int steps = 0;
+    Cursor first{0, 0};
+    if (chan && ub < N) {
+        steps = static_cast<int>(min(static_cast<long long>(S), N - ub));
+        first.seek(down ? N - 1 - ub : ub, Tn);
+    }
+    const int base = k * (S + 1) * CW + c;
+
+    Affine<T> m = identity_map<T>();  // the map of this thread's steps
+    {
+        Cursor cur = first;
+        for (int s = 0; s < steps; ++s) {
+            const T d = sd[base + s * CW], x = sv[base + s * CW];
+            if (cur.row_start(Tn, down)) {
+                m.reset = 1;
+                m.A = T(0);
+                m.B = MODE == BACKWARD ? x : fma(d, initial(h0, h0_so, h0_si, cur.o, i), x);
+            } else {
+                m.A *= d;
+                m.B = fma(d, m.B, x);
+            }
+            cur.next(Tn, down);
+        }
+    }
+
+    // Block-wide scan over the NS threads of each channel: within the warp, then warp totals.
+    Affine<T> inc = m;
+#pragma unroll
+    for (int off = CW; off < WARP; off <<= 1) {
+        const Affine<T> below = shuffle_up(inc, off);
+        if (lane >= off) inc = compose(below, inc);
+    }
+    if (lane >= WARP - CW) {
+        wa[w * CW + c] = inc.A;
+        wb[w * CW + c] = inc.B;
+        wr[w * CW + c] = inc.reset;
+    }
+    __syncthreads();
+    Affine<T> excl = identity_map<T>();  // the map of the tile's steps before this thread's
+    for (int q = 0; q < w; ++q) excl = compose(excl, Affine<T>{wa[q * CW + c], wb[q * CW + c], wr[q * CW + c]});
+    if constexpr (CW < WARP) {
+        const Affine<T> below = shuffle_up(inc, CW);
+        if (lane >= CW) excl = compose(excl, below);
+    }
+    Affine<T> agg = identity_map<T>();  // the tile's map (threads tid < CW)
+    if (tid < CW) {
+        for (int q = 0; q < WARPS; ++q) agg = compose(agg, Affine<T>{wa[q * CW + c], wb[q * CW + c], wr[q * CW + c]});
+    }
+    __syncthreads();  // the look-back window reuses wa, wb, wr
+
+    if (!status) {
+        // One tile covers flat time: it starts at a row's first step, so nothing enters it.
+        if (tid < CW) carry[c] = T(0);
+    } else {
+        // Rows start at the same steps in every channel, so channel 0 speaks for the tile.
+        if (tid == 0) s_flag = jt == 0 || agg.reset;
+        __syncthreads();
+        const bool absolute = s_flag;  // the tile's map ignores the state entering it
+        if (tid < CW) {
+            if (absolute) {
+                incl[tile * CW + c] = agg.B;
+            } else {
+                agg_a[tile * CW + c] = agg.A;
+                agg_b[tile * CW + c] = agg.B;
+            }
+            __threadfence();
+        }
+        __syncthreads();
+        if (tid == 0) {
+            __threadfence();
+            atomicExch(status + 1 + tile, absolute ? PREFIX : AGGREGATE);
+        }
+        Cursor head{0, 0};
+        head.seek(down ? N - 1 - u0 : u0, Tn);
+        if (head.row_start(Tn, down)) {
+            if (tid < CW) carry[c] = T(0);  // unused: the tile's first step starts a row
+        } else {
+            // Look back over windows of NS predecessors (same channel group), thread k
+            // taking the k-th nearest, until one has published its prefix.
+            Affine<T> acc = identity_map<T>();  // the maps between that prefix and this tile
+            for (long long back = 0;; back += NS) {
+                const long long pj = jt - 1 - back - k;
+                Affine<T> e{T(1), T(0), 1};  // before the first tile (never reached)
+                if (pj >= 0) {
+                    const long long pid = pj * groups + g;
+                    const volatile unsigned* flag = status + 1 + pid;
+                    unsigned f;
+                    while ((f = *flag) == 0u) {
+                    }
+                    __threadfence();
+                    if (f == PREFIX)
+                        e = Affine<T>{T(0), __ldcg(incl + pid * CW + c), 1};
+                    else
+                        e = Affine<T>{__ldcg(agg_a + pid * CW + c), __ldcg(agg_b + pid * CW + c), 0};
+                }
+                wa[k * CW + c] = e.A;
+                wb[k * CW + c] = e.B;
+                wr[k * CW + c] = e.reset;
+                __syncthreads();
+                if (tid < CW) {
+                    int q = 0;
+                    for (; q < NS; ++q) {
+                        const Affine<T> earlier{wa[q * CW + c], wb[q * CW + c], wr[q * CW + c]};
+                        acc = compose(earlier, acc);
+                        if (earlier.reset) break;
+                    }
+                    if (tid == 0) s_flag = q < NS;
+                }
+                __syncthreads();
+                if (s_flag) break;
+            }
+            if (tid < CW) {
+                carry[c] = acc.B;  // acc ignores its input now: B is the state itself
+                if (!absolute) {
+                    incl[tile * CW + c] = apply(agg, acc.B);
+                    __threadfence();
+                }
+            }
+            __syncthreads();
+            if (!absolute && tid == 0) {
+                __threadfence();
+                atomicExch(status + 1 + tile, PREFIX);
+            }
+        }
+    }
+    __syncthreads();
+
+    // Walk this thread's steps again from the state entering them, writing the results.
+    {
+        T state = apply(excl, carry[c]);
+        Cursor cur = first;
+        for (int s = 0; s < steps; ++s) {
+            const int slot = base + s * CW;
+            const T d = sd[slot], x = sv[slot];
+            const bool end = cur.row_end(Tn, down);
+            T h;
+            if (cur.row_start(Tn, down))
+                h = MODE == BACKWARD ? x : fma(d, initial(h0, h0_so, h0_si, cur.o, i), x);
+            else
+                h = fma(d, state, x);
+            state = h;
+            if (MODE == FORWARD) sv[slot] = h;
+            if (MODE == FINAL && end) s_out[cur.o * I + i] = h;
+            if (MODE == BACKWARD) {
+                sv[slot] = h;
+                sp[slot] = h * (end ? initial(h0, h0_so, h0_si, cur.o, i) : sp[slot]);
+                if (end && s_out)
+                    s_out[cur.o * I + i] = decay(a, a_so, a_st, a_si, a_value, cur.o, cur.t, i) * h;
+            }
+            cur.next(Tn, down);
+        }
+    }
+
+    if (MODE != FINAL) {
+        __syncthreads();
+        for (int it = 0; it < S; ++it) {
+            const int j = k + it * NS;
+            const long long u = u0 + j;
+            if (!chan || u >= N) break;
+            const long long n = (down ? N - 1 - u : u) * I + i;
+            const int slot = (j + (j >> log2s)) * CW + c;
+            y[n] = sv[slot];
+            if (MODE == BACKWARD) ga[n] = sp[slot];
+        }
+    }
+}
+
+template <typename T, int MODE>
+__global__ void __launch_bounds__(BLOCK)
+    serial_scan(const T* a, long long a_so, long long a_st, long long a_si, T a_value,
+                const T* v, const T* hf, const T* h0, long long h0_so, long long h0_si, T* y,
+                T* ga, T* s_out, long long O, long long Tn, long long I, int down, int log2s,
+                long long groups, unsigned int* status, T* agg_a, T* agg_b, T* incl) {
+    const long long lane = static_cast<long long>(blockIdx.x) * BLOCK + threadIdx.x;
+    if (lane >= O * I) return;
+    const long long o = lane / I, i = lane - o * I;
+    const long long next = down ? -I : I;  // flat offset of the logical step after
+    T state = T(0);
+    for (long long u = 0; u < Tn; ++u) {
+        const long long t = down ? Tn - 1 - u : u;
+        const long long n = (o * Tn + t) * I + i;
+        const T x = v[n];
+        T h;
+        if (MODE != BACKWARD) {
+            const T d = decay(a, a_so, a_st, a_si, a_value, o, t, i);
+            h = u == 0 ? fma(d, initial(h0, h0_so, h0_si, o, i), x) : fma(d, state, x);
+            if (MODE == FORWARD) y[n] = h;
+        } else {
+            h = u == 0 ? x : fma(decay(a, a_so, a_st, a_si, a_value, o, down ? t + 1 : t - 1, i), state, x);
+            const bool end = u == Tn - 1;
+            y[n] = h;
+            ga[n] = h * (end ? initial(h0, h0_so, h0_si, o, i) : hf[n + next]);
+            if (end && s_out) s_out[o * I + i] = decay(a, a_so, a_st, a_si, a_value, o, t, i) * h;
+        }
+        state = h;
+    }
+    if (MODE == FINAL) s_out[o * I + i] = state;
+}
+
+}  // namespace linscan

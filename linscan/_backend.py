@@ -1,0 +1,69 @@
+"""Which backend a call belongs to, decided without importing CuPy; and the GPU probe.
+
+A call runs on the GPU when one of its arrays is a CuPy array; then every other array must be
+one too, on the same device (Python and NumPy scalars are fine): linscan never copies between
+host and device behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+
+def is_cupy(value) -> bool:
+    """True for a CuPy array. Without CuPy imported nothing can be one, so this never imports it."""
+    cupy = sys.modules.get("cupy")
+    return cupy is not None and isinstance(value, cupy.ndarray)
+
+
+def is_scalar(value) -> bool:
+    """Python numbers and NumPy scalars: values, not arrays, welcome on either backend."""
+    return isinstance(value, (int, float, complex, np.generic))
+
+
+def placement(named) -> int | None:
+    """The CUDA device id of a call whose ``(name, value)`` pairs hold a CuPy array, or ``None``
+    for a host call. Raises ``TypeError`` for host arrays mixed with CuPy arrays, or CuPy
+    arrays on different devices."""
+    device = first = None
+    for name, value in named:
+        if value is None or not is_cupy(value):
+            continue
+        if device is None:
+            device, first = value.device.id, name
+        elif value.device.id != device:
+            raise TypeError(
+                f"{name} is on GPU {value.device.id} but {first} is on GPU {device}; linscan "
+                "never copies between devices: move them to one device first"
+            )
+    if device is None:
+        return None
+    for name, value in named:
+        if value is None or is_cupy(value) or is_scalar(value):
+            continue
+        raise TypeError(
+            f"{name} must be a CuPy array or a scalar, like {first} (a CuPy array), got "
+            f"{type(value).__module__}.{type(value).__name__}; linscan never copies between "
+            f"host and device: pass cupy.asarray({name})"
+        )
+    return device
+
+
+def gpu_status() -> tuple:
+    """``(usable, detail)``: whether the GPU backend can run here, and the device or the
+    reason it cannot (CuPy missing, no driver, no device)."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken installation
+        return False, f"CuPy is not importable ({type(exc).__name__}: {exc})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count == 0:
+            return False, "CuPy finds no CUDA device"
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        return True, f"{count} device(s); device 0: {name}, CuPy {cupy.__version__}"
+    except Exception as exc:  # CUDARuntimeError without a driver or device
+        return False, f"CuPy {cupy.__version__} is installed but no GPU is usable ({exc})"

@@ -1,0 +1,124 @@
+"""The GPU backend: the CUDA kernels of ``kernels_cu/`` on CuPy arrays.
+
+Imported only when a call has CuPy arrays. Same contract as ``linscan._cpu`` on the
+canonical layout; the launch plan comes from ``plan``, the kernels from ``source``. Kernels
+run on CuPy's current stream, scratch comes from CuPy's memory pool, and nothing on this path
+waits for the device.
+"""
+
+from __future__ import annotations
+
+import cupy
+import numpy as np
+
+from .. import _layout
+from . import plan, source
+
+_NULL = np.uint64(0)
+_sms: dict = {}
+
+
+xp = cupy  # the array module of this backend
+
+
+def empty(shape, dtype):
+    return cupy.empty(shape, dtype)
+
+
+def _is_host(value) -> bool:
+    return isinstance(value, np.ndarray)  # a Python or NumPy scalar, made 0-d by validation
+
+
+def decays(a, shape, axis, dtype):
+    """``a`` as a canonical view read through its own strides, or a host scalar as such."""
+    if _is_host(a):
+        return dtype.type(a)
+    return _layout.view3(a, shape, axis, dtype)
+
+
+def operand(arr, shape, axis, dtype):
+    if _is_host(arr):
+        return cupy.full(_layout.dims(shape, axis), arr, dtype)
+    return _layout.contiguous3(arr, shape, axis, dtype)
+
+
+def initial(h0, shape, axis, dtype):
+    """``h0`` as an ``(O, I)`` view (zero strides where it broadcasts), or ``None``."""
+    if h0 is None:
+        return None
+    O, _, I = _layout.dims(shape, axis)
+    if _is_host(h0):
+        return cupy.broadcast_to(cupy.full((1, 1), h0, dtype), (O, I))
+    state = h0.astype(dtype, copy=False)
+    state = cupy.broadcast_to(state, _layout.state_shape(shape, axis))
+    return state.reshape(O, I)
+
+
+def _multiprocessors() -> tuple:
+    device = cupy.cuda.Device()
+    count = _sms.get(device.id)
+    if count is None:
+        count = _sms[device.id] = device.attributes["MultiProcessorCount"]
+    return device.id, count
+
+
+def _strides(arr, n: int) -> list:
+    return [np.int64(s // arr.itemsize) for s in arr.strides[:n]]
+
+
+def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str) -> None:
+    """Launch one kernel of ``mode`` over the canonical arrays (``None`` for unused ones)."""
+    O, T, I = v.shape
+    device_id, sms = _multiprocessors()
+    lp = plan.launch(O, T, I, v.itemsize, mode, method, sms)
+    kernel = source.function(v.dtype, mode, lp, device_id)
+    if isinstance(a, cupy.ndarray):
+        a_args = [a, *_strides(a, 3), v.dtype.type(0)]
+    else:
+        a_args = [_NULL, np.int64(0), np.int64(0), np.int64(0), v.dtype.type(a)]
+    h0_args = [_NULL, np.int64(0), np.int64(0)] if h0 is None else [h0, *_strides(h0, 2)]
+    if lp.chained:
+        scratch = cupy.empty(lp.scratch_bytes, np.uint8)
+        base = scratch.data.ptr
+        stream = cupy.cuda.get_current_stream()
+        cupy.cuda.runtime.memsetAsync(base, 0, lp.status_bytes, stream.ptr)
+        values = base + lp.status_bytes
+        chain = [np.uint64(base)] + [np.uint64(values + k * lp.values_bytes) for k in (0, 1, 2)]
+    else:
+        chain = [_NULL] * 4
+    args = (
+        *a_args,
+        v,
+        _NULL if hf is None else hf,
+        *h0_args,
+        _NULL if y is None else y,
+        _NULL if ga is None else ga,
+        _NULL if s_out is None else s_out,
+        np.int64(O),
+        np.int64(T),
+        np.int64(I),
+        np.int32(down),
+        np.int32(lp.log2s),
+        np.int64(lp.groups),
+        *chain,
+    )
+    kernel((lp.grid,), (plan.BLOCK,), args, shared_mem=lp.smem)
+
+
+def scan(a, x, h, h0, reverse: bool, method: str) -> None:
+    _run(plan.FORWARD, a, x, None, h0, h, None, None, reverse, method)
+
+
+def final_state(a, x, h0, reverse: bool, method: str):
+    O, _, I = x.shape
+    state = cupy.empty((O, I), x.dtype)
+    _run(plan.FINAL, a, x, None, h0, None, None, state, reverse, method)
+    return state
+
+
+def backward(a, h, gh, h0, gx, ga, reverse: bool, method: str, want_h0: bool):
+    O, _, I = h.shape
+    grad_h0 = cupy.empty((O, I), h.dtype) if want_h0 else None
+    # The backward pass walks against the forward scan.
+    _run(plan.BACKWARD, a, gh, h, h0, gx, ga, grad_h0, not reverse, method)
+    return grad_h0

@@ -1,0 +1,136 @@
+"""Launch planning for the CUDA kernels: plain Python, tested on machines without a GPU.
+
+The numbers here must agree with ``kernels_cu/scan.cu`` (``BLOCK``, ``BATCH``, the shared
+memory layout, the scratch layout); ``linscan.reference.tiled_scan`` emulates the kernel with
+the same plan, so a wrong decomposition fails on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BLOCK = 256  # threads per block
+BATCH = 4  # staging loads in flight per thread and array; every S is a multiple of it
+WARP = 32
+CHANNEL_WIDTHS = (1, 2, 4, 8, 16, 32)  # CW: channels per tile, the kernel's template values
+#: Steps per thread S, by itemsize, largest first: large tiles amortize the look-back, small
+#: ones give small problems enough blocks.
+STEPS = {4: (16, 8, 4), 8: (8, 4)}
+FORWARD, FINAL, BACKWARD = 0, 1, 2
+MODES = (FORWARD, FINAL, BACKWARD)
+STAGED_ARRAYS = {FORWARD: 2, FINAL: 2, BACKWARD: 3}  # tile arrays held in shared memory
+DEFAULT_SMEM = 48 * 1024  # dynamic shared memory a launch gets without opting in
+TILES_PER_SM = 4  # aim for at least this many tiles per multiprocessor before shrinking S
+MAX_GRID = 2**31 - 1
+_ALIGN = 256
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch. ``kernel`` is ``"tile_scan"`` or ``"serial_scan"``."""
+
+    kernel: str
+    cw: int  # channels per tile (tile_scan)
+    steps: int  # S, steps per thread (tile_scan)
+    groups: int  # channel groups, ceil(I / cw)
+    tiles_t: int  # tiles along flat time
+    grid: int  # blocks
+    smem: int  # dynamic shared memory, bytes
+    chained: bool  # tiles look back (several tiles along flat time): scratch needed
+    itemsize: int
+
+    @property
+    def log2s(self) -> int:
+        return self.steps.bit_length() - 1
+
+    @property
+    def tile_steps(self) -> int:
+        """Flat steps per tile, ``NS * S`` with ``NS = BLOCK / cw`` threads per channel."""
+        return BLOCK // self.cw * self.steps
+
+    @property
+    def status_bytes(self) -> int:
+        """The zeroed part of the scratch: a tile counter and one flag per tile."""
+        return _round(4 * (1 + self.grid)) if self.chained else 0
+
+    @property
+    def values_bytes(self) -> int:
+        """Bytes of each of the three per-tile value arrays (aggregate A, B, prefix)."""
+        return _round(self.grid * self.cw * self.itemsize) if self.chained else 0
+
+    @property
+    def scratch_bytes(self) -> int:
+        return self.status_bytes + 3 * self.values_bytes
+
+
+def _round(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def channel_width(inner: int) -> int:
+    """Channels per tile for ``inner`` channels: the fewest idle lanes, ties to the widest;
+    below 8 channels (32 bytes of float32) only widths that hold all of them in one group."""
+    best = None
+    for cw in CHANNEL_WIDTHS:
+        if cw < 8 and cw < inner:
+            continue
+        cost = -(-inner // cw) * cw
+        if best is None or cost <= best[0]:
+            best = (cost, cw)
+    return best[1]
+
+
+def smem_bytes(mode: int, steps: int, itemsize: int) -> int:
+    """Dynamic shared memory of ``tile_scan``: each staged array holds BLOCK * S values plus
+    one padding row of CW values per thread's S steps, BLOCK * (S + 1) in all."""
+    return STAGED_ARRAYS[mode] * BLOCK * (steps + 1) * itemsize
+
+
+def launch(
+    O: int, T: int, I: int, itemsize: int, mode: int, method: str, sms: int = 132, steps=None
+) -> Launch:
+    """The launch for a call on the canonical shape ``(O, T, I)`` (``T >= 1``).
+
+    ``method`` is ``"sequential"`` (one thread per lane), or ``"parallel"`` / ``"auto"``
+    (tiles). ``sms`` is the device's multiprocessor count; ``steps`` forces S (tests).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if itemsize not in STEPS:
+        raise ValueError(f"itemsize must be one of {tuple(STEPS)}, got {itemsize}")
+    if method == "sequential":
+        lanes = O * I
+        grid = -(-lanes // BLOCK)
+        _check_grid(grid)
+        return Launch("serial_scan", 1, 1, 1, 1, grid, 0, False, itemsize)
+    cw = channel_width(I)
+    groups = -(-I // cw)
+    flat = O * T
+    options = STEPS[itemsize] if steps is None else (steps,)
+    for s in options:
+        if s % BATCH or s & (s - 1):
+            raise ValueError(f"steps must be a power of two and a multiple of {BATCH}, got {s}")
+        tiles_t = -(-flat // (BLOCK // cw * s))
+        if tiles_t * groups >= TILES_PER_SM * sms:
+            break
+    grid = tiles_t * groups
+    _check_grid(grid)
+    return Launch(
+        "tile_scan", cw, s, groups, tiles_t, grid, smem_bytes(mode, s, itemsize), tiles_t > 1,
+        itemsize,
+    )  # fmt: skip
+
+
+def _check_grid(grid: int) -> None:
+    if grid > MAX_GRID:
+        raise ValueError(f"the call needs {grid} blocks, more than CUDA's {MAX_GRID}")
+
+
+def tiles(O: int, T: int, I: int, lp: Launch):
+    """``(tile, jt, g)`` in launch order, as the kernel numbers them: the tile number ``tile``
+    counts channel groups ``g`` fastest, so that tiles running together span all groups."""
+    for tile in range(lp.grid):
+        yield tile, tile // lp.groups, tile % lp.groups
+
+
+__all__ = ["Launch", "launch", "channel_width", "smem_bytes", "tiles", "BLOCK", "MODES"]

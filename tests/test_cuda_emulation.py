@@ -1,0 +1,75 @@
+"""The GPU kernel's tile decomposition and look-back combine, emulated in NumPy with the
+kernel's own launch plan (``linscan.reference.tiled``), against the serial oracle."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from linscan import reference
+from linscan.testing import (
+    assert_final_state_close,
+    assert_scan_backward_close,
+    assert_scan_close,
+)
+
+
+@st.composite
+def tiled_cases(draw):
+    O = draw(st.integers(1, 4))
+    T = draw(st.integers(1, 600))
+    I = draw(st.sampled_from([1, 1, 2, 3, 5, 8, 9, 33]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-1, 1, (O, T, I))
+    if draw(st.booleans()):
+        a = np.broadcast_to(rng.uniform(0.9, 1, (1, T, 1)), (O, T, I))  # a decay per step
+    x = rng.normal(size=(O, T, I))
+    h0 = rng.normal(size=(O, I)) if draw(st.booleans()) else None
+    return dict(
+        a=a, x=x, h0=h0, down=draw(st.booleans()), rng=rng,
+        steps=draw(st.sampled_from([4, 8])), block=draw(st.sampled_from([32, 64, 256])),
+    )  # fmt: skip
+
+
+@given(case=tiled_cases())
+def test_forward_matches_oracle(case):
+    h = reference.tiled(
+        case["a"], case["x"], case["h0"], mode="forward", down=case["down"],
+        steps=case["steps"], block=case["block"], rng=case["rng"],
+    )  # fmt: skip
+    assert_scan_close(h, case["a"], case["x"], case["h0"], axis=1, reverse=case["down"])
+
+
+@given(case=tiled_cases())
+def test_final_state_matches_oracle(case):
+    state = reference.tiled(
+        case["a"], case["x"], case["h0"], mode="final", down=case["down"],
+        steps=case["steps"], block=case["block"], rng=case["rng"],
+    )  # fmt: skip
+    assert_final_state_close(state, case["a"], case["x"], case["h0"], axis=1, reverse=case["down"])
+
+
+@given(case=tiled_cases())
+def test_backward_matches_oracle(case):
+    a, h0, forward_reverse = case["a"], case["h0"], not case["down"]
+    h = reference.scan(a, case["x"], h0, axis=1, reverse=forward_reverse)
+    grad_h = case["rng"].normal(size=h.shape)
+    grad_x, grad_a, grad_h0 = reference.tiled(
+        a, grad_h, h0, mode="backward", down=case["down"], hf=h,
+        steps=case["steps"], block=case["block"], rng=case["rng"],
+    )  # fmt: skip
+    grads = (grad_a, grad_x, None if h0 is None else grad_h0)
+    full_a = np.ascontiguousarray(a)  # the kernel's grad_a is per element
+    assert_scan_backward_close(grads, full_a, h, grad_h, h0, axis=1, reverse=forward_reverse)
+
+
+@pytest.mark.parametrize("shape", [(1, 5000, 1), (3, 1500, 2), (2, 400, 40)])
+def test_many_tiles_with_the_kernels_block(shape):
+    """The real block size (256 threads): several tiles, look-back over several windows."""
+    rng = np.random.default_rng(7)
+    a, x = rng.uniform(0.5, 1, shape), rng.normal(size=shape)
+    h0 = rng.normal(size=(shape[0], shape[2]))
+    for down in (False, True):
+        h = reference.tiled(a, x, h0, down=down, steps=4, rng=rng)
+        assert_scan_close(h, a, x, h0, axis=1, reverse=down)
