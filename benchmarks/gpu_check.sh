@@ -1,47 +1,60 @@
 #!/usr/bin/env bash
 # All of linscan's work for a lent GPU machine, in one call, from the source tree:
 #   PYTHONPATH=. bash benchmarks/gpu_check.sh OUTDIR
-# Needs CuPy, Numba, pytest and hypothesis installed there; no network. Writes logs and
-# tables into OUTDIR and prints a short summary last. Each step has its own time limit so
-# that one slow step cannot eat the whole lease. BENCH_SIZE shrinks the CPU benchmark for a
-# quick local trial of the script itself.
+# Needs CuPy, Numba, pytest and hypothesis installed there (compute-sanitizer for the sanitizer
+# steps; JAX and PyTorch for the peers, if present); no network. Writes logs and tables into
+# OUTDIR and prints a short summary last. Each step has its own time limit so that one slow
+# step cannot eat the whole lease. STEPS selects steps (default: all, in this order):
+#   info gpu_tests gpu_bench memcheck racecheck synccheck initcheck cpu_tests cpu_bench
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUTDIR}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONPATH=${PYTHONPATH:-.}
 export PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX (a peer) must leave the GPU to the others
 py=${PYTHON:-python3}
+steps=" ${STEPS:-info gpu_tests gpu_bench memcheck racecheck synccheck initcheck cpu_tests cpu_bench} "
 summary=()
 step() {  # step NAME SECONDS COMMAND...: run, log to OUTDIR/NAME.log, remember the outcome
     local name=$1 limit=$2
     shift 2
+    [[ $steps == *" $name "* ]] || return 0
     local t0=$SECONDS
     timeout "$limit" "$@" >"$out/$name.log" 2>&1
     local rc=$?
-    summary+=("$(printf '%-12s rc=%-3s %4ss  %s' "$name" "$rc" "$((SECONDS - t0))" "$(tail -n 1 "$out/$name.log")")")
+    summary+=("$(printf '%-12s rc=%-3s %4ss  %s' "$name" "$rc" "$((SECONDS - t0))" "$(grep -v '^\s*$' "$out/$name.log" | tail -n 1 | cut -c1-150)")")
+}
+sanitize() {  # sanitize TOOL: the sanitizer over the covering set of calls
+    compute-sanitizer --tool "$1" --error-exitcode 9 --print-limit 20 "$py" benchmarks/gpu_sanitize.py
 }
 
 { nvidia-smi; echo; lscpu | head -n 20; echo; git log -1 --format='commit %H %cd' 2>/dev/null; date -u; } \
     >"$out/device.txt" 2>&1
 step info 60 "$py" -m linscan info
-step probe 120 "$py" benchmarks/gpu_probe.py "$out"
-step tests 300 "$py" -m pytest -q -x -p no:cacheprovider
-step cpu_bench 300 "$py" -m linscan bench --json --quiet --repeat 5 --size "${BENCH_SIZE:-16777216}"
-[ -s "$out/cpu_bench.log" ] && "$py" - "$out" <<'PY' >"$out/cpu_bench.md" 2>&1
+step gpu_tests 240 "$py" -m pytest -q -p no:cacheprovider --maxfail=20 tests/test_gpu.py
+step gpu_bench 200 "$py" -m linscan bench --gpu --json
+[ -s "$out/gpu_bench.log" ] && "$py" - "$out" <<'PY' >"$out/gpu_bench.md" 2>&1
 import json, sys
-from linscan import _bench
-out = sys.argv[1]
-text = open(f"{out}/cpu_bench.log").read()
-report = json.loads(text[text.index("{"):])
-rows = [_bench.Row(**{**r, "shape": tuple(r["shape"])}) for r in report["rows"]]
-print(json.dumps(report["environment"]))
-print(_bench.table(rows))
+from linscan import _bench_gpu
+text = open(f"{sys.argv[1]}/gpu_bench.log").read()
+start = text.rfind("\n{") + 1 if not text.startswith("{") else 0
+print(_bench_gpu.markdown(json.loads(text[start:])))
 PY
+step memcheck 120 sanitize memcheck
+step racecheck 150 sanitize racecheck
+step synccheck 90 sanitize synccheck
+step initcheck 90 sanitize initcheck
+step cpu_tests 200 "$py" -m pytest -q -x -p no:cacheprovider -m "not gpu"
+step cpu_bench 300 "$py" -m linscan bench --json --quiet --repeat 5 --size "${BENCH_SIZE:-16777216}"
 
 echo
-echo "== CPU benchmark on this machine (auto method; x floor = time / np.add of the same arrays)"
-grep -E '\| (scan|scan reverse|final_state|scan_backward) \| auto \|' "$out/cpu_bench.md" 2>/dev/null \
-    | awk -F'|' '{printf "%-14s %-14s %6s ms %6sx floor %s\n", $2, $5, $7, $9, $10 $11}'
+if [ -s "$out/gpu_bench.md" ]; then
+    echo "== GPU benchmark (of copy: D2D copy time of the same bytes / our time)"
+    grep -E '^\| (one row|time-major|1024 rows)' "$out/gpu_bench.md" | awk -F'|' '{printf "%-27s %-14s %7s ms %5s\n", $2, $3, $5, $6}'
+    grep -E '^\| 65536 \|' "$out/gpu_bench.md" | awk -F'|' '{printf "Table 1 T=65536 C=%-4s speedup %8s (paper %s)\n", $3, $7, $8}'
+    grep -E '^\| 1 x 2\^16 \| scan out=' "$out/gpu_bench.md"
+    grep -E '^\| (cupy|jax|torch)' "$out/gpu_bench.md" | cut -c1-160
+fi
 echo "== linscan GPU-machine check: $(grep -o 'NVIDIA [A-Z][A-Za-z0-9 ]*' "$out/device.txt" | head -n 1)"
 printf '%s\n' "${summary[@]}"

@@ -50,10 +50,29 @@ def _gpu_status() -> str:
         parts.append(f"NVRTC {major}.{minor}")
     except Exception as exc:
         parts.append(f"NVRTC unavailable ({type(exc).__name__}: {exc})")
-    return "; ".join(parts) + " (the CUDA kernels are not part of this release yet)"
+    try:
+        from ._cuda import source
+
+        parts.append(f"kernels from {source.kernel_dir()}")
+    except FileNotFoundError as exc:
+        parts.append(f"kernel sources missing ({exc})")
+    return "; ".join(parts)
+
+
+def _bench_gpu(args) -> int:
+    import json
+
+    from . import _bench_gpu
+
+    progress = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    report = _bench_gpu.run(progress)
+    print(json.dumps(report, indent=1) if args.json else _bench_gpu.markdown(report))
+    return 0
 
 
 def _bench(args) -> int:
+    if args.gpu:
+        return _bench_gpu(args)
     from . import _bench
 
     cases = _bench.CASES
@@ -113,6 +132,9 @@ def main(argv=None) -> int:
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.add_argument("--plot", metavar="FILE.png", help="also write a bar chart")
     bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    bench.add_argument(
+        "--gpu", action="store_true", help="benchmark the CUDA kernels on CuPy arrays instead"
+    )
     args = parser.parse_args(argv)
     if args.command == "info":
         return _info()

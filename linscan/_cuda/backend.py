@@ -38,7 +38,7 @@ def decays(a, shape, axis, dtype):
 
 def operand(arr, shape, axis, dtype):
     if _is_host(arr):
-        return cupy.full(_layout.dims(shape, axis), arr, dtype)
+        return cupy.full(_layout.dims(shape, axis), arr.item(), dtype)
     return _layout.contiguous3(arr, shape, axis, dtype)
 
 
@@ -48,7 +48,7 @@ def initial(h0, shape, axis, dtype):
         return None
     O, _, I = _layout.dims(shape, axis)
     if _is_host(h0):
-        return cupy.broadcast_to(cupy.full((1, 1), h0, dtype), (O, I))
+        return cupy.broadcast_to(cupy.full((1, 1), h0.item(), dtype), (O, I))
     state = h0.astype(dtype, copy=False)
     state = cupy.broadcast_to(state, _layout.state_shape(shape, axis))
     return state.reshape(O, I)

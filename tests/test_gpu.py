@@ -1,0 +1,279 @@
+"""The GPU backend on CuPy arrays: the property suite against the oracle, CPU-GPU agreement,
+views, out=, streams, threads and the dispatch rules. Skipped without a usable GPU."""
+
+import ctypes
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+import linscan
+from linscan._backend import gpu_status
+from linscan.testing import (
+    assert_final_state_close,
+    assert_scan_backward_close,
+    assert_scan_close,
+    backward_cases,
+    scan_cases,
+)
+
+_usable, _why = gpu_status()
+pytestmark = pytest.mark.gpu
+if not _usable:
+    pytest.skip(f"no usable GPU: {_why}", allow_module_level=True)
+
+import cupy  # noqa: E402
+
+METHODS = ("auto", "sequential", "parallel")
+
+
+def gpu(value):
+    """A NumPy array's values on the GPU with the same shape and strides (views stay views);
+    anything else unchanged."""
+    if not isinstance(value, np.ndarray):
+        return value
+    if value.ndim == 0 or value.flags.c_contiguous or value.size == 0:
+        return cupy.asarray(value)
+    spans = [(s * (n - 1)) for s, n in zip(value.strides, value.shape)]
+    lo = sum(min(0, s) for s in spans)
+    hi = sum(max(0, s) for s in spans) + value.itemsize
+    start = value.__array_interface__["data"][0] + lo
+    raw = np.ctypeslib.as_array((ctypes.c_uint8 * (hi - lo)).from_address(start))
+    memory = cupy.asarray(raw.copy())
+    return cupy.ndarray(value.shape, value.dtype, memory.data + (-lo), strides=value.strides)
+
+
+def host(value):
+    return None if value is None else cupy.asnumpy(value)
+
+
+def _snapshot(*values):
+    return [cupy.asnumpy(v).copy() if isinstance(v, cupy.ndarray) else v for v in values]
+
+
+def _unchanged(values, before):
+    for v, b in zip(values, before):
+        if isinstance(v, cupy.ndarray):
+            np.testing.assert_array_equal(cupy.asnumpy(v), b)
+
+
+def test_gpu_view_helper_keeps_strides():
+    base = np.arange(24.0).reshape(4, 6)
+    for view in (base[:, ::2], base.T, base[::-1, 1:], np.flip(base, 1)):
+        dev = gpu(view)
+        assert dev.strides == view.strides
+        np.testing.assert_array_equal(cupy.asnumpy(dev), view)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@given(case=scan_cases())
+def test_scan_matches_oracle_and_cpu(case, method):
+    args = [gpu(v) for v in (case.a, case.x, case.h0)]
+    before = _snapshot(*args)
+    h = linscan.scan(*args, method=method, **case.kwargs)
+    _unchanged(args, before)
+    assert isinstance(h, cupy.ndarray)
+    cpu = linscan.scan(case.a, case.x, case.h0, method=method, **case.kwargs)
+    assert h.shape == cpu.shape and h.dtype == cpu.dtype
+    assert_scan_close(host(h), case.a, case.x, case.h0, **case.kwargs)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@given(case=scan_cases())
+def test_final_state_matches_oracle_and_cpu(case, method):
+    args = [gpu(v) for v in (case.a, case.x, case.h0)]
+    state = linscan.final_state(*args, method=method, **case.kwargs)
+    assert isinstance(state, cupy.ndarray)
+    cpu = linscan.final_state(case.a, case.x, case.h0, method=method, **case.kwargs)
+    assert state.shape == cpu.shape and state.dtype == cpu.dtype
+    assert_final_state_close(host(state), case.a, case.x, case.h0, **case.kwargs)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@given(case=backward_cases())
+def test_scan_backward_matches_oracle_and_cpu(case, method):
+    h = linscan.scan(case.a, case.x, case.h0, **case.kwargs)
+    args = [gpu(v) for v in (case.a, h, case.grad_h, case.h0)]
+    before = _snapshot(*args)
+    grads = linscan.scan_backward(*args, method=method, **case.kwargs)
+    _unchanged(args, before)
+    cpu = linscan.scan_backward(case.a, h, case.grad_h, case.h0, method=method, **case.kwargs)
+    for got, want in zip(grads, cpu):
+        assert (got is None) == (want is None)
+        if got is not None:
+            assert isinstance(got, cupy.ndarray)
+            assert got.shape == want.shape and got.dtype == want.dtype
+    grads = tuple(host(g) for g in grads)
+    assert_scan_backward_close(grads, case.a, h, case.grad_h, case.h0, **case.kwargs)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(
+    "shape, axis, decay_form",
+    [((1, 200_000), 1, "full"), ((37, 5000), 1, "per_step"), ((5000, 37), 0, "per_channel"),
+     ((3, 2000, 33), 1, "full"), ((2000, 1024), 0, "per_step"), ((4096, 1, 4), 0, "scalar"),
+     ((300, 7, 200), 0, "per_channel"), ((2**19,), 0, "scalar")],
+)  # fmt: skip
+def test_long_sequences_every_layout(method, reverse, shape, axis, decay_form):
+    """Many tiles along time (look-back across windows), many channel groups, rows strung
+    along flat time, both directions, broadcast decays read through their strides."""
+    rng = np.random.default_rng(sum(shape) + axis)
+    full = rng.uniform(0.99, 1.0, shape).astype(np.float32)
+    if decay_form == "per_step":
+        a = full[(0,) * axis + (slice(None),) + (0,) * (len(shape) - axis - 1)].reshape(
+            (-1,) + (1,) * (len(shape) - axis - 1)
+        )
+    elif decay_form == "per_channel":
+        a = full[(0,) * (axis + 1)].reshape(shape[axis + 1 :]) if axis + 1 < len(shape) else 0.995
+    elif decay_form == "scalar":
+        a = 0.995
+    else:
+        a = full
+    x = rng.standard_normal(shape).astype(np.float32)
+    h0 = rng.standard_normal(shape[:axis] + shape[axis + 1 :]).astype(np.float32)
+    gh = rng.standard_normal(shape).astype(np.float32)
+    kw = dict(axis=axis, reverse=reverse)
+    h = linscan.scan(gpu(a), gpu(x), gpu(h0), method=method, **kw)
+    state = linscan.final_state(gpu(a), gpu(x), gpu(h0), method=method, **kw)
+    grads = linscan.scan_backward(gpu(a), h, gpu(gh), gpu(h0), method=method, **kw)
+    h_host = host(h)
+    assert_scan_close(h_host, a, x, h0, **kw)
+    assert_final_state_close(host(state), a, x, h0, **kw)
+    assert_scan_backward_close(tuple(host(g) for g in grads), a, h_host, gh, h0, **kw)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_out_may_be_x_or_a_or_strided(method):
+    rng = np.random.default_rng(3)
+    a = cupy.asarray(rng.uniform(0.5, 1, (3, 5000)))
+    x = cupy.asarray(rng.standard_normal((3, 5000)))
+    want = linscan.scan(a, x, method=method)
+    for target in ("x", "a", "strided", "fresh"):
+        aa, xx = a.copy(), x.copy()
+        out = {"x": xx, "a": aa, "fresh": cupy.empty_like(x)}.get(target)
+        if target == "strided":
+            out = cupy.empty((3, 10000))[:, ::2]
+        got = linscan.scan(aa, xx, out=out, method=method)
+        assert got is out
+        cupy.testing.assert_allclose(got, want, rtol=0, atol=0)
+    gh = cupy.asarray(rng.standard_normal((3, 5000)))
+    expected = linscan.scan_backward(a, want, gh, method=method)
+    gh_copy = gh.copy()
+    out = (cupy.empty_like(a), gh_copy, None)
+    grads = linscan.scan_backward(a, want, gh_copy, out=out, method=method)
+    assert grads[0] is out[0] and grads[1] is out[1]
+    cupy.testing.assert_allclose(grads[0], expected[0], rtol=0, atol=0)
+    cupy.testing.assert_allclose(grads[1], expected[1], rtol=0, atol=0)
+
+
+def test_numpy_mixed_with_cupy_is_a_type_error():
+    x = cupy.ones(5)
+    with pytest.raises(TypeError, match=r"a must be a CuPy array or a scalar.*cupy\.asarray\(a\)"):
+        linscan.scan(np.ones(5), x)
+    with pytest.raises(TypeError, match="h0 must be a CuPy array"):
+        linscan.scan(0.5, x, np.zeros(()))
+    with pytest.raises(TypeError, match="out must be a CuPy array"):
+        linscan.scan(0.5, x, out=np.empty(5))
+    with pytest.raises(TypeError, match="out must be a NumPy array"):
+        linscan.scan(0.5, np.ones(5), out=cupy.empty(5))
+    with pytest.raises(TypeError, match="grad_h must be a CuPy array"):
+        linscan.scan_backward(0.5, x, np.ones(5))
+    # Python and NumPy scalars are values, welcome with CuPy arrays.
+    h = linscan.scan(np.float64(0.5), x, 1.0)
+    assert isinstance(h, cupy.ndarray)
+    np.testing.assert_allclose(host(h), linscan.scan(0.5, np.ones(5), 1.0))
+
+
+def test_same_errors_as_the_cpu_path():
+    for call in (
+        lambda xp: linscan.scan(xp.ones(3), xp.ones(4)),
+        lambda xp: linscan.scan(0.5, xp.ones(3, xp.int32)),
+        lambda xp: linscan.scan(0.5, xp.ones(3), axis=2),
+        lambda xp: linscan.scan(0.5, xp.ones((2, 3)), xp.ones(3)),
+        lambda xp: linscan.scan(0.5, xp.ones(3), method="fast"),
+    ):
+        with pytest.raises(Exception) as on_cpu:
+            call(np)
+        with pytest.raises(type(on_cpu.value)) as on_gpu:
+            call(cupy)
+        assert str(on_gpu.value) == str(on_cpu.value)
+
+
+@pytest.mark.parametrize("method", ["sequential", "parallel", "auto"])
+def test_non_finite_values_agree_with_the_cpu(method):
+    """inf and NaN in x, h0 and a, and float32 overflow, land where the CPU puts them. With
+    non-negative decays and inputs no chunked evaluation meets inf - inf."""
+    rng = np.random.default_rng(6)
+    for dtype in (np.float32, np.float64):
+        a = rng.uniform(0.5, 1.0, (5, 20000)).astype(dtype)
+        x = rng.uniform(0, 1, (5, 20000)).astype(dtype)
+        h0 = np.array([0.0, 0.0, 0.0, np.inf, 0.0], dtype)
+        x[0, 1000] = np.inf
+        x[1, 500] = np.nan
+        a[2, 12000] = np.nan
+        a[4] = 2.0  # overflows
+        cpu = linscan.scan(a, x, h0, method=method)
+        got = host(linscan.scan(gpu(a), gpu(x), gpu(h0), method=method))
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(cpu))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(cpu))
+        assert np.isinf(got[4, -1]) and np.isnan(got[1, 500:]).all()
+        finite = np.isfinite(cpu)
+        assert_scan_close(np.where(finite, got, 0), np.where(finite, a, 0), np.where(finite, x, 0))
+
+
+def test_runs_on_the_current_stream():
+    rng = np.random.default_rng(4)
+    a = cupy.asarray(rng.uniform(0.9, 1, (2, 200_000)).astype(np.float32))
+    x = cupy.asarray(rng.standard_normal((2, 200_000)).astype(np.float32))
+    want = linscan.scan(a, x)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        got = linscan.scan(a, x)
+        grads = linscan.scan_backward(a, got, x)
+    stream.synchronize()
+    cupy.testing.assert_array_equal(got, want)
+    cupy.testing.assert_array_equal(grads[1], linscan.scan_backward(a, want, x)[1])
+
+
+def test_first_calls_from_eight_threads():
+    """Kernels compile on first use; threads racing there all get correct results."""
+    rng = np.random.default_rng(8)
+    problems = [
+        (rng.uniform(-1, 1, (3, 9000)).astype(dt), rng.standard_normal((3, 9000)).astype(dt))
+        for dt in (np.float32, np.float64) * 4
+    ]
+    results, errors = [None] * 8, []
+    barrier = threading.Barrier(8)
+
+    def work(k):
+        try:
+            barrier.wait()
+            a, x = (cupy.asarray(v) for v in problems[k])
+            h = linscan.scan(a, x, method=("parallel", "sequential")[k % 2])
+            results[k] = host(h), host(linscan.final_state(a, x))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and all(r is not None for r in results)
+    for (a, x), (h, state) in zip(problems, results):
+        assert_scan_close(h, a, x)
+        assert_final_state_close(state, a, x)
+
+
+def test_zero_sizes_on_the_gpu():
+    assert linscan.scan(0.5, cupy.empty((3, 0)), axis=1).shape == (3, 0)
+    state = linscan.final_state(0.5, cupy.empty((3, 0)), cupy.full(3, 2.0))
+    assert isinstance(state, cupy.ndarray)
+    np.testing.assert_array_equal(host(state), [2.0] * 3)
+    ga, gx, gh0 = linscan.scan_backward(
+        cupy.ones((3, 0)), cupy.empty((3, 0)), cupy.empty((3, 0)), cupy.ones(3)
+    )
+    assert ga.shape == (3, 0) and isinstance(gh0, cupy.ndarray)
+    np.testing.assert_array_equal(host(gh0), np.zeros(3))
