@@ -25,9 +25,7 @@ step() {  # step NAME SECONDS COMMAND...: run, log to OUTDIR/NAME.log, remember 
     local rc=$?
     summary+=("$(printf '%-12s rc=%-3s %4ss  %s' "$name" "$rc" "$((SECONDS - t0))" "$(grep -v '^\s*$' "$out/$name.log" | tail -n 1 | cut -c1-150)")")
 }
-sanitize() {  # sanitize TOOL: the sanitizer over the covering set of calls
-    compute-sanitizer --tool "$1" --error-exitcode 9 --print-limit 20 "$py" benchmarks/gpu_sanitize.py
-}
+sanitize=(compute-sanitizer --error-exitcode 9 --print-limit 20 --tool)  # + TOOL, the program
 
 { nvidia-smi; echo; lscpu | head -n 20; echo; git log -1 --format='commit %H %cd' 2>/dev/null; date -u; } \
     >"$out/device.txt" 2>&1
@@ -41,10 +39,10 @@ text = open(f"{sys.argv[1]}/gpu_bench.log").read()
 start = text.rfind("\n{") + 1 if not text.startswith("{") else 0
 print(_bench_gpu.markdown(json.loads(text[start:])))
 PY
-step memcheck 120 sanitize memcheck
-step racecheck 150 sanitize racecheck
-step synccheck 90 sanitize synccheck
-step initcheck 90 sanitize initcheck
+step memcheck 90 "${sanitize[@]}" memcheck "$py" benchmarks/gpu_sanitize.py
+step racecheck 100 "${sanitize[@]}" racecheck "$py" benchmarks/gpu_sanitize.py
+step synccheck 60 "${sanitize[@]}" synccheck "$py" benchmarks/gpu_sanitize.py
+step initcheck 60 "${sanitize[@]}" initcheck "$py" benchmarks/gpu_sanitize.py
 step cpu_tests 200 "$py" -m pytest -q -x -p no:cacheprovider -m "not gpu"
 step cpu_bench 300 "$py" -m linscan bench --json --quiet --repeat 5 --size "${BENCH_SIZE:-16777216}"
 

@@ -21,16 +21,25 @@ __device__ __forceinline__ Affine<T> identity_map() {
     return {T(1), T(0), 0};
 }
 
+// A * h, where A is a product of decays that may have underflowed to (signed) zero while h is
+// infinite: the serial loop, multiplying one decay at a time, keeps the infinity (with the
+// product's sign) instead of 0 * inf = NaN. (An exact zero decay after an infinite state gives
+// NaN in the loop and an infinity here.)
+template <typename T>
+__device__ __forceinline__ T scale(T A, T h) {
+    return (A == T(0) && isinf(h)) ? (signbit(A) ? -h : h) : A * h;
+}
+
 // The map of `earlier` followed by `later`.
 template <typename T>
 __device__ __forceinline__ Affine<T> compose(const Affine<T>& earlier, const Affine<T>& later) {
     if (later.reset) return later;
-    return {later.A * earlier.A, fma(later.A, earlier.B, later.B), earlier.reset};
+    return {later.A * earlier.A, scale(later.A, earlier.B) + later.B, earlier.reset};
 }
 
 template <typename T>
 __device__ __forceinline__ T apply(const Affine<T>& m, T h) {
-    return m.reset ? m.B : fma(m.A, h, m.B);
+    return m.reset ? m.B : scale(m.A, h) + m.B;
 }
 
 // The map held `delta` lanes below this one in the warp (this lane's own where there is none).
