@@ -5,7 +5,7 @@
 # steps; JAX and PyTorch for the peers, if present); no network. Writes logs and tables into
 # OUTDIR and prints a short summary last. Each step has its own time limit so that one slow
 # step cannot eat the whole lease. STEPS selects steps (default: all, in this order):
-#   info gpu_tests gpu_bench memcheck racecheck synccheck initcheck cpu_tests cpu_bench
+#   info gpu_tests gpu_bench memcheck racecheck synccheck initcheck profile cpu_tests cpu_bench
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUTDIR}
 mkdir -p "$out"
@@ -14,7 +14,7 @@ export PYTHONPATH=${PYTHONPATH:-.}
 export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX (a peer) must leave the GPU to the others
 py=${PYTHON:-python3}
-steps=" ${STEPS:-info gpu_tests gpu_bench memcheck racecheck synccheck initcheck cpu_tests cpu_bench} "
+steps=" ${STEPS:-info gpu_tests gpu_bench memcheck racecheck synccheck initcheck profile cpu_tests cpu_bench} "
 summary=()
 step() {  # step NAME SECONDS COMMAND...: run, log to OUTDIR/NAME.log, remember the outcome
     local name=$1 limit=$2
@@ -43,6 +43,13 @@ step memcheck 90 "${sanitize[@]}" memcheck "$py" benchmarks/gpu_sanitize.py
 step racecheck 100 "${sanitize[@]}" racecheck "$py" benchmarks/gpu_sanitize.py
 step synccheck 60 "${sanitize[@]}" synccheck "$py" benchmarks/gpu_sanitize.py
 step initcheck 60 "${sanitize[@]}" initcheck "$py" benchmarks/gpu_sanitize.py
+step profile 60 "$py" -c "
+import cProfile, pstats, cupy, linscan
+a = cupy.random.random((1, 65536), dtype=cupy.float32); x = a.copy(); h = a.copy()
+for _ in range(200): linscan.scan(a, x, out=h)
+cProfile.run('for _ in range(2000): linscan.scan(a, x, out=h)', '/tmp/linscan.prof')
+pstats.Stats('/tmp/linscan.prof').sort_stats('tottime').print_stats(18)
+print('profile of 2000 small scans done')"
 step cpu_tests 200 "$py" -m pytest -q -x -p no:cacheprovider -m "not gpu"
 step cpu_bench 300 "$py" -m linscan bench --json --quiet --repeat 5 --size "${BENCH_SIZE:-16777216}"
 

@@ -49,4 +49,11 @@ __device__ __forceinline__ Affine<T> shuffle_up(const Affine<T>& m, int delta) {
             __shfl_up_sync(0xffffffffu, m.reset, delta)};
 }
 
+// The map held `delta` lanes above this one in the warp (this lane's own where there is none).
+template <typename T>
+__device__ __forceinline__ Affine<T> shuffle_down(const Affine<T>& m, int delta) {
+    return {__shfl_down_sync(0xffffffffu, m.A, delta), __shfl_down_sync(0xffffffffu, m.B, delta),
+            __shfl_down_sync(0xffffffffu, m.reset, delta)};
+}
+
 }  // namespace linscan

@@ -43,7 +43,7 @@ constexpr int BLOCK = 256;
 constexpr int WARP = 32;
 constexpr int WARPS = BLOCK / WARP;
 constexpr int MIN_BLOCKS = 2;  // resident blocks per SM the register budget must allow
-constexpr int BATCH = 4;  // staging loads in flight per thread and array; S is a multiple
+constexpr int BATCH = 8;  // staging loads in flight per thread and array
 
 enum Mode : int { FORWARD = 0, FINAL = 1, BACKWARD = 2 };
 
@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
                 d[b] = T(1);
                 x[b] = T(0);
                 p[b] = T(0);
-                if (chan && u < N) {
+                if (it0 + b < S && chan && u < N) {
                     x[b] = v[(cur.o * Tn + cur.t) * I + i];
                     if (MODE != BACKWARD) {
                         d[b] = decay(a, a_so, a_st, a_si, a_value, cur.o, cur.t, i);
@@ -167,6 +167,7 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
             }
 #pragma unroll
             for (int b = 0; b < BATCH; ++b) {
+                if (it0 + b >= S) break;
                 const int j = k + (it0 + b) * NS;
                 const int slot = (j + (j >> log2s)) * CW + c;
                 sd[slot] = d[b];
@@ -278,14 +279,23 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
                 wb[k * CW + c] = e.B;
                 wr[k * CW + c] = e.reset;
                 __syncthreads();
-                if (tid < CW) {
-                    int q = 0;
-                    for (; q < NS; ++q) {
-                        const Affine<T> earlier{wa[q * CW + c], wb[q * CW + c], wr[q * CW + c]};
-                        acc = compose(earlier, acc);
-                        if (earlier.reset) break;
+                if (tid < WARP) {
+                    // Warp 0 folds the window: lane (cc, part) its part's 8 entries, farthest
+                    // first; then the parts fold pairwise, a farther part before a nearer.
+                    constexpr int PARTS = WARP / CW, PER = NS / PARTS;
+                    const int cc = lane % CW, part = lane / CW;
+                    Affine<T> seg = identity_map<T>();
+                    for (int q = PER - 1; q >= 0; --q) {
+                        const int at = (part * PER + q) * CW + cc;
+                        seg = compose(seg, Affine<T>{wa[at], wb[at], wr[at]});
                     }
-                    if (tid == 0) s_flag = q < NS;
+#pragma unroll
+                    for (int off = CW; off < WARP; off <<= 1) {
+                        const Affine<T> farther = shuffle_down(seg, off);
+                        if (lane + off < WARP) seg = compose(farther, seg);
+                    }
+                    if (tid < CW) acc = compose(seg, acc);
+                    if (tid == 0) s_flag = seg.reset;  // a prefix was in the window
                 }
                 __syncthreads();
                 if (s_flag) break;

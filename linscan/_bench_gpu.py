@@ -191,7 +191,7 @@ def peer_rows(progress, repeat=10) -> list:
     ours = _median_ms(lambda: scan(a, x, out=h), repeat)
     out = cupy.empty_like(x)
     cumsum = _median_ms(lambda: cupy.cumsum(x, out=out), repeat)
-    ours_sum = _median_ms(lambda: scan(1.0, x, out=h), repeat)
+    ours_sum = _median_ms(lambda: scan(1.0, x, out=out), repeat)
     rows.append(dict(peer="cupy.cumsum", shape=[n], peer_ms=cumsum, ours_ms=ours_sum,
                      peer_over_ours=cumsum / ours_sum))  # fmt: skip
     progress(f"  cupy.cumsum {cumsum:.3f} ms, scan(1.0, x) {ours_sum:.3f} ms")

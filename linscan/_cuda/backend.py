@@ -55,11 +55,12 @@ def initial(h0, shape, axis, dtype):
 
 
 def _multiprocessors() -> tuple:
-    device = cupy.cuda.Device()
-    count = _sms.get(device.id)
+    """(current device id, its multiprocessor count), the count looked up once per device."""
+    device = cupy.cuda.runtime.getDevice()
+    count = _sms.get(device)
     if count is None:
-        count = _sms[device.id] = device.attributes["MultiProcessorCount"]
-    return device.id, count
+        count = _sms[device] = cupy.cuda.runtime.getDeviceProperties(device)["multiProcessorCount"]
+    return device, count
 
 
 def _strides(arr, n: int) -> list:

@@ -7,10 +7,11 @@ the same plan, so a wrong decomposition fails on the CPU.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 BLOCK = 256  # threads per block
-BATCH = 4  # staging loads in flight per thread and array; every S is a multiple of it
+BATCH = 8  # staging loads in flight per thread and array
 WARP = 32
 CHANNEL_WIDTHS = (1, 2, 4, 8, 16, 32)  # CW: channels per tile, the kernel's template values
 #: Steps per thread S, by itemsize, largest first: large tiles amortize the look-back, small
@@ -86,6 +87,7 @@ def smem_bytes(mode: int, steps: int, itemsize: int) -> int:
     return STAGED_ARRAYS[mode] * BLOCK * (steps + 1) * itemsize
 
 
+@functools.lru_cache(maxsize=1024)
 def launch(
     O: int, T: int, I: int, itemsize: int, mode: int, method: str, sms: int = 132, steps=None
 ) -> Launch:
@@ -108,8 +110,8 @@ def launch(
     flat = O * T
     options = STEPS[itemsize] if steps is None else (steps,)
     for s in options:
-        if s % BATCH or s & (s - 1):
-            raise ValueError(f"steps must be a power of two and a multiple of {BATCH}, got {s}")
+        if s < 1 or s & (s - 1):
+            raise ValueError(f"steps must be a power of two, got {s}")
         tiles_t = -(-flat // (BLOCK // cw * s))
         if tiles_t * groups >= TILES_PER_SM * sms:
             break
