@@ -21,13 +21,16 @@ __device__ __forceinline__ Affine<T> identity_map() {
     return {T(1), T(0), 0};
 }
 
-// A * h, where A is a product of decays that may have underflowed to (signed) zero while h is
-// infinite: the serial loop, multiplying one decay at a time, keeps the infinity (with the
-// product's sign) instead of 0 * inf = NaN. (An exact zero decay after an infinite state gives
-// NaN in the loop and an infinity here.)
+// A * h where A is a product of decays that may have underflowed to (signed) zero or
+// overflowed to infinity: the serial loop, multiplying one decay at a time, keeps an infinite
+// state infinite (with the product's sign) and a zero state zero, where 0 * inf would give NaN.
+// (An exact zero or infinite decay meeting an infinite or zero state gives NaN in the loop and
+// not here.)
 template <typename T>
 __device__ __forceinline__ T scale(T A, T h) {
-    return (A == T(0) && isinf(h)) ? (signbit(A) ? -h : h) : A * h;
+    if (isinf(A) && h == T(0)) return T(0);
+    if (A == T(0) && isinf(h)) return signbit(A) ? -h : h;
+    return A * h;
 }
 
 // The map of `earlier` followed by `later`.
