@@ -1,6 +1,7 @@
 """Shared test helpers."""
 
 import copy
+import threading
 
 import numpy as np
 
@@ -43,3 +44,28 @@ def _same(arg, before):
             _same(item, item_before)
     else:
         assert arg == before or (arg is None and before is None)
+
+
+def race(work, threads=8, timeout=300):
+    """Run ``work(k)`` for k in range(threads) on as many threads, released together by a
+    barrier; return the results in order. Re-raises the first exception a thread met, and
+    fails if a thread has not finished within ``timeout`` seconds (a deadlock)."""
+    results, errors = [None] * threads, []
+    barrier = threading.Barrier(threads)
+
+    def run(k):
+        try:
+            barrier.wait()
+            results[k] = work(k)
+        except BaseException as exc:  # pragma: no cover - re-raised below
+            errors.append(exc)
+
+    pool = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in pool), "a thread did not finish: deadlock?"
+    if errors:
+        raise errors[0]
+    return results

@@ -2,7 +2,6 @@
 doctests."""
 
 import doctest
-import threading
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from linscan.testing import (
     assert_scan_close,
 )
 
-from helpers import CONFIGS, forced
+from helpers import CONFIGS, forced, race
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -87,25 +86,14 @@ def test_backward_out_aliasing_inputs(config, method, layout):
 def test_concurrent_calls_from_many_threads(backend_threads):
     rng = np.random.default_rng(5)
     problems = [(rng.uniform(-1, 1, (4, 40000)), rng.standard_normal((4, 40000))) for _ in range(8)]
-    results, errors = [None] * 8, []
-    barrier = threading.Barrier(8)
 
     def work(k):
-        try:
-            barrier.wait()
-            with linscan._plan.forced(threads=backend_threads):
-                a, x = problems[k]
-                h = linscan.scan(a, x, method="parallel")
-                results[k] = (h, linscan.scan_backward(a, h, np.ones_like(h)))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        with linscan._plan.forced(threads=backend_threads):
+            a, x = problems[k]
+            h = linscan.scan(a, x, method="parallel")
+            return h, linscan.scan_backward(a, h, np.ones_like(h))
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors and all(r is not None for r in results)
+    results = race(work, timeout=120)
     for (a, x), (h, grads) in zip(problems, results):
         assert_scan_close(h, a, x)
         assert_scan_backward_close(grads, a, h, np.ones_like(h))

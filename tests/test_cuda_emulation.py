@@ -32,21 +32,24 @@ def tiled_cases(draw):
     )  # fmt: skip
 
 
-@given(case=tiled_cases())
-def test_forward_matches_oracle(case):
-    h = reference.tiled(
-        case["a"], case["x"], case["h0"], mode="forward", down=case["down"],
+def _tiled(case, mode, v=None, hf=None):
+    """``reference.tiled`` on a drawn case (``v`` replaces ``x``, for the backward pass)."""
+    v = case["x"] if v is None else v
+    return reference.tiled(
+        case["a"], v, case["h0"], mode=mode, down=case["down"], hf=hf,
         steps=case["steps"], block=case["block"], rng=case["rng"],
     )  # fmt: skip
+
+
+@given(case=tiled_cases())
+def test_forward_matches_oracle(case):
+    h = _tiled(case, "forward")
     assert_scan_close(h, case["a"], case["x"], case["h0"], axis=1, reverse=case["down"])
 
 
 @given(case=tiled_cases())
 def test_final_state_matches_oracle(case):
-    state = reference.tiled(
-        case["a"], case["x"], case["h0"], mode="final", down=case["down"],
-        steps=case["steps"], block=case["block"], rng=case["rng"],
-    )  # fmt: skip
+    state = _tiled(case, "final")
     assert_final_state_close(state, case["a"], case["x"], case["h0"], axis=1, reverse=case["down"])
 
 
@@ -55,10 +58,7 @@ def test_backward_matches_oracle(case):
     a, h0, forward_reverse = case["a"], case["h0"], not case["down"]
     h = reference.scan(a, case["x"], h0, axis=1, reverse=forward_reverse)
     grad_h = case["rng"].normal(size=h.shape)
-    grad_x, grad_a, grad_h0 = reference.tiled(
-        a, grad_h, h0, mode="backward", down=case["down"], hf=h,
-        steps=case["steps"], block=case["block"], rng=case["rng"],
-    )  # fmt: skip
+    grad_x, grad_a, grad_h0 = _tiled(case, "backward", v=grad_h, hf=h)
     grads = (grad_a, grad_x, None if h0 is None else grad_h0)
     full_a = np.ascontiguousarray(a)  # the kernel's grad_a is per element
     assert_scan_backward_close(grads, full_a, h, grad_h, h0, axis=1, reverse=forward_reverse)

@@ -2,7 +2,6 @@
 views, out=, streams, threads and the dispatch rules. Skipped without a usable GPU."""
 
 import ctypes
-import threading
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ from hypothesis import given
 
 import linscan
 from linscan._backend import gpu_status
+from helpers import race
 from linscan.testing import (
     assert_final_state_close,
     assert_scan_backward_close,
@@ -245,24 +245,13 @@ def test_first_calls_from_eight_threads():
         (rng.uniform(-1, 1, (3, 9000)).astype(dt), rng.standard_normal((3, 9000)).astype(dt))
         for dt in (np.float32, np.float64) * 4
     ]
-    results, errors = [None] * 8, []
-    barrier = threading.Barrier(8)
 
     def work(k):
-        try:
-            barrier.wait()
-            a, x = (cupy.asarray(v) for v in problems[k])
-            h = linscan.scan(a, x, method=("parallel", "sequential")[k % 2])
-            results[k] = host(h), host(linscan.final_state(a, x))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        a, x = (cupy.asarray(v) for v in problems[k])
+        h = linscan.scan(a, x, method=("parallel", "sequential")[k % 2])
+        return host(h), host(linscan.final_state(a, x))
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not errors and all(r is not None for r in results)
+    results = race(work)
     for (a, x), (h, state) in zip(problems, results):
         assert_scan_close(h, a, x)
         assert_final_state_close(state, a, x)
