@@ -12,10 +12,19 @@ import sys
 import numpy as np
 
 
+_cupy_ndarray = None  # cupy.ndarray, once CuPy has been imported by anyone
+
+
 def is_cupy(value) -> bool:
     """True for a CuPy array. Without CuPy imported nothing can be one, so this never imports it."""
-    cupy = sys.modules.get("cupy")
-    return cupy is not None and isinstance(value, cupy.ndarray)
+    global _cupy_ndarray
+    if _cupy_ndarray is None:
+        cupy = sys.modules.get("cupy")
+        ndarray = getattr(cupy, "ndarray", None)  # None while CuPy is still importing
+        if ndarray is None:
+            return False
+        _cupy_ndarray = ndarray
+    return isinstance(value, _cupy_ndarray)
 
 
 def is_scalar(value) -> bool:

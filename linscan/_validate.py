@@ -101,14 +101,21 @@ def _check_dtype(name: str, dtype: np.dtype) -> None:
 
 
 def _result_dtype(*operands) -> np.dtype:
-    dtype = np.result_type(*[op for op in operands if op is not None]).newbyteorder("=")
+    # CuPy arrays take part by their dtype (NumPy would dispatch to CuPy, slowly); NumPy arrays
+    # as themselves, so that NumPy's own rules for 0-d arrays apply.
+    given = [
+        op if isinstance(op, (np.ndarray, int, float)) else op.dtype
+        for op in operands
+        if op is not None
+    ]
+    dtype = np.result_type(*given).newbyteorder("=")
     # Python numbers alone promote to int64 or float64: compute those in float64.
     return dtype if dtype in SUPPORTED_DTYPES else np.dtype(np.float64)
 
 
 def _as_array(name: str, value, dtype: np.dtype) -> np.ndarray:
     """A Python number becomes a 0-d array of the result dtype; arrays pass through."""
-    if isinstance(value, np.ndarray) or is_cupy(value):
+    if not _is_python_number(value):
         return value
     try:
         return np.asarray(value, dtype=dtype)
@@ -172,8 +179,40 @@ def _broadcasts_to(shape: tuple, target: tuple) -> bool:
         return False
 
 
+def _plain_call(a, arrays, h0, axis, reverse):
+    """The common call, recognized cheaply (small calls are Python-bound): ``arrays`` (``x``;
+    or ``h`` and ``grad_h``) NumPy or CuPy arrays of one supported dtype and shape (one
+    device), ``a`` the same or a Python float, no ``h0``, an int ``axis`` in range, a bool
+    ``reverse``. Returns ``(a, dtype, shape, axis, device)``, or ``None`` for anything else,
+    which the full checks handle (and word the errors of)."""
+    if h0 is not None or type(axis) is not int or type(reverse) is not bool:
+        return None
+    x = arrays[0]
+    kind = type(x)
+    dtype = getattr(x, "dtype", None)
+    if dtype not in SUPPORTED_DTYPES or not (kind is np.ndarray or is_cupy(x)):
+        return None
+    shape = x.shape
+    if not -len(shape) <= axis < len(shape):
+        return None
+    device = None if kind is np.ndarray else x.device.id
+    others = arrays[1:] if type(a) is float else (a,) + arrays[1:]
+    for other in others:
+        if type(other) is not kind or other.dtype != dtype or other.shape != shape:
+            return None
+        if device is not None and other.device.id != device:
+            return None
+    if type(a) is float:
+        a = np.asarray(a, dtype)
+    return a, dtype, shape, axis % len(shape), device
+
+
 def scan_args(a, x, h0, axis, reverse) -> ScanArgs:
     """Validate the arguments shared by ``scan`` and ``final_state``."""
+    plain = _plain_call(a, (x,), h0, axis, reverse)
+    if plain is not None:
+        a, dtype, shape, axis, device = plain
+        return ScanArgs(a, x, None, dtype, shape, axis, reverse, device)
     device = placement((("a", a), ("x", x), ("h0", h0)))
     a = _operand("a", a)
     x = _operand("x", x)
@@ -183,7 +222,7 @@ def scan_args(a, x, h0, axis, reverse) -> ScanArgs:
     a, x = _as_array("a", a, dtype), _as_array("x", x, dtype)
     h0 = None if h0 is None else _as_array("h0", h0, dtype)
     try:
-        shape = np.broadcast_shapes(a.shape, x.shape)
+        shape = x.shape if a.shape == x.shape else np.broadcast_shapes(a.shape, x.shape)
     except ValueError:
         raise ValueError(
             f"a and x must broadcast together, got a with shape {a.shape} and x with shape "
@@ -252,6 +291,10 @@ def check_backward_out(out, args: BackwardArgs) -> tuple:
 
 def backward_args(a, h, grad_h, h0, axis, reverse) -> BackwardArgs:
     """Validate the arguments of ``scan_backward``."""
+    plain = _plain_call(a, (h, grad_h), h0, axis, reverse)
+    if plain is not None:
+        a, dtype, shape, axis, device = plain
+        return BackwardArgs(a, h, grad_h, None, dtype, shape, axis, reverse, device)
     device = placement((("a", a), ("h", h), ("grad_h", grad_h), ("h0", h0)))
     a = _operand("a", a)
     h = _operand("h", h)

@@ -179,3 +179,26 @@ def test_long_sequences_every_path(config, method, reverse, shape, axis, decays)
     assert_scan_close(h, a, x, h0, **kw)
     assert_final_state_close(state, a, x, h0, **kw)
     assert_scan_backward_close(grads, a, h, gh, h0, **kw)
+
+
+@pytest.mark.parametrize(
+    "a, x, axis, reverse",
+    [(np.ones((3, 4), np.float32), np.ones((3, 4), np.float32), -1, False),
+     (0.5, np.ones((3, 4)), 0, True), (0.5, np.ones(5, np.float32), -1, False),
+     (np.ones((3, 4)), np.ones((3, 4)), 1, False)],
+)  # fmt: skip
+def test_fast_validation_agrees_with_the_full_checks(monkeypatch, a, x, axis, reverse):
+    """Plain calls skip most of validation (small calls are Python-bound); the shortcut must
+    describe the call exactly as the full checks do."""
+    from linscan import _validate
+
+    fast = _validate.scan_args(a, x, None, axis, reverse)
+    fast_b = _validate.backward_args(a, x, x, None, axis, reverse)
+    monkeypatch.setattr(_validate, "_plain_call", lambda *args: None)
+    full = _validate.scan_args(a, x, None, axis, reverse)
+    full_b = _validate.backward_args(a, x, x, None, axis, reverse)
+    for got, want in ((fast, full), (fast_b, full_b)):
+        assert (got.dtype, got.shape, got.axis, got.reverse, got.device) == (
+            want.dtype, want.shape, want.axis, want.reverse, want.device
+        )  # fmt: skip
+        assert got.a.dtype == want.a.dtype and np.array_equal(got.a, want.a)

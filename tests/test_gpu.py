@@ -186,6 +186,22 @@ def test_numpy_mixed_with_cupy_is_a_type_error():
     np.testing.assert_allclose(host(h), linscan.scan(0.5, np.ones(5), 1.0))
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_plain_calls_with_a_scalar_decay(method):
+    """The validation shortcut for plain calls: a Python float decay, no h0, out= or not."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 3000)).astype(np.float32)
+    gh = rng.standard_normal((4, 3000)).astype(np.float32)
+    h = linscan.scan(0.9, cupy.asarray(x), method=method)
+    out = cupy.empty_like(h)
+    assert linscan.scan(0.9, cupy.asarray(x), out=out, method=method) is out
+    grads = linscan.scan_backward(0.9, h, cupy.asarray(gh), method=method)
+    assert isinstance(h, cupy.ndarray) and isinstance(grads[0], cupy.ndarray)
+    assert_scan_close(host(h), 0.9, x)
+    assert_scan_close(host(out), 0.9, x)
+    assert_scan_backward_close(tuple(host(g) for g in grads), 0.9, host(h), gh)
+
+
 def test_same_errors_as_the_cpu_path():
     for call in (
         lambda xp: linscan.scan(xp.ones(3), xp.ones(4)),

@@ -14,7 +14,11 @@ import numpy as np
 from .. import _layout
 from . import plan, source
 
-_NULL = np.uint64(0)
+_NULL = np.uint64(0)  # a null pointer
+_NULLS = (_NULL,) * 4
+_ZERO = {4: np.float32(0), 8: np.float64(0)}
+_INT32 = {False: np.int32(0), True: np.int32(1)}
+_BLOCK = (plan.BLOCK,)
 _sms: dict = {}
 
 
@@ -63,47 +67,45 @@ def _multiprocessors() -> tuple:
     return device, count
 
 
-def _strides(arr, n: int) -> list:
-    return [np.int64(s // arr.itemsize) for s in arr.strides[:n]]
-
-
 def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str) -> None:
-    """Launch one kernel of ``mode`` over the canonical arrays (``None`` for unused ones)."""
+    """Launch one kernel of ``mode`` over the canonical arrays (``None`` for unused ones).
+
+    Every scalar argument has its C type: Python ints go to CuPy as ``long long`` (the
+    kernel's 64-bit sizes and strides), ``int`` parameters are ``numpy.int32``, the decay value
+    is the dtype's scalar; absent arrays are null pointers."""
     O, T, I = v.shape
     device_id, sms = _multiprocessors()
     lp = plan.launch(O, T, I, v.itemsize, mode, method, sms)
     kernel = source.function(v.dtype, mode, lp, device_id)
-    if isinstance(a, cupy.ndarray):
-        a_args = [a, *_strides(a, 3), v.dtype.type(0)]
+    if type(a) is cupy.ndarray or isinstance(a, cupy.ndarray):
+        size = a.itemsize
+        so, st, si = a.strides
+        a_args = (a, so // size, st // size, si // size, _ZERO[v.itemsize])
     else:
-        a_args = [_NULL, np.int64(0), np.int64(0), np.int64(0), v.dtype.type(a)]
-    h0_args = [_NULL, np.int64(0), np.int64(0)] if h0 is None else [h0, *_strides(h0, 2)]
+        a_args = (_NULL, 0, 0, 0, v.dtype.type(a))
+    if h0 is None:
+        h0_args = (_NULL, 0, 0)
+    else:
+        so, si = h0.strides
+        h0_args = (h0, so // h0.itemsize, si // h0.itemsize)
     if lp.chained:
         scratch = cupy.empty(lp.scratch_bytes, np.uint8)
         base = scratch.data.ptr
         stream = cupy.cuda.get_current_stream()
         cupy.cuda.runtime.memsetAsync(base, 0, lp.status_bytes, stream.ptr)
         values = base + lp.status_bytes
-        chain = [np.uint64(base)] + [np.uint64(values + k * lp.values_bytes) for k in (0, 1, 2)]
+        step = lp.values_bytes
+        chain = (np.uint64(base), np.uint64(values), np.uint64(values + step),
+                 np.uint64(values + 2 * step))  # fmt: skip
     else:
-        chain = [_NULL] * 4
+        chain = _NULLS
     args = (
-        *a_args,
-        v,
-        _NULL if hf is None else hf,
-        *h0_args,
-        _NULL if y is None else y,
-        _NULL if ga is None else ga,
+        *a_args, v, _NULL if hf is None else hf, *h0_args,
+        _NULL if y is None else y, _NULL if ga is None else ga,
         _NULL if s_out is None else s_out,
-        np.int64(O),
-        np.int64(T),
-        np.int64(I),
-        np.int32(down),
-        np.int32(lp.log2s),
-        np.int64(lp.groups),
-        *chain,
-    )
-    kernel((lp.grid,), (plan.BLOCK,), args, shared_mem=lp.smem)
+        O, T, I, _INT32[down], np.int32(lp.log2s), lp.groups, *chain,
+    )  # fmt: skip
+    kernel((lp.grid,), _BLOCK, args, shared_mem=lp.smem)
 
 
 def scan(a, x, h, h0, reverse: bool, method: str) -> None:

@@ -8,7 +8,7 @@ the same plan, so a wrong decomposition fails on the CPU.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 BLOCK = 256  # threads per block
 BATCH = 8  # staging loads in flight per thread and array
@@ -39,29 +39,23 @@ class Launch:
     smem: int  # dynamic shared memory, bytes
     chained: bool  # tiles look back (several tiles along flat time): scratch needed
     itemsize: int
+    # Derived once (a launch is planned once per shape and reused: calls are Python-bound):
+    log2s: int = field(init=False)
+    tile_steps: int = field(init=False)  # NS * S, with NS = BLOCK / cw threads per channel
+    status_bytes: int = field(init=False)  # zeroed scratch: a tile counter, a flag per tile
+    values_bytes: int = field(init=False)  # each of three per-tile arrays: A, B, prefix
+    scratch_bytes: int = field(init=False)
 
-    @property
-    def log2s(self) -> int:
-        return self.steps.bit_length() - 1
-
-    @property
-    def tile_steps(self) -> int:
-        """Flat steps per tile, ``NS * S`` with ``NS = BLOCK / cw`` threads per channel."""
-        return BLOCK // self.cw * self.steps
-
-    @property
-    def status_bytes(self) -> int:
-        """The zeroed part of the scratch: a tile counter and one flag per tile."""
-        return _round(4 * (1 + self.grid)) if self.chained else 0
-
-    @property
-    def values_bytes(self) -> int:
-        """Bytes of each of the three per-tile value arrays (aggregate A, B, prefix)."""
-        return _round(self.grid * self.cw * self.itemsize) if self.chained else 0
-
-    @property
-    def scratch_bytes(self) -> int:
-        return self.status_bytes + 3 * self.values_bytes
+    def __post_init__(self):
+        derived = dict(
+            log2s=self.steps.bit_length() - 1,
+            tile_steps=BLOCK // self.cw * self.steps,
+            status_bytes=_round(4 * (1 + self.grid)) if self.chained else 0,
+            values_bytes=_round(self.grid * self.cw * self.itemsize) if self.chained else 0,
+        )
+        derived["scratch_bytes"] = derived["status_bytes"] + 3 * derived["values_bytes"]
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
 
 def _round(n: int) -> int:
