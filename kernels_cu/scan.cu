@@ -90,6 +90,13 @@ struct Cursor {
     }
 };
 
+// A flag read that orders the reads after it (the publisher fenced its values before the flag).
+__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
 template <typename T>
 __device__ __forceinline__ T decay(const T* a, long long so, long long st, long long si,
                                    T value, long long o, long long t, long long i) {
@@ -265,11 +272,8 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
                 Affine<T> e{T(1), T(0), 1};  // before the first tile (never reached)
                 if (pj >= 0) {
                     const long long pid = pj * groups + g;
-                    const volatile unsigned* flag = status + 1 + pid;
                     unsigned f;
-                    while ((f = *flag) == 0u) {
-                    }
-                    __threadfence();
+                    while ((f = load_acquire(status + 1 + pid)) == 0u) __nanosleep(64);
                     if (f == PREFIX)
                         e = Affine<T>{T(0), __ldcg(incl + pid * CW + c), 1};
                     else

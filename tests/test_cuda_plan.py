@@ -57,7 +57,7 @@ def test_tile_plan_covers_every_element_once(O, T, I, mode, itemsize):
 
 def test_large_problems_use_large_tiles_and_small_ones_enough_blocks():
     big = plan.launch(1, 2**26, 1, 4, plan.FORWARD, "auto")
-    assert big.steps == 16 and big.grid == 2**26 // 4096
+    assert big.steps == 32 and big.grid == 2**26 // 8192
     small = plan.launch(1, 65536, 4, 4, plan.FORWARD, "auto", sms=132)
     assert small.steps == 4 and small.grid == 256
     assert plan.launch(1, 16, 4, 4, plan.FORWARD, "auto").grid == 1

@@ -16,7 +16,7 @@ WARP = 32
 CHANNEL_WIDTHS = (1, 2, 4, 8, 16, 32)  # CW: channels per tile, the kernel's template values
 #: Steps per thread S, by itemsize, largest first: large tiles amortize the look-back, small
 #: ones give small problems enough blocks.
-STEPS = {4: (16, 8, 4), 8: (8, 4)}
+STEPS = {4: (32, 16, 8, 4), 8: (16, 8, 4)}
 FORWARD, FINAL, BACKWARD = 0, 1, 2
 MODES = (FORWARD, FINAL, BACKWARD)
 STAGED_ARRAYS = {FORWARD: 2, FINAL: 2, BACKWARD: 3}  # tile arrays held in shared memory
