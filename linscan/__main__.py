@@ -31,20 +31,17 @@ def _info() -> int:
 
 
 def _gpu_status() -> str:
-    """One line on CuPy, the GPU and NVRTC; the reason when something is missing."""
-    try:
-        import cupy
-    except ImportError:
-        return "unavailable: CuPy is not installed (pip install 'linscan[cuda12]' or '[cuda13]')"
-    except Exception as exc:  # a broken CuPy install raises all sorts of things on import
-        return f"unavailable: CuPy failed to import ({type(exc).__name__}: {exc})"
-    parts = [f"CuPy {cupy.__version__}"]
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-        name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode() if count else None
-        parts.append(f"{count} GPU(s)" + (f", device 0: {name}" if name else ""))
-    except Exception as exc:
-        parts.append(f"no usable GPU ({type(exc).__name__}: {exc})")
+    """One line on CuPy, the GPU, NVRTC and the kernel sources; the reason when something is
+    missing."""
+    import sys
+
+    from ._backend import gpu_status
+
+    usable, detail = gpu_status()
+    parts = [detail if usable else f"unavailable: {detail}"]
+    cupy = sys.modules.get("cupy")
+    if cupy is None:
+        return parts[0]
     try:
         major, minor = cupy.cuda.nvrtc.getVersion()
         parts.append(f"NVRTC {major}.{minor}")

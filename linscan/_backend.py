@@ -65,8 +65,10 @@ def gpu_status() -> tuple:
     reason it cannot (CuPy missing, no driver, no device)."""
     try:
         import cupy
-    except Exception as exc:  # ImportError, or a broken installation
-        return False, f"CuPy is not importable ({type(exc).__name__}: {exc})"
+    except ImportError:
+        return False, "CuPy is not installed (pip install 'linscan[cuda12]' or '[cuda13]')"
+    except Exception as exc:  # a broken installation raises all sorts of things on import
+        return False, f"CuPy failed to import ({type(exc).__name__}: {exc})"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
         if count == 0:

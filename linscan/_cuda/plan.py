@@ -122,11 +122,4 @@ def _check_grid(grid: int) -> None:
         raise ValueError(f"the call needs {grid} blocks, more than CUDA's {MAX_GRID}")
 
 
-def tiles(O: int, T: int, I: int, lp: Launch):
-    """``(tile, jt, g)`` in launch order, as the kernel numbers them: the tile number ``tile``
-    counts channel groups ``g`` fastest, so that tiles running together span all groups."""
-    for tile in range(lp.grid):
-        yield tile, tile // lp.groups, tile % lp.groups
-
-
-__all__ = ["Launch", "launch", "channel_width", "smem_bytes", "tiles", "BLOCK", "MODES"]
+__all__ = ["Launch", "launch", "channel_width", "smem_bytes", "BLOCK", "MODES"]
