@@ -1,0 +1,154 @@
+"""What the GPU backend hands to its kernels, checked without a GPU: CuPy arrays over fake
+device memory (never touched), the launch recorded instead of run. Pointers, strides in
+elements, scalar C types, the plan's grid and shared memory, the scratch memset."""
+
+import numpy as np
+import pytest
+
+import linscan
+
+cupy = pytest.importorskip("cupy", reason="CuPy (the nvrtc extra) is needed")
+memory = cupy.cuda.memory
+
+BASE = 0x7000_0000_0000  # fake device addresses: nothing reads or writes them
+
+
+class FakeGPU:
+    def __init__(self):
+        self.memory = memory.UnownedMemory(BASE, 1 << 40, None, device_id=0)
+        self.offset = 0
+        self.launches, self.memsets = [], []
+
+    def empty(self, shape, dtype=np.float64, order="C"):
+        shape = shape if isinstance(shape, tuple) else (shape,)
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        arr = cupy.ndarray(shape, dtype, memory.MemoryPointer(self.memory, self.offset))
+        self.offset += -(-max(nbytes, 1) // 512) * 512
+        return arr
+
+    def launch(self, dtype, mode, lp, device_id):
+        def kernel(grid, block, args, shared_mem=0):
+            self.launches.append(dict(lp=lp, mode=mode, dtype=np.dtype(dtype), grid=grid,
+                                      block=block, args=args, smem=shared_mem))  # fmt: skip
+
+        return kernel
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    from linscan._cuda import backend, source
+
+    fake = FakeGPU()
+    monkeypatch.setattr(cupy, "empty", fake.empty)
+    monkeypatch.setattr(cupy.cuda.runtime, "getDevice", lambda: 0)
+    monkeypatch.setattr(cupy.cuda.runtime, "memsetAsync", lambda *a: fake.memsets.append(a))
+    monkeypatch.setattr(cupy.cuda, "get_current_stream", lambda: type("S", (), {"ptr": 77})())
+    monkeypatch.setattr(source, "function", fake.launch)
+    monkeypatch.setitem(backend._sms, 0, 132)
+    return fake
+
+
+# The kernel's parameters, in order (kernels_cu/scan.cu).
+NAMES = (
+    "a a_so a_st a_si a_value v hf h0 h0_so h0_si y ga s_out O Tn I down log2s groups status "
+    "agg_a agg_b incl"
+).split()
+
+
+def _args(launch):
+    assert len(launch["args"]) == len(NAMES)
+    return dict(zip(NAMES, launch["args"]))
+
+
+def _ptr(value):
+    return value.data.ptr if isinstance(value, cupy.ndarray) else int(value)
+
+
+def _check_types(args, dtype):
+    for name in ("a_so", "a_st", "a_si", "h0_so", "h0_si", "O", "Tn", "I", "groups"):
+        assert type(args[name]) is int, name  # CuPy passes a Python int as long long
+    for name in ("down", "log2s"):
+        assert type(args[name]) is np.int32, name
+    assert type(args["a_value"]) is dtype.type
+
+
+def test_full_decays_and_the_launch_plan(gpu):
+    a, x = gpu.empty((3, 5000), np.float32), gpu.empty((3, 5000), np.float32)
+    h = linscan.scan(a, x)
+    (launch,) = gpu.launches
+    args, lp = _args(launch), launch["lp"]
+    _check_types(args, np.dtype(np.float32))
+    assert launch["grid"] == (lp.grid,) and launch["block"] == (256,)
+    assert launch["smem"] == lp.smem and launch["mode"] == 0
+    assert _ptr(args["a"]) == a.data.ptr and _ptr(args["v"]) == x.data.ptr
+    assert (args["a_so"], args["a_st"], args["a_si"]) == (5000, 1, 1)
+    assert _ptr(args["y"]) == h.data.ptr and _ptr(args["hf"]) == 0 and _ptr(args["h0"]) == 0
+    assert (args["O"], args["Tn"], args["I"], int(args["down"])) == (3, 5000, 1, 0)
+    assert lp.chained  # 15000 flat steps: several tiles, so scratch and one memset
+    ((ptr, value, nbytes, stream),) = gpu.memsets
+    assert (value, nbytes, stream) == (0, lp.status_bytes, 77)
+    assert _ptr(args["status"]) == ptr
+    offsets = [_ptr(args[n]) - ptr for n in ("agg_a", "agg_b", "incl")]
+    assert offsets == [lp.status_bytes + k * lp.values_bytes for k in range(3)]
+
+
+def test_scalar_decay_goes_by_value(gpu):
+    x = gpu.empty((4, 100), np.float64)
+    linscan.scan(0.25, x, reverse=True)
+    args = _args(gpu.launches[-1])
+    _check_types(args, np.dtype(np.float64))
+    assert _ptr(args["a"]) == 0 and args["a_value"] == 0.25 and int(args["down"]) == 1
+    assert not gpu.memsets  # one tile: no scratch
+
+
+def test_broadcast_and_reversed_decays_keep_their_strides(gpu):
+    x = gpu.empty((700, 6), np.float32)  # time-major: axis 0, six channels
+    per_channel = gpu.empty((6,), np.float32)
+    linscan.scan(per_channel, x, axis=0)
+    args = _args(gpu.launches[-1])
+    assert (args["a_so"], args["a_st"], args["a_si"]) == (0, 0, 1)
+    assert (args["O"], args["Tn"], args["I"]) == (1, 700, 6)
+    base = gpu.empty((700, 6), np.float32)
+    linscan.scan(base[::-1], x, axis=0)
+    args = _args(gpu.launches[-1])
+    assert (args["a_st"], args["a_si"]) == (-6, 1)  # (O = 1: the row stride is never used)
+    assert _ptr(args["a"]) == base.data.ptr + 699 * 6 * 4
+
+
+def test_broadcast_initial_state_keeps_zero_strides(gpu):
+    x = gpu.empty((5, 40, 3), np.float32)
+    h0 = gpu.empty((3,), np.float32)
+    linscan.scan(0.5, x, h0, axis=1)
+    args = _args(gpu.launches[-1])
+    assert _ptr(args["h0"]) == h0.data.ptr and (args["h0_so"], args["h0_si"]) == (0, 1)
+
+
+def test_backward_walks_against_the_forward_scan(gpu):
+    a, h, gh = (gpu.empty((2, 300), np.float32) for _ in range(3))
+    h0 = gpu.empty((2,), np.float32)
+    grad_a, grad_x, grad_h0 = linscan.scan_backward(a, h, gh, h0, reverse=True)
+    args = _args(gpu.launches[-1])
+    assert gpu.launches[-1]["mode"] == 2 and int(args["down"]) == 0
+    assert _ptr(args["v"]) == gh.data.ptr and _ptr(args["hf"]) == h.data.ptr
+    assert _ptr(args["y"]) == grad_x.data.ptr and _ptr(args["ga"]) == grad_a.data.ptr
+    assert _ptr(args["s_out"]) != 0 and grad_h0.shape == (2,)
+
+
+def test_sequential_method_launches_the_serial_kernel(gpu):
+    x = gpu.empty((3, 1000, 70), np.float32)
+    linscan.final_state(0.5, x, axis=1, method="sequential")
+    launch = gpu.launches[-1]
+    assert launch["lp"].kernel == "serial_scan" and launch["mode"] == 1
+    assert launch["grid"] == (-(-3 * 70 // 256),) and launch["smem"] == 0
+
+
+@pytest.mark.parametrize("kernel", ["tile_scan", "serial_scan"])
+def test_parameter_names_match_the_kernel_source(kernel):
+    import re
+
+    from linscan._cuda import source
+
+    text = source.assemble()
+    signature = re.search(rf"{kernel}\(([^)]*)\)", text).group(1)
+    names = [part.split()[-1].lstrip("*") for part in signature.split(",")]
+    assert names == NAMES
