@@ -29,11 +29,11 @@ def _backend(args):
     return backend, cupy.cuda.Device(args.device)
 
 
-def _canonical(be, args, name: str):
-    """Input ``name`` of ``args`` in the backend's ``(O, T, I)`` form: ``a`` keeps its strides
-    (a broadcast decay stays small), the others are C-contiguous."""
+def _canonical(be, args, name: str, work):
+    """Input ``name`` of ``args`` in the backend's ``(O, T, I)`` form in dtype ``work``: ``a``
+    keeps its strides (a broadcast decay stays small), the others are C-contiguous."""
     make = be.decays if name == "a" else be.operand
-    return make(getattr(args, name), args.shape, args.axis, args.dtype)
+    return make(getattr(args, name), args.shape, args.axis, work)
 
 
 def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
@@ -94,22 +94,27 @@ def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
     if out is not None:
         _validate.check_out(out, args.shape, args.dtype, device=args.device)
     be, device = _backend(args)
+    work = be.accumulator(args.dtype)
     with device:
         result = out if out is not None else be.empty(args.shape, args.dtype)
         if result.size == 0:
             return result
-        a3 = _canonical(be, args, "a")
-        x3 = _canonical(be, args, "x")
-        state = be.initial(args.h0, args.shape, args.axis, args.dtype)
-        if out is None:
+        a3 = _canonical(be, args, "a", work)
+        x3 = _canonical(be, args, "x", work)
+        state = be.initial(args.h0, args.shape, args.axis, work)
+        h3 = None
+        if work != args.dtype:
+            pass  # computed in the wider dtype, rounded once into the result
+        elif out is None:
             h3 = result.reshape(_layout.dims(args.shape, args.axis))
         else:
             # The forward kernels read a[t] and x[t] before writing h[t]: out may be either.
             h3 = _layout.safe_output(out, args.shape, args.axis, (a3, x3), exact_ok=(a3, x3))
-        target = h3 if h3 is not None else be.empty(x3.shape, args.dtype)
+        target = h3 if h3 is not None else be.empty(x3.shape, work)
         be.scan(a3, x3, target, state, args.reverse, method)
         if h3 is None:
-            out[...] = target.reshape(args.shape)
+            with np.errstate(over="ignore"):  # rounding to 16 bits may overflow to inf
+                result[...] = target.reshape(args.shape)
     return result
 
 
@@ -146,19 +151,20 @@ def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto"):
     args = _validate.scan_args(a, x, h0, axis, reverse)
     method = _validate.check_method(method)
     be, device = _backend(args)
+    work = be.accumulator(args.dtype)
     shape = _layout.state_shape(args.shape, args.axis)
     with device:
         if math.prod(shape) == 0 or args.shape[args.axis] == 0:
             state = _layout.initial_state(args.h0, args.shape, args.axis, args.dtype, be.xp)
         else:
             state = be.final_state(
-                _canonical(be, args, "a"),
-                _canonical(be, args, "x"),
-                be.initial(args.h0, args.shape, args.axis, args.dtype),
+                _canonical(be, args, "a", work),
+                _canonical(be, args, "x", work),
+                be.initial(args.h0, args.shape, args.axis, work),
                 args.reverse,
                 method,
             )
-    return state.reshape(shape)
+    return _layout.cast(state.reshape(shape), args.dtype)
 
 
 def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto", out=None):
@@ -227,27 +233,30 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto
 
 def _scan_backward(be, args, method, out_a, out_x, out_h0):
     shape, dtype = args.shape, args.dtype
+    work = be.accumulator(dtype)
     dims = _layout.dims(shape, args.axis)
-    a3 = _canonical(be, args, "a")
-    h3 = _canonical(be, args, "h")
-    gh3 = _canonical(be, args, "grad_h")
+    a3 = _canonical(be, args, "a", work)
+    h3 = _canonical(be, args, "h", work)
+    gh3 = _canonical(be, args, "grad_h", work)
     # The backward kernels read grad_h[t] before writing grad_x[t], so grad_x may replace
     # grad_h. Nothing may alias grad_a: the chained kernels read a[t] after writing grad_a[t],
     # and h[t-1] after a neighbouring chain wrote grad_a there.
-    grad_x3 = _layout.safe_output(out_x, shape, args.axis, (a3, h3, gh3), exact_ok=(gh3,))
-    grad_x3 = grad_x3 if grad_x3 is not None else be.empty(dims, dtype)
-    direct = out_a is not None and out_a.shape == shape and out_a.dtype == dtype
+    grad_x3 = None
+    if work == dtype:
+        grad_x3 = _layout.safe_output(out_x, shape, args.axis, (a3, h3, gh3), exact_ok=(gh3,))
+    grad_x3 = grad_x3 if grad_x3 is not None else be.empty(dims, work)
+    direct = out_a is not None and out_a.shape == shape and out_a.dtype == work
     grad_a3 = _layout.safe_output(
         out_a if direct else None, shape, args.axis, (a3, h3, gh3, grad_x3)
     )
-    grad_a3 = grad_a3 if grad_a3 is not None else be.empty(dims, dtype)
+    grad_a3 = grad_a3 if grad_a3 is not None else be.empty(dims, work)
     want_h0 = args.h0 is not None
     if grad_x3.size:
         state = be.backward(
             a3,
             h3,
             gh3,
-            be.initial(args.h0, shape, args.axis, dtype),
+            be.initial(args.h0, shape, args.axis, work),
             grad_x3,
             grad_a3,
             args.reverse,
@@ -255,19 +264,21 @@ def _scan_backward(be, args, method, out_a, out_x, out_h0):
             want_h0,
         )
     elif want_h0:
-        state = _layout.initial_state(None, shape, args.axis, dtype, be.xp)
-    grad_x = _deliver(grad_x3.reshape(shape), out_x)
+        state = _layout.initial_state(None, shape, args.axis, work, be.xp)
+    grad_x = _deliver(_layout.cast(grad_x3.reshape(shape), dtype), out_x)
     grad_a = _deliver(
-        _layout.sum_to_shape(grad_a3.reshape(shape), args.a.shape, args.a.dtype.newbyteorder("=")),
-        out_a,
+        _layout.sum_to_shape(grad_a3.reshape(shape), args.a.shape, _native(args.a)), out_a
     )
     grad_h0 = None
     if want_h0:
         state = state.reshape(_layout.state_shape(shape, args.axis))
-        grad_h0 = _deliver(
-            _layout.sum_to_shape(state, args.h0.shape, args.h0.dtype.newbyteorder("=")), out_h0
-        )
+        grad_h0 = _deliver(_layout.sum_to_shape(state, args.h0.shape, _native(args.h0)), out_h0)
     return grad_a, grad_x, grad_h0
+
+
+def _native(arr) -> np.dtype:
+    """The dtype of a gradient for ``arr``: its own, in native byte order."""
+    return arr.dtype.newbyteorder("=")
 
 
 def _deliver(result: np.ndarray, out):

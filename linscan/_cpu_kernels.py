@@ -117,6 +117,20 @@ def _add8(p, q):
 
 
 @njit(inline="always")
+def _conj8(p):
+    return (
+        np.conj(p[0]),
+        np.conj(p[1]),
+        np.conj(p[2]),
+        np.conj(p[3]),
+        np.conj(p[4]),
+        np.conj(p[5]),
+        np.conj(p[6]),
+        np.conj(p[7]),
+    )
+
+
+@njit(inline="always")
 def _fill8(v):
     return (v, v, v, v, v, v, v, v)
 
@@ -225,13 +239,14 @@ def _row_scan_serial(a, x, h, s, t0, t1, down):
 @njit(**_JIT)
 def _row_chains(a, x, lo, down, back):
     """Decay product and partial state (from 0) of each of the 8 chains of a block. With
-    ``back`` the input of a step is ``a * x`` (see ``_row_reduce``)."""
+    ``back`` the decay is ``conj(a)`` and the input of a step ``conj(a) * x`` (see
+    ``_row_reduce``)."""
     one = a.dtype.type(1)
     p = _fill8(one)
     q = _fill8(one - one)
     for j in range(_U(M)):
         u = _chain_pos(lo, j, down)
-        av = _load8(a, u, _U(M))
+        av = _conj8(_load8(a, u, _U(M))) if back else _load8(a, u, _U(M))
         p = _mul8(p, av)
         xv = _load8(x, u, _U(M))
         q = _fma8(av, q, _mul8(av, xv) if back else xv)
@@ -260,7 +275,8 @@ def _row_reduce(a, x, t0, t1, down, back):
     """``(P, S)`` of a time range: leaving state = ``P * entering state + S``.
 
     With ``back``, ``x`` is ``grad_h`` and the state is the backward carry, which obeys
-    ``c = a * c + a * grad_h``: the same recurrence with input ``a * grad_h``.
+    ``c = conj(a) * c + conj(a) * grad_h``: the same recurrence with decay ``conj(a)`` and
+    input ``conj(a) * grad_h`` (``conj`` does nothing to real numbers).
     """
     one = a.dtype.type(1)
     p_tot = one
@@ -274,8 +290,9 @@ def _row_reduce(a, x, t0, t1, down, back):
     lo = t0 if down else t1 - rest
     for k in range(rest):
         u = _walk(lo, lo + rest, k, down)
-        p_tot = _ftz(p_tot * a[u])
-        s_tot = a[u] * s_tot + (a[u] * x[u] if back else x[u])
+        av = np.conj(a[u]) if back else a[u]
+        p_tot = _ftz(p_tot * av)
+        s_tot = av * s_tot + (av * x[u] if back else x[u])
     return p_tot, s_tot
 
 
@@ -346,9 +363,10 @@ def reduce_cols(a, x, p, s, o0, o1, i0, i1, t0, t1, down, back):
         for k in range(t1 - t0):
             t = _walk(t0, t1, k, down)
             for i in range(i0, i1):
-                xv = a[o, t, i] * x[o, t, i] if back else x[o, t, i]
-                s[o, i] = a[o, t, i] * s[o, i] + xv
-                p[o, i] = _ftz(p[o, i] * a[o, t, i])
+                av = np.conj(a[o, t, i]) if back else a[o, t, i]
+                xv = av * x[o, t, i] if back else x[o, t, i]
+                s[o, i] = av * s[o, i] + xv
+                p[o, i] = _ftz(p[o, i] * av)
 
 
 # --- backward ------------------------------------------------------------------------------------
@@ -357,13 +375,16 @@ def reduce_cols(a, x, p, s, o0, o1, i0, i1, t0, t1, down, back):
 # ``grad_a[t] = g * h_prev[t]``, ``c = a[t] * g``. ``h_prev`` is the forward state before step
 # ``t``: the neighbour ``h[t+1]`` when walking up (reverse scans), ``h[t-1]`` when walking down,
 # and the initial state ``hb`` at the sequence's first forward step. ``c`` is itself a linear
-# recurrence (``c = a * c + a * gh``), so the same chain/carry machinery applies.
+# recurrence (``c = a * c + a * gh``), so the same chain/carry machinery applies. For complex
+# numbers ``a`` and ``h_prev`` enter conjugated: the gradient of a real loss with respect to
+# ``z`` is ``dL/dRe(z) + i dL/dIm(z)`` (PyTorch's convention), and for ``h = a * h_prev + x``
+# that gives ``grad_a = g * conj(h_prev)`` and ``c = conj(a) * g``.
 
 
 @njit(inline="always")
 def _back_step(av, ghv, hpv, c):
     g = ghv + c
-    return g, g * hpv, av * g
+    return g, g * np.conj(hpv), np.conj(av) * g
 
 
 @njit(**_JIT)
@@ -387,8 +408,8 @@ def _row_back_blocked(a, h, gh, gx, ga, c, t0, t1, down):
             g = _add8(_load8(gh, u, _U(M)), cc)
             hp = _load8(h, u - _U(1), _U(M)) if down else _load8(h, u + _U(1), _U(M))
             _store8(gx, u, _U(M), g)
-            _store8(ga, u, _U(M), _mul8(g, hp))
-            cc = _mul8(_load8(a, u, _U(M)), g)
+            _store8(ga, u, _U(M), _mul8(g, _conj8(hp)))
+            cc = _mul8(_conj8(_load8(a, u, _U(M))), g)
     rest = (t1 - t0) - nb * _U(8 * M)
     if down:
         return _row_back_serial(a, h, gh, gx, ga, c, t0, t0 + rest, down)

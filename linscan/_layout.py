@@ -63,20 +63,31 @@ def initial_state(h0, shape: tuple, axis: int, dtype: np.dtype, xp=np) -> np.nda
 
 
 def sum_to_shape(full: np.ndarray, target: tuple, dtype: np.dtype) -> np.ndarray:
-    """Sum ``full`` over the axes that broadcasting added to an array of shape ``target``.
+    """Sum ``full`` over the axes that broadcasting added to an array of shape ``target``, in
+    ``dtype``.
 
-    The gradient of a broadcast input is the sum of the gradients of its copies. Sums of
-    float32 run in float64 (without a float64 copy of ``full``) so that their rounding does
-    not grow with the number of terms.
+    The gradient of a broadcast input is the sum of the gradients of its copies. Sums of 32-bit
+    components run in 64 bits (without a 64-bit copy of ``full``) so that their rounding does
+    not grow with the number of terms. A real ``dtype`` takes the real part of a complex
+    ``full``: the gradient of a real input that met complex ones.
     """
+    if full.dtype.kind == "c" and np.dtype(dtype).kind != "c":
+        full = full.real
     lead = full.ndim - len(target)
     axes = tuple(range(lead)) + tuple(
         lead + k for k, n in enumerate(target) if n == 1 and full.shape[lead + k] != 1
     )
     if not axes:
-        return full.reshape(target).astype(dtype, copy=False)
-    acc = np.float64 if full.dtype.itemsize < 8 else full.dtype
-    return full.sum(axis=axes, dtype=acc).reshape(target).astype(dtype, copy=False)
+        return cast(full.reshape(target), dtype)
+    acc = np.promote_types(full.dtype, np.float64)  # float64 or complex128
+    return cast(full.sum(axis=axes, dtype=acc).reshape(target), dtype)
+
+
+def cast(arr, dtype):
+    """``arr`` in ``dtype`` (itself if it has it); values beyond a narrower dtype's range become
+    inf without NumPy's overflow warning: an overflowing result is inf, as documented."""
+    with np.errstate(over="ignore"):
+        return arr.astype(dtype, copy=False)
 
 
 def _address(arr) -> int:

@@ -12,15 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _dtypes
 from ._backend import is_cupy, placement
 from ._layout import may_share_memory
 
-#: Dtypes the backends compute in. Complex and 16-bit floats are planned; they are refused
-#: with their own message so that users can tell "not yet" from "never".
-SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Dtypes the backends compute in (see ``_dtypes``).
+SUPPORTED_DTYPES = _dtypes.SUPPORTED
 METHODS = ("auto", "sequential", "parallel")
-
-_SUPPORTED_TEXT = " or ".join(dtype.name for dtype in SUPPORTED_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -60,14 +58,15 @@ class BackwardArgs:
 
 
 def _is_python_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float, complex)) and not isinstance(value, bool)
 
 
 def _operand(name: str, value):
     """Return ``value`` as a NumPy array, or unchanged if it is a Python int or float.
 
     Python numbers stay Python numbers until the result dtype is known: under NumPy's
-    promotion rules they take the dtype of the arrays they meet ("weak" scalars).
+    promotion rules they take the dtype of the arrays they meet ("weak" scalars), a complex
+    number making it complex.
     """
     if _is_python_number(value):
         return value
@@ -89,28 +88,15 @@ def _operand(name: str, value):
 def _check_dtype(name: str, dtype: np.dtype) -> None:
     if dtype.newbyteorder("=") in SUPPORTED_DTYPES:
         return
-    if dtype.kind == "f":
-        detail = f"{dtype.name} is not supported yet"
-    elif dtype.kind == "c":
-        detail = "complex dtypes are not supported yet"
-    elif dtype.kind == "b":
-        detail = "got bool"
-    else:
-        detail = f"got {dtype}"
-    raise TypeError(f"{name} must have dtype {_SUPPORTED_TEXT}; {detail}")
+    detail = "got bool" if dtype.kind == "b" else f"got {dtype}"
+    raise TypeError(f"{name} must have a floating-point dtype ({_dtypes.TEXT}); {detail}")
 
 
 def _result_dtype(*operands) -> np.dtype:
-    # CuPy arrays take part by their dtype (NumPy would dispatch to CuPy, slowly); NumPy arrays
-    # as themselves, so that NumPy's own rules for 0-d arrays apply.
-    given = [
-        op if isinstance(op, (np.ndarray, int, float)) else op.dtype
-        for op in operands
-        if op is not None
-    ]
-    dtype = np.result_type(*given).newbyteorder("=")
-    # Python numbers alone promote to int64 or float64: compute those in float64.
-    return dtype if dtype in SUPPORTED_DTYPES else np.dtype(np.float64)
+    """The promoted dtype of validated operands (arrays of supported dtypes and Python
+    numbers, which are weak: see ``_dtypes.promote``)."""
+    arrays = [op.dtype.newbyteorder("=") for op in operands if hasattr(op, "dtype")]
+    return _dtypes.promote(arrays, any(isinstance(op, complex) for op in operands))
 
 
 def _as_array(name: str, value, dtype: np.dtype) -> np.ndarray:

@@ -39,7 +39,7 @@ def _loop(a2, x2, state, reverse):
     h2 = np.empty_like(x2)
     if lanes <= _FEW_LANES:
         for lane in range(lanes):
-            s = float(state[lane])
+            s = state[lane].item()
             a_l, x_l = a2[:, lane].tolist(), x2[:, lane].tolist()
             h_l = [0.0] * T
             for t in _order(T, reverse):
@@ -61,12 +61,21 @@ def _initial(h0, shape, axis, dtype):
     return np.broadcast_to(np.asarray(h0, dtype=dtype), state_shape).reshape(-1).copy()
 
 
-def scan(a, x, h0=None, *, axis=-1, reverse=False, dtype=np.float64):
-    """``h[t] = a[t] * h[t-1] + x[t]`` along ``axis`` by a serial loop, in ``dtype``.
+def _wide(dtype, *values):
+    """``dtype``, or by default complex128 if one of ``values`` is complex, else float64."""
+    if dtype is not None:
+        return dtype
+    return np.complex128 if any(np.iscomplexobj(v) for v in values) else np.float64
+
+
+def scan(a, x, h0=None, *, axis=-1, reverse=False, dtype=None):
+    """``h[t] = a[t] * h[t-1] + x[t]`` along ``axis`` by a serial loop, in ``dtype`` (default:
+    float64, or complex128 for complex inputs).
 
     Same meaning as :func:`linscan.scan` (broadcasting, ``h0``, ``reverse``); returns an array
     of ``dtype``.
     """
+    dtype = _wide(dtype, a, x, h0)
     shape = np.broadcast_shapes(np.shape(a), np.shape(x))
     axis = axis % len(shape)
     a2 = _time_first(a, shape, axis, dtype)
@@ -75,8 +84,9 @@ def scan(a, x, h0=None, *, axis=-1, reverse=False, dtype=np.float64):
     return _restore(h2, shape, axis)
 
 
-def final_state(a, x, h0=None, *, axis=-1, reverse=False, dtype=np.float64):
+def final_state(a, x, h0=None, *, axis=-1, reverse=False, dtype=None):
     """The last state of :func:`scan` (``h0`` broadcast when the sequence is empty)."""
+    dtype = _wide(dtype, a, x, h0)
     shape = np.broadcast_shapes(np.shape(a), np.shape(x))
     axis = axis % len(shape)
     state_shape = shape[:axis] + shape[axis + 1 :]
@@ -106,46 +116,55 @@ def _loop_backward(a2, h2, gh2, first, reverse):
             g_l, ga_l = [0.0] * T, [0.0] * T
             g_next = 0.0
             for t in steps:
-                carry = a_l[t - nxt] * g_next if 0 <= t - nxt < T else 0.0
+                carry = a_l[t - nxt].conjugate() * g_next if 0 <= t - nxt < T else 0.0
                 g = gh_l[t] + carry
                 prev = t + nxt  # the forward scan's previous step
-                ga_l[t] = g * (h_l[prev] if 0 <= prev < T else float(first[lane]))
+                ga_l[t] = g * (h_l[prev] if 0 <= prev < T else first[lane].item()).conjugate()
                 g_l[t] = g_next = g
             g2[:, lane], ga2[:, lane] = g_l, ga_l
     else:
         g_next = np.zeros_like(first)
         for t in steps:
-            carry = a2[t - nxt] * g_next if 0 <= t - nxt < T else np.zeros_like(first)
+            carry = np.conj(a2[t - nxt]) * g_next if 0 <= t - nxt < T else np.zeros_like(first)
             g2[t] = gh2[t] + carry
             prev = t + nxt
-            ga2[t] = g2[t] * (h2[prev] if 0 <= prev < T else first)
+            ga2[t] = g2[t] * np.conj(h2[prev] if 0 <= prev < T else first)
             g_next = g2[t]
     start = T - 1 if reverse else 0
-    grad_first = a2[start] * g2[start] if T else np.zeros_like(first)
+    grad_first = np.conj(a2[start]) * g2[start] if T else np.zeros_like(first)
     return g2, ga2, grad_first
 
 
-def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, dtype=np.float64):
-    """Vector-Jacobian product of :func:`scan` by the textbook serial loop, in ``dtype``.
+def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, dtype=None):
+    """Vector-Jacobian product of :func:`scan` by the textbook serial loop, in ``dtype``
+    (default: float64, or complex128 for complex inputs).
 
-    ``g[t] = grad_h[t] + a[t+1] * g[t+1]``, ``grad_x = g``, ``grad_a[t] = g[t] * h[t-1]``,
-    ``grad_h0 = a[0] * g[0]`` (mirrored in time for ``reverse``). Returns
+    ``g[t] = grad_h[t] + conj(a[t+1]) * g[t+1]``, ``grad_x = g``, ``grad_a[t] = g[t] *
+    conj(h[t-1])``, ``grad_h0 = conj(a[0]) * g[0]`` (mirrored in time for ``reverse``;
+    ``conj`` does nothing to real numbers, see :func:`linscan.scan_backward` for the complex
+    convention). A real ``a`` or ``h0`` gets the real part of its gradient. Returns
     ``(grad_a, grad_x, grad_h0)`` shaped like ``a``, ``h`` and ``h0`` (``None`` without
     ``h0``).
     """
+    dtype = _wide(dtype, a, h, grad_h, h0)
     shape = np.shape(h)
     axis = axis % len(shape)
     a2 = _time_first(a, shape, axis, dtype)
     h2 = _time_first(h, shape, axis, dtype)
     gh2 = _time_first(grad_h, shape, axis, dtype)
     g2, ga2, grad_first = _loop_backward(a2, h2, gh2, _initial(h0, shape, axis, dtype), reverse)
-    grad_a = _sum_to(_restore(ga2, shape, axis), np.shape(a))
+    grad_a = _real_if(_sum_to(_restore(ga2, shape, axis), np.shape(a)), a)
     grad_x = _restore(g2, shape, axis)
     grad_h0 = None
     if h0 is not None:
         state_shape = shape[:axis] + shape[axis + 1 :]
-        grad_h0 = _sum_to(grad_first.reshape(state_shape), np.shape(h0))
+        grad_h0 = _real_if(_sum_to(grad_first.reshape(state_shape), np.shape(h0)), h0)
     return grad_a, grad_x, grad_h0
+
+
+def _real_if(grad, arg):
+    """The gradient of a real ``arg``: the real part of ``grad``."""
+    return grad if np.iscomplexobj(arg) else grad.real
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,16 @@ smallest normal number ``tiny``, and later steps scale that loss by decays of mo
 1, so a state is off by at most ``n * tiny``; a gradient ``g * h`` multiplies the loss in
 ``g`` by ``|h|``, so ``grad_a`` allows ``n * tiny * (1 + max |h|)`` (and ``grad_h0`` the same
 with ``max |a|``). These matter only for results within a few thousand ``tiny`` of zero
-(about 1e-35 for float32). Wrong algorithms (a lost carry, an off-by-one step) miss by a
+(about 1e-35 for float32).
+
+Complex results are compared component by component, each with the tolerance of the modulus:
+``|a * s + x|`` is bounded by the same ``M``, and a complex multiply-add errs by at most
+``(1 + sqrt(5)) * eps`` instead of ``2 * eps``, so ``eps`` is scaled by ``(1 + sqrt(5)) / 2``.
+16-bit results (float16, bfloat16) are accumulated in float32 and rounded once: the float32
+tolerance above plus one ``eps`` of the 16-bit dtype times ``|expected|`` (two units of
+roundoff) and half its smallest subnormal, not the error of a 16-bit running sum.
+
+Wrong algorithms (a lost carry, an off-by-one step) miss by a
 fraction of ``M``, far outside it. Hypothesis should not draw ill-conditioned cases that a
 tolerance would have to hide; the strategies here keep ``|a| <= 1`` and bounded inputs.
 """
@@ -31,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import reference
+from . import _dtypes, reference
 
 __all__ = [
     "TOLERANCE_FACTOR",
@@ -42,6 +51,7 @@ __all__ = [
     "assert_final_state_close",
     "assert_scan_backward_close",
     "ScanCase",
+    "result_dtype",
     "scan_cases",
     "backward_cases",
 ]
@@ -51,7 +61,10 @@ TOLERANCE_FACTOR = 4.0
 
 
 def _abs(v):
-    return None if v is None else np.abs(np.asarray(v, dtype=np.float64))
+    """``|v|`` in float64 (the modulus of complex values), or ``None``."""
+    if v is None:
+        return None
+    return np.abs(np.asarray(v, dtype=np.complex128 if np.iscomplexobj(v) else np.float64))
 
 
 def _steps(shape, axis, from_end):
@@ -62,11 +75,35 @@ def _steps(shape, axis, from_end):
 
 
 def _compare(name, actual, expected, bound, steps, dtype, flushed=1.0):
+    dtype = np.dtype(dtype)
     actual = np.asarray(actual)
     if actual.shape != expected.shape:
         raise AssertionError(f"{name}: shape {actual.shape}, expected {expected.shape}")
-    info = np.finfo(dtype)
-    tol = (TOLERANCE_FACTOR * float(info.eps) * bound + float(info.tiny) * flushed) * steps
+    if _dtypes.is_complex(dtype) or np.iscomplexobj(expected):
+        # The components, each within the modulus's tolerance (see the module docstring).
+        scale = (1 + 5**0.5) / 2 if _dtypes.is_complex(dtype) else 1.0
+        for part in ("real", "imag"):
+            _compare_real(
+                f"{name} ({part} part)", getattr(actual, part), getattr(expected, part), bound,
+                steps, _dtypes.real_of(dtype), flushed, scale,
+            )  # fmt: skip
+        return
+    _compare_real(name, actual, expected, bound, steps, dtype, flushed)
+
+
+def _tolerance(bound, steps, dtype, flushed, scale, expected):
+    """Allowed ``|actual - expected|`` (see the module docstring)."""
+    acc = _dtypes.finfo(_dtypes.accumulator(dtype))
+    tol = (TOLERANCE_FACTOR * scale * float(acc.eps) * bound + float(acc.tiny) * flushed) * steps
+    if dtype in _dtypes.SIXTEEN_BIT:  # one rounding to 16 bits
+        out = _dtypes.finfo(dtype)
+        tol = tol + float(out.eps) * np.abs(expected) + float(out.smallest_subnormal) / 2
+    return tol
+
+
+def _compare_real(name, actual, expected, bound, steps, dtype, flushed, scale=1.0):
+    info = _dtypes.finfo(dtype)
+    tol = _tolerance(bound, steps, dtype, flushed, scale, expected)
     got = actual.astype(np.float64)
     # Where the float64 result overflows the dtype, the dtype's result must be inf too.
     expect = np.where(np.abs(expected) > float(info.max), np.copysign(np.inf, expected), expected)
@@ -109,8 +146,18 @@ class Oracle:
         )  # fmt: skip
 
 
+def _as_linscan_sees(*values):
+    """``values`` with Python numbers rounded to the call's result dtype, as linscan (like
+    NumPy) rounds them: a decay of 0.9 given with float16 arrays is float16(0.9)."""
+    dtype = result_dtype(*values)
+    return [
+        np.asarray(v, dtype) if v is not None and not hasattr(v, "dtype") else v for v in values
+    ]
+
+
 def scan_oracle(a, x, h0=None, *, axis=-1, reverse=False) -> Oracle:
     """The oracle for ``scan(a, x, h0, axis=axis, reverse=reverse)``."""
+    a, x, h0 = _as_linscan_sees(a, x, h0)
     expected = reference.scan(a, x, h0, axis=axis, reverse=reverse)
     bound = reference.scan(_abs(a), _abs(x), _abs(h0), axis=axis, reverse=reverse)
     return Oracle(expected, bound, _steps(expected.shape, axis % expected.ndim, reverse))
@@ -120,6 +167,7 @@ def backward_oracles(a, h, grad_h, h0=None, *, axis=-1, reverse=False) -> tuple:
     """Oracles for the three results of ``scan_backward`` (``None`` for ``grad_h0`` without
     ``h0``). Gradients of broadcast inputs are sums over their copies; their tolerance counts
     the summed copies as extra steps."""
+    a, h, grad_h, h0 = _as_linscan_sees(a, h, grad_h, h0)
     expected = reference.scan_backward(a, h, grad_h, h0, axis=axis, reverse=reverse)
     bounds = reference.scan_backward(
         _abs(a), _abs(h), _abs(grad_h), _abs(h0), axis=axis, reverse=reverse
@@ -154,6 +202,7 @@ def assert_scan_close(h, a, x, h0=None, *, axis=-1, reverse=False, dtype=None):
 
 def assert_final_state_close(state, a, x, h0=None, *, axis=-1, reverse=False, dtype=None):
     """Assert that ``state`` is ``final_state(a, x, h0, axis=axis, reverse=reverse)``."""
+    a, x, h0 = _as_linscan_sees(a, x, h0)
     expected = reference.final_state(a, x, h0, axis=axis, reverse=reverse)
     bound = reference.final_state(_abs(a), _abs(x), _abs(h0), axis=axis, reverse=reverse)
     shape = np.broadcast_shapes(np.shape(a), np.shape(x))
@@ -204,6 +253,13 @@ class BackwardCase(ScanCase):
     grad_h: np.ndarray = None
 
 
+def result_dtype(*values) -> np.dtype:
+    """The dtype linscan returns for inputs ``values`` (``None`` ignored; Python numbers weak)."""
+    values = [v for v in values if v is not None]
+    arrays = [np.asarray(v).dtype for v in values if hasattr(v, "dtype")]  # NumPy scalars too
+    return _dtypes.promote(arrays, any(type(v) is complex for v in values))
+
+
 def _hyp():
     import hypothesis.strategies as st
     from hypothesis.extra import numpy as hnp
@@ -213,11 +269,29 @@ def _hyp():
 
 def _values(draw, shape, dtype, bound, low=None):
     """An array of ``shape`` and ``dtype`` with values in ``[low, bound]`` (``low`` defaults to
-    ``-bound``), no subnormals."""
+    ``-bound``), no subnormals. Complex values have a modulus in ``[max(low, 0), bound]`` and
+    any phase; bfloat16 values are drawn in float32 and rounded."""
     st, hnp = _hyp()
+    dtype = np.dtype(dtype)
     low = -bound if low is None else low
-    elements = st.floats(low, bound, width=np.dtype(dtype).itemsize * 8, allow_subnormal=False)
+    if _dtypes.is_complex(dtype):
+        modulus = _values(draw, shape, np.float64, bound, max(low, 0.0))
+        phase = _values(draw, shape, np.float64, np.pi)
+        return (modulus * np.exp(1j * phase)).astype(dtype)
+    if dtype == _dtypes.BFLOAT16:
+        return _values(draw, shape, np.float32, bound, low).astype(dtype)
+    elements = st.floats(low, bound, width=dtype.itemsize * 8, allow_subnormal=False)
     return draw(hnp.arrays(dtype, shape, elements=elements))
+
+
+def _number(draw, dtypes, bound, low):
+    """A Python float in ``[low, bound]`` or, where ``dtypes`` has a complex dtype, sometimes a
+    Python complex number of modulus in that range."""
+    st, _ = _hyp()
+    if any(_dtypes.is_complex(np.dtype(d)) for d in dtypes) and draw(st.booleans()):
+        value = _values(draw, (), np.complex128, bound, low)
+        return complex(float(value.real), float(value.imag))
+    return draw(st.floats(low, bound, allow_subnormal=False))
 
 
 def _as_view(draw, arr):
@@ -276,7 +350,7 @@ def scan_cases(dtypes=(np.float32, np.float64), max_ndim=3, max_side=5, max_step
         # significant, which is what exposes a wrong combination of chunks.
         low = draw(st.sampled_from([-1.0, 0.875]))  # 0.875: exact in float32
         if form == "number":
-            a = draw(st.floats(low, 1, allow_subnormal=False))
+            a = _number(draw, dtypes, 1.0, low)
         else:
             a_shape = {
                 "full": shape,
@@ -296,7 +370,7 @@ def scan_cases(dtypes=(np.float32, np.float64), max_ndim=3, max_side=5, max_step
         if h0_form == "none":
             h0 = None
         elif h0_form == "number":
-            h0 = draw(st.floats(-4, 4, allow_subnormal=False))
+            h0 = _number(draw, dtypes, 4.0, -4.0)
         else:
             h0_shape = state_shape if h0_form == "full" else _reduced(draw, state_shape)
             h0 = _values(draw, h0_shape, draw(st.sampled_from(dtypes)), 4.0)
@@ -313,8 +387,7 @@ def backward_cases(dtypes=(np.float32, np.float64), **kwargs):
     @st.composite
     def build(draw):
         case = draw(scan_cases(dtypes=dtypes, **kwargs))
-        dtype = np.result_type(*[v for v in (case.a, case.x, case.h0) if v is not None])
-        grad_h = _values(draw, case.shape, dtype, 4.0)
+        grad_h = _values(draw, case.shape, result_dtype(case.a, case.x, case.h0), 4.0)
         return BackwardCase(case.a, case.x, case.h0, case.axis, case.reverse, grad_h)
 
     return build()

@@ -18,15 +18,14 @@ def arr(*shape, dtype=np.float64):
 # (call, exception type, fragments the message must contain)
 SCAN_CASES = [
     # dtypes
-    (dict(a=arr(3, dtype=np.int64), x=arr(3)), TypeError, ["a", "float32 or float64", "int64"]),
+    (dict(a=arr(3, dtype=np.int64), x=arr(3)), TypeError, ["a", "bfloat16, float32", "int64"]),
     (dict(a=arr(3), x=np.ones(3, bool)), TypeError, ["x", "bool"]),
-    (dict(a=arr(3), x=arr(3, dtype=np.complex64)), TypeError, ["x", "complex"]),
-    (dict(a=arr(3), x=arr(3, dtype=np.float16)), TypeError, ["x", "float16"]),
+    (dict(a=arr(3), x=arr(3, dtype=np.longdouble)), TypeError, ["x", "float128"]),
+    (dict(a=arr(3), x=arr(3, dtype=np.clongdouble)), TypeError, ["x", "complex256"]),
     (dict(a=arr(3), x=np.array(["a", "b", "c"])), TypeError, ["x", "<U1"]),
     (dict(a=arr(3), x=np.array([1.0, None, 2.0], object)), TypeError, ["x", "object"]),
     (dict(a=arr(3), x=arr(3), h0=np.array(1, np.int32)), TypeError, ["h0", "int32"]),
     (dict(a=True, x=arr(3)), TypeError, ["a", "bool"]),
-    (dict(a=1j, x=arr(3)), TypeError, ["a"]),
     (dict(a=arr(3), x="abc"), TypeError, ["x", "<U3"]),
     (dict(a=arr(3), x=[[1.0], [2.0, 3.0]]), TypeError, ["x", "list"]),
     (dict(a=arr(3), x={"not": "an array"}), TypeError, ["x"]),

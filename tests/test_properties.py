@@ -10,6 +10,7 @@ from linscan.testing import (
     assert_scan_backward_close,
     assert_scan_close,
     backward_cases,
+    result_dtype,
     scan_cases,
 )
 
@@ -17,7 +18,7 @@ from helpers import CONFIGS, METHODS, Unchanged, forced
 
 
 def _result_dtype(case):
-    return np.result_type(*[v for v in (case.a, case.x, case.h0) if v is not None])
+    return result_dtype(case.a, case.x, case.h0)
 
 
 @pytest.mark.parametrize("config", CONFIGS)

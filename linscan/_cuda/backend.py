@@ -11,7 +11,7 @@ from __future__ import annotations
 import cupy
 import numpy as np
 
-from .. import _layout
+from .. import _dtypes, _layout
 from . import plan, source
 
 _NULL = np.uint64(0)  # a null pointer
@@ -23,6 +23,18 @@ _sms: dict = {}
 
 
 xp = cupy  # the array module of this backend
+
+
+def accumulator(dtype):
+    """The dtype the kernels run a call of ``dtype`` in: 16-bit inputs are widened to float32
+    before the kernels."""
+    work = _dtypes.accumulator(dtype)
+    if work not in source.C_TYPES:
+        raise TypeError(
+            f"{dtype} arrays are not supported on the GPU yet (CPU: NumPy arrays); GPU kernels "
+            f"exist for {', '.join(d.name for d in source.C_TYPES)}"
+        )
+    return work
 
 
 def empty(shape, dtype):
