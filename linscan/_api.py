@@ -36,7 +36,7 @@ def _canonical(be, args, name: str, work):
     return make(getattr(args, name), args.shape, args.axis, work)
 
 
-def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
+def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto", resets=None):
     r"""Compute the linear recurrence ``h[t] = a[t] * h[t-1] + x[t]`` along ``axis``.
 
     Parameters
@@ -60,20 +60,28 @@ def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
         ``"sequential"`` walks each lane through time in one plain loop (the serial baseline
         of Martin & Cundy); ``"parallel"`` chunks time and combines the chunks; ``"auto"``
         picks the faster for the shape. All agree within rounding.
+    resets : array_like of bool, optional
+        Segment starts, broadcast to the result's shape: where ``resets[t]`` is true,
+        ``h[t] = x[t]`` (the state carried into step ``t``, or ``h0`` at the first step, is
+        dropped; with ``reverse`` the state carried from ``t + 1``). Packs sequences of
+        different lengths into one call; nothing, not even an inf or NaN, crosses a reset.
 
     Returns
     -------
     h : numpy.ndarray
-        The states, with the broadcast shape of ``a`` and ``x`` and the NumPy promotion of the
-        dtypes of ``a``, ``x`` and ``h0`` (Python numbers take the arrays' dtype). ``out`` if
+        The states, with the broadcast shape of ``a`` and ``x`` and the promoted dtype of
+        ``a``, ``x`` and ``h0``: NumPy's promotion (float32 with complex64 gives complex64;
+        Python numbers take the arrays' dtype), with float16 and bfloat16 together giving
+        float32. float16 and bfloat16 are accumulated in float32 and rounded once. ``out`` if
         given.
 
     Raises
     ------
     TypeError
-        An input of a dtype other than float32 or float64 (integers, bool, complex, float16,
-        objects, strings), a non-boolean ``reverse``, a non-integer ``axis``, or an ``out``
-        that is not a NumPy array of the result dtype.
+        An input of a dtype other than float16, bfloat16, float32, float64, complex64 and
+        complex128 (integers, bool, objects, strings), a non-boolean ``reverse`` or
+        ``resets``, a non-integer ``axis``, or an ``out`` that is not an array of the result
+        dtype.
     ValueError
         Shapes that do not broadcast, an ``out`` of the wrong shape or read-only, an unknown
         ``method``.
@@ -89,7 +97,7 @@ def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
     array([[1., 2.],
            [4., 6.]])
     """
-    args = _validate.scan_args(a, x, h0, axis, reverse)
+    args = _validate.scan_args(a, x, h0, axis, reverse, resets)
     method = _validate.check_method(method)
     if out is not None:
         _validate.check_out(out, args.shape, args.dtype, device=args.device)
@@ -111,14 +119,15 @@ def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
             # The forward kernels read a[t] and x[t] before writing h[t]: out may be either.
             h3 = _layout.safe_output(out, args.shape, args.axis, (a3, x3), exact_ok=(a3, x3))
         target = h3 if h3 is not None else be.empty(x3.shape, work)
-        be.scan(a3, x3, target, state, args.reverse, method)
+        r3 = be.flags(args.resets, args.shape, args.axis)
+        be.scan(a3, x3, target, state, args.reverse, method, r3)
         if h3 is None:
             with np.errstate(over="ignore"):  # rounding to 16 bits may overflow to inf
                 result[...] = target.reshape(args.shape)
     return result
 
 
-def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto"):
+def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto", resets=None):
     r"""The last state of ``scan(a, x, h0, axis=axis, reverse=reverse)``, without writing ``h``.
 
     For streaming: scan a long sequence piece by piece, passing each piece's final state as
@@ -126,7 +135,7 @@ def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto"):
 
     Parameters
     ----------
-    a, x, h0, axis, reverse, method
+    a, x, h0, axis, reverse, method, resets
         As for :func:`scan`.
 
     Returns
@@ -148,7 +157,7 @@ def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto"):
     >>> float(linscan.final_state(0.5, x[3:], first)), float(linscan.scan(0.5, x)[-1])
     (8.0625, 8.0625)
     """
-    args = _validate.scan_args(a, x, h0, axis, reverse)
+    args = _validate.scan_args(a, x, h0, axis, reverse, resets)
     method = _validate.check_method(method)
     be, device = _backend(args)
     work = be.accumulator(args.dtype)
@@ -163,17 +172,28 @@ def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto"):
                 be.initial(args.h0, args.shape, args.axis, work),
                 args.reverse,
                 method,
+                be.flags(args.resets, args.shape, args.axis),
             )
     return _layout.cast(state.reshape(shape), args.dtype)
 
 
-def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto", out=None):
+def scan_backward(
+    a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto", out=None, resets=None
+):
     r"""Vector-Jacobian product of :func:`scan`: gradients for ``a``, ``x`` and ``h0``.
 
-    Given ``h = scan(a, x, h0, axis=axis, reverse=reverse)`` and the gradient ``grad_h`` of a
-    loss with respect to ``h``, one reverse scan computes ``g[t] = grad_h[t] + a[t+1] *
-    g[t+1]`` and from it ``grad_x = g``, ``grad_a[t] = g[t] * h[t-1]`` (``h[-1] = h0``) and
-    ``grad_h0 = a[0] * g[0]`` (all mirrored in time for ``reverse``). ``x`` is not needed.
+    Given ``h = scan(a, x, h0, axis=axis, reverse=reverse, resets=resets)`` and the gradient
+    ``grad_h`` of a loss with respect to ``h``, one reverse scan computes ``g[t] = grad_h[t] +
+    conj(a[t+1]) * g[t+1]`` and from it ``grad_x = g``, ``grad_a[t] = g[t] * conj(h[t-1])``
+    (``h[-1] = h0``) and ``grad_h0 = conj(a[0]) * g[0]`` (all mirrored in time for
+    ``reverse``). ``x`` is not needed. A step that resets passes nothing back: its
+    ``grad_a`` is zero and so is the gradient it sends to the steps before it.
+
+    Complex inputs follow PyTorch's convention: for a real loss ``L`` the gradient of a complex
+    ``z`` is ``dL/dRe(z) + 1j * dL/dIm(z)`` (``conj`` above; for real numbers it does nothing),
+    and a real input meeting complex ones gets the real part of its gradient. JAX's
+    cotangents are the complex conjugates of these: conjugate ``grad_h`` going in and the
+    gradients coming out (``examples/jax_custom_vjp.py``).
 
     Parameters
     ----------
@@ -185,7 +205,7 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto
         The gradient with respect to ``h``; broadcasts to ``h.shape``.
     h0 : array_like or float, optional
         The initial state given to :func:`scan`.
-    axis, reverse, method
+    axis, reverse, method, resets
         As given to :func:`scan`.
     out : tuple, optional
         ``(grad_a, grad_x, grad_h0)``, each an array to write that gradient into (its shape
@@ -208,7 +228,8 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto
     Raises
     ------
     TypeError, ValueError, numpy.exceptions.AxisError
-        As for :func:`scan`; ``a``, ``grad_h`` and ``h0`` must broadcast to ``h``.
+        As for :func:`scan`; ``a``, ``grad_h``, ``h0`` and ``resets`` must broadcast to
+        ``h``.
 
     Examples
     --------
@@ -223,7 +244,7 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto
     >>> float(gh0)
     0.75
     """
-    args = _validate.backward_args(a, h, grad_h, h0, axis, reverse)
+    args = _validate.backward_args(a, h, grad_h, h0, axis, reverse, resets)
     method = _validate.check_method(method)
     out_a, out_x, out_h0 = _validate.check_backward_out(out, args)
     be, device = _backend(args)
@@ -262,6 +283,7 @@ def _scan_backward(be, args, method, out_a, out_x, out_h0):
             args.reverse,
             method,
             want_h0,
+            be.flags(args.resets, shape, args.axis),
         )
     elif want_h0:
         state = _layout.initial_state(None, shape, args.axis, work, be.xp)

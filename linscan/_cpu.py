@@ -11,10 +11,11 @@ served by the row kernels; ``h0`` is an ``(O, I)`` array or ``None`` for zeros):
 * ``empty(shape, dtype)``; ``decays(a, shape, axis, dtype)``, ``operand(arr, ...)`` and
   ``initial(h0, ...)``: an input in the form the kernels take (``a`` keeps its strides,
   other inputs C-contiguous, ``h0`` as ``(O, I)``).
-* ``scan(a, x, h, h0, reverse, method)``: writes ``h``.
-* ``final_state(a, x, h0, reverse, method)``: returns the final state ``(O, I)``.
-* ``backward(a, h, gh, h0, gx, ga, reverse, method, want_h0)``: writes ``gx``, ``ga``;
-  returns the gradient for ``h0`` (``None`` unless ``want_h0``).
+* ``flags(resets, shape, axis)``: the resets as an ``(O, T, I)`` boolean view, or ``None``.
+* ``scan(a, x, h, h0, reverse, method, resets)``: writes ``h``.
+* ``final_state(a, x, h0, reverse, method, resets)``: returns the final state ``(O, I)``.
+* ``backward(a, h, gh, h0, gx, ga, reverse, method, want_h0, resets)``: writes ``gx``,
+  ``ga``; returns the gradient for ``h0`` (``None`` unless ``want_h0``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def decays(a, shape, axis, dtype):
 
 def operand(arr, shape, axis, dtype):
     return _readonly(_layout.contiguous3(arr, shape, axis, dtype))
+
+
+def flags(resets, shape, axis):
+    """The resets as an ``(O, T, I)`` view read through its own strides, or ``None``."""
+    return None if resets is None else _readonly(_layout.view3(resets, shape, axis, resets.dtype))
 
 
 def initial(h0, shape, axis, dtype):
@@ -96,25 +102,28 @@ def _run(tasks) -> None:
         future.result()  # re-raises a worker's exception
 
 
-def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce) -> None:
+def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, resets) -> None:
     """Run ``plan``.
 
     ``walk(box, t0, t1, st)`` processes lanes ``box`` over ``[t0, t1)`` starting from the
     states ``st`` (an ``(O, I)`` array, updated in place to the leaving states).
-    ``reduce(box, t0, t1, p, st)`` does the same without writing results, and stores the
-    decay products in ``p``. A pass without results passes ``walk=None``.
+    ``reduce(box, t0, t1, p, f, st)`` does the same without writing results, and stores the
+    decay products in ``p`` and (with ``resets``) whether a lane met a reset in ``f``. A pass
+    without results passes ``walk=None``.
     """
     O, T, I = shape
     if not plan.split:
         if walk is None:
             p = np.empty_like(state)
-            walk = lambda box, t0, t1, st: reduce(box, t0, t1, p, st)  # noqa: E731
+            f = np.zeros(state.shape, bool) if resets is not None else None
+            walk = lambda box, t0, t1, st: reduce(box, t0, t1, p, f, st)  # noqa: E731
         _run([partial(walk, box, 0, T, state) for box in plan.boxes])
         return
     everything = _plan.Box(0, O, 0, I)
     flat = [piece for task in plan.pieces for piece in task]
     prods = np.empty((len(flat),) + state.shape, state.dtype)
     parts = np.zeros_like(prods)
+    flags = np.zeros(prods.shape, bool) if resets is not None else None
     tasks, first = [], 0
     for task in plan.pieces:
         ids = range(first, first + len(task))
@@ -122,14 +131,20 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce) -> N
 
         def reduce_task(ids=ids):
             for g in ids:
-                reduce(everything, flat[g].t0, flat[g].t1, prods[g], parts[g])
+                f = None if flags is None else flags[g]
+                reduce(everything, flat[g].t0, flat[g].t1, prods[g], f, parts[g])
 
         tasks.append(reduce_task)
     _run(tasks)
-    # Compose the pieces in walk order into each segment's start state.
+    # Compose the pieces in walk order into each segment's start state; a piece with a reset
+    # in a lane ignores the state entering it there.
     starts, carry = [state.copy()], state.copy()
     for g, piece in enumerate(flat):
-        carry = prods[g] * carry + parts[g]
+        carry = (
+            prods[g] * carry + parts[g]
+            if flags is None
+            else _compose(prods[g], parts[g], flags[g], carry)
+        )
         if g + 1 == len(flat) or flat[g + 1].segment != piece.segment:
             starts.append(carry)
     if walk is not None:  # a pass without results has reduced every segment already
@@ -142,74 +157,91 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce) -> N
     state[...] = starts[-1]
 
 
+def _compose(prod, part, reset, carry):
+    """The state leaving a piece: ``part`` where it resets, else ``prod * carry + part``
+    (a select, so that an inf or NaN carry does not cross the reset)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(reset, part, prod * carry + part)
+
+
 def _rows(*arrays):
-    """2-D ``(O, T)`` (or 1-D ``(O,)``) views of canonical arrays with ``I == 1``."""
-    return [arr[..., 0] for arr in arrays]
+    """2-D ``(O, T)`` (or 1-D ``(O,)``) views of canonical arrays with ``I == 1`` (``None``
+    stays ``None``)."""
+    return [None if arr is None else arr[..., 0] for arr in arrays]
 
 
-def _reducer(k, a, x, down: bool, plan: _plan.Plan, back: bool):
-    """``reduce(box, t0, t1, p, st)`` for ``_drive``: forward states, or with ``back`` the
+def _reducer(k, a, x, r, down: bool, plan: _plan.Plan, back: bool):
+    """``reduce(box, t0, t1, p, f, st)`` for ``_drive``: forward states, or with ``back`` the
     backward carry (``x`` is then ``grad_h``)."""
     if x.shape[2] == 1:
-        a2, x2 = _rows(a, x)
+        a2, x2, r2 = _rows(a, x, r)
 
-        def reduce(box, t0, t1, p, st):
-            k.reduce_rows(a2, x2, p[:, 0], st[:, 0], box.o0, box.o1, t0, t1, down, plan.tile, back)
+        def reduce(box, t0, t1, p, f, st):
+            k.reduce_rows(
+                a2, x2, p[:, 0], st[:, 0], None if f is None else f[:, 0], r2, box.o0, box.o1,
+                t0, t1, down, plan.tile, back,
+            )  # fmt: skip
 
         return reduce
 
-    def reduce(box, t0, t1, p, st):
-        k.reduce_cols(a, x, p, st, box.o0, box.o1, box.i0, box.i1, t0, t1, down, back)
+    def reduce(box, t0, t1, p, f, st):
+        k.reduce_cols(a, x, p, st, f, r, box.o0, box.o1, box.i0, box.i1, t0, t1, down, back)
 
     return reduce
 
 
-def scan(a, x, h, h0, reverse: bool, method: str) -> None:
+def scan(a, x, h, h0, reverse: bool, method: str, resets=None) -> None:
     s = _start(h0, x)
     k = _kernels()
     plan = _plan.make_plan(*x.shape, down=reverse, method=method)
     if x.shape[2] == 1:
-        a2, x2, h2 = _rows(a, x, h)
+        a2, x2, h2, r2 = _rows(a, x, h, resets)
 
         def walk(box, t0, t1, st):
             k.scan_rows(
-                a2, x2, h2, st[:, 0], box.o0, box.o1, t0, t1, reverse, plan.blocked, plan.tile
-            )
+                a2, x2, h2, st[:, 0], r2, box.o0, box.o1, t0, t1, reverse, plan.blocked,
+                plan.tile,
+            )  # fmt: skip
     else:
 
         def walk(box, t0, t1, st):
-            k.scan_cols(a, x, h, st, box.o0, box.o1, box.i0, box.i1, t0, t1, reverse)
+            k.scan_cols(a, x, h, st, resets, box.o0, box.o1, box.i0, box.i1, t0, t1, reverse)
 
-    _drive(plan, x.shape, s, walk, _reducer(k, a, x, reverse, plan, back=False))
+    reduce = _reducer(k, a, x, resets, reverse, plan, back=False)
+    _drive(plan, x.shape, s, walk, reduce, resets)
 
 
-def final_state(a, x, h0, reverse: bool, method: str) -> np.ndarray:
+def final_state(a, x, h0, reverse: bool, method: str, resets=None) -> np.ndarray:
     s = _start(h0, x)
     k = _kernels()
     plan = _plan.make_plan(*x.shape, down=reverse, method=method, writes=False)
-    _drive(plan, x.shape, s, None, _reducer(k, a, x, reverse, plan, back=False))
+    reduce = _reducer(k, a, x, resets, reverse, plan, back=False)
+    _drive(plan, x.shape, s, None, reduce, resets)
     return s
 
 
-def backward(a, h, gh, h0, gx, ga, reverse: bool, method: str, want_h0: bool):
+def backward(a, h, gh, h0, gx, ga, reverse: bool, method: str, want_h0: bool, resets=None):
     hb = _start(h0, h)
     c = np.zeros_like(hb)
     k = _kernels()
     down = not reverse  # the backward pass walks against the forward scan
     plan = _plan.make_plan(*h.shape, down=down, method=method)
     if h.shape[2] == 1:
-        a2, h2, gh2, gx2, ga2 = _rows(a, h, gh, gx, ga)
+        a2, h2, gh2, gx2, ga2, r2 = _rows(a, h, gh, gx, ga, resets)
         hb1 = hb[:, 0]
 
         def walk(box, t0, t1, st):
             k.backward_rows(
-                a2, h2, gh2, hb1, gx2, ga2, st[:, 0], box.o0, box.o1, t0, t1, down,
+                a2, h2, gh2, hb1, gx2, ga2, st[:, 0], r2, box.o0, box.o1, t0, t1, down,
                 plan.blocked, plan.tile,
             )  # fmt: skip
     else:
 
         def walk(box, t0, t1, st):
-            k.backward_cols(a, h, gh, hb, gx, ga, st, box.o0, box.o1, box.i0, box.i1, t0, t1, down)
+            k.backward_cols(
+                a, h, gh, hb, gx, ga, st, resets, box.o0, box.o1, box.i0, box.i1, t0, t1, down
+            )
 
-    _drive(plan, h.shape, c, walk, _reducer(k, a, gh, down, plan, back=True))
+    reduce = _reducer(k, a, gh, resets, down, plan, back=True)
+    _drive(plan, h.shape, c, walk, reduce, resets)
     return c if want_h0 else None

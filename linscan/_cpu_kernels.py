@@ -37,7 +37,8 @@ Conventions that the speed depends on (measured on the project's 2-core machine)
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 _U = np.uint64
 #: Steps per chain; a block is 8 chains (256 steps).
@@ -224,14 +225,82 @@ def _ftz(v):
     return v - v if abs(v) < tiny else v
 
 
+# --- segment resets ------------------------------------------------------------------------------
+# ``r`` is a boolean array read like ``a`` (same indices), or ``None`` for a call without resets;
+# the helpers below compile to nothing then. Where ``r[t]`` is true the state entering step t
+# is dropped: a select, never a multiplication by zero, so that an inf or NaN state stays out
+# of the next segment. The 8-chain row kernels take no resets (rows with resets walk serially).
+# The overloads are compiled functions that LLVM inlines, not ``inline="always"``: Numba 0.68's
+# IR inliner lost the stores of ``gx[u], ga[u], c = _back_step(..., _reset1(r, u), ...)``.
+
+
+def _row(r, o):
+    """Row ``o`` of the resets (``None`` without resets)."""
+
+
+@overload(_row)
+def _row_impl(r, o):
+    if isinstance(r, types.NoneType):
+        return lambda r, o: None
+    return lambda r, o: r[o]
+
+
+def _reset1(r, u):
+    """Whether row step ``u`` resets (``False`` without resets)."""
+
+
+@overload(_reset1)
+def _reset1_impl(r, u):
+    if isinstance(r, types.NoneType):
+        return lambda r, u: False
+    return lambda r, u: r[u]
+
+
+def _reset3(r, o, t, i):
+    """Whether step ``(o, t, i)`` resets (``False`` without resets)."""
+
+
+@overload(_reset3)
+def _reset3_impl(r, o, t, i):
+    if isinstance(r, types.NoneType):
+        return lambda r, o, t, i: False
+    return lambda r, o, t, i: r[o, t, i]
+
+
+def _note(f, k, value):
+    """``f[k] |= value`` where there are flags (``f`` is ``None`` without resets)."""
+
+
+@overload(_note)
+def _note_impl(f, k, value):
+    if isinstance(f, types.NoneType):
+        return lambda f, k, value: None
+
+    def note(f, k, value):
+        if value:
+            f[k] = True
+
+    return note
+
+
+def _has(r):
+    """Whether a call has resets, known when the kernel compiles."""
+
+
+@overload(_has)
+def _has_impl(r):
+    flag = not isinstance(r, types.NoneType)
+    return lambda r: flag
+
+
 # --- forward: one row (I == 1) ---------------------------------------------------------------
 
 
 @njit(**_JIT)
-def _row_scan_serial(a, x, h, s, t0, t1, down):
+def _row_scan_serial(a, x, h, s, r, t0, t1, down):
     for k in range(t1 - t0):
         u = _walk(t0, t1, k, down)
-        s = a[u] * s + x[u]
+        s = x[u] if _reset1(r, u) else a[u] * s + x[u]
         h[u] = s
     return s
 
@@ -266,22 +335,26 @@ def _row_scan_blocked(a, x, h, s, t0, t1, down):
             _store8(h, u, _U(M), c)
     rest = (t1 - t0) - nb * _U(8 * M)
     if down:
-        return _row_scan_serial(a, x, h, s, t0, t0 + rest, down)
-    return _row_scan_serial(a, x, h, s, t1 - rest, t1, down)
+        return _row_scan_serial(a, x, h, s, None, t0, t0 + rest, down)
+    return _row_scan_serial(a, x, h, s, None, t1 - rest, t1, down)
 
 
 @njit(**_JIT)
-def _row_reduce(a, x, t0, t1, down, back):
-    """``(P, S)`` of a time range: leaving state = ``P * entering state + S``.
+def _row_reduce(a, x, r, t0, t1, down, back):
+    """``(P, S, R)`` of a time range: leaving state = ``S`` if ``R`` (a reset in the range) else
+    ``P * entering state + S``.
 
     With ``back``, ``x`` is ``grad_h`` and the state is the backward carry, which obeys
     ``c = conj(a) * c + conj(a) * grad_h``: the same recurrence with decay ``conj(a)`` and
-    input ``conj(a) * grad_h`` (``conj`` does nothing to real numbers).
+    input ``conj(a) * grad_h`` (``conj`` does nothing to real numbers); a reset makes it 0.
     """
     one = a.dtype.type(1)
     p_tot = one
     s_tot = one - one
+    reset = False
     nb = (t1 - t0) // _U(8 * M)
+    if _has(r):
+        nb = _U(0)  # the chains take no resets
     for b in range(nb):
         p, q = _row_chains(a, x, _block(t0, t1, b, down), down, back)
         _, s_tot = _carry8(p, q, s_tot, down)
@@ -291,19 +364,25 @@ def _row_reduce(a, x, t0, t1, down, back):
     for k in range(rest):
         u = _walk(lo, lo + rest, k, down)
         av = np.conj(a[u]) if back else a[u]
-        p_tot = _ftz(p_tot * av)
-        s_tot = av * s_tot + (av * x[u] if back else x[u])
-    return p_tot, s_tot
+        if _reset1(r, u):
+            reset = True
+            p_tot = one - one
+            s_tot = one - one if back else x[u]
+        else:
+            p_tot = _ftz(p_tot * av)
+            s_tot = av * s_tot + (av * x[u] if back else x[u])
+    return p_tot, s_tot, reset
 
 
 @njit(**_JIT)
-def scan_rows(a, x, h, s, r0, r1, t0, t1, down, blocked, tile):
-    """Scan rows ``[r0, r1)`` of ``(O, T)`` arrays over ``[t0, t1)``; ``s[r]``: state in/out."""
+def scan_rows(a, x, h, s, r, r0, r1, t0, t1, down, blocked, tile):
+    """Scan rows ``[r0, r1)`` of ``(O, T)`` arrays over ``[t0, t1)``; ``s[r]``: state in/out;
+    ``r``: resets (``(O, T)``) or ``None``."""
     sink = a.dtype.type(0)
-    for r in range(_U(r0), _U(r1)):
-        ar, xr, hr, sr = a[r], x[r], h[r], s[r]
-        if not blocked:
-            sr = _row_scan_serial(ar, xr, hr, sr, _U(t0), _U(t1), down)
+    for o in range(_U(r0), _U(r1)):
+        ar, xr, hr, sr = a[o], x[o], h[o], s[o]
+        if _has(r) or not blocked:
+            sr = _row_scan_serial(ar, xr, hr, sr, _row(r, o), _U(t0), _U(t1), down)
         elif not down:
             sr = _row_scan_blocked(ar, xr, hr, sr, _U(t0), _U(t1), down)
         else:
@@ -311,25 +390,30 @@ def scan_rows(a, x, h, s, r0, r1, t0, t1, down, blocked, tile):
                 lo, hi = _tile(_U(t0), _U(t1), b, down, _U(tile))
                 sink += _touch(ar, lo, hi) + _touch(xr, lo, hi) + _touch(hr, lo, hi)
                 sr = _row_scan_blocked(ar, xr, hr, sr, lo, hi, down)
-        s[r] = sr
+        s[o] = sr
     return sink
 
 
 @njit(**_JIT)
-def reduce_rows(a, x, p, s, r0, r1, t0, t1, down, tile, back):
-    """Like ``scan_rows`` without writing ``h``; also stores each row's decay product in ``p``.
-    With ``back`` it composes the backward carry instead, ``x`` being ``grad_h``."""
+def reduce_rows(a, x, p, s, f, r, r0, r1, t0, t1, down, tile, back):
+    """Like ``scan_rows`` without writing ``h``; also stores each row's decay product in ``p``
+    and, where there are resets, whether one was met in ``f``. With ``back`` it composes the
+    backward carry instead, ``x`` being ``grad_h``."""
     sink = a.dtype.type(0)
-    for r in range(_U(r0), _U(r1)):
-        ar, xr = a[r], x[r]
-        p_r, s_r = a.dtype.type(1), s[r]
+    for o in range(_U(r0), _U(r1)):
+        ar, xr, rr = a[o], x[o], _row(r, o)
+        p_r, s_r = a.dtype.type(1), s[o]
         for b in range(_ntiles(_U(t0), _U(t1), _U(tile))):
             lo, hi = _tile(_U(t0), _U(t1), b, down, _U(tile))
             if down:
                 sink += _touch(ar, lo, hi) + _touch(xr, lo, hi)
-            p_b, q_b = _row_reduce(ar, xr, lo, hi, down, back)
-            p_r, s_r = _ftz(p_r * p_b), p_b * s_r + q_b
-        p[r], s[r] = p_r, s_r
+            p_b, q_b, reset = _row_reduce(ar, xr, rr, lo, hi, down, back)
+            if reset:
+                p_r, s_r = p_b, q_b
+                _note(f, o, True)
+            else:
+                p_r, s_r = _ftz(p_r * p_b), p_b * s_r + q_b
+        p[o], s[o] = p_r, s_r
     return sink
 
 
@@ -340,23 +424,25 @@ def reduce_rows(a, x, p, s, r0, r1, t0, t1, down, tile, back):
 
 
 @njit(**_JIT)
-def scan_cols(a, x, h, s, o0, o1, i0, i1, t0, t1, down):
+def scan_cols(a, x, h, s, r, o0, o1, i0, i1, t0, t1, down):
     """Scan the box ``[o0, o1) x [i0, i1)`` of ``(O, T, I)`` arrays over ``[t0, t1)``."""
     i0, i1, t0, t1 = _U(i0), _U(i1), _U(t0), _U(t1)
     for o in range(_U(o0), _U(o1)):
         for k in range(t1 - t0):
             t = _walk(t0, t1, k, down)
             for i in range(i0, i1):
-                v = a[o, t, i] * s[o, i] + x[o, t, i]
+                v = x[o, t, i] if _reset3(r, o, t, i) else a[o, t, i] * s[o, i] + x[o, t, i]
                 s[o, i] = v
                 h[o, t, i] = v
 
 
 @njit(**_JIT)
-def reduce_cols(a, x, p, s, o0, o1, i0, i1, t0, t1, down, back):
-    """Like ``scan_cols`` without writing ``h``; ``p`` receives the decay products. With
-    ``back`` it composes the backward carry, ``x`` being ``grad_h`` (see ``_row_reduce``)."""
+def reduce_cols(a, x, p, s, f, r, o0, o1, i0, i1, t0, t1, down, back):
+    """Like ``scan_cols`` without writing ``h``; ``p`` receives the decay products and ``f``
+    (where there are resets) whether a reset was met. With ``back`` it composes the backward
+    carry, ``x`` being ``grad_h`` (see ``_row_reduce``)."""
     i0, i1, t0, t1 = _U(i0), _U(i1), _U(t0), _U(t1)
+    zero = a.dtype.type(0)
     for o in range(_U(o0), _U(o1)):
         for i in range(i0, i1):
             p[o, i] = a.dtype.type(1)
@@ -365,8 +451,13 @@ def reduce_cols(a, x, p, s, o0, o1, i0, i1, t0, t1, down, back):
             for i in range(i0, i1):
                 av = np.conj(a[o, t, i]) if back else a[o, t, i]
                 xv = av * x[o, t, i] if back else x[o, t, i]
-                s[o, i] = av * s[o, i] + xv
-                p[o, i] = _ftz(p[o, i] * av)
+                if _reset3(r, o, t, i):
+                    s[o, i] = zero if back else x[o, t, i]
+                    p[o, i] = zero
+                    _note(f, (o, i), True)
+                else:
+                    s[o, i] = av * s[o, i] + xv
+                    p[o, i] = _ftz(p[o, i] * av)
 
 
 # --- backward ------------------------------------------------------------------------------------
@@ -382,17 +473,22 @@ def reduce_cols(a, x, p, s, o0, o1, i0, i1, t0, t1, down, back):
 
 
 @njit(inline="always")
-def _back_step(av, ghv, hpv, c):
+def _back_step(av, ghv, hpv, c, reset, zero):
+    """``(grad_x, grad_a, carry)`` of one step; a step that resets takes nothing from ``a``
+    and the state before it, so its ``grad_a`` and the carry it passes on are ``zero``."""
     g = ghv + c
+    if reset:
+        return g, zero, zero
     return g, g * np.conj(hpv), np.conj(av) * g
 
 
 @njit(**_JIT)
-def _row_back_serial(a, h, gh, gx, ga, c, t0, t1, down):
+def _row_back_serial(a, h, gh, gx, ga, c, r, t0, t1, down):
+    zero = a.dtype.type(0)
     for k in range(t1 - t0):
         u = _walk(t0, t1, k, down)
         hp = h[u - _U(1)] if down else h[u + _U(1)]
-        gx[u], ga[u], c = _back_step(a[u], gh[u], hp, c)
+        gx[u], ga[u], c = _back_step(a[u], gh[u], hp, c, _reset1(r, u), zero)
     return c
 
 
@@ -412,8 +508,8 @@ def _row_back_blocked(a, h, gh, gx, ga, c, t0, t1, down):
             cc = _mul8(_conj8(_load8(a, u, _U(M))), g)
     rest = (t1 - t0) - nb * _U(8 * M)
     if down:
-        return _row_back_serial(a, h, gh, gx, ga, c, t0, t0 + rest, down)
-    return _row_back_serial(a, h, gh, gx, ga, c, t1 - rest, t1, down)
+        return _row_back_serial(a, h, gh, gx, ga, c, None, t0, t0 + rest, down)
+    return _row_back_serial(a, h, gh, gx, ga, c, None, t1 - rest, t1, down)
 
 
 @njit(inline="always")
@@ -428,19 +524,20 @@ def _without_edge(t0, t1, T, down):
 
 
 @njit(**_JIT)
-def backward_rows(a, h, gh, hb, gx, ga, c, r0, r1, t0, t1, down, blocked, tile):
-    """Backward pass over rows ``[r0, r1)`` and ``[t0, t1)``; ``c[r]``: carry in/out.
+def backward_rows(a, h, gh, hb, gx, ga, c, r, r0, r1, t0, t1, down, blocked, tile):
+    """Backward pass over rows ``[r0, r1)`` and ``[t0, t1)``; ``c[o]``: carry in/out; ``r``:
+    resets or ``None``.
 
     ``down`` walks downwards (the forward scan ran upwards). The step at the sequence's first
-    forward position reads ``hb[r]`` as its previous state and is walked last.
+    forward position reads ``hb[o]`` as its previous state and is walked last.
     """
-    sink = a.dtype.type(0)
+    sink = zero = a.dtype.type(0)
     T = _U(h.shape[1])
-    for r in range(_U(r0), _U(r1)):
-        ar, hr, ghr, gxr, gar, cr = a[r], h[r], gh[r], gx[r], ga[r], c[r]
+    for o in range(_U(r0), _U(r1)):
+        ar, hr, ghr, gxr, gar, cr, rr = a[o], h[o], gh[o], gx[o], ga[o], c[o], _row(r, o)
         lo, hi, edge = _without_edge(_U(t0), _U(t1), T, down)
-        if not blocked:
-            cr = _row_back_serial(ar, hr, ghr, gxr, gar, cr, lo, hi, down)
+        if _has(r) or not blocked:
+            cr = _row_back_serial(ar, hr, ghr, gxr, gar, cr, rr, lo, hi, down)
         elif not down:
             cr = _row_back_blocked(ar, hr, ghr, gxr, gar, cr, lo, hi, down)
         else:
@@ -451,16 +548,17 @@ def backward_rows(a, h, gh, hb, gx, ga, c, r0, r1, t0, t1, down, blocked, tile):
                 cr = _row_back_blocked(ar, hr, ghr, gxr, gar, cr, tl, th, down)
         if edge:
             u = _U(0) if down else T - _U(1)
-            gxr[u], gar[u], cr = _back_step(ar[u], ghr[u], hb[r], cr)
-        c[r] = cr
+            gxr[u], gar[u], cr = _back_step(ar[u], ghr[u], hb[o], cr, _reset1(rr, u), zero)
+        c[o] = cr
     return sink
 
 
 @njit(**_JIT)
-def backward_cols(a, h, gh, hb, gx, ga, c, o0, o1, i0, i1, t0, t1, down):
+def backward_cols(a, h, gh, hb, gx, ga, c, r, o0, o1, i0, i1, t0, t1, down):
     """Backward pass over the box ``[o0, o1) x [i0, i1)`` of ``(O, T, I)`` arrays."""
     T = _U(h.shape[1])
     i0, i1 = _U(i0), _U(i1)
+    zero = a.dtype.type(0)
     lo, hi, edge = _without_edge(_U(t0), _U(t1), T, down)
     for o in range(_U(o0), _U(o1)):
         for k in range(hi - lo):
@@ -468,11 +566,11 @@ def backward_cols(a, h, gh, hb, gx, ga, c, o0, o1, i0, i1, t0, t1, down):
             tp = t - _U(1) if down else t + _U(1)
             for i in range(i0, i1):
                 gx[o, t, i], ga[o, t, i], c[o, i] = _back_step(
-                    a[o, t, i], gh[o, t, i], h[o, tp, i], c[o, i]
+                    a[o, t, i], gh[o, t, i], h[o, tp, i], c[o, i], _reset3(r, o, t, i), zero
                 )
         if edge:
             t = _U(0) if down else T - _U(1)
             for i in range(i0, i1):
                 gx[o, t, i], ga[o, t, i], c[o, i] = _back_step(
-                    a[o, t, i], gh[o, t, i], hb[o, i], c[o, i]
+                    a[o, t, i], gh[o, t, i], hb[o, i], c[o, i], _reset3(r, o, t, i), zero
                 )

@@ -29,7 +29,8 @@ class ScanArgs:
     for a GPU call; Python numbers become 0-d NumPy arrays of ``dtype``, so that ``arg.dtype``
     is always the dtype a gradient for it should have); ``shape`` is the broadcast shape of
     the result and ``axis`` is non-negative. ``device`` is the CUDA device of a GPU call and
-    ``None`` for a host call.
+    ``None`` for a host call. ``resets`` is a boolean array that broadcasts to ``shape``, or
+    ``None``.
     """
 
     a: np.ndarray
@@ -40,6 +41,7 @@ class ScanArgs:
     axis: int
     reverse: bool
     device: int | None = None
+    resets: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class BackwardArgs:
     axis: int
     reverse: bool
     device: int | None = None
+    resets: np.ndarray | None = None
 
 
 def _is_python_number(value) -> bool:
@@ -193,13 +196,32 @@ def _plain_call(a, arrays, h0, axis, reverse):
     return a, dtype, shape, axis % len(shape), device
 
 
-def scan_args(a, x, h0, axis, reverse) -> ScanArgs:
+def _check_resets(resets, shape: tuple, what: str):
+    """``resets`` as a boolean array that broadcasts to ``shape`` (``None`` stays ``None``)."""
+    if resets is None:
+        return None
+    if not (isinstance(resets, np.ndarray) or is_cupy(resets)):
+        try:
+            resets = np.asarray(resets)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"resets must be a boolean array, got {type(resets).__name__} ({exc})"
+            ) from exc
+    if resets.dtype != np.bool_:
+        raise TypeError(f"resets must be a boolean array, got dtype {resets.dtype}")
+    if not _broadcasts_to(resets.shape, shape):
+        raise ValueError(f"resets must broadcast to {what} {shape}, got shape {resets.shape}")
+    return resets
+
+
+def scan_args(a, x, h0, axis, reverse, resets=None) -> ScanArgs:
     """Validate the arguments shared by ``scan`` and ``final_state``."""
-    plain = _plain_call(a, (x,), h0, axis, reverse)
-    if plain is not None:
-        a, dtype, shape, axis, device = plain
-        return ScanArgs(a, x, None, dtype, shape, axis, reverse, device)
-    device = placement((("a", a), ("x", x), ("h0", h0)))
+    if resets is None:
+        plain = _plain_call(a, (x,), h0, axis, reverse)
+        if plain is not None:
+            a, dtype, shape, axis, device = plain
+            return ScanArgs(a, x, None, dtype, shape, axis, reverse, device)
+    device = placement((("a", a), ("x", x), ("h0", h0), ("resets", resets)))
     a = _operand("a", a)
     x = _operand("x", x)
     h0 = None if h0 is None else _operand("h0", h0)
@@ -217,7 +239,8 @@ def scan_args(a, x, h0, axis, reverse) -> ScanArgs:
     axis = check_axis(axis, len(shape))
     if h0 is not None:
         _check_h0(h0, shape, axis, f"the result's shape {shape}")
-    return ScanArgs(a, x, h0, dtype, shape, axis, reverse, device)
+    resets = _check_resets(resets, shape, "the result's shape")
+    return ScanArgs(a, x, h0, dtype, shape, axis, reverse, device, resets)
 
 
 def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out", device=None) -> None:
@@ -275,13 +298,14 @@ def check_backward_out(out, args: BackwardArgs) -> tuple:
     return out
 
 
-def backward_args(a, h, grad_h, h0, axis, reverse) -> BackwardArgs:
+def backward_args(a, h, grad_h, h0, axis, reverse, resets=None) -> BackwardArgs:
     """Validate the arguments of ``scan_backward``."""
-    plain = _plain_call(a, (h, grad_h), h0, axis, reverse)
-    if plain is not None:
-        a, dtype, shape, axis, device = plain
-        return BackwardArgs(a, h, grad_h, None, dtype, shape, axis, reverse, device)
-    device = placement((("a", a), ("h", h), ("grad_h", grad_h), ("h0", h0)))
+    if resets is None:
+        plain = _plain_call(a, (h, grad_h), h0, axis, reverse)
+        if plain is not None:
+            a, dtype, shape, axis, device = plain
+            return BackwardArgs(a, h, grad_h, None, dtype, shape, axis, reverse, device)
+    device = placement((("a", a), ("h", h), ("grad_h", grad_h), ("h0", h0), ("resets", resets)))
     a = _operand("a", a)
     h = _operand("h", h)
     grad_h = _operand("grad_h", grad_h)
@@ -299,7 +323,8 @@ def backward_args(a, h, grad_h, h0, axis, reverse) -> BackwardArgs:
             )
     if h0 is not None:
         _check_h0(h0, shape, axis, f"the shape of h {shape}")
-    return BackwardArgs(a, h, grad_h, h0, dtype, shape, axis, reverse, device)
+    resets = _check_resets(resets, shape, "the shape of h")
+    return BackwardArgs(a, h, grad_h, h0, dtype, shape, axis, reverse, device, resets)
 
 
 __all__ = [

@@ -155,23 +155,23 @@ def _as_linscan_sees(*values):
     ]
 
 
-def scan_oracle(a, x, h0=None, *, axis=-1, reverse=False) -> Oracle:
-    """The oracle for ``scan(a, x, h0, axis=axis, reverse=reverse)``."""
+def scan_oracle(a, x, h0=None, *, axis=-1, reverse=False, resets=None) -> Oracle:
+    """The oracle for ``scan(a, x, h0, axis=axis, reverse=reverse, resets=resets)``."""
     a, x, h0 = _as_linscan_sees(a, x, h0)
-    expected = reference.scan(a, x, h0, axis=axis, reverse=reverse)
-    bound = reference.scan(_abs(a), _abs(x), _abs(h0), axis=axis, reverse=reverse)
+    kw = dict(axis=axis, reverse=reverse, resets=resets)
+    expected = reference.scan(a, x, h0, **kw)
+    bound = reference.scan(_abs(a), _abs(x), _abs(h0), **kw)
     return Oracle(expected, bound, _steps(expected.shape, axis % expected.ndim, reverse))
 
 
-def backward_oracles(a, h, grad_h, h0=None, *, axis=-1, reverse=False) -> tuple:
+def backward_oracles(a, h, grad_h, h0=None, *, axis=-1, reverse=False, resets=None) -> tuple:
     """Oracles for the three results of ``scan_backward`` (``None`` for ``grad_h0`` without
     ``h0``). Gradients of broadcast inputs are sums over their copies; their tolerance counts
     the summed copies as extra steps."""
     a, h, grad_h, h0 = _as_linscan_sees(a, h, grad_h, h0)
-    expected = reference.scan_backward(a, h, grad_h, h0, axis=axis, reverse=reverse)
-    bounds = reference.scan_backward(
-        _abs(a), _abs(h), _abs(grad_h), _abs(h0), axis=axis, reverse=reverse
-    )
+    kw = dict(axis=axis, reverse=reverse, resets=resets)
+    expected = reference.scan_backward(a, h, grad_h, h0, **kw)
+    bounds = reference.scan_backward(_abs(a), _abs(h), _abs(grad_h), _abs(h0), **kw)
     shape = np.shape(h)
     axis = axis % len(shape)
     size, T = float(np.prod(shape)), shape[axis]
@@ -190,32 +190,38 @@ def backward_oracles(a, h, grad_h, h0=None, *, axis=-1, reverse=False) -> tuple:
     return grad_a, grad_x, grad_h0
 
 
-def assert_scan_close(h, a, x, h0=None, *, axis=-1, reverse=False, dtype=None):
+def assert_scan_close(h, a, x, h0=None, *, axis=-1, reverse=False, resets=None, dtype=None):
     """Assert that ``h`` is ``scan(a, x, h0, axis=axis, reverse=reverse)`` within rounding.
 
     The reference is the float64 serial loop; the tolerance is that of ``dtype`` (default:
     ``h.dtype``), see the module docstring. NaN and inf must appear where the oracle has them,
     with infinities where the float64 result overflows ``dtype``.
     """
-    scan_oracle(a, x, h0, axis=axis, reverse=reverse).check("h", h, dtype)
+    scan_oracle(a, x, h0, axis=axis, reverse=reverse, resets=resets).check("h", h, dtype)
 
 
-def assert_final_state_close(state, a, x, h0=None, *, axis=-1, reverse=False, dtype=None):
-    """Assert that ``state`` is ``final_state(a, x, h0, axis=axis, reverse=reverse)``."""
+def assert_final_state_close(
+    state, a, x, h0=None, *, axis=-1, reverse=False, resets=None, dtype=None
+):
+    """Assert that ``state`` is ``final_state(a, x, h0, axis=axis, reverse=reverse,
+    resets=resets)``."""
     a, x, h0 = _as_linscan_sees(a, x, h0)
-    expected = reference.final_state(a, x, h0, axis=axis, reverse=reverse)
-    bound = reference.final_state(_abs(a), _abs(x), _abs(h0), axis=axis, reverse=reverse)
+    kw = dict(axis=axis, reverse=reverse, resets=resets)
+    expected = reference.final_state(a, x, h0, **kw)
+    bound = reference.final_state(_abs(a), _abs(x), _abs(h0), **kw)
     shape = np.broadcast_shapes(np.shape(a), np.shape(x))
     steps = float(shape[axis % len(shape)] + 1)
     Oracle(expected, bound, steps).check("final state", state, dtype)
 
 
-def assert_scan_backward_close(grads, a, h, grad_h, h0=None, *, axis=-1, reverse=False, dtype=None):
+def assert_scan_backward_close(
+    grads, a, h, grad_h, h0=None, *, axis=-1, reverse=False, resets=None, dtype=None
+):
     """Assert that ``grads = (grad_a, grad_x, grad_h0)`` is ``scan_backward(a, h, grad_h, h0)``.
 
     Each gradient is held to its own dtype's tolerance unless ``dtype`` is given.
     """
-    oracles = backward_oracles(a, h, grad_h, h0, axis=axis, reverse=reverse)
+    oracles = backward_oracles(a, h, grad_h, h0, axis=axis, reverse=reverse, resets=resets)
     for name, got, oracle in zip(("grad_a", "grad_x", "grad_h0"), grads, oracles):
         if oracle is None:
             if got is not None:
@@ -236,10 +242,11 @@ class ScanCase:
     h0: object
     axis: int
     reverse: bool
+    resets: object = None
 
     @property
     def kwargs(self) -> dict:
-        return {"axis": self.axis, "reverse": self.reverse}
+        return {"axis": self.axis, "reverse": self.reverse, "resets": self.resets}
 
     @property
     def shape(self) -> tuple:
@@ -251,6 +258,10 @@ class BackwardCase(ScanCase):
     """A ``ScanCase`` plus an upstream gradient of the result's shape."""
 
     grad_h: np.ndarray = None
+
+    @classmethod
+    def of(cls, case: ScanCase, grad_h) -> BackwardCase:
+        return cls(case.a, case.x, case.h0, case.axis, case.reverse, case.resets, grad_h)
 
 
 def result_dtype(*values) -> np.dtype:
@@ -319,14 +330,18 @@ def _reduced(draw, shape, keep_axis=None, drop=True):
     return tuple(reduced[lead:])
 
 
-def scan_cases(dtypes=(np.float32, np.float64), max_ndim=3, max_side=5, max_steps=40, views=True):
+def scan_cases(
+    dtypes=(np.float32, np.float64), max_ndim=3, max_side=5, max_steps=40, views=True, resets=True
+):
     """Hypothesis strategy of :class:`ScanCase`.
 
     ``a`` is drawn as a full array, a Python float, a decay per step, a decay per channel or an
     arbitrary broadcastable shape, with values in ``[-1, 1]`` or, half the time,
     ``[0.875, 1]``; ``x`` and ``h0`` lie in ``[-4, 4]``; ``h0`` is absent, full, broadcast or a
     Python float. The time axis has 0 to
-    ``max_steps`` steps (occasionally up to ten times more, to cross block boundaries).
+    ``max_steps`` steps (occasionally up to ten times more, to cross block boundaries). With
+    ``resets``, a third of the cases have a boolean ``resets`` mask, full or broadcast, sparse
+    or dense.
     """
     st, hnp = _hyp()
 
@@ -374,7 +389,13 @@ def scan_cases(dtypes=(np.float32, np.float64), max_ndim=3, max_side=5, max_step
         else:
             h0_shape = state_shape if h0_form == "full" else _reduced(draw, state_shape)
             h0 = _values(draw, h0_shape, draw(st.sampled_from(dtypes)), 4.0)
-        return ScanCase(a, x, h0, axis, draw(st.booleans()))
+        mask = None
+        if resets and draw(st.integers(0, 2)) == 0:
+            r_shape = full if draw(st.booleans()) else _reduced(draw, full)
+            density = draw(st.sampled_from([0.02, 0.2, 0.7]))
+            seed = draw(st.integers(0, 2**32 - 1))
+            mask = np.random.default_rng(seed).random(r_shape) < density
+        return ScanCase(a, x, h0, axis, draw(st.booleans()), mask)
 
     return build()
 
@@ -388,6 +409,6 @@ def backward_cases(dtypes=(np.float32, np.float64), **kwargs):
     def build(draw):
         case = draw(scan_cases(dtypes=dtypes, **kwargs))
         grad_h = _values(draw, case.shape, result_dtype(case.a, case.x, case.h0), 4.0)
-        return BackwardCase(case.a, case.x, case.h0, case.axis, case.reverse, grad_h)
+        return BackwardCase.of(case, grad_h)
 
     return build()

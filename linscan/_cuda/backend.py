@@ -58,6 +58,12 @@ def operand(arr, shape, axis, dtype):
     return _layout.contiguous3(arr, shape, axis, dtype)
 
 
+def flags(resets, shape, axis):
+    if resets is not None:
+        raise TypeError("resets are not supported on the GPU yet (CPU: NumPy arrays)")
+    return None
+
+
 def initial(h0, shape, axis, dtype):
     """``h0`` as an ``(O, I)`` view (zero strides where it broadcasts), or ``None``."""
     if h0 is None:
@@ -120,18 +126,18 @@ def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str) -> None:
     kernel((lp.grid,), _BLOCK, args, shared_mem=lp.smem)
 
 
-def scan(a, x, h, h0, reverse: bool, method: str) -> None:
+def scan(a, x, h, h0, reverse: bool, method: str, resets=None) -> None:
     _run(plan.FORWARD, a, x, None, h0, h, None, None, reverse, method)
 
 
-def final_state(a, x, h0, reverse: bool, method: str):
+def final_state(a, x, h0, reverse: bool, method: str, resets=None):
     O, _, I = x.shape
     state = cupy.empty((O, I), x.dtype)
     _run(plan.FINAL, a, x, None, h0, None, None, state, reverse, method)
     return state
 
 
-def backward(a, h, gh, h0, gx, ga, reverse: bool, method: str, want_h0: bool):
+def backward(a, h, gh, h0, gx, ga, reverse: bool, method: str, want_h0: bool, resets=None):
     O, _, I = h.shape
     grad_h0 = cupy.empty((O, I), h.dtype) if want_h0 else None
     # The backward pass walks against the forward scan.
