@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from . import _layout, _validate
+from . import _interop, _layout, _validate
 
 
 _HOST = contextlib.nullcontext()
@@ -27,6 +27,14 @@ def _backend(args):
     if cupy.cuda.runtime.getDevice() == args.device:
         return backend, _HOST
     return backend, cupy.cuda.Device(args.device)
+
+
+def _via_dlpack(function, named, **options):
+    """Run ``function`` on NumPy/CuPy views of the arrays of another library (``named``: the
+    ``(name, value)`` array arguments) and return its results in that library."""
+    call = _interop.Call(named)
+    arrays = {name: call.bring_in(name, value) for name, value in named}
+    return call.send_back(function(**arrays, **options))
 
 
 def _canonical(be, args, name: str, work):
@@ -97,6 +105,9 @@ def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto", rese
     array([[1., 2.],
            [4., 6.]])
     """
+    if _interop.foreign(x, a, h0, out, resets):
+        named = (("a", a), ("x", x), ("h0", h0), ("out", out), ("resets", resets))
+        return _via_dlpack(scan, named, axis=axis, reverse=reverse, method=method)
     args = _validate.scan_args(a, x, h0, axis, reverse, resets)
     method = _validate.check_method(method)
     if out is not None:
@@ -157,6 +168,9 @@ def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto", resets=
     >>> float(linscan.final_state(0.5, x[3:], first)), float(linscan.scan(0.5, x)[-1])
     (8.0625, 8.0625)
     """
+    if _interop.foreign(x, a, h0, resets):
+        named = (("a", a), ("x", x), ("h0", h0), ("resets", resets))
+        return _via_dlpack(final_state, named, axis=axis, reverse=reverse, method=method)
     args = _validate.scan_args(a, x, h0, axis, reverse, resets)
     method = _validate.check_method(method)
     be, device = _backend(args)
@@ -244,6 +258,10 @@ def scan_backward(
     >>> float(gh0)
     0.75
     """
+    if _interop.foreign(h, a, grad_h, h0, out, resets):
+        named = (("a", a), ("h", h), ("grad_h", grad_h), ("h0", h0), ("out", out))
+        named += (("resets", resets),)
+        return _via_dlpack(scan_backward, named, axis=axis, reverse=reverse, method=method)
     args = _validate.backward_args(a, h, grad_h, h0, axis, reverse, resets)
     method = _validate.check_method(method)
     out_a, out_x, out_h0 = _validate.check_backward_out(out, args)

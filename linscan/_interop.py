@@ -1,0 +1,161 @@
+"""Arrays of other libraries (PyTorch, JAX, ...): in and out through DLPack.
+
+A call whose arrays come from one library that speaks DLPack runs on NumPy or CuPy views of
+the same memory (no copy where the producer allows one: PyTorch tensors are viewed, JAX arrays
+are viewed read-only), and its results go back to that library through DLPack, on the same
+device. ``array_api_compat`` names the library's namespace (``array_namespace``), so that no
+table of libraries is kept here; its ``from_dlpack`` brings the results back.
+
+NumPy's DLPack has no bfloat16: PyTorch's bfloat16 tensors cross as int16 and are viewed as
+bfloat16 on the other side; other producers' bfloat16 arrays cross through ``__array__`` (a
+copy, CPU only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _dtypes
+from ._backend import is_cupy
+
+_CPU, _CUDA, _CUDA_MANAGED = 1, 2, 13  # DLPack device types
+
+
+def foreign(*values) -> bool:
+    """Whether one of ``values`` is an array of another library (cheap for the usual call)."""
+    for value in values:
+        if value is None or type(value) is np.ndarray or isinstance(value, (int, float, complex)):
+            continue
+        if isinstance(value, (np.ndarray, np.generic)) or is_cupy(value):
+            continue
+        if isinstance(value, tuple):  # scan_backward's out
+            if foreign(*value):
+                return True
+            continue
+        if hasattr(value, "__dlpack__"):
+            return True
+    return False
+
+
+def _library(value) -> str:
+    kind = type(value)
+    return f"{kind.__module__.split('.')[0]}.{kind.__name__}"
+
+
+def _is_torch(value) -> bool:
+    return type(value).__module__.split(".")[0] == "torch"
+
+
+def _arrays(named):
+    """The ``(name, value)`` pairs that are arrays (not ``None`` or numbers); tuples unpacked."""
+    for name, value in named:
+        if isinstance(value, tuple):
+            yield from _arrays((f"{name}[{k}]", item) for k, item in enumerate(value))
+        elif value is not None and not isinstance(value, (int, float, complex, np.generic)):
+            yield name, value
+
+
+def _device(value) -> tuple:
+    try:
+        return tuple(int(v) for v in value.__dlpack_device__())
+    except Exception as exc:  # a producer's own error, whatever its type
+        raise TypeError(f"{_library(value)} does not describe its device ({exc})") from exc
+
+
+class Call:
+    """The foreign arrays of one call: brings them in as NumPy or CuPy arrays, and results
+    back into their library. All of the call's arrays must come from that library and sit
+    on one device (``TypeError`` otherwise)."""
+
+    def __init__(self, named):
+        arrays = list(_arrays(named))
+        self.first = next((pair for pair in arrays if foreign(pair[1])), None)
+        self.given = {}  # id of a converted array -> the caller's object
+        first, like = self.first
+        device = _device(like)
+        for name, value in arrays:
+            if _library(value) != _library(like):
+                raise TypeError(
+                    f"{name} is a {_library(value)} but {first} is a {_library(like)}: linscan "
+                    "takes the arrays of one call from one library (Python numbers are fine) "
+                    "and never converts between libraries behind the caller's back"
+                )
+            if _device(value) != device:
+                raise TypeError(
+                    f"{name} is on DLPack device {_device(value)} but {first} is on {device}: "
+                    "linscan never copies between devices; move them to one device first"
+                )
+
+    def bring_in(self, name, value):
+        """``value`` as a NumPy or CuPy array viewing the same memory (unchanged if it is not
+        a foreign array; a tuple item by item)."""
+        if isinstance(value, tuple):
+            return tuple(self.bring_in(f"{name}[{k}]", item) for k, item in enumerate(value))
+        if value is None or not hasattr(value, "__dlpack__") or not foreign(value):
+            return value
+        arr = _view(name, value)
+        self.given[id(arr)] = value
+        return arr
+
+    def send_back(self, result):
+        """``result`` (an array, ``None`` or a tuple of them) in the library of the call: the
+        caller's own object where ``result`` is a converted input (``out``)."""
+        if isinstance(result, tuple):
+            return tuple(self.send_back(item) for item in result)
+        if result is None:
+            return None
+        given = self.given.get(id(result))
+        if given is not None:
+            return given
+        return _export(self.first[1], result)
+
+
+def _view(name, value):
+    device_type, device_id = _device(value)
+    try:
+        if device_type == _CPU:
+            return _from_dlpack(np, value)
+        if device_type in (_CUDA, _CUDA_MANAGED):
+            try:
+                import cupy
+            except ImportError:
+                raise TypeError(
+                    f"{name} is on CUDA device {device_id}; linscan runs GPU arrays with CuPy, "
+                    "which is not installed (pip install 'linscan[cuda13]')"
+                ) from None
+            with cupy.cuda.Device(device_id):
+                return _from_dlpack(cupy, value)
+    except (BufferError, RuntimeError, ValueError) as exc:
+        raise TypeError(
+            f"{name}: a {_library(value)} that linscan cannot view through DLPack ({exc})"
+        ) from exc
+    raise TypeError(
+        f"{name} is on a device linscan does not run on (DLPack device type {device_type}); "
+        "it runs NumPy-readable host memory and CUDA devices"
+    )
+
+
+def _from_dlpack(xp, value):
+    dtype = str(getattr(value, "dtype", ""))
+    if dtype.endswith("bfloat16"):
+        if _is_torch(value):  # NumPy's DLPack has no bfloat16: cross as int16
+            import torch
+
+            return xp.from_dlpack(value.view(torch.int16)).view(_dtypes.BFLOAT16)
+        if xp is np:
+            return np.asarray(value)  # JAX and others: their __array__ (a copy)
+    return xp.from_dlpack(value)
+
+
+def _export(like, result):
+    """``result`` as an array of ``like``'s library, on ``result``'s device."""
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(like)
+    if result.dtype == _dtypes.BFLOAT16:
+        if _is_torch(like):
+            import torch
+
+            return xp.from_dlpack(result.view(np.int16)).view(torch.bfloat16)
+        return xp.asarray(result)
+    return xp.from_dlpack(result)
