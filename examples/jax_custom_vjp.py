@@ -89,7 +89,9 @@ def compare(dtype=jnp.float64, reverse=False) -> float:
 
     ours = jax.jit(jax.grad(loss(linear_scan), argnums=(0, 1, 2)))(a, x, h0)
     theirs = jax.jit(jax.grad(loss(reference), argnums=(0, 1, 2)))(a, x, h0)
-    values = float(jnp.max(jnp.abs(linear_scan(a, x, h0, 1, reverse) - reference(a, x, h0, 1, reverse))))
+    values = float(
+        jnp.max(jnp.abs(linear_scan(a, x, h0, 1, reverse) - reference(a, x, h0, 1, reverse)))
+    )
     return max([values] + [float(jnp.max(jnp.abs(p - q))) for p, q in zip(ours, theirs)])
 
 
@@ -97,4 +99,5 @@ if __name__ == "__main__":
     jax.config.update("jax_enable_x64", True)
     for dtype in (jnp.float64, jnp.complex128):
         for reverse in (False, True):
-            print(f"{jnp.dtype(dtype).name} reverse={reverse}: max difference {compare(dtype, reverse):.2e}")
+            difference = compare(dtype, reverse)
+            print(f"{jnp.dtype(dtype).name} reverse={reverse}: max difference {difference:.2e}")

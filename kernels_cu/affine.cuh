@@ -2,10 +2,12 @@
 //
 // A run of steps is one such map; running two runs one after the other composes their maps.
 // A run that contains the first step of a row (the canonical layout strings the rows of a call
-// one after another along flat time) ignores the state it is given: `reset` marks it, and then
-// B alone is its result. Keeping that as a flag, not as A = 0, keeps an inf or NaN of one row
+// one after another along flat time) or a step the caller resets ignores the state it is
+// given: `reset` marks it, and then B alone is its result. Keeping that as a flag, not as A = 0, keeps an inf or NaN of one row
 // out of the next (0 * inf is NaN).
 #pragma once
+
+#include "numeric.cuh"
 
 namespace linscan {
 
@@ -32,6 +34,11 @@ __device__ __forceinline__ T scale(T A, T h) {
     if (A == T(0) && isinf(h)) return signbit(A) ? -h : h;
     return A * h;
 }
+// Complex products have no such rule in the loop either ((inf + 0j) * 0 is NaN there too).
+template <typename R>
+__device__ __forceinline__ Complex<R> scale(const Complex<R>& A, const Complex<R>& h) {
+    return A * h;
+}
 
 // The map of `earlier` followed by `later`.
 template <typename T>
@@ -48,15 +55,13 @@ __device__ __forceinline__ T apply(const Affine<T>& m, T h) {
 // The map held `delta` lanes below this one in the warp (this lane's own where there is none).
 template <typename T>
 __device__ __forceinline__ Affine<T> shuffle_up(const Affine<T>& m, int delta) {
-    return {__shfl_up_sync(0xffffffffu, m.A, delta), __shfl_up_sync(0xffffffffu, m.B, delta),
-            __shfl_up_sync(0xffffffffu, m.reset, delta)};
+    return {shfl_up(m.A, delta), shfl_up(m.B, delta), shfl_up(m.reset, delta)};
 }
 
 // The map held `delta` lanes above this one in the warp (this lane's own where there is none).
 template <typename T>
 __device__ __forceinline__ Affine<T> shuffle_down(const Affine<T>& m, int delta) {
-    return {__shfl_down_sync(0xffffffffu, m.A, delta), __shfl_down_sync(0xffffffffu, m.B, delta),
-            __shfl_down_sync(0xffffffffu, m.reset, delta)};
+    return {shfl_down(m.A, delta), shfl_down(m.B, delta), shfl_down(m.reset, delta)};
 }
 
 }  // namespace linscan

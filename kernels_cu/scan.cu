@@ -17,12 +17,21 @@
 //
 // MODE FORWARD writes h; FINAL writes only each row's last state; BACKWARD runs the
 // vector-Jacobian product of a forward scan walked the other way: g[u] = grad_h[u] +
-// a[u-1] g[u-1] in logical order (a of the step the forward scan took after), writing
-// grad_x = g, grad_a = g * (the forward state before that step) and the gradient for h0.
+// conj(a[u-1]) g[u-1] in logical order (a of the step the forward scan took after), writing
+// grad_x = g, grad_a = g * conj(the forward state before that step) and the gradient for h0
+// (conj: the complex convention of linscan.scan_backward; nothing for real numbers).
+//
+// A step the caller resets (r[t] true) takes x[t] as its state: a reset map, never a multiply
+// by zero, so an inf or NaN state stays behind it; in BACKWARD it passes nothing back (grad_a
+// and the carry into earlier steps are zero there).
+//
+// S is the storage type of the arrays and T = Num<S>::T the arithmetic type (numeric.cuh):
+// 16-bit arrays are computed in float. Scratch values and a_value are T.
 //
 // Every size and offset is 64-bit. Arguments (all modes, both kernels):
 //   a, a_so, a_st, a_si, a_value  decays read through their own strides (a broadcast decay is
 //                                 never materialized); a null `a` means a_value everywhere
+//   r, r_so, r_st, r_si           resets (bytes, 0 or 1) by strides; null means none
 //   v                             x (FORWARD, FINAL) or grad_h (BACKWARD)
 //   hf                            BACKWARD: the forward states h; else unused
 //   h0, h0_so, h0_si              initial states by strides over (O, I); null means zeros
@@ -32,9 +41,10 @@
 //                                 gradient for h0 (may be null)
 //   O, Tn, I, down                the canonical shape and the walking direction
 //   log2s, groups                 tile_scan: S = 2^log2s steps per thread; ceil(I / CW)
-//   status, agg_a, agg_b, incl    tile_scan scratch: status = [tile counter, flag per tile]
-//                                 zeroed before the launch; CW values per tile. status is
-//                                 null when a single tile covers all of flat time.
+//   status, agg_a, agg_b, agg_r,  tile_scan scratch: status = [tile counter, flag per tile]
+//   incl                          zeroed before the launch; CW values per tile (agg_r: the
+//                                 reset flag of a published map). status is null when a
+//                                 single tile covers all of flat time.
 #include "affine.cuh"
 
 namespace linscan {
@@ -43,12 +53,15 @@ constexpr int BLOCK = 256;
 constexpr int WARP = 32;
 constexpr int WARPS = BLOCK / WARP;
 constexpr int MIN_BLOCKS = 2;  // resident blocks per SM the register budget must allow
-constexpr int BATCH = 8;  // staging loads in flight per thread and array
+constexpr int BATCH = 8;  // staging loads in flight per thread and array (4 for 16-byte values)
 
 enum Mode : int { FORWARD = 0, FINAL = 1, BACKWARD = 2 };
 
 constexpr unsigned AGGREGATE = 1u;  // status flag: the tile's own map is published
 constexpr unsigned PREFIX = 2u;     // status flag: the state leaving the tile is published
+
+constexpr unsigned char CUT = 1;    // staged flag: the step's map ignores the state before it
+constexpr unsigned char MUTE = 2;   // staged flag (BACKWARD): the step resets, grad_a = 0
 
 // Row o and step t of a flat step, moved along in logical order.
 struct Cursor {
@@ -97,28 +110,40 @@ __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
     return v;
 }
 
-template <typename T>
-__device__ __forceinline__ T decay(const T* a, long long so, long long st, long long si,
-                                   T value, long long o, long long t, long long i) {
-    return a ? a[o * so + t * st + i * si] : value;
+template <typename S>
+__device__ __forceinline__ typename Num<S>::T decay(const S* a, long long so, long long st,
+                                                    long long si, typename Num<S>::T value,
+                                                    long long o, long long t, long long i) {
+    return a ? Num<S>::load(a[o * so + t * st + i * si]) : value;
 }
 
-template <typename T>
-__device__ __forceinline__ T initial(const T* h0, long long so, long long si, long long o,
-                                     long long i) {
-    return h0 ? h0[o * so + i * si] : T(0);
+template <typename S>
+__device__ __forceinline__ typename Num<S>::T initial(const S* h0, long long so, long long si,
+                                                      long long o, long long i) {
+    return h0 ? Num<S>::load(h0[o * so + i * si]) : typename Num<S>::T(0);
 }
 
-template <typename T, int CW, int MODE>
+__device__ __forceinline__ bool resets(const unsigned char* r, long long so, long long st,
+                                       long long si, long long o, long long t, long long i) {
+    return r && r[o * so + t * st + i * si];
+}
+
+template <typename S, int CW, int MODE>
 __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
-    tile_scan(const T* a, long long a_so, long long a_st, long long a_si, T a_value,
-              const T* v, const T* hf, const T* h0, long long h0_so, long long h0_si, T* y,
-              T* ga, T* s_out, long long O, long long Tn, long long I, int down, int log2s,
-              long long groups, unsigned int* status, T* agg_a, T* agg_b, T* incl) {
+    tile_scan(const S* a, long long a_so, long long a_st, long long a_si,
+              typename Num<S>::T a_value, const unsigned char* r, long long r_so,
+              long long r_st, long long r_si, const S* v, const S* hf, const S* h0,
+              long long h0_so, long long h0_si, S* y, S* ga, S* s_out, long long O,
+              long long Tn, long long I, int down, int log2s, long long groups,
+              unsigned int* status, typename Num<S>::T* agg_a, typename Num<S>::T* agg_b,
+              int* agg_r, typename Num<S>::T* incl) {
+    using T = typename Num<S>::T;
     static_assert(CW >= 1 && CW <= WARP && (CW & (CW - 1)) == 0, "CW: a power of 2 up to 32");
     constexpr int NS = BLOCK / CW;  // threads per channel, each S consecutive steps
-    const int S = 1 << log2s;
-    const long long TT = static_cast<long long>(NS) * S;  // steps per tile
+    constexpr int LOADS = sizeof(T) > 8 ? BATCH / 2 : BATCH;
+    constexpr int STAGED = MODE == BACKWARD ? 3 : 2;
+    const int S_ = 1 << log2s;
+    const long long TT = static_cast<long long>(NS) * S_;  // steps per tile
     const long long N = O * Tn;
     const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP;
     const int c = tid % CW, k = tid / CW;
@@ -127,8 +152,9 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
     // each thread's S steps keep the walks below free of bank conflicts.
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* sd = reinterpret_cast<T*>(smem_raw);  // decays
-    T* sv = sd + BLOCK * (S + 1);            // x or grad_h; results are written over them
-    T* sp = sv + BLOCK * (S + 1);            // BACKWARD: the next forward state; grad_a
+    T* sv = sd + BLOCK * (S_ + 1);           // x or grad_h; results are written over them
+    T* sp = sv + BLOCK * (S_ + 1);           // BACKWARD: the next forward state; grad_a
+    unsigned char* sf = reinterpret_cast<unsigned char*>(sd + STAGED * BLOCK * (S_ + 1));
     __shared__ T wa[BLOCK], wb[BLOCK];       // warp totals, then the look-back window
     __shared__ int wr[BLOCK];
     __shared__ T carry[WARP];                // the state entering the tile, per channel
@@ -150,63 +176,80 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
     {
         Cursor cur{0, 0};
         if (u0 + k < N) cur.seek(down ? N - 1 - (u0 + k) : u0 + k, Tn);
-        for (int it0 = 0; it0 < S; it0 += BATCH) {
-            T d[BATCH], x[BATCH], p[BATCH];
+        for (int it0 = 0; it0 < S_; it0 += LOADS) {
+            T d[LOADS], x[LOADS], p[LOADS];
+            unsigned char f[LOADS];
 #pragma unroll
-            for (int b = 0; b < BATCH; ++b) {
+            for (int b = 0; b < LOADS; ++b) {
                 const long long u = u0 + k + static_cast<long long>(it0 + b) * NS;
                 d[b] = T(1);
                 x[b] = T(0);
                 p[b] = T(0);
-                if (it0 + b < S && chan && u < N) {
-                    x[b] = v[(cur.o * Tn + cur.t) * I + i];
+                f[b] = 0;
+                if (it0 + b < S_ && chan && u < N) {
+                    x[b] = Num<S>::load(v[(cur.o * Tn + cur.t) * I + i]);
                     if (MODE != BACKWARD) {
                         d[b] = decay(a, a_so, a_st, a_si, a_value, cur.o, cur.t, i);
+                        f[b] = resets(r, r_so, r_st, r_si, cur.o, cur.t, i) ? CUT : 0;
                     } else {
                         const long long tp = cur.t + (down ? 1 : -1);  // logical step before
                         const long long tn = cur.t - (down ? 1 : -1);  // logical step after
-                        if (tp >= 0 && tp < Tn)
-                            d[b] = decay(a, a_so, a_st, a_si, a_value, cur.o, tp, i);
-                        if (tn >= 0 && tn < Tn) p[b] = hf[(cur.o * Tn + tn) * I + i];
+                        if (tp >= 0 && tp < Tn) {
+                            d[b] = conj_of(decay(a, a_so, a_st, a_si, a_value, cur.o, tp, i));
+                            if (resets(r, r_so, r_st, r_si, cur.o, tp, i)) f[b] = CUT;
+                        }
+                        if (tn >= 0 && tn < Tn) p[b] = Num<S>::load(hf[(cur.o * Tn + tn) * I + i]);
+                        if (resets(r, r_so, r_st, r_si, cur.o, cur.t, i)) f[b] |= MUTE;
                     }
                 }
                 if (u + NS < N) cur.advance(NS, Tn, down);
             }
 #pragma unroll
-            for (int b = 0; b < BATCH; ++b) {
-                if (it0 + b >= S) break;
+            for (int b = 0; b < LOADS; ++b) {
+                if (it0 + b >= S_) break;
                 const int j = k + (it0 + b) * NS;
                 const int slot = (j + (j >> log2s)) * CW + c;
                 sd[slot] = d[b];
                 sv[slot] = x[b];
                 if (MODE == BACKWARD) sp[slot] = p[b];
+                if (r) sf[slot] = f[b];
             }
         }
     }
     __syncthreads();
 
     // This thread's steps: S consecutive ones from ub (fewer at the end of flat time).
-    const long long ub = u0 + static_cast<long long>(k) * S;
+    const long long ub = u0 + static_cast<long long>(k) * S_;
     int steps = 0;
     Cursor first{0, 0};
     if (chan && ub < N) {
-        steps = static_cast<int>(min(static_cast<long long>(S), N - ub));
+        steps = static_cast<int>(min(static_cast<long long>(S_), N - ub));
         first.seek(down ? N - 1 - ub : ub, Tn);
     }
-    const int base = k * (S + 1) * CW + c;
+    const int base = k * (S_ + 1) * CW + c;
+
+    // A step's state from the state before it: a row's first step (and a reset step) ignore it.
+    auto step = [&](const Cursor& cur, T d, T x, unsigned char f, T before) -> T {
+        if (f & CUT) return x;
+        if (cur.row_start(Tn, down))
+            return MODE == BACKWARD ? x : muladd(d, initial(h0, h0_so, h0_si, cur.o, i), x);
+        return muladd(d, before, x);
+    };
 
     Affine<T> m = identity_map<T>();  // the map of this thread's steps
     {
         Cursor cur = first;
         for (int s = 0; s < steps; ++s) {
-            const T d = sd[base + s * CW], x = sv[base + s * CW];
-            if (cur.row_start(Tn, down)) {
+            const int slot = base + s * CW;
+            const T d = sd[slot], x = sv[slot];
+            const unsigned char f = r ? sf[slot] : 0;
+            if ((f & CUT) || cur.row_start(Tn, down)) {
                 m.reset = 1;
                 m.A = T(0);
-                m.B = MODE == BACKWARD ? x : fma(d, initial(h0, h0_so, h0_si, cur.o, i), x);
+                m.B = step(cur, d, x, f, T(0));
             } else {
-                m.A *= d;
-                m.B = fma(d, m.B, x);
+                m.A = m.A * d;
+                m.B = muladd(d, m.B, x);
             }
             cur.next(Tn, down);
         }
@@ -241,16 +284,21 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
         // One tile covers flat time: it starts at a row's first step, so nothing enters it.
         if (tid < CW) carry[c] = T(0);
     } else {
-        // Rows start at the same steps in every channel, so channel 0 speaks for the tile.
-        if (tid == 0) s_flag = jt == 0 || agg.reset;
+        // The tile publishes its prefix at once where its map ignores its input in every
+        // channel (rows start at the same steps in every channel; caller's resets need not).
+        if (tid < WARP) {
+            const bool all = __all_sync(0xffffffffu, tid >= CW || !chan || agg.reset);
+            if (tid == 0) s_flag = jt == 0 || all;
+        }
         __syncthreads();
-        const bool absolute = s_flag;  // the tile's map ignores the state entering it
+        const bool absolute = s_flag;
         if (tid < CW) {
             if (absolute) {
                 incl[tile * CW + c] = agg.B;
             } else {
                 agg_a[tile * CW + c] = agg.A;
                 agg_b[tile * CW + c] = agg.B;
+                agg_r[tile * CW + c] = agg.reset;
             }
             __threadfence();
         }
@@ -265,26 +313,28 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
             if (tid < CW) carry[c] = T(0);  // unused: the tile's first step starts a row
         } else {
             // Look back over windows of NS predecessors (same channel group), thread k
-            // taking the k-th nearest, until one has published its prefix.
-            Affine<T> acc = identity_map<T>();  // the maps between that prefix and this tile
+            // taking the k-th nearest, until every channel has met a map that ignores its
+            // input (a published prefix, or a map with a reset).
+            Affine<T> acc = identity_map<T>();  // the maps between that point and this tile
             for (long long back = 0;; back += NS) {
                 const long long pj = jt - 1 - back - k;
                 Affine<T> e{T(1), T(0), 1};  // before the first tile (never reached)
                 if (pj >= 0) {
                     const long long pid = pj * groups + g;
-                    unsigned f;
-                    while ((f = load_acquire(status + 1 + pid)) == 0u) __nanosleep(64);
-                    if (f == PREFIX)
-                        e = Affine<T>{T(0), __ldcg(incl + pid * CW + c), 1};
+                    unsigned fl;
+                    while ((fl = load_acquire(status + 1 + pid)) == 0u) __nanosleep(64);
+                    if (fl == PREFIX)
+                        e = Affine<T>{T(0), load_cg(incl + pid * CW + c), 1};
                     else
-                        e = Affine<T>{__ldcg(agg_a + pid * CW + c), __ldcg(agg_b + pid * CW + c), 0};
+                        e = Affine<T>{load_cg(agg_a + pid * CW + c), load_cg(agg_b + pid * CW + c),
+                                      __ldcg(agg_r + pid * CW + c)};
                 }
                 wa[k * CW + c] = e.A;
                 wb[k * CW + c] = e.B;
                 wr[k * CW + c] = e.reset;
                 __syncthreads();
                 if (tid < WARP) {
-                    // Warp 0 folds the window: lane (cc, part) its part's 8 entries, farthest
+                    // Warp 0 folds the window: lane (cc, part) its part's entries, farthest
                     // first; then the parts fold pairwise, a farther part before a nearer.
                     constexpr int PARTS = WARP / CW, PER = NS / PARTS;
                     const int cc = lane % CW, part = lane / CW;
@@ -299,7 +349,8 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
                         if (lane + off < WARP) seg = compose(farther, seg);
                     }
                     if (tid < CW) acc = compose(seg, acc);
-                    if (tid == 0) s_flag = seg.reset;  // a prefix was in the window
+                    const bool done = __all_sync(0xffffffffu, tid >= CW || !chan || acc.reset);
+                    if (tid == 0) s_flag = done;
                 }
                 __syncthreads();
                 if (s_flag) break;
@@ -327,20 +378,20 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
         for (int s = 0; s < steps; ++s) {
             const int slot = base + s * CW;
             const T d = sd[slot], x = sv[slot];
+            const unsigned char f = r ? sf[slot] : 0;
             const bool end = cur.row_end(Tn, down);
-            T h;
-            if (cur.row_start(Tn, down))
-                h = MODE == BACKWARD ? x : fma(d, initial(h0, h0_so, h0_si, cur.o, i), x);
-            else
-                h = fma(d, state, x);
+            const T h = step(cur, d, x, f, state);
             state = h;
             if (MODE == FORWARD) sv[slot] = h;
-            if (MODE == FINAL && end) s_out[cur.o * I + i] = h;
+            if (MODE == FINAL && end) s_out[cur.o * I + i] = Num<S>::store(h);
             if (MODE == BACKWARD) {
                 sv[slot] = h;
-                sp[slot] = h * (end ? initial(h0, h0_so, h0_si, cur.o, i) : sp[slot]);
-                if (end && s_out)
-                    s_out[cur.o * I + i] = decay(a, a_so, a_st, a_si, a_value, cur.o, cur.t, i) * h;
+                const T before = end ? initial(h0, h0_so, h0_si, cur.o, i) : sp[slot];
+                sp[slot] = (f & MUTE) ? T(0) : h * conj_of(before);
+                if (end && s_out) {
+                    const T da = conj_of(decay(a, a_so, a_st, a_si, a_value, cur.o, cur.t, i));
+                    s_out[cur.o * I + i] = Num<S>::store((f & MUTE) ? T(0) : da * h);
+                }
             }
             cur.next(Tn, down);
         }
@@ -348,24 +399,28 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
 
     if (MODE != FINAL) {
         __syncthreads();
-        for (int it = 0; it < S; ++it) {
+        for (int it = 0; it < S_; ++it) {
             const int j = k + it * NS;
             const long long u = u0 + j;
             if (!chan || u >= N) break;
             const long long n = (down ? N - 1 - u : u) * I + i;
             const int slot = (j + (j >> log2s)) * CW + c;
-            y[n] = sv[slot];
-            if (MODE == BACKWARD) ga[n] = sp[slot];
+            y[n] = Num<S>::store(sv[slot]);
+            if (MODE == BACKWARD) ga[n] = Num<S>::store(sp[slot]);
         }
     }
 }
 
-template <typename T, int MODE>
+template <typename S, int MODE>
 __global__ void __launch_bounds__(BLOCK)
-    serial_scan(const T* a, long long a_so, long long a_st, long long a_si, T a_value,
-                const T* v, const T* hf, const T* h0, long long h0_so, long long h0_si, T* y,
-                T* ga, T* s_out, long long O, long long Tn, long long I, int down, int log2s,
-                long long groups, unsigned int* status, T* agg_a, T* agg_b, T* incl) {
+    serial_scan(const S* a, long long a_so, long long a_st, long long a_si,
+                typename Num<S>::T a_value, const unsigned char* r, long long r_so,
+                long long r_st, long long r_si, const S* v, const S* hf, const S* h0,
+                long long h0_so, long long h0_si, S* y, S* ga, S* s_out, long long O,
+                long long Tn, long long I, int down, int log2s, long long groups,
+                unsigned int* status, typename Num<S>::T* agg_a, typename Num<S>::T* agg_b,
+                int* agg_r, typename Num<S>::T* incl) {
+    using T = typename Num<S>::T;
     const long long lane = static_cast<long long>(blockIdx.x) * BLOCK + threadIdx.x;
     if (lane >= O * I) return;
     const long long o = lane / I, i = lane - o * I;
@@ -374,22 +429,34 @@ __global__ void __launch_bounds__(BLOCK)
     for (long long u = 0; u < Tn; ++u) {
         const long long t = down ? Tn - 1 - u : u;
         const long long n = (o * Tn + t) * I + i;
-        const T x = v[n];
+        const T x = Num<S>::load(v[n]);
         T h;
         if (MODE != BACKWARD) {
             const T d = decay(a, a_so, a_st, a_si, a_value, o, t, i);
-            h = u == 0 ? fma(d, initial(h0, h0_so, h0_si, o, i), x) : fma(d, state, x);
-            if (MODE == FORWARD) y[n] = h;
+            if (resets(r, r_so, r_st, r_si, o, t, i))
+                h = x;
+            else
+                h = muladd(d, u == 0 ? initial(h0, h0_so, h0_si, o, i) : state, x);
+            if (MODE == FORWARD) y[n] = Num<S>::store(h);
         } else {
-            h = u == 0 ? x : fma(decay(a, a_so, a_st, a_si, a_value, o, down ? t + 1 : t - 1, i), state, x);
+            const long long tp = down ? t + 1 : t - 1;  // the forward step after
+            if (u == 0 || resets(r, r_so, r_st, r_si, o, tp, i))
+                h = x;
+            else
+                h = muladd(conj_of(decay(a, a_so, a_st, a_si, a_value, o, tp, i)), state, x);
             const bool end = u == Tn - 1;
-            y[n] = h;
-            ga[n] = h * (end ? initial(h0, h0_so, h0_si, o, i) : hf[n + next]);
-            if (end && s_out) s_out[o * I + i] = decay(a, a_so, a_st, a_si, a_value, o, t, i) * h;
+            const bool mute = resets(r, r_so, r_st, r_si, o, t, i);
+            const T before = end ? initial(h0, h0_so, h0_si, o, i) : Num<S>::load(hf[n + next]);
+            y[n] = Num<S>::store(h);
+            ga[n] = Num<S>::store(mute ? T(0) : h * conj_of(before));
+            if (end && s_out) {
+                const T da = conj_of(decay(a, a_so, a_st, a_si, a_value, o, t, i));
+                s_out[o * I + i] = Num<S>::store(mute ? T(0) : da * h);
+            }
         }
         state = h;
     }
-    if (MODE == FINAL) s_out[o * I + i] = state;
+    if (MODE == FINAL) s_out[o * I + i] = Num<S>::store(state);
 }
 
 }  // namespace linscan

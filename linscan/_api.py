@@ -113,7 +113,7 @@ def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto", rese
     if out is not None:
         _validate.check_out(out, args.shape, args.dtype, device=args.device)
     be, device = _backend(args)
-    work = be.accumulator(args.dtype)
+    work = be.storage(args.dtype)
     with device:
         result = out if out is not None else be.empty(args.shape, args.dtype)
         if result.size == 0:
@@ -174,7 +174,7 @@ def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto", resets=
     args = _validate.scan_args(a, x, h0, axis, reverse, resets)
     method = _validate.check_method(method)
     be, device = _backend(args)
-    work = be.accumulator(args.dtype)
+    work = be.storage(args.dtype)
     shape = _layout.state_shape(args.shape, args.axis)
     with device:
         if math.prod(shape) == 0 or args.shape[args.axis] == 0:
@@ -272,7 +272,7 @@ def scan_backward(
 
 def _scan_backward(be, args, method, out_a, out_x, out_h0):
     shape, dtype = args.shape, args.dtype
-    work = be.accumulator(dtype)
+    work = be.storage(dtype)
     dims = _layout.dims(shape, args.axis)
     a3 = _canonical(be, args, "a", work)
     h3 = _canonical(be, args, "h", work)

@@ -7,7 +7,7 @@ several user threads at once are safe (their tasks share the pool).
 Contract shared with every backend (arrays are ``(O, T, I)`` of one dtype; ``I == 1`` is
 served by the row kernels; ``h0`` is an ``(O, I)`` array or ``None`` for zeros):
 
-* ``accumulator(dtype)``: the dtype the arrays below are given in for a call of ``dtype``.
+* ``storage(dtype)``: the dtype the arrays below are given in for a call of ``dtype``.
 * ``empty(shape, dtype)``; ``decays(a, shape, axis, dtype)``, ``operand(arr, ...)`` and
   ``initial(h0, ...)``: an input in the form the kernels take (``a`` keeps its strides,
   other inputs C-contiguous, ``h0`` as ``(O, I)``).
@@ -34,7 +34,7 @@ _pool_lock = threading.Lock()
 
 
 xp = np  # the array module of this backend
-accumulator = _dtypes.accumulator  # 16-bit inputs are widened to float32 before the kernels
+storage = _dtypes.accumulator  # 16-bit inputs are widened to float32 before the kernels
 
 
 def empty(shape, dtype):

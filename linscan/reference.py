@@ -208,29 +208,35 @@ def _apply(m, h):
     return np.where(R, B, A * h + B)
 
 
-def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, steps=None, block=None,
-          sms=132, rng=None):  # fmt: skip
+def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, steps=None,
+          block=None, sms=132, rng=None):  # fmt: skip
     """Run the GPU kernel's algorithm in NumPy, tile by tile, with the GPU's launch plan.
 
-    ``a``, ``v`` (and ``hf``) are canonical ``(O, T, I)`` arrays, ``h0`` is ``(O, I)`` or
-    ``None``. ``mode`` is ``"forward"`` (``v`` is ``x``; returns ``h``), ``"final"`` (returns
-    the last states ``(O, I)``) or ``"backward"`` (``v`` is ``grad_h`` and ``hf`` the forward
-    states of a scan walked against ``down``; returns ``(grad_x, grad_a, grad_h0)``).
+    ``a``, ``v`` (and ``hf``, ``resets``) are canonical ``(O, T, I)`` arrays, ``h0`` is
+    ``(O, I)`` or ``None``. ``mode`` is ``"forward"`` (``v`` is ``x``; returns ``h``),
+    ``"final"`` (returns the last states ``(O, I)``) or ``"backward"`` (``v`` is ``grad_h``
+    and ``hf`` the forward states of a scan walked against ``down``; returns ``(grad_x,
+    grad_a, grad_h0)``, with the complex convention of :func:`linscan.scan_backward`).
 
-    The rows are strung along flat time with a reset at each row's first step; flat time is
-    cut into tiles of ``NS * S`` steps by ``CW`` channels (``linscan._cuda.plan``: ``steps``
-    forces S, ``block`` shrinks the block for small tests); each of the ``NS`` threads of a
-    channel reduces its ``S`` steps to a map, the block combines them, and the tile looks back
-    over windows of ``NS`` predecessors, each of which has published either its own map or,
-    where it has already finished (drawn from ``rng``; at once for tiles whose map ignores
-    their input), its prefix. A wrong decomposition or combine gives wrong results here.
+    The rows are strung along flat time with a reset at each row's first step (and at the
+    caller's resets, channel by channel); flat time is cut into tiles of ``NS * S`` steps by
+    ``CW`` channels (``linscan._cuda.plan``: ``steps`` forces S, ``block`` shrinks the block
+    for small tests); each of the ``NS`` threads of a channel reduces its ``S`` steps to a
+    map, the block combines them, and the tile looks back over its predecessors, each of which
+    has published either its own map or, where it has already finished (drawn from ``rng``;
+    at once for tiles whose map ignores their input in every channel), its prefix, until
+    every channel has met a map that ignores its input. A wrong decomposition or combine
+    gives wrong results here.
     """
     from ._cuda import plan  # plain Python: no CuPy
 
     code = {"forward": plan.FORWARD, "final": plan.FINAL, "backward": plan.BACKWARD}[mode]
     rng = np.random.default_rng(0) if rng is None else rng
     O, T, I = v.shape
-    lp = plan.launch(O, T, I, v.itemsize, code, "parallel", sms, steps)
+    dtype = v.dtype
+    itemsize = np.promote_types(dtype, np.float32).itemsize  # of the arithmetic type
+    has_resets = resets is not None
+    lp = plan.launch(O, T, I, itemsize, code, "parallel", sms, steps, has_resets)
     CW, S = lp.cw, lp.steps
     NS = (plan.BLOCK if block is None else block) // CW
     TT = NS * S
@@ -242,20 +248,25 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, steps=None, blo
     # Logical order u: flat step n = u, or N - 1 - u walking down; rows restart the walk.
     n = np.arange(N)[::-1] if down else np.arange(N)
     o, t = n // T, n % T
-    start = t == (T - 1 if down else 0)
+    start = np.broadcast_to((t == (T - 1 if down else 0))[:, None], (N, I))
     end = t == (0 if down else T - 1)
-    flat = lambda arr: arr.reshape(N, I)[n]  # noqa: E731
-    init = np.zeros((N, I), v.dtype) if h0 is None else np.asarray(h0)[o]
+    flat = lambda arr: np.broadcast_to(arr, v.shape).reshape(N, I)[n]  # noqa: E731
+    init = np.zeros((N, I), dtype) if h0 is None else np.asarray(h0)[o]
     vv = flat(v)
+    flat_resets = np.broadcast_to(resets if has_resets else False, v.shape).reshape(N, I)
+    user = flat_resets[n]  # the caller's resets, in logical order
     if backward:
         prev_n = np.clip(n + (1 if down else -1), 0, N - 1)  # the logical step before
         next_n = np.clip(n - (1 if down else -1), 0, N - 1)  # and after
-        d = np.where(start[:, None], 1, a.reshape(N, I)[prev_n])
+        d = np.where(start, 1, np.conj(np.broadcast_to(a, v.shape).reshape(N, I)[prev_n]))
         p = np.where(end[:, None], init, np.asarray(hf).reshape(N, I)[next_n])
-        first = vv  # a row's first step in the backward walk: g = grad_h
+        cut = start | flat_resets[prev_n]  # nothing flows back across a reset
+        first = vv  # a step that ignores the carry in the backward walk: g = grad_h
     else:
         d = flat(a)
-        first = d * init + vv
+        cut = start | user
+        with np.errstate(invalid="ignore", over="ignore"):
+            first = np.where(user, vv, d * init + vv)
 
     def padded(arr, jt, g, fill):
         block_ = np.full((TT, CW), fill, dtype=arr.dtype)
@@ -263,44 +274,42 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, steps=None, blo
         block_[:rows, :cols] = arr[jt * TT : (jt + 1) * TT, g * CW : (g + 1) * CW]
         return block_.reshape(NS, S, CW)
 
-    y = np.zeros((N, I), v.dtype)
-    ga = np.zeros((N, I), v.dtype)
-    s_out = np.zeros((O, I), v.dtype)
+    identity = lambda *shape: (np.ones(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, bool))  # noqa: E731,E501
+    y = np.zeros((N, I), dtype)
     published = {}  # tile -> (map, prefix)
     for tile in range(tiles_t * groups):
         jt, g = divmod(tile, groups)
         td, tv, tf = (padded(arr, jt, g, fill) for arr, fill in ((d, 1), (vv, 0), (first, 0)))
-        ts = padded(start[:, None] * np.ones((1, I), bool), jt, g, False)
+        tc = padded(np.asarray(cut), jt, g, False)
+        ts = padded(np.ascontiguousarray(start), jt, g, False)
+        valid = np.arange(CW) < min(CW, I - g * CW)  # channels of the call, not padding
         # Each thread's map of its S steps.
-        m = (np.ones((NS, CW)), np.zeros((NS, CW)), np.zeros((NS, CW), bool))
+        m = identity(NS, CW)
         for s in range(S):
-            step = (td[:, s], np.where(ts[:, s], tf[:, s], tv[:, s]), ts[:, s])
-            m = _compose(m, step)
+            m = _compose(m, (td[:, s], np.where(tc[:, s], tf[:, s], tv[:, s]), tc[:, s]))
         # Exclusive scan over the threads, and the tile's map.
-        excl = [(np.ones(CW), np.zeros(CW), np.zeros(CW, bool))]
+        excl = [identity(CW)]
         for k in range(NS):
             excl.append(_compose(excl[-1], tuple(part[k] for part in m)))
         agg = excl.pop()
-        absolute = jt == 0 or bool(agg[2][0])
-        prefix = None
-        if absolute:
-            prefix = _apply(agg, np.zeros(CW))
+        absolute = jt == 0 or bool(np.all(agg[2] | ~valid))
+        prefix = _apply(agg, np.zeros(CW, dtype)) if absolute else None
         # The state entering the tile: none if its first step starts a row, else look back.
         if bool(ts[0, 0, 0]):
-            carry = np.zeros(CW)
+            carry = np.zeros(CW, dtype)
         else:
-            acc = (np.ones(CW), np.zeros(CW), np.zeros(CW, bool))
+            acc = identity(CW)
             pj = jt - 1  # the kernel reads NS of these at a time; the result is the same
             while True:
                 if pj < 0:  # never reached: the first tile publishes its prefix at once
-                    entry = (np.ones(CW), np.zeros(CW), np.ones(CW, bool))
+                    entry = (np.ones(CW, dtype), np.zeros(CW, dtype), np.ones(CW, bool))
                 else:
                     p_map, p_prefix = published[pj * groups + g]
                     done = p_map is None or rng.random() < 0.5
-                    entry = (np.zeros(CW), p_prefix, np.ones(CW, bool)) if done else p_map
+                    entry = (np.zeros(CW, dtype), p_prefix, np.ones(CW, bool)) if done else p_map
                 acc = _compose(entry, acc)
                 pj -= 1
-                if bool(entry[2][0]):
+                if bool(np.all(acc[2] | ~valid)):
                     break
             carry = acc[1]
             if prefix is None:
@@ -310,16 +319,15 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, steps=None, blo
         state = _apply(tuple(np.stack(part) for part in zip(*excl)), carry)
         lo, hi = jt * TT, min((jt + 1) * TT, N)
         c0, c1 = g * CW, min((g + 1) * CW, I)
-        out_y = np.zeros((NS, S, CW))
+        out_y = np.zeros((NS, S, CW), dtype)
         for s in range(S):
-            state = np.where(ts[:, s], tf[:, s], td[:, s] * state + tv[:, s])
+            with np.errstate(invalid="ignore", over="ignore"):
+                state = np.where(tc[:, s], tf[:, s], td[:, s] * state + tv[:, s])
             out_y[:, s] = state
-        out_y = out_y.reshape(TT, CW)[: hi - lo, : c1 - c0]
-        y[lo:hi, c0:c1] = out_y
-        if backward:
-            ga[lo:hi, c0:c1] = out_y * p[lo:hi, c0:c1]
+        y[lo:hi, c0:c1] = out_y.reshape(TT, CW)[: hi - lo, : c1 - c0]
 
     rows_end = np.nonzero(end)[0]
+    s_out = np.zeros((O, I), dtype)
     if code == plan.FINAL:
         s_out[o[rows_end]] = y[rows_end]
         return s_out
@@ -327,7 +335,8 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, steps=None, blo
     unflat[n] = y
     if not backward:
         return unflat.reshape(O, T, I)
+    ga = np.where(user, 0, y * np.conj(p))
     grad_a = np.empty_like(ga)
     grad_a[n] = ga
-    s_out[o[rows_end]] = flat(a)[rows_end] * y[rows_end]
+    s_out[o[rows_end]] = np.where(user[rows_end], 0, np.conj(flat(a)[rows_end]) * y[rows_end])
     return unflat.reshape(O, T, I), grad_a.reshape(O, T, I), s_out

@@ -11,14 +11,27 @@ from linscan._cuda import source
 cupy = pytest.importorskip("cupy", reason="CuPy (the nvrtc extra) is needed to compile kernels")
 
 
-@pytest.fixture(scope="module", params=["sm_80", "sm_90"])
-def compiled(request):
+ARCHS = ("sm_80", "sm_90")
+
+
+@pytest.fixture(scope="module")
+def builds():
+    """Both architectures compiled at once (NVRTC runs outside the GIL: two cores, two
+    builds)."""
+    import concurrent.futures
+
     try:
-        cubin, log = source.compile_offline(request.param)
+        with concurrent.futures.ThreadPoolExecutor(len(ARCHS)) as pool:
+            return dict(zip(ARCHS, pool.map(source.compile_offline, ARCHS)))
     except source.CompileError:
         raise
     except Exception as exc:  # NVRTC itself missing: say so rather than pass quietly
         pytest.fail(f"NVRTC is not usable here ({type(exc).__name__}: {exc}); install '.[nvrtc]'")
+
+
+@pytest.fixture(params=ARCHS)
+def compiled(request, builds):
+    cubin, log = builds[request.param]
     return request.param, cubin, log
 
 
@@ -49,10 +62,12 @@ def test_every_instantiation_is_built_without_spills(compiled):
 
 
 def test_a_broken_source_fails_with_the_compiler_log(tmp_path, monkeypatch):
-    for name in ("scan.cu", "affine.cuh"):
-        (tmp_path / name).write_text((source.kernel_dir() / name).read_text())
-    broken = (tmp_path / "scan.cu").read_text().replace("fma(d, m.B, x)", "fma(d, m.B, x, x)")
+    for path in source.kernel_dir().iterdir():
+        (tmp_path / path.name).write_text(path.read_text())
+    text = (tmp_path / "scan.cu").read_text()
+    broken = text.replace("muladd(d, m.B, x)", "muladd(d, m.B, x, x)")
+    assert broken != text
     (tmp_path / "scan.cu").write_text(broken)
     monkeypatch.setattr(source, "kernel_dir", lambda: tmp_path)
-    with pytest.raises(source.CompileError, match="fma"):
+    with pytest.raises(source.CompileError, match="muladd"):
         source.compile_offline("sm_90", ["linscan::tile_scan<float, 1, 0>"])

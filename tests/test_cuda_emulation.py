@@ -26,8 +26,17 @@ def tiled_cases(draw):
         a = np.broadcast_to(rng.uniform(0.9, 1, (1, T, 1)), (O, T, I))  # a decay per step
     x = rng.normal(size=(O, T, I))
     h0 = rng.normal(size=(O, I)) if draw(st.booleans()) else None
+    if draw(st.booleans()):  # complex: a rotation in every decay
+        a = a * np.exp(1j * rng.uniform(-np.pi, np.pi, a.shape))
+        x = x + 1j * rng.normal(size=x.shape)
+        h0 = None if h0 is None else h0 + 1j
+    resets = None
+    density = draw(st.sampled_from([None, 0.01, 0.3]))
+    if density is not None:  # per element, or per step as packed rows would have them
+        shape = (O, T, I) if draw(st.booleans()) else (O, T, 1)
+        resets = np.broadcast_to(rng.random(shape) < density, (O, T, I))
     return dict(
-        a=a, x=x, h0=h0, down=draw(st.booleans()), rng=rng,
+        a=a, x=x, h0=h0, down=draw(st.booleans()), rng=rng, resets=resets,
         steps=draw(st.sampled_from([4, 8, 32])), block=draw(st.sampled_from([32, 64, 256])),
     )  # fmt: skip
 
@@ -36,32 +45,38 @@ def _tiled(case, mode, v=None, hf=None):
     """``reference.tiled`` on a drawn case (``v`` replaces ``x``, for the backward pass)."""
     v = case["x"] if v is None else v
     return reference.tiled(
-        case["a"], v, case["h0"], mode=mode, down=case["down"], hf=hf,
+        case["a"], v, case["h0"], mode=mode, down=case["down"], hf=hf, resets=case["resets"],
         steps=case["steps"], block=case["block"], rng=case["rng"],
     )  # fmt: skip
+
+
+def _options(case, reverse):
+    return dict(axis=1, reverse=reverse, resets=case["resets"])
 
 
 @given(case=tiled_cases())
 def test_forward_matches_oracle(case):
     h = _tiled(case, "forward")
-    assert_scan_close(h, case["a"], case["x"], case["h0"], axis=1, reverse=case["down"])
+    assert_scan_close(h, case["a"], case["x"], case["h0"], **_options(case, case["down"]))
 
 
 @given(case=tiled_cases())
 def test_final_state_matches_oracle(case):
     state = _tiled(case, "final")
-    assert_final_state_close(state, case["a"], case["x"], case["h0"], axis=1, reverse=case["down"])
+    options = _options(case, case["down"])
+    assert_final_state_close(state, case["a"], case["x"], case["h0"], **options)
 
 
 @given(case=tiled_cases())
 def test_backward_matches_oracle(case):
     a, h0, forward_reverse = case["a"], case["h0"], not case["down"]
-    h = reference.scan(a, case["x"], h0, axis=1, reverse=forward_reverse)
-    grad_h = case["rng"].normal(size=h.shape)
+    options = _options(case, forward_reverse)
+    h = reference.scan(a, case["x"], h0, **options)
+    grad_h = case["rng"].normal(size=h.shape) + (1j if np.iscomplexobj(h) else 0)
     grad_x, grad_a, grad_h0 = _tiled(case, "backward", v=grad_h, hf=h)
     grads = (grad_a, grad_x, None if h0 is None else grad_h0)
     full_a = np.ascontiguousarray(a)  # the kernel's grad_a is per element
-    assert_scan_backward_close(grads, full_a, h, grad_h, h0, axis=1, reverse=forward_reverse)
+    assert_scan_backward_close(grads, full_a, h, grad_h, h0, **options)
 
 
 @pytest.mark.parametrize("shape", [(1, 5000, 1), (3, 1500, 2), (2, 400, 40)])

@@ -50,8 +50,8 @@ def gpu(monkeypatch):
 
 # The kernel's parameters, in order (kernels_cu/scan.cu).
 NAMES = (
-    "a a_so a_st a_si a_value v hf h0 h0_so h0_si y ga s_out O Tn I down log2s groups status "
-    "agg_a agg_b incl"
+    "a a_so a_st a_si a_value r r_so r_st r_si v hf h0 h0_so h0_si y ga s_out O Tn I down log2s "
+    "groups status agg_a agg_b agg_r incl"
 ).split()
 
 
@@ -65,11 +65,12 @@ def _ptr(value):
 
 
 def _check_types(args, dtype):
-    for name in ("a_so", "a_st", "a_si", "h0_so", "h0_si", "O", "Tn", "I", "groups"):
+    names = ("a_so", "a_st", "a_si", "r_so", "r_st", "r_si", "h0_so", "h0_si", "O", "Tn", "I")
+    for name in names + ("groups",):
         assert type(args[name]) is int, name  # CuPy passes a Python int as long long
     for name in ("down", "log2s"):
         assert type(args[name]) is np.int32, name
-    assert type(args["a_value"]) is dtype.type
+    assert type(args["a_value"]) is dtype.type  # the arithmetic type
 
 
 def test_full_decays_and_the_launch_plan(gpu):
@@ -88,8 +89,10 @@ def test_full_decays_and_the_launch_plan(gpu):
     ((ptr, value, nbytes, stream),) = gpu.memsets
     assert (value, nbytes, stream) == (0, lp.status_bytes, 77)
     assert _ptr(args["status"]) == ptr
-    offsets = [_ptr(args[n]) - ptr for n in ("agg_a", "agg_b", "incl")]
-    assert offsets == [lp.status_bytes + k * lp.values_bytes for k in range(3)]
+    offsets = [_ptr(args[n]) - ptr for n in ("agg_a", "agg_b", "incl", "agg_r")]
+    assert offsets == [lp.status_bytes + k * lp.values_bytes for k in range(4)]
+    assert lp.scratch_bytes == offsets[-1] + lp.resets_bytes
+    assert _ptr(args["r"]) == 0  # no resets
 
 
 def test_scalar_decay_goes_by_value(gpu):
@@ -142,6 +145,36 @@ def test_sequential_method_launches_the_serial_kernel(gpu):
     assert launch["grid"] == (-(-3 * 70 // 256),) and launch["smem"] == 0
 
 
+def test_resets_go_by_their_strides_with_room_for_their_flags(gpu):
+    x = gpu.empty((3, 5000), np.float32)
+    per_step = gpu.empty((5000,), np.bool_)
+    linscan.scan(0.5, x, resets=per_step)
+    launch = gpu.launches[-1]
+    args, lp = _args(launch), launch["lp"]
+    assert _ptr(args["r"]) == per_step.data.ptr
+    assert (args["r_so"], args["r_st"]) == (0, 1)  # (I = 1: r_si is never used)
+    assert launch["smem"] == lp.smem == (2 * 4 + 1) * 256 * (lp.steps + 1)
+    linscan.scan_backward(x, x, x, resets=per_step)  # (a full a: no reduction of grad_a)
+    assert _ptr(_args(gpu.launches[-1])["r"]) == per_step.data.ptr
+
+
+@pytest.mark.parametrize(
+    "dtype, arith",
+    [(np.float16, np.float32), ("bfloat16", np.float32), (np.complex64, np.complex64),
+     (np.complex128, np.complex128)],
+)  # fmt: skip
+def test_every_dtype_runs_in_its_own_kernel(gpu, dtype, arith):
+    dtype = np.dtype(dtype) if dtype != "bfloat16" else np.dtype(linscan._dtypes.BFLOAT16)
+    x = gpu.empty((2, 3000), dtype)
+    h = linscan.scan(0.5, x)
+    launch = gpu.launches[-1]
+    args, lp = _args(launch), launch["lp"]
+    assert launch["dtype"] == dtype and h.dtype == dtype  # read and written in the dtype
+    _check_types(args, np.dtype(arith))
+    assert args["a_value"] == 0.5 and lp.itemsize == np.dtype(arith).itemsize
+    assert _ptr(args["v"]) == x.data.ptr and _ptr(args["y"]) == h.data.ptr
+
+
 @pytest.mark.parametrize("kernel", ["tile_scan", "serial_scan"])
 def test_parameter_names_match_the_kernel_source(kernel):
     import re
@@ -150,5 +183,6 @@ def test_parameter_names_match_the_kernel_source(kernel):
 
     text = source.assemble()
     signature = re.search(rf"{kernel}\(([^)]*)\)", text).group(1)
+    signature = re.sub(r"<[^<>]*>", "", signature)  # template arguments hold commas
     names = [part.split()[-1].lstrip("*") for part in signature.split(",")]
     assert names == NAMES

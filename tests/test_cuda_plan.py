@@ -25,14 +25,15 @@ def test_channel_width_wastes_fewest_lanes(inner, cw):
             assert -(-inner // other) * other >= groups * cw
 
 
-@pytest.mark.parametrize("itemsize", [4, 8])
+@pytest.mark.parametrize("resets", [False, True])
+@pytest.mark.parametrize("itemsize", [4, 8, 16])
 @pytest.mark.parametrize("mode", plan.MODES)
 @pytest.mark.parametrize(
     "O, T, I", [(1, 1, 1), (1, 2**26, 1), (1024, 2**16, 1), (1, 2**16, 1024), (1, 65536, 4),
                 (7, 13, 3), (1, 16, 128), (3, 1000, 33), (2**20, 16, 1)],
 )  # fmt: skip
-def test_tile_plan_covers_every_element_once(O, T, I, mode, itemsize):
-    lp = plan.launch(O, T, I, itemsize, mode, "parallel", sms=132)
+def test_tile_plan_covers_every_element_once(O, T, I, mode, itemsize, resets):
+    lp = plan.launch(O, T, I, itemsize, mode, "parallel", sms=132, resets=resets)
     assert lp.kernel == "tile_scan"
     assert lp.steps in plan.STEPS[itemsize]
     assert 1 << lp.log2s == lp.steps
@@ -41,13 +42,16 @@ def test_tile_plan_covers_every_element_once(O, T, I, mode, itemsize):
     assert lp.tiles_t * lp.tile_steps >= flat > (lp.tiles_t - 1) * lp.tile_steps
     assert lp.grid == lp.tiles_t * lp.groups
     assert lp.chained == (lp.tiles_t > 1)
-    # Shared memory: staged arrays of BLOCK * (S + 1) values, within what an sm_80 block gets.
-    assert lp.smem == plan.STAGED_ARRAYS[mode] * plan.BLOCK * (lp.steps + 1) * itemsize
+    # Shared memory: staged arrays of BLOCK * (S + 1) values (and a byte of flags per staged
+    # step with resets), within what an sm_80 block gets.
+    values = plan.STAGED_ARRAYS[mode] * itemsize + (1 if resets else 0)
+    assert lp.smem == values * plan.BLOCK * (lp.steps + 1)
     assert lp.smem <= 160 * 1024
     if lp.chained:
         assert lp.status_bytes >= 4 * (1 + lp.grid) and lp.status_bytes % 256 == 0
-        assert lp.values_bytes >= lp.grid * lp.cw * itemsize
-        assert lp.scratch_bytes == lp.status_bytes + 3 * lp.values_bytes
+        assert lp.values_bytes >= lp.grid * lp.cw * itemsize and lp.values_bytes % 256 == 0
+        assert lp.resets_bytes >= lp.grid * lp.cw * 4
+        assert lp.scratch_bytes == lp.status_bytes + 3 * lp.values_bytes + lp.resets_bytes
     else:
         assert lp.scratch_bytes == 0
 
@@ -96,7 +100,7 @@ def test_assemble_pastes_local_headers_once(tmp_path):
 
 def test_name_expressions_come_from_the_tables():
     names = source.all_name_expressions()
-    assert len(names) == len(set(names)) == 2 * 3 * (len(plan.CHANNEL_WIDTHS) + 1)
+    assert len(names) == len(set(names)) == len(source.C_TYPES) * 3 * (len(plan.CHANNEL_WIDTHS) + 1)
     assert "linscan::tile_scan<double, 32, 2>" in names
     assert "linscan::serial_scan<float, 1>" in names
 

@@ -26,6 +26,7 @@ if not _usable:
 import cupy  # noqa: E402
 
 METHODS = ("auto", "sequential", "parallel")
+ALL = (np.float16, linscan._dtypes.BFLOAT16, np.float32, np.float64, np.complex64, np.complex128)
 
 
 def gpu(value):
@@ -42,6 +43,11 @@ def gpu(value):
     raw = np.ctypeslib.as_array((ctypes.c_uint8 * (hi - lo)).from_address(start))
     memory = cupy.asarray(raw.copy())
     return cupy.ndarray(value.shape, value.dtype, memory.data + (-lo), strides=value.strides)
+
+
+def on_gpu(kwargs):
+    """A case's keyword arguments with its resets on the GPU."""
+    return dict(kwargs, resets=gpu(kwargs["resets"]))
 
 
 def host(value):
@@ -67,11 +73,11 @@ def test_gpu_view_helper_keeps_strides():
 
 
 @pytest.mark.parametrize("method", METHODS)
-@given(case=scan_cases())
+@given(case=scan_cases(dtypes=ALL))
 def test_scan_matches_oracle_and_cpu(case, method):
     args = [gpu(v) for v in (case.a, case.x, case.h0)]
     before = _snapshot(*args)
-    h = linscan.scan(*args, method=method, **case.kwargs)
+    h = linscan.scan(*args, method=method, **on_gpu(case.kwargs))
     _unchanged(args, before)
     assert isinstance(h, cupy.ndarray)
     cpu = linscan.scan(case.a, case.x, case.h0, method=method, **case.kwargs)
@@ -80,10 +86,10 @@ def test_scan_matches_oracle_and_cpu(case, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
-@given(case=scan_cases())
+@given(case=scan_cases(dtypes=ALL))
 def test_final_state_matches_oracle_and_cpu(case, method):
     args = [gpu(v) for v in (case.a, case.x, case.h0)]
-    state = linscan.final_state(*args, method=method, **case.kwargs)
+    state = linscan.final_state(*args, method=method, **on_gpu(case.kwargs))
     assert isinstance(state, cupy.ndarray)
     cpu = linscan.final_state(case.a, case.x, case.h0, method=method, **case.kwargs)
     assert state.shape == cpu.shape and state.dtype == cpu.dtype
@@ -91,12 +97,12 @@ def test_final_state_matches_oracle_and_cpu(case, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
-@given(case=backward_cases())
+@given(case=backward_cases(dtypes=ALL))
 def test_scan_backward_matches_oracle_and_cpu(case, method):
     h = linscan.scan(case.a, case.x, case.h0, **case.kwargs)
     args = [gpu(v) for v in (case.a, h, case.grad_h, case.h0)]
     before = _snapshot(*args)
-    grads = linscan.scan_backward(*args, method=method, **case.kwargs)
+    grads = linscan.scan_backward(*args, method=method, **on_gpu(case.kwargs))
     _unchanged(args, before)
     cpu = linscan.scan_backward(case.a, h, case.grad_h, case.h0, method=method, **case.kwargs)
     for got, want in zip(grads, cpu):
@@ -142,6 +148,42 @@ def test_long_sequences_every_layout(method, reverse, shape, axis, decay_form):
     assert_scan_close(h_host, a, x, h0, **kw)
     assert_final_state_close(host(state), a, x, h0, **kw)
     assert_scan_backward_close(tuple(host(g) for g in grads), a, h_host, gh, h0, **kw)
+
+
+def _drawn(rng, shape, dtype, low, high):
+    values = rng.uniform(low, high, shape)
+    if np.dtype(dtype).kind == "c":
+        values = values * np.exp(1j * rng.uniform(-0.1, 0.1, shape))
+    return values.astype(dtype)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", ALL)
+@pytest.mark.parametrize(
+    "shape, axis, per_step",
+    [((1, 60_000), 1, True), ((20_000, 33), 0, False), ((3, 20_000, 2), 1, True)],
+)
+def test_long_sequences_every_dtype_with_resets(reverse, dtype, shape, axis, per_step):
+    """Many tiles with resets per step (packed rows) or per element: tiles whose map ignores
+    its input in some channels only, look-back that stops channel by channel."""
+    rng = np.random.default_rng(sum(shape) + axis)
+    a = _drawn(rng, shape, dtype, 0.99, 1.0)
+    x = _drawn(rng, shape, dtype, -1.0, 1.0)
+    h0 = _drawn(rng, shape[:axis] + shape[axis + 1 :], dtype, -1.0, 1.0)
+    gh = _drawn(rng, shape, dtype, -1.0, 1.0)
+    mask_shape = tuple(n if k == axis or not per_step else 1 for k, n in enumerate(shape))
+    resets = rng.random(mask_shape) < 3e-4
+    kw = dict(axis=axis, reverse=reverse)
+    on = dict(kw, resets=gpu(resets))
+    h = linscan.scan(gpu(a), gpu(x), gpu(h0), method="parallel", **on)
+    state = linscan.final_state(gpu(a), gpu(x), gpu(h0), method="parallel", **on)
+    grads = linscan.scan_backward(gpu(a), h, gpu(gh), gpu(h0), method="parallel", **on)
+    assert h.dtype == np.dtype(dtype) and all(g.dtype == np.dtype(dtype) for g in grads)
+    h_host = host(h)
+    assert_scan_close(h_host, a, x, h0, resets=resets, **kw)
+    assert_final_state_close(host(state), a, x, h0, resets=resets, **kw)
+    grads = tuple(host(g) for g in grads)
+    assert_scan_backward_close(grads, a, h_host, gh, h0, resets=resets, **kw)
 
 
 @pytest.mark.parametrize("method", METHODS)

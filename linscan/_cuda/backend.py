@@ -15,8 +15,8 @@ from .. import _dtypes, _layout
 from . import plan, source
 
 _NULL = np.uint64(0)  # a null pointer
-_NULLS = (_NULL,) * 4
-_ZERO = {4: np.float32(0), 8: np.float64(0)}
+_NULLS = (_NULL,) * 5
+_NO_RESETS = (_NULL, 0, 0, 0)
 _INT32 = {False: np.int32(0), True: np.int32(1)}
 _BLOCK = (plan.BLOCK,)
 _sms: dict = {}
@@ -25,16 +25,10 @@ _sms: dict = {}
 xp = cupy  # the array module of this backend
 
 
-def accumulator(dtype):
-    """The dtype the kernels run a call of ``dtype`` in: 16-bit inputs are widened to float32
-    before the kernels."""
-    work = _dtypes.accumulator(dtype)
-    if work not in source.C_TYPES:
-        raise TypeError(
-            f"{dtype} arrays are not supported on the GPU yet (CPU: NumPy arrays); GPU kernels "
-            f"exist for {', '.join(d.name for d in source.C_TYPES)}"
-        )
-    return work
+def storage(dtype):
+    """The dtype the kernels take the arrays of a call of ``dtype`` in: the dtype itself
+    (16-bit arrays are read and written in 16 bits and computed in float32)."""
+    return dtype
 
 
 def empty(shape, dtype):
@@ -59,9 +53,8 @@ def operand(arr, shape, axis, dtype):
 
 
 def flags(resets, shape, axis):
-    if resets is not None:
-        raise TypeError("resets are not supported on the GPU yet (CPU: NumPy arrays)")
-    return None
+    """The resets as an ``(O, T, I)`` view read through its own strides, or ``None``."""
+    return None if resets is None else _layout.view3(resets, shape, axis, resets.dtype)
 
 
 def initial(h0, shape, axis, dtype):
@@ -85,22 +78,24 @@ def _multiprocessors() -> tuple:
     return device, count
 
 
-def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str) -> None:
+def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str, r=None) -> None:
     """Launch one kernel of ``mode`` over the canonical arrays (``None`` for unused ones).
 
     Every scalar argument has its C type: Python ints go to CuPy as ``long long`` (the
     kernel's 64-bit sizes and strides), ``int`` parameters are ``numpy.int32``, the decay value
-    is the dtype's scalar; absent arrays are null pointers."""
+    is a scalar of the arithmetic dtype; absent arrays are null pointers."""
     O, T, I = v.shape
+    arith = _dtypes.accumulator(v.dtype)
     device_id, sms = _multiprocessors()
-    lp = plan.launch(O, T, I, v.itemsize, mode, method, sms)
+    lp = plan.launch(O, T, I, arith.itemsize, mode, method, sms, None, r is not None)
     kernel = source.function(v.dtype, mode, lp, device_id)
     if type(a) is cupy.ndarray or isinstance(a, cupy.ndarray):
         size = a.itemsize
         so, st, si = a.strides
-        a_args = (a, so // size, st // size, si // size, _ZERO[v.itemsize])
+        a_args = (a, so // size, st // size, si // size, arith.type(0))
     else:
-        a_args = (_NULL, 0, 0, 0, v.dtype.type(a))
+        a_args = (_NULL, 0, 0, 0, arith.type(a))
+    r_args = _NO_RESETS if r is None else (r, *r.strides)  # bytes: strides are in elements
     if h0 is None:
         h0_args = (_NULL, 0, 0)
     else:
@@ -113,12 +108,13 @@ def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str) -> None:
         cupy.cuda.runtime.memsetAsync(base, 0, lp.status_bytes, stream.ptr)
         values = base + lp.status_bytes
         step = lp.values_bytes
+        # status, agg_a, agg_b, agg_r, incl (kernel order); in memory the flags come last
         chain = (np.uint64(base), np.uint64(values), np.uint64(values + step),
-                 np.uint64(values + 2 * step))  # fmt: skip
+                 np.uint64(values + 3 * step), np.uint64(values + 2 * step))  # fmt: skip
     else:
         chain = _NULLS
     args = (
-        *a_args, v, _NULL if hf is None else hf, *h0_args,
+        *a_args, *r_args, v, _NULL if hf is None else hf, *h0_args,
         _NULL if y is None else y, _NULL if ga is None else ga,
         _NULL if s_out is None else s_out,
         O, T, I, _INT32[down], np.int32(lp.log2s), lp.groups, *chain,
@@ -127,13 +123,13 @@ def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str) -> None:
 
 
 def scan(a, x, h, h0, reverse: bool, method: str, resets=None) -> None:
-    _run(plan.FORWARD, a, x, None, h0, h, None, None, reverse, method)
+    _run(plan.FORWARD, a, x, None, h0, h, None, None, reverse, method, resets)
 
 
 def final_state(a, x, h0, reverse: bool, method: str, resets=None):
     O, _, I = x.shape
     state = cupy.empty((O, I), x.dtype)
-    _run(plan.FINAL, a, x, None, h0, None, None, state, reverse, method)
+    _run(plan.FINAL, a, x, None, h0, None, None, state, reverse, method, resets)
     return state
 
 
@@ -141,5 +137,5 @@ def backward(a, h, gh, h0, gx, ga, reverse: bool, method: str, want_h0: bool, re
     O, _, I = h.shape
     grad_h0 = cupy.empty((O, I), h.dtype) if want_h0 else None
     # The backward pass walks against the forward scan.
-    _run(plan.BACKWARD, a, gh, h, h0, gx, ga, grad_h0, not reverse, method)
+    _run(plan.BACKWARD, a, gh, h, h0, gx, ga, grad_h0, not reverse, method, resets)
     return grad_h0

@@ -14,9 +14,10 @@ BLOCK = 256  # threads per block
 BATCH = 8  # staging loads in flight per thread and array
 WARP = 32
 CHANNEL_WIDTHS = (1, 2, 4, 8, 16, 32)  # CW: channels per tile, the kernel's template values
-#: Steps per thread S, by itemsize, largest first: large tiles amortize the look-back, small
-#: ones give small problems enough blocks.
-STEPS = {4: (32, 16, 8, 4), 8: (16, 8, 4)}
+#: Steps per thread S, by the itemsize of the arithmetic type (4: float32 and the 16-bit
+#: types, computed in float32; 8: float64 and complex64; 16: complex128), largest first: large
+#: tiles amortize the look-back, small ones give small problems enough blocks.
+STEPS = {4: (32, 16, 8, 4), 8: (16, 8, 4), 16: (8, 4)}
 FORWARD, FINAL, BACKWARD = 0, 1, 2
 MODES = (FORWARD, FINAL, BACKWARD)
 STAGED_ARRAYS = {FORWARD: 2, FINAL: 2, BACKWARD: 3}  # tile arrays held in shared memory
@@ -38,22 +39,27 @@ class Launch:
     grid: int  # blocks
     smem: int  # dynamic shared memory, bytes
     chained: bool  # tiles look back (several tiles along flat time): scratch needed
-    itemsize: int
+    itemsize: int  # of the arithmetic type
     # Derived once (a launch is planned once per shape and reused: calls are Python-bound):
     log2s: int = field(init=False)
     tile_steps: int = field(init=False)  # NS * S, with NS = BLOCK / cw threads per channel
     status_bytes: int = field(init=False)  # zeroed scratch: a tile counter, a flag per tile
     values_bytes: int = field(init=False)  # each of three per-tile arrays: A, B, prefix
-    scratch_bytes: int = field(init=False)
+    resets_bytes: int = field(init=False)  # the per-tile reset flags of published maps (int)
+    scratch_bytes: int = field(init=False)  # status, A, B, prefix, reset flags
 
     def __post_init__(self):
+        chained = self.chained
         derived = dict(
             log2s=self.steps.bit_length() - 1,
             tile_steps=BLOCK // self.cw * self.steps,
-            status_bytes=_round(4 * (1 + self.grid)) if self.chained else 0,
-            values_bytes=_round(self.grid * self.cw * self.itemsize) if self.chained else 0,
+            status_bytes=_round(4 * (1 + self.grid)) if chained else 0,
+            values_bytes=_round(self.grid * self.cw * self.itemsize) if chained else 0,
+            resets_bytes=_round(self.grid * self.cw * 4) if chained else 0,
         )
-        derived["scratch_bytes"] = derived["status_bytes"] + 3 * derived["values_bytes"]
+        derived["scratch_bytes"] = (
+            derived["status_bytes"] + 3 * derived["values_bytes"] + derived["resets_bytes"]
+        )
         for name, value in derived.items():
             object.__setattr__(self, name, value)
 
@@ -75,20 +81,25 @@ def channel_width(inner: int) -> int:
     return best[1]
 
 
-def smem_bytes(mode: int, steps: int, itemsize: int) -> int:
+def smem_bytes(mode: int, steps: int, itemsize: int, resets: bool = False) -> int:
     """Dynamic shared memory of ``tile_scan``: each staged array holds BLOCK * S values plus
-    one padding row of CW values per thread's S steps, BLOCK * (S + 1) in all."""
-    return STAGED_ARRAYS[mode] * BLOCK * (steps + 1) * itemsize
+    one padding row of CW values per thread's S steps, BLOCK * (S + 1) in all; with
+    ``resets``, a byte of flags per staged step follows."""
+    flags = BLOCK * (steps + 1) if resets else 0
+    return STAGED_ARRAYS[mode] * BLOCK * (steps + 1) * itemsize + flags
 
 
 @functools.lru_cache(maxsize=1024)
 def launch(
-    O: int, T: int, I: int, itemsize: int, mode: int, method: str, sms: int = 132, steps=None
-) -> Launch:
-    """The launch for a call on the canonical shape ``(O, T, I)`` (``T >= 1``).
+    O: int, T: int, I: int, itemsize: int, mode: int, method: str, sms: int = 132, steps=None,
+    resets: bool = False,
+) -> Launch:  # fmt: skip
+    """The launch for a call on the canonical shape ``(O, T, I)`` (``T >= 1``) whose
+    arithmetic type has ``itemsize`` bytes.
 
     ``method`` is ``"sequential"`` (one thread per lane), or ``"parallel"`` / ``"auto"``
-    (tiles). ``sms`` is the device's multiprocessor count; ``steps`` forces S (tests).
+    (tiles). ``sms`` is the device's multiprocessor count; ``steps`` forces S (tests);
+    ``resets``: the call has a resets mask.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -112,8 +123,8 @@ def launch(
     grid = tiles_t * groups
     _check_grid(grid)
     return Launch(
-        "tile_scan", cw, s, groups, tiles_t, grid, smem_bytes(mode, s, itemsize), tiles_t > 1,
-        itemsize,
+        "tile_scan", cw, s, groups, tiles_t, grid, smem_bytes(mode, s, itemsize, resets),
+        tiles_t > 1, itemsize,
     )  # fmt: skip
 
 

@@ -15,10 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _dtypes
 from . import plan
 
 FILE = "scan.cu"
-C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+#: The kernels' storage type for each dtype (kernels_cu/numeric.cuh).
+C_TYPES = {
+    _dtypes.FLOAT16: "linscan::half_t",
+    _dtypes.BFLOAT16: "linscan::bf16_t",
+    _dtypes.FLOAT32: "float",
+    _dtypes.FLOAT64: "double",
+    _dtypes.COMPLEX64: "linscan::Complex<float>",
+    _dtypes.COMPLEX128: "linscan::Complex<double>",
+}
 OPTIONS = ("--std=c++17",)
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.M)
 _PRAGMA_ONCE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once[ \t]*$", re.M)
