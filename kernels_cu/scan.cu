@@ -26,7 +26,9 @@
 // and the carry into earlier steps are zero there).
 //
 // S is the storage type of the arrays and T = Num<S>::T the arithmetic type (numeric.cuh):
-// 16-bit arrays are computed in float. Scratch values and a_value are T.
+// 16-bit arrays are computed in float. Scratch values, a_value, grad_a and s_out are T: the
+// gradients of broadcast inputs are summed afterwards, and the sum must not add up 16-bit
+// roundings; states are small.
 //
 // Every size and offset is 64-bit. Arguments (all modes, both kernels):
 //   a, a_so, a_st, a_si, a_value  decays read through their own strides (a broadcast decay is
@@ -133,9 +135,9 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
     tile_scan(const S* a, long long a_so, long long a_st, long long a_si,
               typename Num<S>::T a_value, const unsigned char* r, long long r_so,
               long long r_st, long long r_si, const S* v, const S* hf, const S* h0,
-              long long h0_so, long long h0_si, S* y, S* ga, S* s_out, long long O,
-              long long Tn, long long I, int down, int log2s, long long groups,
-              unsigned int* status, typename Num<S>::T* agg_a, typename Num<S>::T* agg_b,
+              long long h0_so, long long h0_si, S* y, typename Num<S>::T* ga,
+              typename Num<S>::T* s_out, long long O, long long Tn, long long I, int down,
+              int log2s, long long groups, unsigned int* status, typename Num<S>::T* agg_a, typename Num<S>::T* agg_b,
               int* agg_r, typename Num<S>::T* incl) {
     using T = typename Num<S>::T;
     static_assert(CW >= 1 && CW <= WARP && (CW & (CW - 1)) == 0, "CW: a power of 2 up to 32");
@@ -383,14 +385,14 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
             const T h = step(cur, d, x, f, state);
             state = h;
             if (MODE == FORWARD) sv[slot] = h;
-            if (MODE == FINAL && end) s_out[cur.o * I + i] = Num<S>::store(h);
+            if (MODE == FINAL && end) s_out[cur.o * I + i] = h;
             if (MODE == BACKWARD) {
                 sv[slot] = h;
                 const T before = end ? initial(h0, h0_so, h0_si, cur.o, i) : sp[slot];
                 sp[slot] = (f & MUTE) ? T(0) : h * conj_of(before);
                 if (end && s_out) {
                     const T da = conj_of(decay(a, a_so, a_st, a_si, a_value, cur.o, cur.t, i));
-                    s_out[cur.o * I + i] = Num<S>::store((f & MUTE) ? T(0) : da * h);
+                    s_out[cur.o * I + i] = (f & MUTE) ? T(0) : da * h;
                 }
             }
             cur.next(Tn, down);
@@ -406,7 +408,7 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
             const long long n = (down ? N - 1 - u : u) * I + i;
             const int slot = (j + (j >> log2s)) * CW + c;
             y[n] = Num<S>::store(sv[slot]);
-            if (MODE == BACKWARD) ga[n] = Num<S>::store(sp[slot]);
+            if (MODE == BACKWARD) ga[n] = sp[slot];
         }
     }
 }
@@ -416,9 +418,9 @@ __global__ void __launch_bounds__(BLOCK)
     serial_scan(const S* a, long long a_so, long long a_st, long long a_si,
                 typename Num<S>::T a_value, const unsigned char* r, long long r_so,
                 long long r_st, long long r_si, const S* v, const S* hf, const S* h0,
-                long long h0_so, long long h0_si, S* y, S* ga, S* s_out, long long O,
-                long long Tn, long long I, int down, int log2s, long long groups,
-                unsigned int* status, typename Num<S>::T* agg_a, typename Num<S>::T* agg_b,
+                long long h0_so, long long h0_si, S* y, typename Num<S>::T* ga,
+                typename Num<S>::T* s_out, long long O, long long Tn, long long I, int down,
+                int log2s, long long groups, unsigned int* status, typename Num<S>::T* agg_a, typename Num<S>::T* agg_b,
                 int* agg_r, typename Num<S>::T* incl) {
     using T = typename Num<S>::T;
     const long long lane = static_cast<long long>(blockIdx.x) * BLOCK + threadIdx.x;
@@ -448,15 +450,15 @@ __global__ void __launch_bounds__(BLOCK)
             const bool mute = resets(r, r_so, r_st, r_si, o, t, i);
             const T before = end ? initial(h0, h0_so, h0_si, o, i) : Num<S>::load(hf[n + next]);
             y[n] = Num<S>::store(h);
-            ga[n] = Num<S>::store(mute ? T(0) : h * conj_of(before));
+            ga[n] = mute ? T(0) : h * conj_of(before);
             if (end && s_out) {
                 const T da = conj_of(decay(a, a_so, a_st, a_si, a_value, o, t, i));
-                s_out[o * I + i] = Num<S>::store(mute ? T(0) : da * h);
+                s_out[o * I + i] = mute ? T(0) : da * h;
             }
         }
         state = h;
     }
-    if (MODE == FINAL) s_out[o * I + i] = Num<S>::store(state);
+    if (MODE == FINAL) s_out[o * I + i] = state;
 }
 
 }  // namespace linscan

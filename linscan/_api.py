@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from . import _interop, _layout, _validate
+from . import _dtypes, _interop, _layout, _validate
 
 
 _HOST = contextlib.nullcontext()
@@ -284,11 +284,13 @@ def _scan_backward(be, args, method, out_a, out_x, out_h0):
     if work == dtype:
         grad_x3 = _layout.safe_output(out_x, shape, args.axis, (a3, h3, gh3), exact_ok=(gh3,))
     grad_x3 = grad_x3 if grad_x3 is not None else be.empty(dims, work)
-    direct = out_a is not None and out_a.shape == shape and out_a.dtype == work
+    # grad_a is written unrounded (float32 for 16-bit dtypes): a broadcast a sums it.
+    wide = _dtypes.accumulator(dtype)
+    direct = out_a is not None and out_a.shape == shape and out_a.dtype == wide
     grad_a3 = _layout.safe_output(
         out_a if direct else None, shape, args.axis, (a3, h3, gh3, grad_x3)
     )
-    grad_a3 = grad_a3 if grad_a3 is not None else be.empty(dims, work)
+    grad_a3 = grad_a3 if grad_a3 is not None else be.empty(dims, wide)
     want_h0 = args.h0 is not None
     if grad_x3.size:
         state = be.backward(

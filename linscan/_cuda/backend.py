@@ -128,14 +128,14 @@ def scan(a, x, h, h0, reverse: bool, method: str, resets=None) -> None:
 
 def final_state(a, x, h0, reverse: bool, method: str, resets=None):
     O, _, I = x.shape
-    state = cupy.empty((O, I), x.dtype)
+    state = cupy.empty((O, I), _dtypes.accumulator(x.dtype))  # the kernels write it unrounded
     _run(plan.FINAL, a, x, None, h0, None, None, state, reverse, method, resets)
     return state
 
 
 def backward(a, h, gh, h0, gx, ga, reverse: bool, method: str, want_h0: bool, resets=None):
     O, _, I = h.shape
-    grad_h0 = cupy.empty((O, I), h.dtype) if want_h0 else None
+    grad_h0 = cupy.empty((O, I), _dtypes.accumulator(h.dtype)) if want_h0 else None
     # The backward pass walks against the forward scan.
     _run(plan.BACKWARD, a, gh, h, h0, gx, ga, grad_h0, not reverse, method, resets)
     return grad_h0
