@@ -130,7 +130,7 @@ def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto", rese
             # The forward kernels read a[t] and x[t] before writing h[t]: out may be either.
             h3 = _layout.safe_output(out, args.shape, args.axis, (a3, x3), exact_ok=(a3, x3))
         target = h3 if h3 is not None else be.empty(x3.shape, work)
-        r3 = be.flags(args.resets, args.shape, args.axis)
+        r3 = None if args.resets is None else be.flags(args.resets, args.shape, args.axis)
         be.scan(a3, x3, target, state, args.reverse, method, r3)
         if h3 is None:
             with np.errstate(over="ignore"):  # rounding to 16 bits may overflow to inf

@@ -21,12 +21,18 @@ from ._backend import is_cupy
 _CPU, _CUDA, _CUDA_MANAGED = 1, 2, 13  # DLPack device types
 
 
+_PLAIN = {type(None), np.ndarray, int, float, complex, bool}  # and cupy.ndarray, once seen
+
+
 def foreign(*values) -> bool:
     """Whether one of ``values`` is an array of another library (cheap for the usual call)."""
     for value in values:
-        if value is None or type(value) is np.ndarray or isinstance(value, (int, float, complex)):
+        if type(value) in _PLAIN:
             continue
-        if isinstance(value, (np.ndarray, np.generic)) or is_cupy(value):
+        if type(value).__module__.startswith("cupy") and is_cupy(value):
+            _PLAIN.add(type(value))  # cupy.ndarray itself: the next call takes the first test
+            continue
+        if isinstance(value, (int, float, complex, np.ndarray, np.generic)) or is_cupy(value):
             continue
         if isinstance(value, tuple):  # scan_backward's out
             if foreign(*value):

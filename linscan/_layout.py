@@ -86,8 +86,10 @@ def sum_to_shape(full: np.ndarray, target: tuple, dtype: np.dtype) -> np.ndarray
 def cast(arr, dtype):
     """``arr`` in ``dtype`` (itself if it has it); values beyond a narrower dtype's range become
     inf without NumPy's overflow warning: an overflowing result is inf, as documented."""
+    if arr.dtype == dtype:
+        return arr
     with np.errstate(over="ignore"):
-        return arr.astype(dtype, copy=False)
+        return arr.astype(dtype)
 
 
 def _address(arr) -> int:
