@@ -5,7 +5,8 @@
 # steps; JAX and PyTorch for the peers, if present); no network. Writes logs and tables into
 # OUTDIR and prints a short summary last. Each step has its own time limit so that one slow
 # step cannot eat the whole lease. STEPS selects steps (default: all, in this order):
-#   info gpu_tests gpu_bench memcheck racecheck synccheck initcheck profile cpu_tests cpu_bench
+#   info warm gpu_tests gpu_bench memcheck racecheck synccheck initcheck profile cpu_tests cpu_bench
+# (warm compiles every kernel module at once, in parallel, into CuPy's disk cache).
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUTDIR}
 mkdir -p "$out"
@@ -14,7 +15,7 @@ export PYTHONPATH=${PYTHONPATH:-.}
 export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX (a peer) must leave the GPU to the others
 py=${PYTHON:-python3}
-steps=" ${STEPS:-info gpu_tests gpu_bench memcheck racecheck synccheck initcheck profile cpu_tests cpu_bench} "
+steps=" ${STEPS:-info warm gpu_tests gpu_bench memcheck racecheck synccheck initcheck profile cpu_tests cpu_bench} "
 summary=()
 step() {  # step NAME SECONDS COMMAND...: run, log to OUTDIR/NAME.log, remember the outcome
     local name=$1 limit=$2
@@ -30,7 +31,11 @@ sanitize=(compute-sanitizer --error-exitcode 9 --print-limit 20 --tool)  # + TOO
 { nvidia-smi; echo; lscpu | head -n 20; echo; git log -1 --format='commit %H %cd' 2>/dev/null; date -u; } \
     >"$out/device.txt" 2>&1
 step info 60 "$py" -m linscan info
-step gpu_tests 240 "$py" -m pytest -q -p no:cacheprovider --maxfail=20 tests/test_gpu.py
+step warm 120 "$py" -c "
+from linscan._cuda import source
+for name, mode, seconds in source.warm(): print(f'{name:11s} mode {mode}: {seconds:5.1f} s')
+print('every kernel module compiled')"
+step gpu_tests 300 "$py" -m pytest -q -p no:cacheprovider --maxfail=20 tests/test_gpu.py tests/test_frameworks.py
 step gpu_bench 200 "$py" -m linscan bench --gpu --json
 [ -s "$out/gpu_bench.log" ] && "$py" - "$out" <<'PY' >"$out/gpu_bench.md" 2>&1
 import json, sys
@@ -39,10 +44,10 @@ text = open(f"{sys.argv[1]}/gpu_bench.log").read()
 start = text.rfind("\n{") + 1 if not text.startswith("{") else 0
 print(_bench_gpu.markdown(json.loads(text[start:])))
 PY
-step memcheck 90 "${sanitize[@]}" memcheck "$py" benchmarks/gpu_sanitize.py
-step racecheck 100 "${sanitize[@]}" racecheck "$py" benchmarks/gpu_sanitize.py
-step synccheck 60 "${sanitize[@]}" synccheck "$py" benchmarks/gpu_sanitize.py
-step initcheck 60 "${sanitize[@]}" initcheck "$py" benchmarks/gpu_sanitize.py
+step memcheck 120 "${sanitize[@]}" memcheck "$py" benchmarks/gpu_sanitize.py
+step racecheck 150 "${sanitize[@]}" racecheck "$py" benchmarks/gpu_sanitize.py
+step synccheck 90 "${sanitize[@]}" synccheck "$py" benchmarks/gpu_sanitize.py
+step initcheck 90 "${sanitize[@]}" initcheck "$py" benchmarks/gpu_sanitize.py
 step profile 60 "$py" -c "
 import cProfile, pstats, cupy, linscan
 a = cupy.random.random((1, 65536), dtype=cupy.float32); x = a.copy(); h = a.copy()
@@ -50,13 +55,14 @@ for _ in range(200): linscan.scan(a, x, out=h)
 cProfile.run('for _ in range(2000): linscan.scan(a, x, out=h)', '/tmp/linscan.prof')
 pstats.Stats('/tmp/linscan.prof').sort_stats('tottime').print_stats(18)
 print('profile of 2000 small scans done')"
-step cpu_tests 200 "$py" -m pytest -q -x -p no:cacheprovider -m "not gpu"
+step cpu_tests 200 "$py" -m pytest -q -x -p no:cacheprovider -m "not gpu" -k "not compile"
 step cpu_bench 300 "$py" -m linscan bench --json --quiet --repeat 5 --size "${BENCH_SIZE:-16777216}"
 
 echo
 if [ -s "$out/gpu_bench.md" ]; then
     echo "== GPU benchmark (of copy: D2D copy time of the same bytes / our time)"
-    grep -E '^\| (one row|time-major|1024 rows)' "$out/gpu_bench.md" | awk -F'|' '{printf "%-27s %-14s %7s ms %5s\n", $2, $3, $5, $6}'
+    grep -E '^\| (one row|time-major|1024 rows)' "$out/gpu_bench.md" | awk -F'|' 'NF == 7 {printf "%-27s %-14s %7s ms %5s\n", $2, $3, $5, $6}'
+    grep -E '^\| (one row|time-major)[^|]*\| [a-z0-9+ ]+ \| scan \|' "$out/gpu_bench.md" | awk -F'|' 'NF == 8 {printf "%-27s %-17s %-14s %5s of copy\n", $2, $3, $4, $7}'
     grep -E '^\| 65536 \|' "$out/gpu_bench.md" | awk -F'|' '{printf "Table 1 T=65536 C=%-4s speedup %8s (paper %s)\n", $3, $7, $8}'
     grep -E '^\| 1 x 2\^16 \| scan out=' "$out/gpu_bench.md"
     grep -E '^\| (cupy|jax|torch)' "$out/gpu_bench.md" | cut -c1-160

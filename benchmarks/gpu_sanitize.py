@@ -1,7 +1,8 @@
 """A set of small calls covering every kernel, for compute-sanitizer (memcheck, racecheck,
-synccheck, initcheck): both dtypes, every mode (scan, final_state, scan_backward), both
+synccheck, initcheck): every dtype, every mode (scan, final_state, scan_backward), both
 methods, every channel width, one tile and many, time-contiguous and time-major, forward and
-reverse, tiny and odd sizes. CuPy's memory pool is switched off so that every array is its own
+reverse, with and without resets, tiny and odd sizes (the 16-bit and complex dtypes on a
+subset of the shapes and the parallel method only, to keep racecheck's time in bounds). CuPy's memory pool is switched off so that every array is its own
 allocation and an out-of-bounds access cannot land inside a neighbour. Results are checked
 against the serial oracle too. Run from the source tree:
 
@@ -14,6 +15,7 @@ import cupy
 import numpy as np
 
 import linscan
+from linscan._dtypes import BFLOAT16
 from linscan.testing import assert_final_state_close, assert_scan_backward_close, assert_scan_close
 
 cupy.cuda.set_allocator(None)  # every array its own cudaMalloc
@@ -26,25 +28,44 @@ SHAPES = [
 ]  # fmt: skip
 
 
+SUBSET = [SHAPES[k] for k in (2, 3, 4, 7, 9)]
+PLANS = [
+    (np.float32, SHAPES, ("parallel", "sequential")),
+    (np.float64, SHAPES, ("parallel", "sequential")),
+    *((dtype, SUBSET, ("parallel",)) for dtype in (np.float16, BFLOAT16, np.complex64)),
+    (np.complex128, SUBSET, ("parallel", "sequential")),
+]
+
+
+def draw(rng, shape, dtype, low=None, high=None):
+    values = rng.standard_normal(shape) if low is None else rng.uniform(low, high, shape)
+    if np.dtype(dtype).kind == "c":
+        values = values * np.exp(1j * rng.uniform(-0.5, 0.5, shape))
+    return values.astype(dtype)
+
+
 def main() -> int:
     rng = np.random.default_rng(0)
     calls = 0
-    for dtype in (np.float32, np.float64):
-        for shape, axis in SHAPES:
-            for method in ("parallel", "sequential"):
+    for dtype, shapes, methods in PLANS:
+        for shape, axis in shapes:
+            for method in methods:
                 for reverse in (False, True):
-                    a = rng.uniform(0.5, 1, shape).astype(dtype)
-                    x = rng.standard_normal(shape).astype(dtype)
-                    h0 = rng.standard_normal(shape[:axis] + shape[axis + 1 :]).astype(dtype)
-                    gh = rng.standard_normal(shape).astype(dtype)
-                    kw = dict(axis=axis, reverse=reverse, method=method)
+                    a = draw(rng, shape, dtype, 0.5, 1)
+                    x = draw(rng, shape, dtype)
+                    h0 = draw(rng, shape[:axis] + shape[axis + 1 :], dtype)
+                    gh = draw(rng, shape, dtype)
+                    # Resets on the reversed calls, per element (read through a byte mask).
+                    resets = rng.random(shape) < 0.05 if reverse else None
+                    kw = dict(axis=axis, reverse=reverse, method=method, resets=resets)
                     da, dx, dh0, dgh = (cupy.asarray(v) for v in (a, x, h0, gh))
-                    h = linscan.scan(da, dx, dh0, **kw)
-                    state = linscan.final_state(da, dx, None, **kw)
-                    grads = linscan.scan_backward(da, h, dgh, dh0, **kw)
+                    on = dict(kw, resets=None if resets is None else cupy.asarray(resets))
+                    h = linscan.scan(da, dx, dh0, **on)
+                    state = linscan.final_state(da, dx, None, **on)
+                    grads = linscan.scan_backward(da, h, dgh, dh0, **on)
                     # A decay per row and step, broadcast over channels (read by strides).
                     a_b = a[(slice(None),) * (axis + 1) + (slice(0, 1),) * (len(shape) - axis - 1)]
-                    h_b = linscan.scan(cupy.asarray(a_b), dx, 0.5, **kw)
+                    h_b = linscan.scan(cupy.asarray(a_b), dx, 0.5, **on)
                     calls += 4
                     kw.pop("method")
                     h_host = cupy.asnumpy(h)

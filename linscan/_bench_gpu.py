@@ -116,6 +116,67 @@ def bandwidth_rows(progress, repeat=15) -> list:
     return rows
 
 
+DTYPE_CASES = (
+    ("one row 1 x 2^26", (1, BIG), -1),
+    ("time-major 2^16 x 1024 ch", (1 << 16, 1024), 0),
+)
+
+
+def _typed(shape, dtype, low=None, high=None, seed=0):
+    """Random values of any supported dtype (drawn in float32; complex: a small rotation)."""
+    values = _random(shape, np.float32, low, high, seed)
+    if np.dtype(dtype).kind == "c":
+        import cupy
+
+        values = values * cupy.exp(1j * _random(shape, np.float32, -0.01, 0.01, seed + 1))
+    return values.astype(dtype)
+
+
+def dtype_rows(progress, repeat=10) -> list:
+    """Every dtype (and float32 with resets) against a copy of the bytes it actually moves:
+    forward 3 arrays of the dtype (plus 1 byte per element of resets mask); backward 4 of
+    the dtype plus grad_a in the arithmetic dtype (float32 for 16-bit)."""
+    from . import _dtypes
+
+    rows = []
+    names = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128")
+    for name, shape, axis in DTYPE_CASES:
+        for label in names + ("float32 + resets",):
+            try:
+                dtype = np.dtype(_dtypes.BFLOAT16 if label == "bfloat16" else label.split()[0])
+                a = _typed(shape, dtype, 0.999, 1.0, seed=1)
+                x = _typed(shape, dtype, seed=2)
+                resets = None
+                if "resets" in label:
+                    resets = _random(shape, np.float32, 0.0, 1.0, seed=4) < 1e-3
+                h = scan(a, x, axis=axis, resets=resets)
+                if resets is None:
+                    _check(h, a, x, axis)
+                gh = _typed(shape, dtype, seed=3)
+                gx = h.copy()
+                n, size = a.size, dtype.itemsize
+                wide = _dtypes.accumulator(dtype).itemsize
+                extra = 1 if resets is not None else 0
+                ops = (
+                    ("scan", 3 * size + extra,
+                     partial(scan, a, x, axis=axis, out=h, resets=resets)),
+                    ("scan_backward", 4 * size + wide + extra,
+                     partial(scan_backward, a, h, gh, axis=axis, out=(None, gx, None),
+                             resets=resets)),
+                )  # fmt: skip
+                for op, per, fn in ops:
+                    ms, ratio = _against_copy(fn, per * n, repeat)
+                    rows.append(dict(case=name, dtype=label, op=op, ms=ms, of_copy=ratio,
+                                     bytes_per_elem=per))  # fmt: skip
+                    progress(
+                        f"  {name:26s} {label:17s} {op:13s} {ms:8.3f} ms  {ratio:5.2f} of copy"
+                    )
+            except Exception as exc:  # an unsupported dtype on this CuPy: recorded, not fatal
+                rows.append(dict(case=name, dtype=label, error=f"{type(exc).__name__}: {exc}"))
+                progress(f"  {name:26s} {label:17s} failed: {type(exc).__name__}: {exc}")
+    return rows
+
+
 def table1_rows(progress, repeat=15) -> list:
     """Batch 1, T steps, C channels, time-major (the paper's layout)."""
     rows = []
@@ -265,10 +326,11 @@ def environment() -> dict:
                 cuda_runtime=cupy.cuda.runtime.runtimeGetVersion())  # fmt: skip
 
 
-def run(progress=print, parts=("bandwidth", "table1", "latency", "peers")) -> dict:
+def run(progress=print, parts=("bandwidth", "dtypes", "table1", "latency", "peers")) -> dict:
     report = dict(environment=environment())
-    for part, fn in (("bandwidth", bandwidth_rows), ("table1", table1_rows),
-                     ("latency", latency_rows), ("peers", peer_rows)):  # fmt: skip
+    for part, fn in (("bandwidth", bandwidth_rows), ("dtypes", dtype_rows),
+                     ("table1", table1_rows), ("latency", latency_rows),
+                     ("peers", peer_rows)):  # fmt: skip
         if part in parts:
             progress(f"{part}:")
             report[part] = fn(progress)
@@ -283,6 +345,16 @@ def markdown(report: dict) -> str:
         for r in report["bandwidth"]:
             lines.append(f"| {r['case']} | {r['op']} | {r['bytes_per_elem']} | {r['ms']:.3f} | "
                          f"{r['of_copy']:.2f} |")  # fmt: skip
+        lines.append("")
+    if "dtypes" in report:
+        lines += ["| case | dtype | op | bytes/elem | ms | of D2D copy |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in report["dtypes"]:
+            if "error" in r:
+                lines.append(f"| {r['case']} | {r['dtype']} | failed: {r['error'][:100]} | | | |")
+            else:
+                lines.append(f"| {r['case']} | {r['dtype']} | {r['op']} | {r['bytes_per_elem']} "
+                             f"| {r['ms']:.3f} | {r['of_copy']:.2f} |")  # fmt: skip
         lines.append("")
     if "table1" in report:
         lines += ["| T | C | sequential ms | parallel ms | auto ms | speedup | paper |"

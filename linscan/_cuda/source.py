@@ -124,6 +124,31 @@ def _module(dtype, mode: int, device_id: int):
     return module
 
 
+def _warm_one(key) -> float:
+    import time
+
+    dtype, mode = key
+    start = time.perf_counter()
+    _module(np.dtype(dtype), mode, 0)
+    return time.perf_counter() - start
+
+
+def warm(jobs: int | None = None) -> list:
+    """Compile every module for GPU 0 in ``jobs`` processes at once, filling CuPy's disk
+    cache so that later first calls load instead of compiling (NVRTC takes seconds per module
+    and a fresh machine has no cache). Returns ``(dtype name, mode, seconds)`` per module."""
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    keys = [(dtype.str, mode) for dtype in C_TYPES for mode in plan.MODES]
+    jobs = jobs or min(len(keys), os.cpu_count() or 1)
+    context = multiprocessing.get_context("spawn")  # CUDA does not survive a fork
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        seconds = list(pool.map(_warm_one, keys))
+    return [(np.dtype(d).name, mode, t) for (d, mode), t in zip(keys, seconds)]
+
+
 def compile_offline(arch: str, names=None) -> tuple:
     """Compile every instantiation (or ``names``) to a cubin for ``arch`` (e.g. ``"sm_90"``)
     with NVRTC, without a GPU. Returns ``(cubin, log)``; the log holds ptxas's resource report
