@@ -2,9 +2,9 @@
 synccheck, initcheck): every dtype, every mode (scan, final_state, scan_backward), both
 methods, every channel width, one tile and many, time-contiguous and time-major, forward and
 reverse, with and without resets, tiny and odd sizes (the 16-bit and complex dtypes on a
-subset of the shapes and the parallel method only, to keep racecheck's time in bounds). CuPy's memory pool is switched off so that every array is its own
-allocation and an out-of-bounds access cannot land inside a neighbour. Results are checked
-against the serial oracle too. Run from the source tree:
+subset of the shapes, to keep racecheck's time in bounds). CuPy's memory pool is switched
+off so that every array is its own allocation and an out-of-bounds access cannot land inside
+a neighbour. Results are checked against the serial oracle too. Run from the source tree:
 
     compute-sanitizer --tool memcheck python benchmarks/gpu_sanitize.py
 """
