@@ -17,6 +17,7 @@ from . import plan, source
 _NULL = np.uint64(0)  # a null pointer
 _NULLS = (_NULL,) * 5
 _NO_RESETS = (_NULL, 0, 0, 0)
+_ZERO = {dtype: dtype.type(0) for dtype in map(_dtypes.accumulator, _dtypes.SUPPORTED)}
 _INT32 = {False: np.int32(0), True: np.int32(1)}
 _BLOCK = (plan.BLOCK,)
 _sms: dict = {}
@@ -92,7 +93,7 @@ def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str, r=None) -> N
     if type(a) is cupy.ndarray or isinstance(a, cupy.ndarray):
         size = a.itemsize
         so, st, si = a.strides
-        a_args = (a, so // size, st // size, si // size, arith.type(0))
+        a_args = (a, so // size, st // size, si // size, _ZERO[arith])
     else:
         a_args = (_NULL, 0, 0, 0, arith.type(a))
     r_args = _NO_RESETS if r is None else (r, *r.strides)  # bytes: strides are in elements
@@ -108,16 +109,16 @@ def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str, r=None) -> N
         cupy.cuda.runtime.memsetAsync(base, 0, lp.status_bytes, stream.ptr)
         values = base + lp.status_bytes
         step = lp.values_bytes
-        # status, agg_a, agg_b, agg_r, incl (kernel order); in memory the flags come last
-        chain = (np.uint64(base), np.uint64(values), np.uint64(values + step),
-                 np.uint64(values + 3 * step), np.uint64(values + 2 * step))  # fmt: skip
+        # status, agg_a, agg_b, agg_r, incl (kernel order); in memory the flags come last.
+        # (Python ints go as 64-bit integers: the same bits as the pointers.)
+        chain = (base, values, values + step, values + 3 * step, values + 2 * step)
     else:
         chain = _NULLS
     args = (
         *a_args, *r_args, v, _NULL if hf is None else hf, *h0_args,
         _NULL if y is None else y, _NULL if ga is None else ga,
         _NULL if s_out is None else s_out,
-        O, T, I, _INT32[down], np.int32(lp.log2s), lp.groups, *chain,
+        O, T, I, _INT32[down], lp.log2s_c, lp.groups, *chain,
     )  # fmt: skip
     kernel((lp.grid,), _BLOCK, args, shared_mem=lp.smem)
 

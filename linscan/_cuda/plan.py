@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+import numpy as np
+
 BLOCK = 256  # threads per block
 BATCH = 8  # staging loads in flight per thread and array
 WARP = 32
@@ -42,6 +44,7 @@ class Launch:
     itemsize: int  # of the arithmetic type
     # Derived once (a launch is planned once per shape and reused: calls are Python-bound):
     log2s: int = field(init=False)
+    log2s_c: np.int32 = field(init=False)  # as the kernel's int argument
     tile_steps: int = field(init=False)  # NS * S, with NS = BLOCK / cw threads per channel
     status_bytes: int = field(init=False)  # zeroed scratch: a tile counter, a flag per tile
     values_bytes: int = field(init=False)  # each of three per-tile arrays: A, B, prefix
@@ -52,6 +55,7 @@ class Launch:
         chained = self.chained
         derived = dict(
             log2s=self.steps.bit_length() - 1,
+            log2s_c=np.int32(self.steps.bit_length() - 1),
             tile_steps=BLOCK // self.cw * self.steps,
             status_bytes=_round(4 * (1 + self.grid)) if chained else 0,
             values_bytes=_round(self.grid * self.cw * self.itemsize) if chained else 0,
