@@ -126,3 +126,14 @@ def test_long_dependency_converges_at_a_short_length(tmp_path):
     assert len(history) < 500
     written = task.write(history, tmp_path / "long-dependency-64")
     assert written[0].read_text().count("\n") == len(history) + 1
+
+
+def test_model_speed_table_runs_small():
+    speed = load("model_speed")
+    lines = []
+    rows = speed.table(lengths=(4, 64), total=256, hidden=8, repeat=1, progress=lines.append)
+    assert [(r["model"], r["length"]) for r in rows] == [
+        (m, t) for m in speed.MODELS for t in (4, 64)
+    ]
+    assert all(r["sequential_s"] > 0 and r["parallel_s"] > 0 for r in rows)
+    assert len(lines) == len(rows)
