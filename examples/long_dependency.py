@@ -112,6 +112,47 @@ def train(length=1024, hidden=32, size=32, lr=3e-3, max_iters=5000, seed=0, xp=n
     return history
 
 
+def train_torch_lstm(length=1024, hidden=32, size=32, lr=3e-3, max_iters=5000, seed=0,
+                     time_limit=None, progress=print, every=25):  # fmt: skip
+    """The baseline of the paper's comparison: the same task, data and criterion with two
+    ``torch.nn.LSTM`` layers (PyTorch's own kernels, CPU or cuDNN) and the same readout,
+    optimizer and clipping. Returns the history like :func:`train`."""
+    import torch
+
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    lstm = torch.nn.LSTM(DIM, hidden, num_layers=2).to(device)
+    readout = torch.nn.Linear(hidden, 2).to(device)
+    params = list(lstm.parameters()) + list(readout.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    rng = np.random.default_rng(seed)
+    history, streak, start = [], 0, time.perf_counter()
+    for it in range(1, max_iters + 1):
+        x, labels = batch(rng, length, size)
+        x, labels = torch.from_numpy(x).to(device), torch.from_numpy(labels).to(device)
+        out, _ = lstm(x)
+        logits = readout(out[-1])
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        accuracy = float((logits.argmax(dim=1) == labels).float().mean())
+        elapsed = time.perf_counter() - start
+        history.append((it, elapsed, float(loss), accuracy))
+        streak = streak + 1 if accuracy == 1.0 else 0
+        if it % every == 0 or streak == 5:
+            progress(f"torch LSTM iter {it:6d}  {elapsed:8.1f} s  loss {float(loss):.4f}  "
+                     f"accuracy {accuracy:.3f}")  # fmt: skip
+        if streak == 5:
+            progress(f"torch LSTM converged after {it} iterations, {elapsed:.1f} s")
+            break
+        if time_limit is not None and elapsed > time_limit:
+            progress(f"torch LSTM stopped at the time limit after {it} iterations")
+            break
+    return history
+
+
 def converged(history) -> bool:
     return len(history) >= 5 and all(acc == 1.0 for *_, acc in history[-5:])
 
@@ -154,6 +195,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", default="auto", choices=["auto", "parallel", "sequential"])
     parser.add_argument("--gpu", action="store_true", help="CuPy arrays on the current GPU")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also train torch.nn.LSTM (needs PyTorch)"
+    )
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for CSV and plot")
     args = parser.parse_args(argv)
     xp = np
@@ -164,6 +208,14 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     for path in write(history, args.out / f"long-dependency-{args.length}"):
         print(f"wrote {path}")
+    if args.baseline:
+        base = train_torch_lstm(args.length, args.hidden, args.batch, args.lr, args.max_iters,
+                                args.seed, args.time_limit)  # fmt: skip
+        for path in write(base, args.out / f"long-dependency-torch-lstm-{args.length}"):
+            print(f"wrote {path}")
+        for name, h in (("linscan GILR-LSTM", history), ("torch.nn.LSTM", base)):
+            state = "converged" if converged(h) else "not converged"
+            print(f"{name:18s} {state:14s} after {h[-1][0]:6d} iterations, {h[-1][1]:8.1f} s")
     return history
 
 

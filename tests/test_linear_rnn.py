@@ -137,3 +137,10 @@ def test_model_speed_table_runs_small():
     ]
     assert all(r["sequential_s"] > 0 and r["parallel_s"] > 0 for r in rows)
     assert len(lines) == len(rows)
+
+
+def test_torch_lstm_baseline_trains_on_the_same_task():
+    pytest.importorskip("torch")
+    task = load("long_dependency")
+    history = task.train_torch_lstm(length=16, max_iters=3, progress=lambda line: None)
+    assert len(history) == 3 and all(0.0 <= acc <= 1.0 for *_, acc in history)
