@@ -139,10 +139,10 @@ def train_torch_lstm(length=1024, hidden=32, size=32, lr=3e-3, max_iters=5000, s
         opt.step()
         accuracy = float((logits.argmax(dim=1) == labels).float().mean())
         elapsed = time.perf_counter() - start
-        history.append((it, elapsed, float(loss), accuracy))
+        history.append((it, elapsed, loss.item(), accuracy))
         streak = streak + 1 if accuracy == 1.0 else 0
         if it % every == 0 or streak == 5:
-            progress(f"torch LSTM iter {it:6d}  {elapsed:8.1f} s  loss {float(loss):.4f}  "
+            progress(f"torch LSTM iter {it:6d}  {elapsed:8.1f} s  loss {loss.item():.4f}  "
                      f"accuracy {accuracy:.3f}")  # fmt: skip
         if streak == 5:
             progress(f"torch LSTM converged after {it} iterations, {elapsed:.1f} s")
