@@ -115,13 +115,23 @@ def train(length=1024, hidden=32, size=32, lr=3e-3, max_iters=5000, seed=0, xp=n
 def train_torch_lstm(length=1024, hidden=32, size=32, lr=3e-3, max_iters=5000, seed=0,
                      time_limit=None, progress=print, every=25):  # fmt: skip
     """The baseline of the paper's comparison: the same task, data and criterion with two
-    ``torch.nn.LSTM`` layers (PyTorch's own kernels, CPU or cuDNN) and the same readout,
-    optimizer and clipping. Returns the history like :func:`train`."""
+    ``torch.nn.LSTM`` layers (PyTorch's own kernels, CPU or cuDNN), the same readout,
+    optimizer and clipping, and the same chrono initialization of the forget gates. Returns
+    the history like :func:`train`."""
     import torch
 
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    lstm = torch.nn.LSTM(DIM, hidden, num_layers=2).to(device)
+    lstm = torch.nn.LSTM(DIM, hidden, num_layers=2)
+    init = np.random.default_rng(seed + 1)
+    with torch.no_grad():
+        for layer in range(2):  # gate order i, f, g, o; the forget bias is split over two
+            tau = init.uniform(1.0, max(2.0, float(length)), hidden)
+            getattr(lstm, f"bias_ih_l{layer}")[hidden : 2 * hidden] = torch.from_numpy(
+                np.log(np.maximum(tau - 1.0, 1e-3))
+            )
+            getattr(lstm, f"bias_hh_l{layer}")[hidden : 2 * hidden] = 0.0
+    lstm = lstm.to(device)
     readout = torch.nn.Linear(hidden, 2).to(device)
     params = list(lstm.parameters()) + list(readout.parameters())
     opt = torch.optim.Adam(params, lr=lr)
