@@ -41,6 +41,12 @@ def batch(rng, n, size, xp=np, dtype=np.float32):
     return xp.asarray(x), xp.asarray((signs > 0).astype(np.int64))
 
 
+def chrono_bias(rng, length, hidden):
+    """Decay-gate biases whose timescales are drawn from ``[1, length]`` (chrono init)."""
+    tau = rng.uniform(1.0, max(2.0, float(length)), hidden)
+    return np.log(np.maximum(tau - 1.0, 1e-3))
+
+
 class Model:
     """Two GILR-LSTM layers and a linear readout of the last step."""
 
@@ -50,9 +56,8 @@ class Model:
             rnn.GILRLSTM(DIM, hidden, rng, xp, dtype),
             rnn.GILRLSTM(hidden, hidden, rng, xp, dtype),
         ]
-        for layer in layers:  # chrono initialization of the decay gates
-            tau = rng.uniform(1.0, max(2.0, float(length)), hidden)
-            bias = xp.asarray(np.log(np.maximum(tau - 1.0, 1e-3)), dtype=dtype)
+        for layer in layers:
+            bias = xp.asarray(chrono_bias(rng, length, hidden), dtype=dtype)
             layer.params["gilr.b_g"][...] = bias
             layer.params["b"][:hidden] = bias
         self.stack = rnn.Stack(layers, method)
@@ -92,22 +97,34 @@ def train(length=1024, hidden=32, size=32, lr=3e-3, max_iters=5000, seed=0, xp=n
     rng = np.random.default_rng(seed)
     model = Model(hidden, length, rng, xp, method=method)
     opt = rnn.Adam(model.params, lr=lr, clip=1.0)
-    history, streak, start = [], 0, time.perf_counter()
-    for it in range(1, max_iters + 1):
+
+    def step():
         x, labels = batch(rng, length, size, xp)
         loss, accuracy, grads = model.loss_and_grads(x, labels)
         opt.step(grads)
+        return loss, accuracy
+
+    return _fit(step, max_iters, time_limit, progress, every, "")
+
+
+def _fit(step, max_iters, time_limit, progress, every, label) -> list:
+    """Call ``step()`` (one update, returning ``(loss, accuracy)``) until 5 consecutive
+    minibatches are all right, ``max_iters`` or ``time_limit`` seconds; report progress.
+    Returns one ``(iteration, seconds, loss, accuracy)`` per update."""
+    history, streak, start = [], 0, time.perf_counter()
+    for it in range(1, max_iters + 1):
+        loss, accuracy = step()
         elapsed = time.perf_counter() - start
         history.append((it, elapsed, loss, accuracy))
         streak = streak + 1 if accuracy == 1.0 else 0
         if it % every == 0 or streak == 5:
-            progress(f"iter {it:6d}  {elapsed:8.1f} s  {it / elapsed:6.2f} it/s  "
+            progress(f"{label}iter {it:6d}  {elapsed:8.1f} s  {it / elapsed:6.2f} it/s  "
                      f"loss {loss:.4f}  accuracy {accuracy:.3f}")  # fmt: skip
         if streak == 5:
-            progress(f"converged after {it} iterations, {elapsed:.1f} s")
+            progress(f"{label}converged after {it} iterations, {elapsed:.1f} s")
             break
         if time_limit is not None and elapsed > time_limit:
-            progress(f"stopped at the time limit after {it} iterations ({elapsed:.1f} s)")
+            progress(f"{label}stopped at the time limit after {it} iterations ({elapsed:.1f} s)")
             break
     return history
 
@@ -126,41 +143,27 @@ def train_torch_lstm(length=1024, hidden=32, size=32, lr=3e-3, max_iters=5000, s
     init = np.random.default_rng(seed + 1)
     with torch.no_grad():
         for layer in range(2):  # gate order i, f, g, o; the forget bias is split over two
-            tau = init.uniform(1.0, max(2.0, float(length)), hidden)
-            getattr(lstm, f"bias_ih_l{layer}")[hidden : 2 * hidden] = torch.from_numpy(
-                np.log(np.maximum(tau - 1.0, 1e-3))
-            )
+            bias = torch.from_numpy(chrono_bias(init, length, hidden))
+            getattr(lstm, f"bias_ih_l{layer}")[hidden : 2 * hidden] = bias
             getattr(lstm, f"bias_hh_l{layer}")[hidden : 2 * hidden] = 0.0
     lstm = lstm.to(device)
     readout = torch.nn.Linear(hidden, 2).to(device)
     params = list(lstm.parameters()) + list(readout.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     rng = np.random.default_rng(seed)
-    history, streak, start = [], 0, time.perf_counter()
-    for it in range(1, max_iters + 1):
+
+    def step():
         x, labels = batch(rng, length, size)
         x, labels = torch.from_numpy(x).to(device), torch.from_numpy(labels).to(device)
-        out, _ = lstm(x)
-        logits = readout(out[-1])
+        logits = readout(lstm(x)[0][-1])
         loss = torch.nn.functional.cross_entropy(logits, labels)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        accuracy = float((logits.argmax(dim=1) == labels).float().mean())
-        elapsed = time.perf_counter() - start
-        history.append((it, elapsed, loss.item(), accuracy))
-        streak = streak + 1 if accuracy == 1.0 else 0
-        if it % every == 0 or streak == 5:
-            progress(f"torch LSTM iter {it:6d}  {elapsed:8.1f} s  loss {loss.item():.4f}  "
-                     f"accuracy {accuracy:.3f}")  # fmt: skip
-        if streak == 5:
-            progress(f"torch LSTM converged after {it} iterations, {elapsed:.1f} s")
-            break
-        if time_limit is not None and elapsed > time_limit:
-            progress(f"torch LSTM stopped at the time limit after {it} iterations")
-            break
-    return history
+        return loss.item(), float((logits.argmax(dim=1) == labels).float().mean())
+
+    return _fit(step, max_iters, time_limit, progress, every, "torch LSTM ")
 
 
 def converged(history) -> bool:
