@@ -1,0 +1,236 @@
+"""linscan.dask: the in-memory functions on Dask arrays, chunked along any axes.
+
+Each result is held to the float64 oracle with the in-memory tolerance (chunking regroups the
+same terms: see linscan.testing) and must have the in-memory result's dtype and shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import linscan
+from linscan import testing
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+ld = pytest.importorskip("linscan.dask")
+
+SYNC = {"scheduler": "synchronous"}
+DTYPES = (np.float32, np.float64, np.complex64, np.float16)
+
+
+@st.composite
+def chunks_of(draw, n, most=200):
+    """Chunk sizes for an axis of length ``n``: 1 to ``most`` chunks of uneven sizes."""
+    if n <= 1:
+        return (n,)
+    count = draw(st.integers(1, min(n, most)))
+    cuts = sorted(draw(st.sets(st.integers(1, n - 1), min_size=count - 1, max_size=count - 1)))
+    return tuple(np.diff([0, *cuts, n]).tolist())
+
+
+@st.composite
+def chunked(draw, value):
+    """``value`` as a Dask array with random chunks (numbers and ``None`` stay as they are)."""
+    if value is None or not isinstance(value, np.ndarray):
+        return value
+    chunks = tuple(draw(chunks_of(n)) for n in value.shape)
+    return da.from_array(value, chunks=chunks)
+
+
+def _compute(*values):
+    with dask.config.set(SYNC):
+        return dask.compute(*values)
+
+
+def _chunked_case(draw, case):
+    return [draw(chunked(v)) for v in (case.a, case.x, case.h0, case.resets)]
+
+
+@given(st.data())
+def test_scan_matches_the_oracle_for_any_chunking(data):
+    case = data.draw(testing.scan_cases(dtypes=DTYPES, max_steps=60))
+    a, x, h0, resets = _chunked_case(data.draw, case)
+    kw = dict(axis=case.axis, reverse=case.reverse, resets=resets)
+    lazy = ld.scan(a, x, h0, **kw)
+    expected = linscan.scan(case.a, case.x, case.h0, **case.kwargs)
+    assert (lazy.shape, lazy.dtype) == (expected.shape, expected.dtype)
+    (h,) = _compute(lazy)
+    assert (h.shape, h.dtype) == (expected.shape, expected.dtype)
+    testing.assert_scan_close(h, case.a, case.x, case.h0, **case.kwargs)
+    if isinstance(x, da.Array) and x.shape == lazy.shape:
+        assert lazy.chunks == x.chunks
+
+
+@given(st.data())
+def test_final_state_matches_the_oracle_for_any_chunking(data):
+    case = data.draw(testing.scan_cases(dtypes=DTYPES, max_steps=60))
+    a, x, h0, resets = _chunked_case(data.draw, case)
+    lazy = ld.final_state(a, x, h0, axis=case.axis, reverse=case.reverse, resets=resets)
+    expected = linscan.final_state(case.a, case.x, case.h0, **case.kwargs)
+    (state,) = _compute(lazy)
+    assert (state.shape, state.dtype) == (expected.shape, expected.dtype)
+    testing.assert_final_state_close(state, case.a, case.x, case.h0, **case.kwargs)
+
+
+@given(st.data())
+def test_scan_backward_matches_the_oracle_for_any_chunking(data):
+    case = data.draw(testing.backward_cases(dtypes=DTYPES, max_steps=60))
+    h_mem = linscan.scan(case.a, case.x, case.h0, **case.kwargs)
+    a, _, h0, resets = _chunked_case(data.draw, case)
+    h, grad_h = data.draw(chunked(h_mem)), data.draw(chunked(case.grad_h))
+    kw = dict(axis=case.axis, reverse=case.reverse, resets=resets)
+    lazy = ld.scan_backward(a, h, grad_h, h0, **kw)
+    expected = linscan.scan_backward(case.a, h_mem, case.grad_h, case.h0, **case.kwargs)
+    grads = _compute(*[g for g in lazy if g is not None])
+    grads = grads + (None,) * (3 - len(grads))
+    for got, want in zip(grads, expected):
+        if want is None:
+            assert got is None
+        else:
+            assert (got.shape, got.dtype) == (want.shape, want.dtype)
+    testing.assert_scan_backward_close(grads, case.a, h_mem, case.grad_h, case.h0, **case.kwargs)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("count", [1, 2, 3, 17, 200])
+def test_up_to_200_uneven_chunks_along_time(count, reverse):
+    rng = np.random.default_rng(count)
+    T = 1000
+    cuts = np.sort(rng.choice(np.arange(1, T), count - 1, replace=False))
+    chunks = tuple(np.diff([0, *cuts, T]).tolist())
+    a = rng.uniform(0.9, 1.0, (3, T))
+    x = rng.normal(size=(3, T))
+    resets = rng.random((3, T)) < 0.003
+    h0 = rng.normal(size=3)
+    A, X, R = (da.from_array(v, chunks=(2, chunks)) for v in (a, x, resets))
+    kw = dict(reverse=reverse, resets=resets)
+    h, state = _compute(ld.scan(A, X, h0, reverse=reverse, resets=R),
+                        ld.final_state(A, X, h0, reverse=reverse, resets=R))  # fmt: skip
+    testing.assert_scan_close(h, a, x, h0, **kw)
+    testing.assert_final_state_close(state, a, x, h0, **kw)
+    g = rng.normal(size=(3, T))
+    grads = _compute(*ld.scan_backward(A, da.from_array(h, chunks=(3, chunks)), g, h0,
+                                       reverse=reverse, resets=R))  # fmt: skip
+    testing.assert_scan_backward_close(grads, a, h, g, h0, **kw)
+
+
+def _depth(collection) -> int:
+    """The number of tasks on the longest dependency chain of ``collection``'s graph."""
+    graph = dict(collection.__dask_graph__())
+    deps = {key: dask.core.get_dependencies(graph, key) for key in graph}
+    depth = {}
+
+    def visit(key):
+        if key not in depth:
+            depth[key] = 1 + max((visit(d) for d in deps[key]), default=0)
+        return depth[key]
+
+    import sys
+
+    sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
+    return max(visit(key) for key in graph)
+
+
+def test_graph_depth_grows_with_the_log_of_the_number_of_chunks():
+    depths = {}
+    for count in (4, 64, 1024):
+        x = da.ones((2, 4 * count), chunks=(2, 4))
+        depths[count] = (_depth(ld.final_state(0.5, x)), _depth(ld.scan(0.5, x)))
+    # 16 times the chunks: 4 more levels of the tree. final_state: one composition a level;
+    # scan: two (the compositions, then the carries) and Dask's checkpoint before the second
+    # pass (a reduction tree of its own over the carries).
+    for k, per_level in ((0, 1), (1, 3)):
+        assert depths[64][k] - depths[4][k] <= per_level * 4, depths
+        assert depths[1024][k] - depths[64][k] <= per_level * 4, depths
+
+
+def test_the_result_is_lazy_and_inputs_unchanged():
+    calls = []
+
+    def block(x, block_info=None):
+        calls.append(1)
+        return x
+
+    x = da.ones((4, 30), chunks=(2, 7)).map_blocks(block, dtype=float, meta=np.empty((0, 0)))
+    a = np.full(30, 0.5)
+    before = a.copy()
+    h = ld.scan(a, x, axis=-1)
+    f = ld.final_state(a, x)
+    g = ld.scan_backward(a, h, x, h0=np.zeros(4))
+    assert calls == []
+    _compute(h, f, *g)
+    assert calls and np.array_equal(a, before)
+
+
+def test_broadcast_inputs_h0_dask_and_numpy_mixed():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0.5, 1.0, (20, 1))  # a decay per step, broadcast over channels
+    x = rng.normal(size=(20, 6))
+    h0 = rng.normal(size=(1,))
+    X = da.from_array(x, chunks=(3, 4))
+    H0 = da.from_array(h0)
+    (h,) = _compute(ld.scan(a, X, H0, axis=0))
+    testing.assert_scan_close(h, a, x, h0, axis=0)
+    grads = _compute(*ld.scan_backward(a, da.from_array(h, chunks=5), np.ones((20, 6)), H0,
+                                       axis=0))  # fmt: skip
+    assert grads[0].shape == (20, 1) and grads[2].shape == (1,)
+    testing.assert_scan_backward_close(grads, a, h, np.ones((20, 6)), h0, axis=0)
+
+
+def test_python_number_decay_and_h0():
+    x = da.arange(12.0, chunks=5).reshape(3, 4)
+    h = ld.scan(0.5, x, 1.0, axis=0)
+    expected = linscan.scan(0.5, np.arange(12.0).reshape(3, 4), 1.0, axis=0)
+    np.testing.assert_allclose(_compute(h)[0], expected, rtol=1e-15)
+    ga, _, gh0 = _compute(*ld.scan_backward(0.5, h, da.ones((3, 4), chunks=2), 1.0, axis=0))
+    want = linscan.scan_backward(0.5, expected, np.ones((3, 4)), 1.0, axis=0)
+    assert ga.shape == () and gh0.shape == ()
+    np.testing.assert_allclose(ga, want[0], rtol=1e-13)
+    np.testing.assert_allclose(gh0, want[2], rtol=1e-13)
+
+
+def test_errors_are_the_in_memory_errors():
+    x = da.ones((3, 4), chunks=2)
+    with pytest.raises(np.exceptions.AxisError):
+        ld.scan(0.5, x, axis=2)
+    with pytest.raises(TypeError, match="x must have a floating-point dtype"):
+        ld.scan(0.5, da.ones(4, dtype=np.int32, chunks=2))
+    with pytest.raises(ValueError, match="a and x must broadcast together"):
+        ld.scan(da.ones(3, chunks=2), x)
+    with pytest.raises(ValueError, match="method"):
+        ld.final_state(0.5, x, method="fast")
+    with pytest.raises(TypeError, match="resets must be a boolean array"):
+        ld.scan(0.5, x, resets=da.zeros((3, 4), chunks=2))
+
+
+def test_empty_and_single_chunk():
+    for shape, chunks in (((0, 3), 2), ((3, 0), 2), ((5, 3), -1)):
+        x = np.arange(math.prod(shape), dtype=float).reshape(shape)
+        X = da.from_array(x, chunks=chunks)
+        h, f = _compute(ld.scan(0.9, X, axis=0), ld.final_state(0.9, X, 2.0, axis=0))
+        np.testing.assert_allclose(h, linscan.scan(0.9, x, axis=0))
+        np.testing.assert_allclose(f, linscan.final_state(0.9, x, 2.0, axis=0))
+
+
+@pytest.mark.gpu
+def test_cupy_chunks():
+    cupy = pytest.importorskip("cupy")
+    if not linscan._backend.gpu_status()[0]:
+        pytest.skip("no usable GPU")
+    rng = np.random.default_rng(2)
+    a, x = rng.uniform(0.5, 1, (4, 300)), rng.normal(size=(4, 300))
+    A = da.from_array(cupy.asarray(a), chunks=(2, 37))
+    X = da.from_array(cupy.asarray(x), chunks=(2, 37))
+    h, f = _compute(ld.scan(A, X, 1.0), ld.final_state(A, X, 1.0))
+    assert isinstance(h, cupy.ndarray)
+    testing.assert_scan_close(cupy.asnumpy(h), a, x, 1.0)
+    testing.assert_final_state_close(cupy.asnumpy(f), a, x, 1.0)
+    grads = _compute(*ld.scan_backward(A, da.from_array(h, chunks=(4, 50)), X, 1.0))
+    testing.assert_scan_backward_close([cupy.asnumpy(g) for g in grads], a,
+                                       cupy.asnumpy(h), x, 1.0)  # fmt: skip

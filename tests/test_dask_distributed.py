@@ -1,0 +1,81 @@
+"""linscan.dask on a real ``dask.distributed.LocalCluster``: two worker processes.
+
+The second test scans an array larger than any worker's memory limit (and than both together);
+with ``allowed-failures`` at 0, a worker killed for memory fails the computation at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from linscan import testing
+
+distributed = pytest.importorskip("distributed")
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+ld = pytest.importorskip("linscan.dask")
+
+MEMORY_LIMIT = 640 * 2**20  # bytes per worker
+
+
+@pytest.fixture(scope="module")
+def client():
+    # No spilling to disk and no pausing: a worker over its limit is killed, and a killed
+    # worker fails the computation.
+    settings = {
+        "distributed.scheduler.allowed-failures": 0,
+        "distributed.worker.memory.target": False,
+        "distributed.worker.memory.spill": False,
+        "distributed.worker.memory.pause": False,
+        "distributed.worker.memory.terminate": 0.95,
+    }
+    with dask.config.set(settings):
+        with distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=MEMORY_LIMIT,
+            dashboard_address=None,
+        ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+            yield client
+
+
+def test_the_cluster_gives_the_in_memory_results(client):
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0.8, 1.0, (6, 500))
+    x = rng.normal(size=(6, 500))
+    h0 = rng.normal(size=6)
+    resets = rng.random((6, 500)) < 0.01
+    A = da.from_array(a, chunks=(3, 37))
+    X = da.from_array(x, chunks=(2, 53))
+    R = da.from_array(resets, chunks=(6, 100))
+    for reverse in (False, True):
+        kw = dict(reverse=reverse, resets=resets)
+        lazy_h = ld.scan(A, X, h0, reverse=reverse, resets=R)
+        h, state = client.compute([lazy_h, ld.final_state(A, X, h0, reverse=reverse, resets=R)],
+                                  sync=True)  # fmt: skip
+        testing.assert_scan_close(h, a, x, h0, **kw)
+        testing.assert_final_state_close(state, a, x, h0, **kw)
+        grads = client.compute(list(ld.scan_backward(A, lazy_h, X, h0, reverse=reverse,
+                                                     resets=R)), sync=True)  # fmt: skip
+        testing.assert_scan_backward_close(grads, a, h, x, h0, **kw)
+
+
+def test_an_array_larger_than_a_worker_s_memory(client):
+    """16 x 24 Mi float32 steps (1.5 GiB of x, 1.5 GiB of h) on workers of 640 MiB: each
+    chunk is loaded, used and released; nothing waits in memory for its carry."""
+    rows, steps, chunk = 16, 24 * 2**20, 2**20
+    assert rows * steps * 4 > 2 * MEMORY_LIMIT
+    workers = set(client.scheduler_info()["workers"])
+    decay = np.float32(0.999)
+    x = da.ones((rows, steps), dtype=np.float32, chunks=(rows, chunk))
+    h = ld.scan(decay, x)
+    total, last = client.compute([h.sum(axis=1, dtype=np.float64), h[:, -1]], sync=True)
+    # h[t] = (1 - a^(t+1)) / (1 - a): float32 rounding of a and of each step.
+    a = float(decay)
+    limit = 1 / (1 - a)
+    expected_total = (steps - a * (1 - a**steps) / (1 - a)) / (1 - a)
+    np.testing.assert_allclose(last, limit, rtol=1e-3)
+    np.testing.assert_allclose(total, expected_total, rtol=1e-3)
+    assert set(client.scheduler_info()["workers"]) == workers  # none was restarted
