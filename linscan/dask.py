@@ -43,7 +43,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 from dask.core import flatten
-from dask._task_spec import Task, TaskRef, convert_legacy_graph
+from dask._task_spec import Alias, Task, TaskRef, convert_legacy_graph
 from dask.highlevelgraph import HighLevelGraph
 
 from . import _api, _dtypes, _layout, _validate
@@ -333,23 +333,30 @@ def _bound(inputs, carries):
     ``carries`` is computed: see "Memory and reads" in the module docstring.
 
     Every task of the inputs' graphs is copied under a new key, and the copies of the tasks
-    that depend on nothing (those that load or make data) wait for one task that waits for
-    every carry. ``dask.graph_manipulation.bind`` means to do this, but (Dask 2026.8) its
-    copies of ``rechunk`` and ``reshape`` graphs still point at the original keys."""
+    that depend on no other task (those that load or make data) wait for one task that waits
+    for every carry. Data already in memory (arrays embedded in the graph, or persisted on a
+    cluster) is not copied: the copies' blocks refer to it. ``dask.graph_manipulation.bind``
+    means to do this, but (Dask 2026.8) its copies of ``rechunk`` and ``reshape`` graphs still
+    point at the original keys."""
     arrays = [arr for arr in inputs if arr is not None]
     token = tokenize(carries.name, *[arr.name for arr in arrays])
     graph = convert_legacy_graph(dict(HighLevelGraph.merge(*[a.dask for a in arrays])))
-    renamed = {key: _renamed(key, token) for key in graph}
+    tasks = [key for key, node in graph.items() if isinstance(node, (Task, Alias))]
+    renamed = {key: _renamed(key, token) for key in tasks}
     ready = "linscan-carries-ready-" + token
-    tasks = {ready: Task(ready, _nothing, *map(TaskRef, flatten(carries.__dask_keys__())))}
-    for key, node in graph.items():
-        node = node.substitute(renamed, key=renamed[key])
-        if not node.dependencies:  # loads or makes data: only once the carries are known
-            node = Task(node.key, _second, TaskRef(ready), node.substitute({}, key=None))
-        tasks[node.key] = node
+    copied = {ready: Task(ready, _nothing, *map(TaskRef, flatten(carries.__dask_keys__())))}
+    for key, new in renamed.items():
+        node = graph[key].substitute(renamed, key=new)
+        if isinstance(node, Task) and not node.dependencies & renamed.keys():
+            node = Task(new, _second, TaskRef(ready), node.substitute({}, key=None))
+        copied[new] = node
+    for arr in arrays:
+        for key in flatten(arr.__dask_keys__()):
+            if key not in renamed:  # in memory already: the copy is another name for it
+                copied[_renamed(key, token)] = Alias(_renamed(key, token), key)
     copies = iter(
         da.Array(
-            HighLevelGraph.from_collections(_renamed(arr.name, token), tasks, [carries]),
+            HighLevelGraph.from_collections(_renamed(arr.name, token), copied, [carries, *arrays]),
             _renamed(arr.name, token),
             arr.chunks,
             dtype=arr.dtype,

@@ -48,7 +48,7 @@ def test_the_cluster_gives_the_in_memory_results(client):
     h0 = rng.normal(size=6)
     resets = rng.random((6, 500)) < 0.01
     A = da.from_array(a, chunks=(3, 37))
-    X = da.from_array(x, chunks=(2, 53))
+    X = client.persist(da.from_array(x, chunks=(2, 53)))  # in the workers' memory already
     R = da.from_array(resets, chunks=(6, 100))
     for reverse in (False, True):
         kw = dict(reverse=reverse, resets=resets)
