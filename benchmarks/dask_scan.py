@@ -88,17 +88,16 @@ def main(argv=None):
     elements = rows * steps
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()  # fmt: skip
+    machine = platform.processor() or platform.machine()
     print(f"# linscan.dask, {rows} x {steps} float32 ({elements * 4 / 2**30:.2f} GiB), "
-          f"{time.strftime('%Y-%m-%d')}, commit {commit}, {platform.processor() or platform.machine()}, "
+          f"{time.strftime('%Y-%m-%d')}, commit {commit}, {machine}, "
           f"dask {dask.__version__}\n")  # fmt: skip
     x = np.random.default_rng(0).standard_normal((rows, steps), np.float32)
     base, floor = in_memory(x, args.repeat)
     print(f"in-memory linscan.scan: {elements / base / 1e6:.0f} M elements/s "
           f"({floor / base:.2f} of np.add's speed on the same arrays)\n")  # fmt: skip
     results = {}
-    results["threads (1 process, 2 threads)"] = [
-        dask_time(x, k, args.repeat) for k in args.chunks
-    ]
+    results["threads (1 process, 2 threads)"] = [dask_time(x, k, args.repeat) for k in args.chunks]
     for workers in (1, 2):
         with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                       dashboard_address=None) as cluster:  # fmt: skip

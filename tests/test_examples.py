@@ -22,3 +22,13 @@ def test_streaming_matches_one_scan():
 def test_fit_decay_recovers_the_decays():
     true, learned = load("fit_decay").main()
     np.testing.assert_allclose(learned, true, atol=1e-3)
+
+
+def test_dask_scan_filters_a_zarr_store(tmp_path):
+    import pytest
+
+    pytest.importorskip("zarr")
+    pytest.importorskip("dask")
+    error = load("dask_scan").main(["--samples", "2**16", "--chunk", "2**12", "--channels",
+                                    "3", "--dir", str(tmp_path)])  # fmt: skip
+    assert error < 1e-4  # float32, 16 chunks forwards and backwards

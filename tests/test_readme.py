@@ -14,6 +14,8 @@ def test_python_blocks_run(index):
     code = BLOCKS[index]
     if "import torch" in code:
         pytest.importorskip("torch")
+    if "import dask" in code:
+        pytest.importorskip("dask.array")
     if "from hypothesis" in code:
         pytest.skip("a pattern for the reader's own tests (my_scan is theirs)")
     exec(compile(code, f"README.md block {index}", "exec"), {})
