@@ -35,7 +35,8 @@ step warm 120 "$py" -c "
 from linscan._cuda import source
 for name, mode, seconds in source.warm(): print(f'{name:11s} mode {mode}: {seconds:5.1f} s')
 print('every kernel module compiled')"
-step gpu_tests 300 "$py" -m pytest -q -p no:cacheprovider --maxfail=20 tests/test_gpu.py tests/test_frameworks.py
+# tests/test_dask.py: Dask arrays of CuPy chunks (skipped where Dask is not installed)
+step gpu_tests 300 "$py" -m pytest -q -p no:cacheprovider --maxfail=20 tests/test_gpu.py tests/test_frameworks.py tests/test_dask.py
 step gpu_bench 200 "$py" -m linscan bench --gpu --json
 [ -s "$out/gpu_bench.log" ] && "$py" - "$out" <<'PY' >"$out/gpu_bench.md" 2>&1
 import json, sys
