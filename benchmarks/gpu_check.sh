@@ -7,6 +7,9 @@
 # step cannot eat the whole lease. STEPS selects steps (default: all, in this order):
 #   info warm gpu_tests gpu_bench memcheck racecheck synccheck initcheck profile cpu_tests cpu_bench
 # (warm compiles every kernel module at once, in parallel, into CuPy's disk cache).
+# The device machine has no Dask: for the Dask tests with CuPy chunks, install it here into a
+# folder (`pip install --target .device-site "dask[array]"`, pure Python; .device-site is
+# git-ignored), carry that folder, and run with PYTHONPATH=.:.device-site.
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUTDIR}
 mkdir -p "$out"
