@@ -101,11 +101,13 @@ def _result_dtype(*operands) -> np.dtype:
 
 
 def _as_array(name: str, value, dtype: np.dtype) -> np.ndarray:
-    """A Python number becomes a 0-d array of the result dtype; arrays pass through."""
+    """A Python number becomes a 0-d array of the result dtype; arrays pass through. A float
+    beyond the dtype's range becomes inf, as NumPy rounds it, without NumPy's warning."""
     if not _is_python_number(value):
         return value
     try:
-        return np.asarray(value, dtype=dtype)
+        with np.errstate(over="ignore"):
+            return np.asarray(value, dtype=dtype)
     except OverflowError as exc:  # a Python int too large for any float
         raise ValueError(
             f"{name} must fit in {dtype}, got a Python int of {value.bit_length()} bits"

@@ -82,6 +82,22 @@ def _compare(name, actual, expected, bound, steps, dtype, flushed=1.0):
     if _dtypes.is_complex(dtype) or np.iscomplexobj(expected):
         # The components, each within the modulus's tolerance (see the module docstring).
         scale = (1 + 5**0.5) / 2 if _dtypes.is_complex(dtype) else 1.0
+        # A complex value with a NaN part is NaN as a whole (its modulus is): where the
+        # oracle's is, the result must have a NaN part too, whichever; the other part of such
+        # a value means nothing (complex arithmetic spreads NaN from one part to the other or
+        # not, by the order of its operations).
+        expected_nan = np.isnan(expected.real) | np.isnan(expected.imag)
+        actual_nan = np.isnan(actual.real) | np.isnan(actual.imag)
+        if not np.array_equal(expected_nan, actual_nan):
+            where = np.unravel_index(np.argmax(expected_nan != actual_nan), expected_nan.shape)
+            raise AssertionError(
+                f"{name}: NaN where the oracle has none, or none where it has NaN; first at "
+                f"index {where}: got {actual[where]!r}, expected {expected[where]!r}"
+            )
+        if expected_nan.any():
+            both_nan = complex(np.nan, np.nan)
+            actual = np.where(actual_nan, both_nan, actual)
+            expected = np.where(expected_nan, both_nan, expected)
         for part in ("real", "imag"):
             _compare_real(
                 f"{name} ({part} part)", getattr(actual, part), getattr(expected, part), bound,
@@ -149,10 +165,17 @@ class Oracle:
 def _as_linscan_sees(*values):
     """``values`` with Python numbers rounded to the call's result dtype, as linscan (like
     NumPy) rounds them: a decay of 0.9 given with float16 arrays is float16(0.9)."""
+    values = [_array_unless_number(v) for v in values]
     dtype = result_dtype(*values)
-    return [
-        np.asarray(v, dtype) if v is not None and not hasattr(v, "dtype") else v for v in values
-    ]
+    return [np.asarray(v, dtype) if isinstance(v, (int, float, complex)) else v for v in values]
+
+
+def _array_unless_number(value):
+    """Nested lists and other array-likes as the arrays linscan makes of them; Python numbers
+    (weak) and ``None`` as they are."""
+    if value is None or hasattr(value, "dtype") or isinstance(value, (int, float, complex)):
+        return value
+    return np.asarray(value)
 
 
 def scan_oracle(a, x, h0=None, *, axis=-1, reverse=False, resets=None) -> Oracle:
@@ -179,8 +202,9 @@ def backward_oracles(a, h, grad_h, h0=None, *, axis=-1, reverse=False, resets=No
     def steps_summed(arg):  # the steps of g plus the copies summed into one gradient
         return T + 1 + size / max(1.0, float(np.prod(np.shape(arg))))
 
-    def largest(arr):
-        return float(np.max(_abs(arr), initial=0.0))
+    def largest(arr):  # of the finite values: a NaN or inf elsewhere makes no tolerance
+        magnitudes = _abs(arr)
+        return float(np.max(magnitudes, where=np.isfinite(magnitudes), initial=0.0))
 
     grad_a = Oracle(expected[0], bounds[0], steps_summed(a), 1.0 + largest(h))
     grad_x = Oracle(expected[1], bounds[1], _steps(shape, axis, not reverse))
@@ -266,7 +290,7 @@ class BackwardCase(ScanCase):
 
 def result_dtype(*values) -> np.dtype:
     """The dtype linscan returns for inputs ``values`` (``None`` ignored; Python numbers weak)."""
-    values = [v for v in values if v is not None]
+    values = [_array_unless_number(v) for v in values if v is not None]
     arrays = [np.asarray(v).dtype for v in values if hasattr(v, "dtype")]  # NumPy scalars too
     return _dtypes.promote(arrays, any(type(v) is complex for v in values))
 

@@ -1,0 +1,207 @@
+"""Hostile input: hypothesis throws anything at the public functions.
+
+Every call must either return the right result (checked against the float64 serial oracle) or
+raise TypeError, ValueError or numpy's AxisError with a message naming an argument; never
+another exception, and never a changed input. Arrays come in every NumPy dtype (big-endian,
+structured, object, datetime, strings), 0-d to 5-d, zero-size, as strided, reversed and
+transposed views; keywords come with wrong types and out-of-range values.
+
+Values: finite, NaN, and +-inf in ``x`` and ``h0``; decays are finite or NaN (an infinite
+decay is the one documented exception to "as the serial loop says": see test_behaviour).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import linscan
+from linscan import testing
+
+ERRORS = (TypeError, ValueError, np.exceptions.AxisError)
+NAMES = ("a", "x", "h0", "h", "grad_h", "axis", "reverse", "method", "out", "resets")
+
+FLOATS = ["float16", "float32", "float64", "complex64", "complex128", ">f4", ">f8", ">c16"]
+
+
+def _dtypes():
+    return st.one_of(
+        st.sampled_from([np.dtype(d) for d in FLOATS]),
+        hnp.scalar_dtypes(),  # bool, ints, floats, complex, datetime64, timedelta64
+        hnp.integer_dtypes(endianness="?"),
+        hnp.byte_string_dtypes(max_len=3),
+        hnp.unicode_string_dtypes(max_len=3),
+        hnp.array_dtypes(allow_subarrays=True),  # structured
+        st.just(np.dtype(object)),
+    )
+
+
+@st.composite
+def arrays(draw, shape=None, dtype=None, finite_only=False):
+    """An array of any dtype and shape, as a view of some kind."""
+    dtype = draw(_dtypes()) if dtype is None else np.dtype(dtype)
+    if shape is None:
+        shape = draw(hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=4))
+    if dtype.kind in "fc":
+        specials = [0.0, -0.0, np.nan] + ([] if finite_only else [np.inf, -np.inf])
+        values = st.one_of(st.floats(-4, 4), st.sampled_from(specials))
+        flat = draw(st.lists(values, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
+        arr = np.array(flat, dtype=np.float64).reshape(shape).astype(dtype)
+        if dtype.kind == "c" and draw(st.booleans()):
+            arr = arr + 1j * arr[::-1].reshape(shape) if arr.ndim else arr
+    else:
+        arr = draw(hnp.arrays(dtype, shape))
+    kind = draw(st.sampled_from(["plain", "reversed", "strided", "transposed", "readonly"]))
+    if arr.ndim and kind == "reversed":
+        arr = np.flip(np.flip(arr).copy())
+    elif arr.ndim and kind == "strided":
+        arr = np.repeat(arr, 2, axis=-1)[..., ::2]
+    elif arr.ndim and kind == "transposed":
+        arr = np.ascontiguousarray(arr.T).T
+    elif kind == "readonly":
+        arr = arr.copy()
+        arr.flags.writeable = False
+    return arr
+
+
+def junk():
+    return st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=True),
+        st.complex_numbers(),
+        st.text(max_size=3),
+        st.lists(st.floats(-2, 2), max_size=3),
+        st.just(object()),
+        st.just({"a": 1}),
+        arrays(),
+    )
+
+
+@st.composite
+def calls(draw, function):
+    """Arguments of ``function``: mostly plausible, often broken in one or more places."""
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5))
+    float_dtype = st.sampled_from(FLOATS)
+
+    def operand(finite_only=False, plausible=0.8):
+        if draw(st.floats(0, 1)) < plausible:
+            return draw(arrays(shape, draw(float_dtype), finite_only))
+        return draw(junk())
+
+    kwargs = {}
+    if function is linscan.scan_backward:
+        args = [operand(True), operand(), operand()]  # a, h, grad_h
+    else:
+        args = [operand(True), operand()]  # a, x
+    if draw(st.booleans()):
+        state = shape[1:] if shape else ()
+        kwargs["h0"] = (draw(arrays(state, draw(float_dtype))) if draw(st.floats(0, 1)) < 0.7
+                        else draw(junk()))  # fmt: skip
+    axis_values = st.one_of(st.integers(-6, 5), junk())
+    for name, plausible in (
+        ("axis", axis_values),
+        ("reverse", st.one_of(st.booleans(), junk())),
+        ("method", st.one_of(st.sampled_from(["auto", "sequential", "parallel"]), junk())),
+        ("resets", st.one_of(arrays(shape, np.bool_), junk())),
+    ):
+        if draw(st.booleans()):
+            kwargs[name] = draw(plausible)
+    if function is linscan.scan and draw(st.integers(0, 3)) == 0:
+        kwargs["out"] = draw(st.one_of(arrays(shape, draw(float_dtype)), junk()))
+    return args, kwargs
+
+
+def _snapshot(value):
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, (list, dict)):
+        return repr(value)
+    return value
+
+
+def _unchanged(before, after):
+    if isinstance(after, np.ndarray):
+        return before.dtype == after.dtype and before.shape == after.shape and _same(before, after)
+    if isinstance(after, (list, dict)):
+        return before == repr(after)
+    return True
+
+
+def _same(before, after):
+    try:
+        return bool(np.all((before == after) | ((before != before) & (after != after))))
+    except (TypeError, ValueError):  # structured and other dtypes that do not compare
+        return before.tobytes() == after.tobytes()
+
+
+def _check(function, args, kwargs):
+    inputs = list(args) + [v for k, v in kwargs.items() if k != "out"]
+    before = [_snapshot(v) for v in inputs]
+    try:
+        result = function(*args, **kwargs)
+    except ERRORS as exc:
+        message = str(exc)
+        assert any(name in message for name in NAMES), f"{type(exc).__name__}: {message}"
+        returned = False
+    else:
+        returned = True
+    for old, new in zip(before, inputs):
+        assert _unchanged(old, new), "an input was modified"
+    return result if returned else None
+
+
+def _oracle_kwargs(kwargs):
+    return {k: v for k, v in kwargs.items() if k in ("h0", "axis", "reverse", "resets")}
+
+
+@settings(max_examples=600)
+@given(calls(linscan.scan))
+def test_scan_returns_the_truth_or_a_documented_error(call):
+    args, kwargs = call
+    h = _check(linscan.scan, args, kwargs)
+    if h is not None:
+        kw = _oracle_kwargs(kwargs)
+        h0 = kw.pop("h0", None)
+        if h.dtype.byteorder not in "=|" or "out" in kwargs:
+            h = np.asarray(h, h.dtype.newbyteorder("="))
+        testing.assert_scan_close(h, *args, h0, **kw)
+
+
+@settings(max_examples=600)
+@given(calls(linscan.final_state))
+def test_final_state_returns_the_truth_or_a_documented_error(call):
+    args, kwargs = call
+    state = _check(linscan.final_state, args, kwargs)
+    if state is not None:
+        kw = _oracle_kwargs(kwargs)
+        h0 = kw.pop("h0", None)
+        testing.assert_final_state_close(state, *args, h0, **kw)
+
+
+@settings(max_examples=600)
+@given(calls(linscan.scan_backward))
+def test_scan_backward_returns_the_truth_or_a_documented_error(call):
+    args, kwargs = call
+    grads = _check(linscan.scan_backward, args, kwargs)
+    if grads is not None:
+        kw = _oracle_kwargs(kwargs)
+        h0 = kw.pop("h0", None)
+        testing.assert_scan_backward_close(grads, *args, h0, **kw)
+
+
+@pytest.mark.parametrize("function", [linscan.scan, linscan.final_state])
+def test_every_dtype_is_accepted_or_named(function):
+    """A fixed sweep next to the random one: each NumPy dtype as x."""
+    for code in np.typecodes["All"] + "U" + "S" + "O":
+        x = np.zeros(3, dtype=code)
+        try:
+            function(0.5, x)
+        except TypeError as exc:
+            assert "x must" in str(exc)
+        else:
+            assert np.dtype(code).kind in "fc"
