@@ -121,7 +121,8 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
         return
     everything = _plan.Box(0, O, 0, I)
     flat = [piece for task in plan.pieces for piece in task]
-    prods = np.empty((len(flat),) + state.shape, state.dtype)
+    # Products and partial states in float64 (complex128): see "Accuracy" in _cpu_kernels.
+    prods = np.empty((len(flat),) + state.shape, np.promote_types(state.dtype, np.float64))
     parts = np.zeros_like(prods)
     flags = np.zeros(prods.shape, bool) if resets is not None else None
     tasks, first = [], 0
@@ -146,7 +147,7 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
             else _compose(prods[g], parts[g], flags[g], carry)
         )
         if g + 1 == len(flat) or flat[g + 1].segment != piece.segment:
-            starts.append(carry)
+            starts.append(carry.astype(state.dtype))  # rounded once per segment
     if walk is not None:  # a pass without results has reduced every segment already
         _run(
             [

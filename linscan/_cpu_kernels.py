@@ -32,6 +32,15 @@ Conventions that the speed depends on (measured on the project's 2-core machine)
   product stuck at the smallest subnormal (``x * 0.9`` rounds back to it) would make every
   later multiply a hundred-cycle assist. The flushed part is below ``tiny * |state|``, far
   under rounding; NaN is kept.
+
+Accuracy. Products of decays are accumulated in float64 (complex128 for complex64) and
+chains, blocks and pieces are composed in it; only the chain rescans, which write the
+results, run in the input's dtype, from start states rounded once. In float32, a product of
+decays near 1 is biased: ``(1 - d1) (1 - d2)`` lies ``d1 d2`` above the nearest float32 below
+it, and for ``d`` around 1e-4 that is under half a unit of the last place, so every rounding
+goes down. Composed float32 products made the parallel method 4 to 5 times less accurate than
+the serial float32 loop over 10^5 to 10^6 steps with decays in [1 - 1e-3, 1 - 1e-6]; in float64
+it is several times more accurate than that loop (``benchmarks/accuracy.py``).
 """
 
 from __future__ import annotations
@@ -166,8 +175,9 @@ def _carry8(p, q, s, down):
 
 
 @njit(inline="always")
-def _prod8(p):
-    return p[0] * p[1] * p[2] * p[3] * p[4] * p[5] * p[6] * p[7]
+def _narrow8(c, kind):
+    return (kind(c[0]), kind(c[1]), kind(c[2]), kind(c[3]),
+            kind(c[4]), kind(c[5]), kind(c[6]), kind(c[7]))  # fmt: skip
 
 
 @njit(inline="always")
@@ -311,7 +321,7 @@ def _row_chains(a, x, lo, down, back):
     ``back`` the decay is ``conj(a)`` and the input of a step ``conj(a) * x`` (see
     ``_row_reduce``)."""
     one = a.dtype.type(1)
-    p = _fill8(one)
+    p = _fill8(one + 0.0)  # float64 (complex128) products: see "Accuracy" above
     q = _fill8(one - one)
     for j in range(_U(M)):
         u = _chain_pos(lo, j, down)
@@ -324,11 +334,13 @@ def _row_chains(a, x, lo, down, back):
 
 @njit(**_JIT)
 def _row_scan_blocked(a, x, h, s, t0, t1, down):
+    s = s + 0.0  # the state between chains and blocks: float64 (complex128)
     nb = (t1 - t0) // _U(8 * M)
     for b in range(nb):
         lo = _block(t0, t1, b, down)
         p, q = _row_chains(a, x, lo, down, False)
-        c, s = _carry8(p, q, s, down)
+        c, s = _carry8(p, q, s, down)  # s (so c) is float64: see "Accuracy" above
+        c = _narrow8(c, a.dtype.type)
         for j in range(_U(M)):
             u = _chain_pos(lo, j, down)
             c = _fma8(_load8(a, u, _U(M)), c, _load8(x, u, _U(M)))
@@ -348,7 +360,7 @@ def _row_reduce(a, x, r, t0, t1, down, back):
     ``c = conj(a) * c + conj(a) * grad_h``: the same recurrence with decay ``conj(a)`` and
     input ``conj(a) * grad_h`` (``conj`` does nothing to real numbers); a reset makes it 0.
     """
-    one = a.dtype.type(1)
+    one = a.dtype.type(1) + 0.0  # float64 (complex128), as in ``_row_chains``
     p_tot = one
     s_tot = one - one
     reset = False
@@ -358,7 +370,7 @@ def _row_reduce(a, x, r, t0, t1, down, back):
     for b in range(nb):
         p, q = _row_chains(a, x, _block(t0, t1, b, down), down, back)
         _, s_tot = _carry8(p, q, s_tot, down)
-        p_tot = _ftz(p_tot * _prod8(p))
+        p_tot = _ftz(p_tot * p[0] * p[1] * p[2] * p[3] * p[4] * p[5] * p[6] * p[7])
     rest = (t1 - t0) - nb * _U(8 * M)
     lo = t0 if down else t1 - rest
     for k in range(rest):
@@ -402,7 +414,7 @@ def reduce_rows(a, x, p, s, f, r, r0, r1, t0, t1, down, tile, back):
     sink = a.dtype.type(0)
     for o in range(_U(r0), _U(r1)):
         ar, xr, rr = a[o], x[o], _row(r, o)
-        p_r, s_r = a.dtype.type(1), s[o]
+        p_r, s_r = a.dtype.type(1) + 0.0, s[o] + 0.0
         for b in range(_ntiles(_U(t0), _U(t1), _U(tile))):
             lo, hi = _tile(_U(t0), _U(t1), b, down, _U(tile))
             if down:
@@ -494,11 +506,13 @@ def _row_back_serial(a, h, gh, gx, ga, c, r, t0, t1, down):
 
 @njit(**_JIT)
 def _row_back_blocked(a, h, gh, gx, ga, c, t0, t1, down):
+    c = c + 0.0  # the carry between chains and blocks: float64 (complex128)
     nb = (t1 - t0) // _U(8 * M)
     for b in range(nb):
         lo = _block(t0, t1, b, down)
         p, q = _row_chains(a, gh, lo, down, True)
         cc, c = _carry8(p, q, c, down)
+        cc = _narrow8(cc, a.dtype.type)
         for j in range(_U(M)):
             u = _chain_pos(lo, j, down)
             g = _add8(_load8(gh, u, _U(M)), cc)
