@@ -71,3 +71,9 @@ def test_a_broken_source_fails_with_the_compiler_log(tmp_path, monkeypatch):
     monkeypatch.setattr(source, "kernel_dir", lambda: tmp_path)
     with pytest.raises(source.CompileError, match="muladd"):
         source.compile_offline("sm_90", ["linscan::tile_scan<float, 1, 0>"])
+    # The failure is the GPU path's alone: the CPU path still works in this process.
+    import numpy as np
+
+    import linscan
+
+    np.testing.assert_allclose(linscan.scan(0.5, np.ones(3)), [1.0, 1.5, 1.75])
