@@ -325,3 +325,56 @@ def test_zero_sizes_on_the_gpu():
     )
     assert ga.shape == (3, 0) and isinstance(gh0, cupy.ndarray)
     np.testing.assert_array_equal(host(gh0), np.zeros(3))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_same_inputs_give_bitwise_the_same_outputs(method):
+    rng = np.random.default_rng(13)
+    a = cupy.asarray(rng.uniform(0.9, 1.0, (3, 70000)).astype(np.float32))
+    x = cupy.asarray(rng.standard_normal((3, 70000)).astype(np.float32))
+    resets = cupy.asarray(rng.random((3, 70000)) < 0.001)
+
+    def run():
+        h = linscan.scan(a, x, 1.0, method=method, resets=resets)
+        grads = linscan.scan_backward(a, h, x, 1.0, method=method, resets=resets)
+        return [host(v).tobytes() for v in (h, linscan.final_state(a, x, method=method), *grads)]
+
+    first = run()
+    for _ in range(5):
+        assert run() == first
+
+
+def test_ten_thousand_calls_leave_the_memory_pool_where_it_was():
+    rng = np.random.default_rng(14)
+    a = cupy.asarray(rng.uniform(0.5, 1.0, (4, 3000)).astype(np.float32))
+    x = cupy.asarray(rng.standard_normal((4, 3000)).astype(np.float32))
+    pool = cupy.get_default_memory_pool()
+
+    def calls(n):
+        for k in range(n):
+            method = METHODS[k % 3]
+            h = linscan.scan(a, x, method=method)
+            linscan.final_state(a, x, 0.5, method=method)
+            linscan.scan_backward(a, h, x, 0.5, method=method)
+        cupy.cuda.get_current_stream().synchronize()
+
+    calls(30)
+    used, held = pool.used_bytes(), pool.total_bytes()
+    calls(10_000)
+    assert pool.used_bytes() == used  # every scratch buffer and result was returned
+    assert pool.total_bytes() <= held + 2**20  # and reused, not grown
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [(2**31 + 3,), (5, 2**29 + 7)], ids=["one row", "5 rows"])
+def test_more_than_2_to_the_31_elements(shape):
+    """64-bit indexing: 8.6 and 10.7 GB of float32, scanned in place."""
+    x = cupy.ones(shape, np.float32)
+    h = linscan.scan(np.float32(0.5), x, out=x)
+    assert h is x
+    # h[t] = 2 - 2^-t: exactly 1 at t = 0, 2.0 in float32 from t = 24 on.
+    assert bool(cupy.all(h[..., 0] == 1.0)) and bool(cupy.all(h[..., 24:] == 2.0))
+    head = host(h[..., :30])
+    assert_scan_close(head, 0.5, np.ones(shape[:-1] + (30,), np.float32))
+    del x, h
+    cupy.get_default_memory_pool().free_all_blocks()
