@@ -157,43 +157,22 @@ def _check(function, args, kwargs):
     return result if returned else None
 
 
-def _oracle_kwargs(kwargs):
-    return {k: v for k, v in kwargs.items() if k in ("h0", "axis", "reverse", "resets")}
+ORACLES = {
+    linscan.scan: testing.assert_scan_close,
+    linscan.final_state: testing.assert_final_state_close,
+    linscan.scan_backward: testing.assert_scan_backward_close,
+}
 
 
 @settings(max_examples=600)
-@given(calls(linscan.scan))
-def test_scan_returns_the_truth_or_a_documented_error(call):
-    args, kwargs = call
-    h = _check(linscan.scan, args, kwargs)
-    if h is not None:
-        kw = _oracle_kwargs(kwargs)
-        h0 = kw.pop("h0", None)
-        if h.dtype.byteorder not in "=|" or "out" in kwargs:
-            h = np.asarray(h, h.dtype.newbyteorder("="))
-        testing.assert_scan_close(h, *args, h0, **kw)
-
-
-@settings(max_examples=600)
-@given(calls(linscan.final_state))
-def test_final_state_returns_the_truth_or_a_documented_error(call):
-    args, kwargs = call
-    state = _check(linscan.final_state, args, kwargs)
-    if state is not None:
-        kw = _oracle_kwargs(kwargs)
-        h0 = kw.pop("h0", None)
-        testing.assert_final_state_close(state, *args, h0, **kw)
-
-
-@settings(max_examples=600)
-@given(calls(linscan.scan_backward))
-def test_scan_backward_returns_the_truth_or_a_documented_error(call):
-    args, kwargs = call
-    grads = _check(linscan.scan_backward, args, kwargs)
-    if grads is not None:
-        kw = _oracle_kwargs(kwargs)
-        h0 = kw.pop("h0", None)
-        testing.assert_scan_backward_close(grads, *args, h0, **kw)
+@pytest.mark.parametrize("function", list(ORACLES), ids=lambda f: f.__name__)
+@given(data=st.data())
+def test_the_truth_or_a_documented_error(function, data):
+    args, kwargs = data.draw(calls(function))
+    result = _check(function, args, kwargs)
+    if result is not None:
+        kw = {k: v for k, v in kwargs.items() if k in ("axis", "reverse", "resets")}
+        ORACLES[function](result, *args, kwargs.get("h0"), **kw)
 
 
 @pytest.mark.parametrize("function", [linscan.scan, linscan.final_state])
