@@ -137,6 +137,19 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
 
         tasks.append(reduce_task)
     _run(tasks)
+    if not np.isfinite(prods).all():
+        # An infinite decay (or an overflowing product): a piece's state from zero holds
+        # inf * 0 where the serial loop has inf * state, so composing pieces would give NaN
+        # for inf. Walk the pieces one after the other from their true entering states.
+        if walk is None:
+            scratch = np.empty_like(prods[0])
+            marks = None if flags is None else np.zeros(state.shape, bool)
+            for piece in flat:
+                reduce(everything, piece.t0, piece.t1, scratch, marks, state)
+        else:
+            for t0, t1 in plan.segments:
+                walk(everything, t0, t1, state)
+        return
     # Compose the pieces in walk order into each segment's start state; a piece with a reset
     # in a lane ignores the state entering it there.
     starts, carry = [state.copy()], state.copy()

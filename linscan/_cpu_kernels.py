@@ -175,6 +175,16 @@ def _carry8(p, q, s, down):
 
 
 @njit(inline="always")
+def _finite8(p):
+    """Whether every chain product is finite: a chain holding an infinite decay (or one whose
+    product overflowed) is walked one step at a time instead, because the chain's state from
+    zero then holds ``inf * 0`` where the serial loop has ``inf * state``."""
+    return (np.isfinite(p[0]) and np.isfinite(p[1]) and np.isfinite(p[2]) and np.isfinite(p[3])
+            and np.isfinite(p[4]) and np.isfinite(p[5]) and np.isfinite(p[6])
+            and np.isfinite(p[7]))  # fmt: skip
+
+
+@njit(inline="always")
 def _narrow8(c, kind):
     return (kind(c[0]), kind(c[1]), kind(c[2]), kind(c[3]),
             kind(c[4]), kind(c[5]), kind(c[6]), kind(c[7]))  # fmt: skip
@@ -339,6 +349,9 @@ def _row_scan_blocked(a, x, h, s, t0, t1, down):
     for b in range(nb):
         lo = _block(t0, t1, b, down)
         p, q = _row_chains(a, x, lo, down, False)
+        if not _finite8(p):
+            s = _row_scan_serial(a, x, h, s, None, lo, lo + _U(8 * M), down)
+            continue
         c, s = _carry8(p, q, s, down)  # s (so c) is float64: see "Accuracy" above
         c = _narrow8(c, a.dtype.type)
         for j in range(_U(M)):
@@ -352,38 +365,48 @@ def _row_scan_blocked(a, x, h, s, t0, t1, down):
 
 
 @njit(**_JIT)
-def _row_reduce(a, x, r, t0, t1, down, back):
-    """``(P, S, R)`` of a time range: leaving state = ``S`` if ``R`` (a reset in the range) else
-    ``P * entering state + S``.
+def _row_reduce_serial(a, x, r, t0, t1, down, back, p_tot, s_tot, reset):
+    zero = a.dtype.type(0) + 0.0  # float64 (complex128), like p_tot and s_tot
+    for k in range(t1 - t0):
+        u = _walk(t0, t1, k, down)
+        av = np.conj(a[u]) if back else a[u]
+        if _reset1(r, u):
+            reset = True
+            p_tot = zero
+            s_tot = zero if back else x[u] + zero
+        else:
+            p_tot = _ftz(p_tot * av)
+            s_tot = av * s_tot + (av * x[u] if back else x[u])
+    return p_tot, s_tot, reset
+
+
+@njit(**_JIT)
+def _row_reduce(a, x, r, t0, t1, down, back, s_tot):
+    """``(P, S, R)`` of a time range entered with state ``s_tot``: ``S`` is the leaving state,
+    ``P`` the product of the decays since the last reset, ``R`` whether there was one.
 
     With ``back``, ``x`` is ``grad_h`` and the state is the backward carry, which obeys
     ``c = conj(a) * c + conj(a) * grad_h``: the same recurrence with decay ``conj(a)`` and
     input ``conj(a) * grad_h`` (``conj`` does nothing to real numbers); a reset makes it 0.
     """
-    one = a.dtype.type(1) + 0.0  # float64 (complex128), as in ``_row_chains``
-    p_tot = one
-    s_tot = one - one
+    p_tot = a.dtype.type(1) + 0.0  # float64 (complex128), as in ``_row_chains``
+    s_tot = s_tot + 0.0
     reset = False
     nb = (t1 - t0) // _U(8 * M)
     if _has(r):
         nb = _U(0)  # the chains take no resets
     for b in range(nb):
-        p, q = _row_chains(a, x, _block(t0, t1, b, down), down, back)
+        lo = _block(t0, t1, b, down)
+        p, q = _row_chains(a, x, lo, down, back)
+        if not _finite8(p):
+            p_tot, s_tot, reset = _row_reduce_serial(a, x, r, lo, lo + _U(8 * M), down, back,
+                                                     p_tot, s_tot, reset)  # fmt: skip
+            continue
         _, s_tot = _carry8(p, q, s_tot, down)
         p_tot = _ftz(p_tot * p[0] * p[1] * p[2] * p[3] * p[4] * p[5] * p[6] * p[7])
     rest = (t1 - t0) - nb * _U(8 * M)
     lo = t0 if down else t1 - rest
-    for k in range(rest):
-        u = _walk(lo, lo + rest, k, down)
-        av = np.conj(a[u]) if back else a[u]
-        if _reset1(r, u):
-            reset = True
-            p_tot = one - one
-            s_tot = one - one if back else x[u]
-        else:
-            p_tot = _ftz(p_tot * av)
-            s_tot = av * s_tot + (av * x[u] if back else x[u])
-    return p_tot, s_tot, reset
+    return _row_reduce_serial(a, x, r, lo, lo + rest, down, back, p_tot, s_tot, reset)
 
 
 @njit(**_JIT)
@@ -419,12 +442,13 @@ def reduce_rows(a, x, p, s, f, r, r0, r1, t0, t1, down, tile, back):
             lo, hi = _tile(_U(t0), _U(t1), b, down, _U(tile))
             if down:
                 sink += _touch(ar, lo, hi) + _touch(xr, lo, hi)
-            p_b, q_b, reset = _row_reduce(ar, xr, rr, lo, hi, down, back)
+            # Each tile starts from the state the last one left: never from zero.
+            p_b, s_r, reset = _row_reduce(ar, xr, rr, lo, hi, down, back, s_r)
             if reset:
-                p_r, s_r = p_b, q_b
+                p_r = p_b
                 _note(f, o, True)
             else:
-                p_r, s_r = _ftz(p_r * p_b), p_b * s_r + q_b
+                p_r = _ftz(p_r * p_b)
         p[o], s[o] = p_r, s_r
     return sink
 
@@ -511,6 +535,9 @@ def _row_back_blocked(a, h, gh, gx, ga, c, t0, t1, down):
     for b in range(nb):
         lo = _block(t0, t1, b, down)
         p, q = _row_chains(a, gh, lo, down, True)
+        if not _finite8(p):
+            c = _row_back_serial(a, h, gh, gx, ga, c, None, lo, lo + _U(8 * M), down)
+            continue
         cc, c = _carry8(p, q, c, down)
         cc = _narrow8(cc, a.dtype.type)
         for j in range(_U(M)):

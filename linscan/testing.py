@@ -291,7 +291,8 @@ class BackwardCase(ScanCase):
 def result_dtype(*values) -> np.dtype:
     """The dtype linscan returns for inputs ``values`` (``None`` ignored; Python numbers weak)."""
     values = [_array_unless_number(v) for v in values if v is not None]
-    arrays = [np.asarray(v).dtype for v in values if hasattr(v, "dtype")]  # NumPy scalars too
+    # NumPy scalars too; in native byte order, as linscan promotes them.
+    arrays = [np.asarray(v).dtype.newbyteorder("=") for v in values if hasattr(v, "dtype")]
     return _dtypes.promote(arrays, any(type(v) is complex for v in values))
 
 

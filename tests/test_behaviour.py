@@ -103,8 +103,7 @@ def test_concurrent_calls_from_many_threads(backend_threads):
 @pytest.mark.parametrize("method", ["sequential", "parallel"])
 def test_non_finite_values_follow_the_serial_loop(config, method):
     """inf and NaN in x, in h0 and NaN in a land where the serial loop puts them (positive
-    decays bounded away from 0). An infinite decay is not covered: chunked evaluation then
-    multiplies inf by a partial state of 0 and can give NaN where the loop gives inf."""
+    decays bounded away from 0). Infinite decays: the next test."""
     rng = np.random.default_rng(6)
     a = rng.uniform(0.5, 1.0, (4, 300))
     x = rng.standard_normal((4, 300))
@@ -202,3 +201,32 @@ def test_fast_validation_agrees_with_the_full_checks(monkeypatch, a, x, axis, re
             want.dtype, want.shape, want.axis, want.reverse, want.device
         )  # fmt: skip
         assert got.a.dtype == want.a.dtype and np.array_equal(got.a, want.a)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("layout", ["rows", "time-major"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("steps", [300, 20_000])
+def test_infinite_decays_follow_the_serial_loop(config, layout, reverse, steps):
+    """A chunk's state from zero would hold inf * 0 (NaN) where the loop has inf * state (inf):
+    chains and pieces holding an infinite decay are walked serially instead."""
+    rng = np.random.default_rng(steps)
+    a = rng.uniform(0.5, 1.0, (3, steps))
+    x = rng.standard_normal((3, steps))
+    h0 = rng.standard_normal(3)
+    a[0, steps // 3], a[1, steps // 2], a[2, 10] = np.inf, -np.inf, np.inf
+    # Lane 2 reaches its infinite decay from a state of exactly 0 (either way): inf * 0.
+    a[2, [9, 11]], x[2, [9, 11]] = 0.0, 0.0
+    axis = -1
+    if layout == "time-major":
+        a, x, axis = np.ascontiguousarray(a.T), np.ascontiguousarray(x.T), 0
+    kw = dict(axis=axis, reverse=reverse)
+    for method in ("parallel", "auto"):
+        with forced(config):
+            h = linscan.scan(a, x, h0, method=method, **kw)
+            state = linscan.final_state(a, x, h0, method=method, **kw)
+            grads = linscan.scan_backward(a, h, x, h0, method=method, **kw)
+        assert_scan_close(h, a, x, h0, **kw)
+        assert_final_state_close(state, a, x, h0, **kw)
+        assert_scan_backward_close(grads, a, h, x, h0, **kw)
+        assert np.isinf(h).any() and np.isnan(h).any()  # both kinds are exercised
