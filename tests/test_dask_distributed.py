@@ -79,3 +79,24 @@ def test_an_array_larger_than_a_worker_s_memory(client):
     np.testing.assert_allclose(last, limit, rtol=1e-3)
     np.testing.assert_allclose(total, expected_total, rtol=1e-3)
     assert set(client.scheduler_info()["workers"]) == workers  # none was restarted
+
+
+def test_a_backward_scan_of_a_forward_scan_larger_than_the_cluster(client):
+    """The zero-phase filter of examples/dask_scan.py on 1.5 GiB: the backward scan's first
+    carry needs the forward scan's last chunk. Were the forward scan's chunks kept for the
+    second pass, all 1.5 GiB would wait in the workers' 2 x 640 MiB; they are computed again
+    instead."""
+    rows, steps, chunk = 16, 24 * 2**20, 2**20
+    decay = np.float32(0.999)
+    x = da.ones((rows, steps), dtype=np.float32, chunks=(rows, chunk))
+    forward = ld.scan(decay, x)
+    both = ld.scan(decay, forward, reverse=True)
+    # The maximum touches every chunk of both scans.
+    first, top, last = client.compute([both[:, 0], both.max(axis=1), both[:, -1]], sync=True)
+    a = float(decay)
+    limit = 1 / (1 - a)
+    # forward[t] = (1 - a^(t+1)) / (1 - a); both[t] = sum over s >= t of a^(s-t) forward[s]:
+    # the forward limit at the end, limit^2 in the middle, limit^2 / (1 + a) at the start.
+    np.testing.assert_allclose(last, limit, rtol=1e-3)
+    np.testing.assert_allclose(top, limit**2, rtol=2e-3)
+    np.testing.assert_allclose(first, limit**2 / (1 + a), rtol=2e-3)
