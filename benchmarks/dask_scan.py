@@ -30,23 +30,14 @@ import numpy as np
 
 import linscan
 import linscan.dask as ld
+from linscan._bench import _timed  # a warm-up call, then the median of `repeat`
 
 DECAY = np.float32(0.999)
 
 
-def _median_time(run, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def in_memory(x, repeat):
-    linscan.scan(DECAY, x)  # compile and warm up
-    scan = _median_time(lambda: linscan.scan(DECAY, x), repeat)
-    floor = _median_time(lambda: np.add(DECAY, x), repeat)
+    scan = _timed(lambda: linscan.scan(DECAY, x), repeat)  # _timed warms up first
+    floor = _timed(lambda: np.add(DECAY, x), repeat)
     return scan, floor
 
 
@@ -69,8 +60,7 @@ def dask_time(x, chunks, repeat, client=None):
             distributed.wait(result)
             del result
 
-    run()  # warm up (workers import linscan and load the compiled kernels)
-    return _median_time(run, repeat)
+    return _timed(run, repeat)  # the warm-up run: workers import linscan, load the kernels
 
 
 def slope(xs, ys):
