@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -163,7 +163,6 @@ ORACLES = {
 }
 
 
-@settings(max_examples=400)
 @pytest.mark.parametrize("function", list(ORACLES), ids=lambda f: f.__name__)
 @given(data=st.data())
 def test_the_truth_or_a_documented_error(function, data):
