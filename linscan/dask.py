@@ -257,7 +257,16 @@ def _boundary(h, *, axis, index):
 def _backward_chunk(a, h, grad_h, r, gradient, before, *, axis, reverse, method, dtype):
     """``scan_backward`` of one chunk whose last step (first with ``reverse``) also receives
     ``gradient`` from the chunks after it (``None``: nothing), and whose state before it was
-    ``before``. Returns ``(grad_a, grad_x, grad_h0)``, ``grad_a`` summed to ``a``'s shape."""
+    ``before``. Returns ``(grad_a, grad_x, grad_h0)``, ``grad_a`` summed to ``a``'s shape.
+
+    ``grad_a`` and ``grad_h0`` come back unrounded (float32 for 16-bit ``a`` and ``h0``): the
+    blocks' parts are summed first and rounded once, as the in-memory sum is."""
+    a = _layout.cast(a, _dtypes.accumulator(a.dtype.newbyteorder("=")))
+    before = (
+        None
+        if before is None
+        else _layout.cast(before, _dtypes.accumulator(before.dtype.newbyteorder("=")))
+    )
     if gradient is not None:
         xp = _layout.xp_of(h)
         seeded = xp.array(
@@ -601,7 +610,8 @@ class _Call:
         layer = {(out,) + index: (operator.getitem, key, item) for index, key in keys.items()}
         graph = HighLevelGraph.merge(graph, HighLevelGraph({out: layer}, {out: {name}}))
         native = original.dtype.newbyteorder("=")
-        arr = da.Array(graph, out, sizes, dtype=native, meta=self._meta(len(sizes), native))
+        part = _dtypes.accumulator(native)  # each block's part, unrounded: _backward_chunk
+        arr = da.Array(graph, out, sizes, dtype=part, meta=self._meta(len(sizes), part))
         if broadcast:  # summed in 64 bits, as the in-memory sums
             wide = np.promote_types(_dtypes.accumulator(native), np.float64)
             arr = arr.sum(axis=tuple(broadcast), dtype=wide, keepdims=True)

@@ -234,3 +234,19 @@ def test_cupy_chunks():
     grads = _compute(*ld.scan_backward(A, da.from_array(h, chunks=(4, 50)), X, 1.0))
     testing.assert_scan_backward_close([cupy.asnumpy(g) for g in grads], a,
                                        cupy.asnumpy(h), x, 1.0)  # fmt: skip
+
+
+def test_16_bit_gradients_summed_over_blocks_are_rounded_once():
+    """A float16 decay per step, broadcast over rows that lie in different blocks: its
+    gradient sums the blocks' parts unrounded and rounds once, as the in-memory sum does
+    (rounding each block's part to float16 first errs by up to 1.5 units in the last place)."""
+    rng = np.random.default_rng(21)
+    a = rng.uniform(0.5, 1.0, (1, 400, 1)).astype(np.float16)
+    x = rng.standard_normal((8, 400, 3)).astype(np.float32)
+    g = rng.standard_normal((8, 400, 3)).astype(np.float32)
+    h = linscan.scan(a, x, axis=1)
+    want = linscan.scan_backward(a, h, g, axis=1)[0]
+    (got,) = _compute(ld.scan_backward(a, da.from_array(h, chunks=(1, 50, 3)), g, axis=1)[0])
+    assert got.dtype == np.float16 and got.shape == a.shape
+    ulps = np.abs(got.astype(np.float64) - want) / np.spacing(np.abs(want).astype(np.float16))
+    assert ulps.max() <= 1 and np.count_nonzero(ulps) <= 0.02 * ulps.size, ulps.max()
