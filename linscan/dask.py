@@ -398,7 +398,6 @@ class _Call:
 
     def __init__(self, args, method, operands, h0, prefer, kind):
         self.method = _validate.check_method(method)
-        self.args = args
         self.axis, self.reverse, self.dtype = args.axis, args.reverse, args.dtype
         self.acc = _dtypes.accumulator(args.dtype)
         shape = self.shape = args.shape
@@ -420,8 +419,7 @@ class _Call:
         self.chunks = _chunking([lifted[name] for name in order], shape)
         self.operands = {n: _aligned(v, shape, self.chunks) for n, v in lifted.items()}
         self.inputs = tuple(self.operands.get(name) for name, _ in operands)
-        self.meta = self.inputs[0]._meta
-        self.xp = _layout.xp_of(self.meta)
+        self.xp = _layout.xp_of(self.inputs[0]._meta)  # NumPy or CuPy chunks
         self.steps = len(self.chunks[self.axis])
         self.order = list(range(self.steps))[:: -1 if self.reverse else 1]
         self.state_shape = _layout.state_shape(shape, self.axis)
