@@ -137,10 +137,10 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
 
         tasks.append(reduce_task)
     _run(tasks)
-    if not np.isfinite(prods).all():
-        # An infinite decay (or an overflowing product): a piece's state from zero holds
-        # inf * 0 where the serial loop has inf * state, so composing pieces would give NaN
-        # for inf. Walk the pieces one after the other from their true entering states.
+    starts = _segment_starts(flat, prods, parts, flags, state)
+    if starts is None:
+        # A piece's product cannot stand for its steps: walk the pieces one after the other
+        # from their true entering states.
         if walk is None:
             scratch = np.empty_like(prods[0])
             marks = None if flags is None else np.zeros(state.shape, bool)
@@ -150,17 +150,6 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
             for t0, t1 in plan.segments:
                 walk(everything, t0, t1, state)
         return
-    # Compose the pieces in walk order into each segment's start state; a piece with a reset
-    # in a lane ignores the state entering it there.
-    starts, carry = [state.copy()], state.copy()
-    for g, piece in enumerate(flat):
-        carry = (
-            prods[g] * carry + parts[g]
-            if flags is None
-            else _compose(prods[g], parts[g], flags[g], carry)
-        )
-        if g + 1 == len(flat) or flat[g + 1].segment != piece.segment:
-            starts.append(carry.astype(state.dtype))  # rounded once per segment
     if walk is not None:  # a pass without results has reduced every segment already
         _run(
             [
@@ -169,6 +158,33 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
             ]
         )
     state[...] = starts[-1]
+
+
+def _segment_starts(flat, prods, parts, flags, state):
+    """The state entering each segment, and the state leaving the last, composed from the
+    pieces' products and partial states in walk order (a piece with a reset in a lane ignores
+    the state entering it there); ``None`` where a piece's product cannot stand for its steps.
+
+    That is an infinite or NaN product (an infinite decay or an overflow: the partial state
+    from zero holds inf * 0 where the loop has inf * state), or a zero one meeting an
+    infinite state (an underflow, which the loop multiplying one decay at a time into inf
+    never sees) - the rule of kernels_cu/affine.cuh."""
+    if not np.isfinite(prods).all():
+        return None
+    starts, carry = [state.copy()], state.copy()
+    for g, piece in enumerate(flat):
+        zero = prods[g] == 0
+        if zero.any() and not np.isfinite(carry[zero if flags is None else zero & ~flags[g]]).all():
+            return None
+        carry = (
+            prods[g] * carry + parts[g]
+            if flags is None
+            else _compose(prods[g], parts[g], flags[g], carry)
+        )
+        if g + 1 == len(flat) or flat[g + 1].segment != piece.segment:
+            with np.errstate(over="ignore"):  # an overflow is inf, as in the loop
+                starts.append(carry.astype(state.dtype))  # rounded once per segment
+    return starts
 
 
 def _compose(prod, part, reset, carry):

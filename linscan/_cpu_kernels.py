@@ -176,12 +176,25 @@ def _carry8(p, q, s, down):
 
 @njit(inline="always")
 def _finite8(p):
-    """Whether every chain product is finite: a chain holding an infinite decay (or one whose
-    product overflowed) is walked one step at a time instead, because the chain's state from
-    zero then holds ``inf * 0`` where the serial loop has ``inf * state``."""
     return (np.isfinite(p[0]) and np.isfinite(p[1]) and np.isfinite(p[2]) and np.isfinite(p[3])
             and np.isfinite(p[4]) and np.isfinite(p[5]) and np.isfinite(p[6])
             and np.isfinite(p[7]))  # fmt: skip
+
+
+@njit(inline="always")
+def _usable8(p, q, s):
+    """Whether the 8 chains' maps ``p * c + q`` can stand for their steps, entered with state
+    ``s``; if not, the block is walked one step at a time. Not where a product is infinite or
+    NaN (an infinite decay, or an overflow: the chain's state from zero then holds ``inf * 0``
+    where the serial loop has ``inf * state``), nor where a product is zero and an infinite or
+    NaN state may meet it (a zero product may be an underflow, which the loop, multiplying one
+    decay at a time into an infinite state, never sees). The rule of kernels_cu/affine.cuh."""
+    if not _finite8(p):
+        return False
+    if np.isfinite(s) and _finite8(q):
+        return True
+    return not (p[0] == 0 or p[1] == 0 or p[2] == 0 or p[3] == 0
+                or p[4] == 0 or p[5] == 0 or p[6] == 0 or p[7] == 0)  # fmt: skip
 
 
 @njit(inline="always")
@@ -349,7 +362,7 @@ def _row_scan_blocked(a, x, h, s, t0, t1, down):
     for b in range(nb):
         lo = _block(t0, t1, b, down)
         p, q = _row_chains(a, x, lo, down, False)
-        if not _finite8(p):
+        if not _usable8(p, q, s):
             s = _row_scan_serial(a, x, h, s, None, lo, lo + _U(8 * M), down)
             continue
         c, s = _carry8(p, q, s, down)  # s (so c) is float64: see "Accuracy" above
@@ -398,7 +411,7 @@ def _row_reduce(a, x, r, t0, t1, down, back, s_tot):
     for b in range(nb):
         lo = _block(t0, t1, b, down)
         p, q = _row_chains(a, x, lo, down, back)
-        if not _finite8(p):
+        if not _usable8(p, q, s_tot):
             p_tot, s_tot, reset = _row_reduce_serial(a, x, r, lo, lo + _U(8 * M), down, back,
                                                      p_tot, s_tot, reset)  # fmt: skip
             continue
@@ -535,7 +548,7 @@ def _row_back_blocked(a, h, gh, gx, ga, c, t0, t1, down):
     for b in range(nb):
         lo = _block(t0, t1, b, down)
         p, q = _row_chains(a, gh, lo, down, True)
-        if not _finite8(p):
+        if not _usable8(p, q, c):
             c = _row_back_serial(a, h, gh, gx, ga, c, None, lo, lo + _U(8 * M), down)
             continue
         cc, c = _carry8(p, q, c, down)

@@ -14,7 +14,7 @@ from linscan.testing import (
     assert_scan_close,
 )
 
-from helpers import CONFIGS, forced, race
+from helpers import CONFIGS, assert_same_values, forced, poisoned, race
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -178,6 +178,38 @@ def test_long_sequences_every_path(config, method, reverse, shape, axis, decays)
     assert_scan_close(h, a, x, h0, **kw)
     assert_final_state_close(state, a, x, h0, **kw)
     assert_scan_backward_close(grads, a, h, gh, h0, **kw)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("layout", ["rows", "time-major"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_kind_of_trouble_follows_the_serial_loop(config, layout, dtype):
+    """Infinite, NaN and zero decays, infinite inputs and initial states, and decay products
+    that underflow or overflow (helpers.poison), in both directions and with resets: the
+    parallel method's scan, final_state and scan_backward put inf and NaN where the serial
+    loop does, on every thread configuration."""
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        rows, steps = [(1, 60_000), (3, 20_000), (6, 3000)][seed % 3]
+        a, x, h0, grad_h = poisoned(rng, (rows, steps, 1), dtype, clean_first=seed % 2 == 0)
+        a, x, grad_h, h0 = a[..., 0], x[..., 0], grad_h[..., 0], h0[:, 0]
+        axis = -1
+        if layout == "time-major":
+            a, x, grad_h, axis = a.T.copy(), x.T.copy(), grad_h.T.copy(), 0
+        resets = rng.random(a.shape) < 0.001 if seed % 2 else None
+        kw = dict(axis=axis, reverse=bool(seed % 4 > 1), resets=resets)
+        h = linscan.scan(a, x, h0, method="sequential", **kw)
+        results = {}
+        for method in ("sequential", "parallel"):
+            options = dict(kw, method=method)
+            with forced(config):
+                results[method] = [
+                    linscan.scan(a, x, h0, **options),
+                    linscan.final_state(a, x, h0, **options),
+                    *linscan.scan_backward(a, h, grad_h, h0, **options),
+                ]
+        for got, want in zip(results["parallel"], results["sequential"]):
+            assert_same_values(got, want, dtype)
 
 
 @pytest.mark.parametrize(
