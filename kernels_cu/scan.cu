@@ -11,7 +11,10 @@
 //   (each thread S steps of one channel, then a block-wide combine), publishes the tile's map,
 //   looks back over its predecessors' published maps or prefixes for the state entering the
 //   tile, publishes its own prefix, and writes its results coalesced. Each input and output
-//   element crosses device memory once.
+//   element crosses device memory once. Where a map cannot stand for its steps (an infinite
+//   or NaN product, or a zero one meeting an infinite state: affine.cuh), the tile publishes
+//   no map, looks back no further than its predecessor's prefix, and its threads walk their
+//   steps in turn: inf and NaN land where the serial loop puts them.
 // serial_scan: one thread per (row, channel) walking time: the serial baseline of Martin &
 //   Cundy, kept for comparison (method="sequential").
 //
@@ -238,7 +241,33 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
         return muladd(d, before, x);
     };
 
-    Affine<T> m = identity_map<T>();  // the map of this thread's steps
+    // This thread's steps walked from `state`, writing the results where `write`.
+    auto walk = [&](T state, bool write) -> T {
+        Cursor cur = first;
+        for (int s = 0; s < steps; ++s) {
+            const int slot = base + s * CW;
+            const T d = sd[slot], x = sv[slot];
+            const unsigned char f = r ? sf[slot] : 0;
+            const bool end = cur.row_end(Tn, down);
+            const T h = step(cur, d, x, f, state);
+            state = h;
+            if (write && MODE == FORWARD) sv[slot] = h;
+            if (write && MODE == FINAL && end) s_out[cur.o * I + i] = h;
+            if (write && MODE == BACKWARD) {
+                sv[slot] = h;
+                const T before = end ? initial(h0, h0_so, h0_si, cur.o, i) : sp[slot];
+                sp[slot] = (f & MUTE) ? T(0) : h * conj_of(before);
+                if (end && s_out) {
+                    const T da = conj_of(decay(a, a_so, a_st, a_si, a_value, cur.o, cur.t, i));
+                    s_out[cur.o * I + i] = (f & MUTE) ? T(0) : da * h;
+                }
+            }
+            cur.next(Tn, down);
+        }
+        return state;
+    };
+
+    Affine<T> m = identity_map<T>();  // the map of this thread's steps (walked: exact)
     {
         Cursor cur = first;
         for (int s = 0; s < steps; ++s) {
@@ -246,7 +275,7 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
             const T d = sd[slot], x = sv[slot];
             const unsigned char f = r ? sf[slot] : 0;
             if ((f & CUT) || cur.row_start(Tn, down)) {
-                m.reset = 1;
+                m.flags = RESET;
                 m.A = T(0);
                 m.B = step(cur, d, x, f, T(0));
             } else {
@@ -267,7 +296,7 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
     if (lane >= WARP - CW) {
         wa[w * CW + c] = inc.A;
         wb[w * CW + c] = inc.B;
-        wr[w * CW + c] = inc.reset;
+        wr[w * CW + c] = inc.flags;
     }
     __syncthreads();
     Affine<T> excl = identity_map<T>();  // the map of the tile's steps before this thread's
@@ -282,32 +311,36 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
     }
     __syncthreads();  // the look-back window reuses wa, wb, wr
 
+    // What the tile publishes at once: its prefix where its map ignores its input in every
+    // channel (rows start at the same steps in every channel; caller's resets need not), else
+    // its map; nothing where its map is inexact in a channel (its prefix comes after it walks).
+    constexpr int ABSOLUTE = 0, MAPPED = 1, HELD = 2;
+    int kind = ABSOLUTE;
     if (!status) {
         // One tile covers flat time: it starts at a row's first step, so nothing enters it.
         if (tid < CW) carry[c] = T(0);
     } else {
-        // The tile publishes its prefix at once where its map ignores its input in every
-        // channel (rows start at the same steps in every channel; caller's resets need not).
         if (tid < WARP) {
-            const bool all = __all_sync(0xffffffffu, tid >= CW || !chan || agg.reset);
-            if (tid == 0) s_flag = jt == 0 || all;
+            const bool all = __all_sync(0xffffffffu, tid >= CW || !chan || (agg.flags & RESET));
+            const bool held = __any_sync(0xffffffffu, tid < CW && chan && (agg.flags & INEXACT));
+            if (tid == 0) s_flag = held ? HELD : (jt == 0 || all) ? ABSOLUTE : MAPPED;
         }
         __syncthreads();
-        const bool absolute = s_flag;
-        if (tid < CW) {
-            if (absolute) {
+        kind = s_flag;
+        if (tid < CW && kind != HELD) {
+            if (kind == ABSOLUTE) {
                 incl[tile * CW + c] = agg.B;
             } else {
                 agg_a[tile * CW + c] = agg.A;
                 agg_b[tile * CW + c] = agg.B;
-                agg_r[tile * CW + c] = agg.reset;
+                agg_r[tile * CW + c] = agg.flags;
             }
             __threadfence();
         }
         __syncthreads();
-        if (tid == 0) {
+        if (tid == 0 && kind != HELD) {
             __threadfence();
-            atomicExch(status + 1 + tile, absolute ? PREFIX : AGGREGATE);
+            atomicExch(status + 1 + tile, kind == ABSOLUTE ? PREFIX : AGGREGATE);
         }
         Cursor head{0, 0};
         head.seek(down ? N - 1 - u0 : u0, Tn);
@@ -318,22 +351,23 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
             // taking the k-th nearest, until every channel has met a map that ignores its
             // input (a published prefix, or a map with a reset).
             Affine<T> acc = identity_map<T>();  // the maps between that point and this tile
+            int ended = 0;  // 1: acc holds the carry; 2: acc is inexact in some channel
             for (long long back = 0;; back += NS) {
                 const long long pj = jt - 1 - back - k;
-                Affine<T> e{T(1), T(0), 1};  // before the first tile (never reached)
+                Affine<T> e{T(1), T(0), RESET};  // before the first tile (never reached)
                 if (pj >= 0) {
                     const long long pid = pj * groups + g;
                     unsigned fl;
                     while ((fl = load_acquire(status + 1 + pid)) == 0u) __nanosleep(64);
                     if (fl == PREFIX)
-                        e = Affine<T>{T(0), load_cg(incl + pid * CW + c), 1};
+                        e = Affine<T>{T(0), load_cg(incl + pid * CW + c), RESET};
                     else
                         e = Affine<T>{load_cg(agg_a + pid * CW + c), load_cg(agg_b + pid * CW + c),
                                       __ldcg(agg_r + pid * CW + c)};
                 }
                 wa[k * CW + c] = e.A;
                 wb[k * CW + c] = e.B;
-                wr[k * CW + c] = e.reset;
+                wr[k * CW + c] = e.flags;
                 __syncthreads();
                 if (tid < WARP) {
                     // Warp 0 folds the window: lane (cc, part) its part's entries, farthest
@@ -351,53 +385,63 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
                         if (lane + off < WARP) seg = compose(farther, seg);
                     }
                     if (tid < CW) acc = compose(seg, acc);
-                    const bool done = __all_sync(0xffffffffu, tid >= CW || !chan || acc.reset);
-                    if (tid == 0) s_flag = done;
+                    const bool done = __all_sync(0xffffffffu, tid >= CW || !chan || (acc.flags & RESET));
+                    const bool lost = __any_sync(0xffffffffu, tid < CW && chan && (acc.flags & INEXACT));
+                    if (tid == 0) s_flag = done ? (lost ? 2 : 1) : 0;
                 }
                 __syncthreads();
-                if (s_flag) break;
+                ended = s_flag;
+                if (ended) break;
             }
             if (tid < CW) {
-                carry[c] = acc.B;  // acc ignores its input now: B is the state itself
-                if (!absolute) {
-                    incl[tile * CW + c] = apply(agg, acc.B);
-                    __threadfence();
+                if (ended == 2) {
+                    // An inexact composition: the predecessor's own prefix instead (every
+                    // tile publishes one, after its own look-back).
+                    const long long pid = (jt - 1) * groups + g;
+                    while (load_acquire(status + 1 + pid) != PREFIX) __nanosleep(64);
+                    carry[c] = load_cg(incl + pid * CW + c);
+                } else {
+                    carry[c] = acc.B;  // acc ignores its input now: B is the state itself
                 }
-            }
-            __syncthreads();
-            if (!absolute && tid == 0) {
-                __threadfence();
-                atomicExch(status + 1 + tile, PREFIX);
             }
         }
     }
     __syncthreads();
 
-    // Walk this thread's steps again from the state entering them, writing the results.
-    {
-        T state = apply(excl, carry[c]);
-        Cursor cur = first;
-        for (int s = 0; s < steps; ++s) {
-            const int slot = base + s * CW;
-            const T d = sd[slot], x = sv[slot];
-            const unsigned char f = r ? sf[slot] : 0;
-            const bool end = cur.row_end(Tn, down);
-            const T h = step(cur, d, x, f, state);
-            state = h;
-            if (MODE == FORWARD) sv[slot] = h;
-            if (MODE == FINAL && end) s_out[cur.o * I + i] = h;
-            if (MODE == BACKWARD) {
-                sv[slot] = h;
-                const T before = end ? initial(h0, h0_so, h0_si, cur.o, i) : sp[slot];
-                sp[slot] = (f & MUTE) ? T(0) : h * conj_of(before);
-                if (end && s_out) {
-                    const T da = conj_of(decay(a, a_so, a_st, a_si, a_value, cur.o, cur.t, i));
-                    s_out[cur.o * I + i] = (f & MUTE) ? T(0) : da * h;
-                }
+    // The states entering this thread's steps and leaving the tile, from the maps; where a map
+    // cannot give the loop's result, the threads of each channel walk their steps in turn,
+    // each from the state the one before left (in carry[]).
+    T entering = apply(excl, carry[c]);
+    bool fits = exact(excl, carry[c]);
+    T leaving = T(0);
+    if (tid < CW) {
+        leaving = apply(agg, carry[c]);
+        fits = fits && exact(agg, carry[c]);
+    }
+    if (__syncthreads_or(!fits)) {
+        for (int q = 0; q < NS; ++q) {
+            if (k == q) {
+                entering = carry[c];
+                carry[c] = walk(entering, false);
             }
-            cur.next(Tn, down);
+            __syncthreads();
+        }
+        leaving = carry[c];
+    }
+    if (status && kind != ABSOLUTE && tid < WARP) {
+        if (tid < CW) {
+            incl[tile * CW + c] = leaving;
+            __threadfence();
+        }
+        __syncwarp();
+        if (tid == 0) {
+            __threadfence();
+            atomicExch(status + 1 + tile, PREFIX);
         }
     }
+
+    // Walk this thread's steps again from the state entering them, writing the results.
+    walk(entering, true);
 
     if (MODE != FINAL) {
         __syncthreads();

@@ -193,19 +193,33 @@ def _real_if(grad, arg):
 
 
 def _compose(earlier, later):
-    """Maps ``(A, B, reset)`` of arrays: ``earlier`` followed by ``later`` (affine.cuh)."""
-    A0, B0, R0 = earlier
-    A1, B1, R1 = later
-    return (
-        np.where(R1, A1, A1 * A0),
-        np.where(R1, B1, A1 * B0 + B1),
-        R1 | R0,
-    )
+    """Maps ``(A, B, reset, inexact)`` of arrays: ``earlier`` followed by ``later``
+    (affine.cuh). ``inexact`` marks a map whose ``B`` came from applying a map where the
+    serial loop could give another non-finite result (:func:`_unsafe`)."""
+    A0, B0, R0, W0 = earlier
+    A1, B1, R1, W1 = later
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (
+            np.where(R1, A1, A1 * A0),
+            np.where(R1, B1, A1 * B0 + B1),
+            R1 | R0,
+            np.where(R1, W1, W0 | W1 | _unsafe(later, B0)),
+        )
+
+
+def _unsafe(m, h):
+    """Where ``A * h + B`` can differ from the loop walking the map's steps from ``h``: an
+    infinite or NaN product (its steps met inf or overflowed), or a zero product (an exact
+    zero decay, or an underflow the loop would not see) meeting an infinite state."""
+    A, _, R, _ = m
+    return ~R & (~np.isfinite(A) | ((A == 0) & ~np.isfinite(h)))
 
 
 def _apply(m, h):
-    A, B, R = m
-    return np.where(R, B, A * h + B)
+    """``(state, exact)``: the map applied to ``h``, and where that is the loop's result."""
+    A, B, R, W = m
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(R, B, A * h + B), ~(np.where(R, W, W | _unsafe(m, h)))
 
 
 def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, steps=None,
@@ -225,8 +239,11 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, st
     map, the block combines them, and the tile looks back over its predecessors, each of which
     has published either its own map or, where it has already finished (drawn from ``rng``;
     at once for tiles whose map ignores their input in every channel), its prefix, until
-    every channel has met a map that ignores its input. A wrong decomposition or combine
-    gives wrong results here.
+    every channel has met a map that ignores its input. Maps that cannot stand for their
+    steps (``_unsafe``: an infinite or NaN product, or a zero one meeting an infinite state)
+    are handled as the kernel does: such a tile publishes only its prefix, a look-back that
+    composed one waits for its predecessor's prefix, and the threads walk their steps in turn.
+    A wrong decomposition or combine gives wrong results here.
     """
     from ._cuda import plan  # plain Python: no CuPy
 
@@ -274,7 +291,13 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, st
         block_[:rows, :cols] = arr[jt * TT : (jt + 1) * TT, g * CW : (g + 1) * CW]
         return block_.reshape(NS, S, CW)
 
-    identity = lambda *shape: (np.ones(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, bool))  # noqa: E731,E501
+    def identity(*shape):
+        return (np.ones(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, bool),
+                np.zeros(shape, bool))  # fmt: skip
+
+    def held(value, reset):  # a map that ignores its input and gives ``value``
+        return (np.zeros(CW, dtype), value, np.full(CW, reset), np.zeros(CW, bool))
+
     y = np.zeros((N, I), dtype)
     published = {}  # tile -> (map, prefix)
     for tile in range(tiles_t * groups):
@@ -283,17 +306,23 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, st
         tc = padded(np.asarray(cut), jt, g, False)
         ts = padded(np.ascontiguousarray(start), jt, g, False)
         valid = np.arange(CW) < min(CW, I - g * CW)  # channels of the call, not padding
-        # Each thread's map of its S steps.
-        m = identity(NS, CW)
-        for s in range(S):
-            m = _compose(m, (td[:, s], np.where(tc[:, s], tf[:, s], tv[:, s]), tc[:, s]))
+        # Each thread's map of its S steps, walked serially as the kernel does (from zero, or
+        # from the step that ignores the state before it): never inexact itself.
+        A, B, R = np.ones((NS, CW), dtype), np.zeros((NS, CW), dtype), np.zeros((NS, CW), bool)
+        with np.errstate(invalid="ignore", over="ignore"):
+            for s in range(S):
+                A = np.where(tc[:, s], 0, A * td[:, s])
+                B = np.where(tc[:, s], tf[:, s], td[:, s] * B + tv[:, s])
+                R = R | tc[:, s]
+        m = (A, B, R, np.zeros((NS, CW), bool))
         # Exclusive scan over the threads, and the tile's map.
         excl = [identity(CW)]
         for k in range(NS):
             excl.append(_compose(excl[-1], tuple(part[k] for part in m)))
         agg = excl.pop()
-        absolute = jt == 0 or bool(np.all(agg[2] | ~valid))
-        prefix = _apply(agg, np.zeros(CW, dtype)) if absolute else None
+        # An inexact map is held back: the tile publishes its prefix once it has walked.
+        hold = bool(np.any(agg[3] & valid))
+        absolute = not hold and (jt == 0 or bool(np.all(agg[2] | ~valid)))
         # The state entering the tile: none if its first step starts a row, else look back.
         if bool(ts[0, 0, 0]):
             carry = np.zeros(CW, dtype)
@@ -302,21 +331,32 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, st
             pj = jt - 1  # the kernel reads NS of these at a time; the result is the same
             while True:
                 if pj < 0:  # never reached: the first tile publishes its prefix at once
-                    entry = (np.ones(CW, dtype), np.zeros(CW, dtype), np.ones(CW, bool))
+                    entry = (np.ones(CW, dtype), np.zeros(CW, dtype), np.ones(CW, bool),
+                             np.zeros(CW, bool))  # fmt: skip
                 else:
                     p_map, p_prefix = published[pj * groups + g]
                     done = p_map is None or rng.random() < 0.5
-                    entry = (np.zeros(CW, dtype), p_prefix, np.ones(CW, bool)) if done else p_map
+                    entry = held(p_prefix, True) if done else p_map
                 acc = _compose(entry, acc)
                 pj -= 1
                 if bool(np.all(acc[2] | ~valid)):
                     break
-            carry = acc[1]
-            if prefix is None:
-                prefix = _apply(agg, carry)
-        published[tile] = (None if absolute else agg, prefix)
+            # An inexact composition: wait for the predecessor's own prefix instead.
+            carry = published[tile - groups][1] if np.any(acc[3] & valid) else acc[1]
+        # The states entering each thread and leaving the tile; where a map cannot give the
+        # loop's result, the threads walk their steps one after another instead.
+        state, exact = _apply(tuple(np.stack(part) for part in zip(*excl)), carry)
+        prefix, exact_end = _apply(agg, carry)
+        if not (exact.all() and exact_end.all()):
+            walked = carry
+            with np.errstate(invalid="ignore", over="ignore"):
+                for k in range(NS):
+                    state[k] = walked
+                    for s in range(S):
+                        walked = np.where(tc[k, s], tf[k, s], td[k, s] * walked + tv[k, s])
+            prefix = walked
+        published[tile] = (None if absolute or hold else agg, agg[1] if absolute else prefix)
         # Walk again from the entering states, writing results.
-        state = _apply(tuple(np.stack(part) for part in zip(*excl)), carry)
         lo, hi = jt * TT, min((jt + 1) * TT, N)
         c0, c1 = g * CW, min((g + 1) * CW, I)
         out_y = np.zeros((NS, S, CW), dtype)

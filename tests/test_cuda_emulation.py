@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import POISONS, poison
 from linscan import reference
 from linscan.testing import (
     assert_final_state_close,
@@ -77,6 +78,40 @@ def test_backward_matches_oracle(case):
     grads = (grad_a, grad_x, None if h0 is None else grad_h0)
     full_a = np.ascontiguousarray(a)  # the kernel's grad_a is per element
     assert_scan_backward_close(grads, full_a, h, grad_h, h0, **options)
+
+
+@st.composite
+def poisoned_cases(draw):
+    """Real float64 cases with infinite, NaN and zero decays, infinite inputs and initial
+    states, and runs of decays whose products underflow or overflow."""
+    case = draw(tiled_cases())
+    rng = case["rng"]
+    a, x = np.array(case["a"].real), np.array(case["x"].real)
+    O, T, I = a.shape
+    h0 = rng.normal(size=(O, I))
+    h0[rng.random((O, I)) < 0.3] = np.inf
+    h0[rng.random((O, I)) < 0.2] = 0.0
+    for kind in draw(st.lists(st.sampled_from(POISONS), max_size=6)):
+        poison(kind, a, x, rng)
+    return dict(case, a=a, x=x, h0=h0 if draw(st.booleans()) else None)
+
+
+@given(case=poisoned_cases())
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_non_finite_values_follow_the_serial_loop(case):
+    """A map whose product is infinite or NaN, or zero meeting an infinite state, cannot stand
+    for its steps: those tiles walk their threads one after another from the true state, and
+    the look-back waits for the predecessor's own prefix. Forward, final and backward."""
+    a, x, h0, down = case["a"], case["x"], case["h0"], case["down"]
+    options = _options(case, down)
+    assert_scan_close(_tiled(case, "forward"), a, x, h0, **options)
+    assert_final_state_close(_tiled(case, "final"), a, x, h0, **options)
+    backward = _options(case, not down)
+    h = reference.scan(a, x, h0, **backward)
+    grad_h = case["rng"].normal(size=h.shape)
+    grad_x, grad_a, grad_h0 = _tiled(case, "backward", v=grad_h, hf=h)
+    grads = (grad_a, grad_x, None if h0 is None else grad_h0)
+    assert_scan_backward_close(grads, a, h, grad_h, h0, **backward)
 
 
 @pytest.mark.parametrize("shape", [(1, 5000, 1), (3, 1500, 2), (2, 400, 40)])

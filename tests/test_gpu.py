@@ -9,7 +9,7 @@ from hypothesis import given
 
 import linscan
 from linscan._backend import gpu_status
-from helpers import race
+from helpers import assert_same_values, poisoned, race
 from linscan.testing import (
     assert_final_state_close,
     assert_scan_backward_close,
@@ -263,7 +263,7 @@ def test_same_errors_as_the_cpu_path():
 def test_non_finite_values_agree_with_the_cpu(method):
     """inf and NaN in x, h0 and a, and float32 overflow, land where the serial loop (the CPU's
     sequential method) puts them, with every GPU method: an infinite state survives decay
-    products that underflow. (The CPU's chunked methods still give NaN there: issue 7.)"""
+    products that underflow."""
     rng = np.random.default_rng(6)
     for dtype in (np.float32, np.float64):
         a = rng.uniform(0.5, 1.0, (5, 20000)).astype(dtype)
@@ -280,6 +280,36 @@ def test_non_finite_values_agree_with_the_cpu(method):
         assert np.isinf(got[4, -1]) and np.isnan(got[1, 500:]).all()
         finite = np.isfinite(cpu)
         assert_scan_close(np.where(finite, got, 0), np.where(finite, a, 0), np.where(finite, x, 0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_non_finite_values_follow_the_serial_loop(dtype, reverse):
+    """Infinite, NaN and zero decays, infinite inputs and initial states, decay products that
+    underflow or overflow (tests/helpers.py, poison), over shapes that take one tile, many
+    tiles and many channel groups: scan, final_state and scan_backward on every GPU method put
+    inf and NaN where the CPU's serial loop does. The tile kernel walks the tiles whose maps
+    cannot stand for their steps (kernels_cu/affine.cuh)."""
+    shapes = [(3, 20_000, 1), (2, 3000, 5), (1, 100_000, 1), (4, 500, 40), (2, 7, 3)]
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        shape = shapes[seed % len(shapes)]
+        a, x, h0, grad_h = poisoned(rng, shape, dtype, clean_first=seed % 2 == 0)
+        resets = rng.random(shape) < 0.001 if seed % 3 == 0 else None
+        kw = dict(axis=1, reverse=reverse, resets=resets)
+        h = linscan.scan(a, x, h0, method="sequential", **kw)
+        want = [h, linscan.final_state(a, x, h0, method="sequential", **kw),
+                *linscan.scan_backward(a, h, grad_h, h0, method="sequential", **kw)]  # fmt: skip
+        args = [gpu(v) for v in (a, x, h0, h, grad_h)]
+        for method in METHODS:
+            options = dict(on_gpu(kw), method=method)
+            got = [
+                linscan.scan(*args[:3], **options),
+                linscan.final_state(*args[:3], **options),
+                *linscan.scan_backward(args[0], args[3], args[4], args[2], **options),
+            ]
+            for g, w in zip(got, want):
+                assert_same_values(host(g), w, dtype)
 
 
 def test_runs_on_the_current_stream():
