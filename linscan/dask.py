@@ -217,25 +217,45 @@ def _compose(first, second):
     a1, b1, r1 = first
     a2, b2, r2 = second
     with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 in a product a reset hides
-        a, b = a2 * a1, a2 * b1 + b2
-    if r2 is None:
-        return a, b, r1
-    xp = _layout.xp_of(b)
-    return a, xp.where(r2, b2, b), r2 if r1 is None else r1 | r2
+        a = a2 * a1
+    r = r1 if r2 is None else r2 if r1 is None else r1 | r2
+    return a, _applied(second, b1), r
 
 
 def _apply(summary, state, shape):
     """The state after a chunk of map ``summary`` entered with ``state`` (``None``: zero), as
     a fresh array of the full ``shape`` of one step of the chunk."""
-    a, b, r = summary
-    result = b
-    if state is not None:
-        with np.errstate(invalid="ignore", over="ignore"):
-            result = a * state + b
-        if r is not None:
-            result = _layout.xp_of(b).where(r, b, result)
+    result = summary[1] if state is None else _applied(summary, state)
     xp = _layout.xp_of(result)
     return xp.array(xp.broadcast_to(result, shape))  # a copy (ascontiguousarray makes 0-d 1-d)
+
+
+_CANNOT_FOLLOW = (
+    "a: a chunk's decay product is infinite, or zero where an infinite state enters it: "
+    "composing chunks cannot follow the serial loop there (the in-memory functions walk such "
+    "a stretch step by step); put the time axis in one chunk (arr.rechunk({axis: -1})) or "
+    "scan in memory"
+)
+
+
+def _applied(summary, state):
+    """``A * state + B`` (``B`` where the chunk resets): the state leaving a chunk entered with
+    ``state``. ``B`` is the serial loop's result from a zero state, so it stands for a zero
+    ``state`` as it is; otherwise the map is the loop's result unless ``A`` is infinite (an
+    infinite decay, whose ``B`` holds ``inf * 0``, or an overflow), or zero (an underflow
+    maybe, which the loop never sees) where ``state`` is infinite. There it raises
+    ``ValueError``: a NaN would be a wrong answer."""
+    a, b, r = summary
+    xp = _layout.xp_of(b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        live = state != 0  # NaN included: it stays NaN
+        lost = live & ~xp.isnan(state) & (xp.isinf(a) | ((a == 0) & xp.isinf(state)))
+        if r is not None:
+            lost &= ~r
+        if bool(lost.any()):
+            raise ValueError(_CANNOT_FOLLOW)
+        result = xp.where(live, a * state + b, b)
+    return result if r is None else xp.where(r, b, result)
 
 
 def _final(summary, state, shape, dtype):

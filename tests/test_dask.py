@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import linscan
+from helpers import assert_same_values, poisoned
 from linscan import testing
 
 da = pytest.importorskip("dask.array")
@@ -216,6 +217,56 @@ def test_empty_and_single_chunk():
         h, f = _compute(ld.scan(0.9, X, axis=0), ld.final_state(0.9, X, 2.0, axis=0))
         np.testing.assert_allclose(h, linscan.scan(0.9, x, axis=0))
         np.testing.assert_allclose(f, linscan.final_state(0.9, x, 2.0, axis=0))
+
+
+def _three_ways(a, x, h0, grad_h, chunks, **kw):
+    """scan, final_state and scan_backward (at the serial loop's ``h``): the serial loop's
+    results, then linscan.dask's on arrays of ``chunks``."""
+    h = linscan.scan(a, x, h0, method="sequential", **kw)
+    want = [h, linscan.final_state(a, x, h0, method="sequential", **kw),
+            *linscan.scan_backward(a, h, grad_h, h0, method="sequential", **kw)]  # fmt: skip
+    A, X, H, G = (da.from_array(v, chunks=chunks) for v in (a, x, h, grad_h))
+    got = [ld.scan(A, X, h0, **kw), ld.final_state(A, X, h0, **kw),
+           *ld.scan_backward(A, H, G, h0, **kw)]  # fmt: skip
+    return want, [v.compute(**SYNC) for v in got]
+
+
+def test_non_finite_values_follow_the_serial_loop_or_raise():
+    """Every kind of trouble (helpers.poison) over 5 time chunks: the serial loop's results,
+    inf and NaN in the same places; or, where a chunk's decay product is infinite, or zero
+    where an infinite state enters it, a ValueError that says so. Never a wrong value."""
+    followed = refused = 0
+    for seed in range(24):
+        rng = np.random.default_rng(seed)
+        rows, steps = [(1, 6000), (3, 2000), (6, 300)][seed % 3]
+        a, x, h0, grad_h = (v[..., 0] for v in poisoned(rng, (rows, steps, 1), np.float64))
+        try:
+            want, got = _three_ways(a, x, h0, grad_h, (rows, steps // 5 + 1),
+                                    reverse=seed % 4 > 1)  # fmt: skip
+        except ValueError as error:
+            assert str(error).startswith("a: a chunk's decay product is infinite")
+            refused += 1
+            continue
+        for g, w in zip(got, want):
+            assert_same_values(g, w, np.float64)
+        followed += 1
+    assert followed >= 3 and refused >= 3  # both outcomes are exercised
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_inf_and_nan_inputs_and_states_are_followed(reverse):
+    """What composing chunks can follow, it does: inf and NaN inputs, NaN decays and infinite
+    initial states."""
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0.5, 1.0, (5, 1000))
+    x = rng.standard_normal((5, 1000))
+    x[0, 300], x[1, 500], a[2, 700] = np.inf, np.nan, np.nan
+    h0 = np.array([0.0, 0.0, 1.0, 0.0, np.inf])
+    want, got = _three_ways(a, x, h0, rng.standard_normal(a.shape), (5, 200), reverse=reverse)
+    for g, w in zip(got, want):
+        assert_same_values(g, w, np.float64)
+    h = got[0]
+    assert np.isinf(h[4]).all() and np.isnan(h[1, 500:] if not reverse else h[1, :501]).all()
 
 
 @pytest.mark.gpu
