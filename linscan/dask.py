@@ -251,7 +251,7 @@ def _applied(summary, state):
         live = state != 0  # NaN included: it stays NaN
         lost = live & ~xp.isnan(state) & (xp.isinf(a) | ((a == 0) & xp.isinf(state)))
         if r is not None:
-            lost &= ~r
+            lost = lost & ~r  # (not in place: r may have the larger shape)
         if bool(lost.any()):
             raise ValueError(_CANNOT_FOLLOW)
         result = xp.where(live, a * state + b, b)

@@ -219,6 +219,16 @@ def test_empty_and_single_chunk():
         np.testing.assert_allclose(f, linscan.final_state(0.9, x, 2.0, axis=0))
 
 
+def test_empty_state_with_resets():
+    """A number for ``a`` and ``h0`` against zero-size resets: the state maps broadcast to
+    the resets' (empty) shape (found by CI's hypothesis run)."""
+    x = np.zeros((1, 0, 0), np.float32)
+    r = np.zeros((1, 0, 0), bool)
+    got = _compute(ld.final_state(0.0, da.from_array(x), 0.0, axis=0, resets=da.from_array(r)))
+    want = linscan.final_state(0.0, x, 0.0, axis=0, resets=r)
+    assert got[0].shape == want.shape == (0, 0) and got[0].dtype == want.dtype
+
+
 def _three_ways(a, x, h0, grad_h, chunks, **kw):
     """scan, final_state and scan_backward (at the serial loop's ``h``): the serial loop's
     results, then linscan.dask's on arrays of ``chunks``."""
