@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import linscan
@@ -22,6 +22,9 @@ dask = pytest.importorskip("dask")
 ld = pytest.importorskip("linscan.dask")
 
 SYNC = {"scheduler": "synchronous"}
+#: Each example builds and computes a Dask graph: a quarter of the profile's examples (50 under
+#: the ci profile, 500 under long).
+FEWER = settings(max_examples=max(10, settings.default.max_examples // 4))
 DTYPES = (np.float32, np.float64, np.complex64, np.float16)
 
 
@@ -53,6 +56,7 @@ def _chunked_case(draw, case):
     return [draw(chunked(v)) for v in (case.a, case.x, case.h0, case.resets)]
 
 
+@FEWER
 @given(st.data())
 def test_scan_matches_the_oracle_for_any_chunking(data):
     case = data.draw(testing.scan_cases(dtypes=DTYPES, max_steps=60))
@@ -68,6 +72,7 @@ def test_scan_matches_the_oracle_for_any_chunking(data):
         assert lazy.chunks == x.chunks
 
 
+@FEWER
 @given(st.data())
 def test_final_state_matches_the_oracle_for_any_chunking(data):
     case = data.draw(testing.scan_cases(dtypes=DTYPES, max_steps=60))
@@ -79,6 +84,7 @@ def test_final_state_matches_the_oracle_for_any_chunking(data):
     testing.assert_final_state_close(state, case.a, case.x, case.h0, **case.kwargs)
 
 
+@FEWER
 @given(st.data())
 def test_scan_backward_matches_the_oracle_for_any_chunking(data):
     case = data.draw(testing.backward_cases(dtypes=DTYPES, max_steps=60))
