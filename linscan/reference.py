@@ -295,8 +295,8 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, st
         return (np.ones(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, bool),
                 np.zeros(shape, bool))  # fmt: skip
 
-    def held(value, reset):  # a map that ignores its input and gives ``value``
-        return (np.zeros(CW, dtype), value, np.full(CW, reset), np.zeros(CW, bool))
+    def ignoring(value):  # a map that ignores its input and gives ``value``: a prefix
+        return (np.zeros(CW, dtype), value, np.ones(CW, bool), np.zeros(CW, bool))
 
     y = np.zeros((N, I), dtype)
     published = {}  # tile -> (map, prefix)
@@ -331,12 +331,11 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, st
             pj = jt - 1  # the kernel reads NS of these at a time; the result is the same
             while True:
                 if pj < 0:  # never reached: the first tile publishes its prefix at once
-                    entry = (np.ones(CW, dtype), np.zeros(CW, dtype), np.ones(CW, bool),
-                             np.zeros(CW, bool))  # fmt: skip
+                    entry = ignoring(np.zeros(CW, dtype))
                 else:
                     p_map, p_prefix = published[pj * groups + g]
                     done = p_map is None or rng.random() < 0.5
-                    entry = held(p_prefix, True) if done else p_map
+                    entry = ignoring(p_prefix) if done else p_map
                 acc = _compose(entry, acc)
                 pj -= 1
                 if bool(np.all(acc[2] | ~valid)):
