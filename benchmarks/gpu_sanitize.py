@@ -2,7 +2,10 @@
 synccheck, initcheck): every dtype, every mode (scan, final_state, scan_backward), both
 methods, every channel width, one tile and many, time-contiguous and time-major, forward and
 reverse, with and without resets, tiny and odd sizes (the 16-bit and complex dtypes on a
-subset of the shapes, to keep racecheck's time in bounds). CuPy's memory pool is switched
+subset of the shapes, to keep racecheck's time in bounds); then inf, NaN and zero decays,
+inf inputs and states and products that underflow or overflow (tests/helpers.py, poisoned),
+which take the tile kernel's other paths: tiles that hold their map back, look-backs that wait
+for a predecessor's prefix, threads that walk in turn. CuPy's memory pool is switched
 off so that every array is its own allocation and an out-of-bounds access cannot land inside
 a neighbour. Results are checked against the serial oracle too. Run from the source tree:
 
@@ -10,6 +13,7 @@ a neighbour. Results are checked against the serial oracle too. Run from the sou
 """
 
 import sys
+from pathlib import Path
 
 import cupy
 import numpy as np
@@ -17,6 +21,9 @@ import numpy as np
 import linscan
 from linscan._dtypes import BFLOAT16
 from linscan.testing import assert_final_state_close, assert_scan_backward_close, assert_scan_close
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from helpers import assert_same_values, poisoned  # noqa: E402
 
 cupy.cuda.set_allocator(None)  # every array its own cudaMalloc
 
@@ -75,9 +82,33 @@ def main() -> int:
                         tuple(cupy.asnumpy(g) for g in grads), a, h_host, gh, h0, **kw
                     )
                     assert_scan_close(cupy.asnumpy(h_b), a_b, x, 0.5, **kw)
+    calls += non_finite(rng)
     cupy.cuda.Device().synchronize()
     print(f"gpu_sanitize: {calls} calls checked against the oracle")
     return 0
+
+
+def non_finite(rng) -> int:
+    """Poisoned calls (one tile and many, one channel and many) against the CPU's serial loop:
+    inf and NaN in the same places. Returns the number of GPU calls."""
+    calls = 0
+    for dtype in (np.float32, np.float64):
+        for shape in ((1, 3000, 1), (1, 20000, 1), (2, 301, 3), (3, 40, 33)):
+            for reverse in (False, True):
+                a, x, h0, gh = poisoned(rng, shape, dtype, clean_first=reverse)
+                serial = dict(axis=1, reverse=reverse, method="sequential")
+                h = linscan.scan(a, x, h0, **serial)
+                want = [h, *linscan.scan_backward(a, h, gh, h0, **serial)]
+                da, dx, dh0, dh, dgh = (cupy.asarray(v) for v in (a, x, h0, h, gh))
+                kw = dict(serial, method="parallel")
+                got = [
+                    linscan.scan(da, dx, dh0, **kw),
+                    *linscan.scan_backward(da, dh, dgh, dh0, **kw),
+                ]
+                calls += 2
+                for g, w in zip(got, want):
+                    assert_same_values(cupy.asnumpy(g), w, dtype)
+    return calls
 
 
 if __name__ == "__main__":
