@@ -7,6 +7,11 @@
 # step cannot eat the whole lease. STEPS selects steps (default: all, in this order):
 #   info warm gpu_tests gpu_bench memcheck racecheck synccheck initcheck profile cpu_tests cpu_bench
 # (warm compiles every kernel module at once, in parallel, into CuPy's disk cache).
+# Not in the default list, for a second call: suite_memcheck suite_racecheck suite_synccheck
+# suite_initcheck run the whole GPU test suite (tests/test_gpu.py, not the slow tests; 10
+# hypothesis examples each) under each compute-sanitizer tool, with CuPy's memory pool on (the
+# default steps' gpu_sanitize.py turns it off, so that an access out of bounds cannot land in
+# a neighbouring array), e.g. STEPS="warm suite_memcheck suite_synccheck suite_initcheck".
 # The device machine has no Dask: for the Dask tests with CuPy chunks, install it here into a
 # folder (`pip install --target .device-site "dask[array]"`, pure Python; .device-site is
 # git-ignored), carry that folder, and run with PYTHONPATH=.:.device-site.
@@ -52,6 +57,11 @@ step memcheck 120 "${sanitize[@]}" memcheck "$py" benchmarks/gpu_sanitize.py
 step racecheck 150 "${sanitize[@]}" racecheck "$py" benchmarks/gpu_sanitize.py
 step synccheck 90 "${sanitize[@]}" synccheck "$py" benchmarks/gpu_sanitize.py
 step initcheck 90 "${sanitize[@]}" initcheck "$py" benchmarks/gpu_sanitize.py
+suite=(-m pytest -q -p no:cacheprovider -m "not slow" --hypothesis-profile=sanitize tests/test_gpu.py)
+step suite_memcheck 300 "${sanitize[@]}" memcheck "$py" "${suite[@]}"
+step suite_racecheck 540 "${sanitize[@]}" racecheck "$py" "${suite[@]}"
+step suite_synccheck 300 "${sanitize[@]}" synccheck "$py" "${suite[@]}"
+step suite_initcheck 300 "${sanitize[@]}" initcheck "$py" "${suite[@]}"
 step profile 60 "$py" -c "
 import cProfile, pstats, cupy, linscan
 a = cupy.random.random((1, 65536), dtype=cupy.float32); x = a.copy(); h = a.copy()
