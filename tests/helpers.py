@@ -89,8 +89,10 @@ def poison(kind, a, x, rng):
         a[o, t, i] = x[o, t, i] = 0.0
     elif kind == "inf input":
         x[o, t, i] = rng.choice([np.inf, -np.inf])
-    elif kind == "inf decay after zeros":  # met by a state of exactly 0: inf * 0 in the loop
-        x[o, max(0, t - 3) : t, i] = 0.0
+    elif kind == "inf decay after zeros":  # met by a state of exactly 0 (either way): the
+        for u in (t - 1, t + 1):  # loop's inf * 0 is NaN
+            if 0 <= u < T:
+                a[o, u, i] = x[o, u, i] = 0.0
         a[o, t, i] = np.inf
     elif kind == "underflow":  # products reach 0 with no zero decay: an inf state survives
         a[o, t : t + 300, i] = 1e-3
