@@ -24,6 +24,7 @@ import contextlib
 import functools
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 
 #: Below this many elements a call runs on the calling thread alone (thread hand-off costs
@@ -59,22 +60,53 @@ def _setting(name: str, default):
     return getattr(_overrides, "settings", {}).get(name, default)
 
 
+#: ``LINSCAN_NUM_THREADS`` is capped at this many threads per usable CPU. The kernels are
+#: memory or latency bound and gain nothing from threads beyond the CPUs, yet a large enough
+#: problem gets one task per thread: a long row split under a setting of 100000 would start
+#: 100000 OS threads, which stay in the pool for the life of the process (it grows, never
+#: shrinks), each segment adding a float64 (product, partial state) pair per lane and a step
+#: to the serial composition. A few per CPU still lets one try oversubscription, or force
+#: split mode with more segments than a small machine has cores.
+MAX_THREADS_PER_CPU = 4
+
+
 def num_threads() -> int:
-    """Threads the CPU backend uses: ``LINSCAN_NUM_THREADS``, else the CPUs this process may
-    run on."""
+    """Threads the CPU backend uses: ``LINSCAN_NUM_THREADS`` (at most
+    ``MAX_THREADS_PER_CPU`` per usable CPU), else the CPUs this process may run on.
+
+    Raises ``ValueError`` naming the variable when it is set to anything but a positive
+    integer."""
     forced_threads = _setting("threads", None)
     if forced_threads is not None:
         return forced_threads
     env = os.environ.get("LINSCAN_NUM_THREADS", "").strip()
     if env:
-        try:
-            value = int(env)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ValueError(f"LINSCAN_NUM_THREADS must be a positive integer, got {env!r}")
-        return value
+        return _threads_from_env(env, _usable_cpus())
     return _usable_cpus()
+
+
+@functools.lru_cache(maxsize=8)
+def _threads_from_env(env: str, cpus: int) -> int:
+    """``LINSCAN_NUM_THREADS`` (stripped, non-empty) as a thread count for ``cpus`` usable CPUs.
+
+    Cached: every scan asks, and the warning on capping should come once per setting, not
+    once per call (``lru_cache`` does not cache the ``ValueError``, so a bad setting raises
+    every time)."""
+    try:
+        value = int(env)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"LINSCAN_NUM_THREADS must be a positive integer, got {env!r}")
+    cap = MAX_THREADS_PER_CPU * cpus
+    if value > cap:
+        warnings.warn(
+            f"LINSCAN_NUM_THREADS={value} is more than {MAX_THREADS_PER_CPU} threads per usable "
+            f"CPU ({cpus} usable); using {cap} threads",
+            RuntimeWarning,
+        )
+        return cap
+    return value
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,5 +1,7 @@
 """The CPU work partitioning (plain Python)."""
 
+import warnings
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -112,6 +114,38 @@ def test_num_threads_env(monkeypatch):
         monkeypatch.setenv("LINSCAN_NUM_THREADS", bad)
         with pytest.raises(ValueError, match="LINSCAN_NUM_THREADS"):
             _plan.num_threads()
+
+
+def test_num_threads_caps_a_setting_far_above_the_cpus(monkeypatch):
+    monkeypatch.setattr(_plan, "_usable_cpus", lambda: 2)
+    cap = 2 * _plan.MAX_THREADS_PER_CPU
+    _plan._threads_from_env.cache_clear()  # the warning comes once per setting per process
+    monkeypatch.setenv("LINSCAN_NUM_THREADS", "100000")
+    with pytest.warns(RuntimeWarning, match=f"LINSCAN_NUM_THREADS=100000.*using {cap} threads"):
+        assert _plan.num_threads() == cap
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only: every scan asks
+        assert _plan.num_threads() == cap
+        # At and below the cap the setting stands, without a word.
+        for ok in (cap, 1, 3):
+            monkeypatch.setenv("LINSCAN_NUM_THREADS", str(ok))
+            assert _plan.num_threads() == ok
+    monkeypatch.setattr(_plan, "_usable_cpus", lambda: 1)
+    monkeypatch.setenv("LINSCAN_NUM_THREADS", str(cap))  # fine on 2 CPUs, too many on 1
+    with pytest.warns(RuntimeWarning, match="1 usable"):
+        assert _plan.num_threads() == _plan.MAX_THREADS_PER_CPU
+
+
+def test_capped_setting_bounds_the_plan(monkeypatch):
+    # A long row would otherwise be cut into one segment (one pool thread) per thread asked.
+    monkeypatch.setattr(_plan, "_usable_cpus", lambda: 2)
+    monkeypatch.setenv("LINSCAN_NUM_THREADS", "1000")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        split = _plan.make_plan(1, 1 << 24, 1, down=False, method="parallel")
+        lanes = _plan.make_plan(4096, 1 << 12, 1, down=False, method="sequential")
+    assert len(split.segments) == 2 * _plan.MAX_THREADS_PER_CPU
+    assert len(lanes.boxes) == 2 * _plan.MAX_THREADS_PER_CPU
 
 
 def test_forced_restores_settings():
