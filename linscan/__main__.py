@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from fractions import Fraction
 
 
 def _info() -> int:
@@ -111,6 +113,77 @@ def _bench(args) -> int:
     return 0
 
 
+#: Largest ``--size``: 2**40 float32 elements are 4 TiB per array, and the benchmark holds
+#: several arrays; anything larger is a typo, refused before anything is allocated.
+MAX_SIZE = 1 << 40
+_SIZE_FORMS = (
+    "a whole number of elements such as 1048576, 2**20, 2^20, 1e6 or 16M "
+    "(K, M, G, T are powers of 2: 16M = 16 * 2**20)"
+)
+_POWER = re.compile(r"(?P<base>\d+)\s*(?:\*\*|\^)\s*(?P<exp>\d+)", re.ASCII)
+_NUMBER = re.compile(
+    r"(?P<mantissa>\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<exp>[+-]?\d+))?\s*(?P<suffix>[kmgt]i?)?",
+    re.IGNORECASE | re.ASCII,
+)
+_SUFFIX_BITS = {"k": 10, "m": 20, "g": 30, "t": 40}
+
+
+def parse_size(text: str) -> int:
+    """Elements per array from ``--size``: ``1048576``, ``2**20``, ``2^20``, ``1e6`` (it must
+    come out whole), or a number with a binary suffix (``16M``, ``16Mi``: 16 * 2**20; ``K``,
+    ``G``, ``T`` alike); from 1 to ``MAX_SIZE``.
+
+    Parsed, never evaluated: the old ``eval`` ran any code given, and ``9**9**9`` hung.
+    Raises ``argparse.ArgumentTypeError``, which argparse turns into a usage error."""
+    s = text.strip()
+    # Bounds the digits below: int() of a long digit string is slow, then refused.
+    if len(s) > 40:
+        raise argparse.ArgumentTypeError(f"expected {_SIZE_FORMS}, got {text!r}")
+    if s.startswith("-"):
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    power = _POWER.fullmatch(s)
+    number = _NUMBER.fullmatch(s)
+    if power:
+        base, exp = int(power["base"]), int(power["exp"])
+        # With base >= 2 and exp > 41, base**exp exceeds MAX_SIZE = 2**40: say so without
+        # computing it (9**999999999 would take minutes).
+        too_big = base >= 2 and exp > MAX_SIZE.bit_length()
+        value = Fraction(MAX_SIZE + 1 if too_big else base**exp)
+    elif number:
+        exp10 = int(number["exp"] or 0)
+        # The mantissa has at most 40 digits, so clamping the exponent to +-64 changes no
+        # verdict (too large, fractional, zero) and keeps 10**exp10 small.
+        exp10 = max(-64, min(64, exp10))
+        suffix = (number["suffix"] or "")[:1].lower()
+        value = Fraction(number["mantissa"]) * Fraction(10) ** exp10
+        value *= 2 ** _SUFFIX_BITS.get(suffix, 0)
+    else:
+        raise argparse.ArgumentTypeError(f"expected {_SIZE_FORMS}, got {text!r}")
+    if value.denominator != 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of elements, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    if value > MAX_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"must be at most 2**40 (4 TiB per float32 array), got {text!r}"
+        )
+    return int(value)
+
+
+def positive_int(text: str) -> int:
+    """A count option (``--repeat``): a whole number of at least 1. Zero repeats would time
+    nothing and print a table of NaN."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of at least 1, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m linscan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,11 +191,14 @@ def main(argv=None) -> int:
     bench = sub.add_parser("bench", help="speed against the memory floor and peers")
     bench.add_argument(
         "--size",
-        type=lambda s: int(eval(s, {}, {})) if "**" in s else int(s),
+        type=parse_size,
         default=1 << 24,
-        help="elements per array (default 2**24)",
+        help="elements per array: 1048576, 2**20, 2^20, 1e6, or with a binary suffix K, M, "
+        "G, T (16M = 16 * 2**20; 16Mi alike); 1 to 2**40 (default 2**24)",
     )
-    bench.add_argument("--repeat", type=int, default=7, help="timed pairs per measurement")
+    bench.add_argument(
+        "--repeat", type=positive_int, default=7, help="timed pairs per measurement (>= 1)"
+    )
     bench.add_argument("--case", action="append", help="only cases whose name contains this")
     bench.add_argument("--no-peers", action="store_true", help="skip scipy and jax")
     bench.add_argument("--no-check", action="store_true", help="skip the oracle check")

@@ -1,10 +1,13 @@
 """python -m linscan info / bench."""
 
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
+
+from linscan import __main__ as cli
 
 
 def run(*args):
@@ -57,3 +60,105 @@ def test_bench_table_and_plot(tmp_path):
 def test_bench_unknown_case():
     done = run("bench", "--case", "no such case")
     assert done.returncode == 2 and "cases are" in done.stderr
+
+
+# In-process checks of the command line: none of them may start a benchmark.
+
+
+@pytest.fixture
+def bench_calls(monkeypatch):
+    """The arguments ``main`` would run the benchmark with, instead of running it."""
+    calls = []
+    monkeypatch.setattr(cli, "_bench", lambda args: calls.append(args) or 0)
+    monkeypatch.delenv("LINSCAN_NUM_THREADS", raising=False)
+    return calls
+
+
+def usage_error(argv, capsys):
+    """``main(argv)`` exits with status 2 (argparse's usage error); its stderr."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: python -m linscan bench" in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    "text, size",
+    [
+        ("1048576", 1 << 20),
+        ("2**20", 1 << 20),
+        ("2^20", 1 << 20),
+        (" 2 ** 20 ", 1 << 20),
+        ("1e6", 10**6),
+        ("1.5e3", 1500),
+        ("16M", 16 << 20),
+        ("16Mi", 16 << 20),
+        ("16m", 16 << 20),
+        ("4K", 4096),
+        ("1.5K", 1536),
+        ("1G", 1 << 30),
+        ("1T", 1 << 40),
+        ("2**40", 1 << 40),
+        ("1", 1),
+    ],
+)
+def test_parse_size_accepts(text, size):
+    assert cli.parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("0", "at least 1"),
+        ("-5", "at least 1"),
+        ("0**3", "at least 1"),
+        ("0e5", "at least 1"),
+        ("1.5", "whole number"),
+        ("1e-3", "whole number"),
+        ("1e-999999999", "whole number"),
+        ("2**41", "at most 2\\*\\*40"),
+        ("1e13", "at most"),
+        ("2T", "at most"),
+        # Bounded before computing: either would take minutes as integer arithmetic.
+        ("9**999999999", "at most"),
+        ("1e999999999", "at most"),
+        ("9**9**9", "expected a whole number of elements such as"),
+        ("2**4+1", "such as"),
+        ("__import__('os').getpid()", "such as"),
+        ("0x10", "such as"),
+        ("16MB", "such as"),
+        ("", "such as"),
+        ("1" * 50, "such as"),
+    ],
+)
+def test_parse_size_rejects(text, message):
+    with pytest.raises(argparse.ArgumentTypeError, match=message) as exc:
+        cli.parse_size(text)
+    assert repr(text) in str(exc.value)  # says what was given
+
+
+def test_size_and_repeat_reach_the_benchmark(bench_calls):
+    assert cli.main(["bench", "--size", "16M", "--repeat", "3"]) == 0
+    (args,) = bench_calls
+    assert args.size == 16 << 20 and args.repeat == 3
+    assert cli.main(["bench"]) == 0 and bench_calls[1].size == 1 << 24
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--size", "0"], "argument --size: must be at least 1, got '0'"),
+        (["--size", "-4096"], "argument --size: must be at least 1, got '-4096'"),
+        (["--size", "2**4+1"], "argument --size: expected a whole number"),
+        # The old parser evaluated this; it must not even reach Python.
+        (["--size", "__import__('os').getpid()**1"], "argument --size: expected"),
+        (["--repeat", "0"], "argument --repeat: must be at least 1, got '0'"),
+        (["--repeat", "-1"], "argument --repeat: must be at least 1, got '-1'"),
+        (["--repeat", "many"], "argument --repeat: expected a whole number of at least 1"),
+    ],
+)
+def test_bad_counts_are_usage_errors(argv, message, bench_calls, capsys):
+    err = usage_error(["bench", *argv], capsys)
+    assert message in err and not bench_calls
