@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import warnings
 from fractions import Fraction
 
 
@@ -15,21 +17,38 @@ def _info() -> int:
 
     import linscan
 
-    from . import _plan
-
     versions = f"Python {platform.python_version()}, NumPy {np.__version__}"
     print(f"linscan {linscan.__version__} ({versions})")
     try:
         import numba
-
-        print(
-            f"CPU backend: Numba {numba.__version__}, {_plan.num_threads()} threads "
-            "(set LINSCAN_NUM_THREADS to change)"
-        )
     except ImportError as exc:  # a required dependency, but say so plainly
         print(f"CPU backend: unavailable, Numba does not import ({exc})")
+    else:
+        print(f"CPU backend: Numba {numba.__version__}, {_threads_status()}")
     print(f"GPU backend: {_gpu_status()}")
     return 0
+
+
+def _threads_status() -> str:
+    """The CPU backend's thread count and where it comes from; a bad ``LINSCAN_NUM_THREADS``
+    is reported, not raised: ``info`` is where one looks to find out what is wrong."""
+    from . import _plan
+
+    env = os.environ.get("LINSCAN_NUM_THREADS", "").strip()
+    try:
+        with warnings.catch_warnings():  # the capping is said below, not warned about
+            warnings.simplefilter("ignore")
+            threads = _plan.num_threads()
+    except ValueError as exc:
+        return f"invalid setting: {exc} (CPU scans raise until it is fixed or unset)"
+    if not env:
+        return f"{threads} threads, one per usable CPU (set LINSCAN_NUM_THREADS to change)"
+    if threads != int(env):
+        return (
+            f"{threads} threads (LINSCAN_NUM_THREADS={env} capped at "
+            f"{_plan.MAX_THREADS_PER_CPU} per usable CPU)"
+        )
+    return f"{threads} threads (LINSCAN_NUM_THREADS={env})"
 
 
 def _gpu_status() -> str:
@@ -184,6 +203,31 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _bench_problem(args):
+    """Why ``bench`` cannot run as asked, found before it starts (a run takes minutes, and a
+    failure at its end throws them away); ``None`` when it can."""
+    from . import _plan
+
+    try:
+        _plan.num_threads()
+    except ValueError as exc:
+        return f"{exc} (or unset it to use every usable CPU)"
+    if args.plot and args.gpu:
+        return "--plot draws the CPU benchmark only; drop it or --gpu"
+    if args.plot:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")  # as _bench.plot does: no display needed
+            import matplotlib.pyplot  # noqa: F401
+        except ImportError as exc:
+            return (
+                f"--plot needs matplotlib, which does not import ({exc}); install it with "
+                "python -m pip install matplotlib, or run without --plot"
+            )
+    return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m linscan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +255,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "info":
         return _info()
+    problem = _bench_problem(args)
+    if problem:
+        bench.error(problem)  # usage and message on stderr, exit status 2
     return _bench(args)
 
 

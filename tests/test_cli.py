@@ -162,3 +162,52 @@ def test_size_and_repeat_reach_the_benchmark(bench_calls):
 def test_bad_counts_are_usage_errors(argv, message, bench_calls, capsys):
     err = usage_error(["bench", *argv], capsys)
     assert message in err and not bench_calls
+
+
+def test_plot_without_matplotlib_fails_before_the_run(bench_calls, capsys, monkeypatch, tmp_path):
+    # None in sys.modules makes ``import matplotlib`` raise ImportError, installed or not.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    err = usage_error(["bench", "--plot", str(tmp_path / "b.png")], capsys)
+    assert "--plot needs matplotlib" in err and "pip install matplotlib" in err
+    assert not bench_calls
+
+
+def test_plot_with_gpu_is_a_usage_error(bench_calls, capsys, tmp_path):
+    err = usage_error(["bench", "--gpu", "--plot", str(tmp_path / "b.png")], capsys)
+    assert "--plot draws the CPU benchmark only" in err and not bench_calls
+
+
+@pytest.mark.parametrize("setting", ["abc", "0", "-3"])
+def test_bench_with_a_bad_thread_setting_is_a_usage_error(
+    setting, bench_calls, capsys, monkeypatch
+):
+    monkeypatch.setenv("LINSCAN_NUM_THREADS", setting)
+    err = usage_error(["bench"], capsys)
+    assert f"LINSCAN_NUM_THREADS must be a positive integer, got {setting!r}" in err
+    assert not bench_calls
+
+
+@pytest.mark.parametrize("setting", ["abc", "0", "-3"])
+def test_info_reports_a_bad_thread_setting(setting, capsys, monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setattr(cli, "_gpu_status", lambda: "not asked")  # probing a GPU is slow
+    monkeypatch.setenv("LINSCAN_NUM_THREADS", setting)
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("CPU backend:"))
+    assert "invalid setting" in line
+    assert f"LINSCAN_NUM_THREADS must be a positive integer, got {setting!r}" in line
+    assert "GPU backend: not asked" in out
+
+
+def test_info_says_when_the_thread_setting_is_capped(capsys, monkeypatch):
+    pytest.importorskip("numba")
+    from linscan import _plan
+
+    monkeypatch.setattr(cli, "_gpu_status", lambda: "not asked")
+    monkeypatch.setattr(_plan, "_usable_cpus", lambda: 2)
+    monkeypatch.setenv("LINSCAN_NUM_THREADS", "100000")
+    assert cli.main(["info"]) == 0
+    cap = 2 * _plan.MAX_THREADS_PER_CPU
+    assert f"{cap} threads (LINSCAN_NUM_THREADS=100000 capped at" in capsys.readouterr().out
