@@ -49,10 +49,13 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from ._numba_cache import njit_cached
+
 _U = np.uint64
 #: Steps per chain; a block is 8 chains (256 steps).
 M = 32
-_JIT = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
+#: Options of every kernel, cached on disk by ``njit_cached`` (which survives a corrupt file).
+_JIT = dict(nogil=True, fastmath={"contract"}, error_model="numpy")
 
 
 # --- 8-lane tuple helpers (inlined; the tuples live in registers) -----------------------------
@@ -329,7 +332,7 @@ def _has_impl(r):
 # --- forward: one row (I == 1) ---------------------------------------------------------------
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def _row_scan_serial(a, x, h, s, r, t0, t1, down):
     for k in range(t1 - t0):
         u = _walk(t0, t1, k, down)
@@ -338,7 +341,7 @@ def _row_scan_serial(a, x, h, s, r, t0, t1, down):
     return s
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def _row_chains(a, x, lo, down, back):
     """Decay product and partial state (from 0) of each of the 8 chains of a block. With
     ``back`` the decay is ``conj(a)`` and the input of a step ``conj(a) * x`` (see
@@ -355,7 +358,7 @@ def _row_chains(a, x, lo, down, back):
     return p, q
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def _row_scan_blocked(a, x, h, s, t0, t1, down):
     s = s + 0.0  # the state between chains and blocks: float64 (complex128)
     nb = (t1 - t0) // _U(8 * M)
@@ -377,7 +380,7 @@ def _row_scan_blocked(a, x, h, s, t0, t1, down):
     return _row_scan_serial(a, x, h, s, None, t1 - rest, t1, down)
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def _row_reduce_serial(a, x, r, t0, t1, down, back, p_tot, s_tot, reset):
     zero = a.dtype.type(0) + 0.0  # float64 (complex128), like p_tot and s_tot
     for k in range(t1 - t0):
@@ -393,7 +396,7 @@ def _row_reduce_serial(a, x, r, t0, t1, down, back, p_tot, s_tot, reset):
     return p_tot, s_tot, reset
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def _row_reduce(a, x, r, t0, t1, down, back, s_tot):
     """``(P, S, R)`` of a time range entered with state ``s_tot``: ``S`` is the leaving state,
     ``P`` the product of the decays since the last reset, ``R`` whether there was one.
@@ -422,7 +425,7 @@ def _row_reduce(a, x, r, t0, t1, down, back, s_tot):
     return _row_reduce_serial(a, x, r, lo, lo + rest, down, back, p_tot, s_tot, reset)
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def scan_rows(a, x, h, s, r, r0, r1, t0, t1, down, blocked, tile):
     """Scan rows ``[r0, r1)`` of ``(O, T)`` arrays over ``[t0, t1)``; ``s[r]``: state in/out;
     ``r``: resets (``(O, T)``) or ``None``."""
@@ -442,7 +445,7 @@ def scan_rows(a, x, h, s, r, r0, r1, t0, t1, down, blocked, tile):
     return sink
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def reduce_rows(a, x, p, s, f, r, r0, r1, t0, t1, down, tile, back):
     """Like ``scan_rows`` without writing ``h``; also stores each row's decay product in ``p``
     and, where there are resets, whether one was met in ``f``. With ``back`` it composes the
@@ -472,7 +475,7 @@ def reduce_rows(a, x, p, s, f, r, r0, r1, t0, t1, down, tile, back):
 # few channels touching cost more than it saved.
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def scan_cols(a, x, h, s, r, o0, o1, i0, i1, t0, t1, down):
     """Scan the box ``[o0, o1) x [i0, i1)`` of ``(O, T, I)`` arrays over ``[t0, t1)``."""
     i0, i1, t0, t1 = _U(i0), _U(i1), _U(t0), _U(t1)
@@ -485,7 +488,7 @@ def scan_cols(a, x, h, s, r, o0, o1, i0, i1, t0, t1, down):
                 h[o, t, i] = v
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def reduce_cols(a, x, p, s, f, r, o0, o1, i0, i1, t0, t1, down, back):
     """Like ``scan_cols`` without writing ``h``; ``p`` receives the decay products and ``f``
     (where there are resets) whether a reset was met. With ``back`` it composes the backward
@@ -531,7 +534,7 @@ def _back_step(av, ghv, hpv, c, reset, zero):
     return g, g * np.conj(hpv), np.conj(av) * g
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def _row_back_serial(a, h, gh, gx, ga, c, r, t0, t1, down):
     zero = a.dtype.type(0)
     for k in range(t1 - t0):
@@ -541,7 +544,7 @@ def _row_back_serial(a, h, gh, gx, ga, c, r, t0, t1, down):
     return c
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def _row_back_blocked(a, h, gh, gx, ga, c, t0, t1, down):
     c = c + 0.0  # the carry between chains and blocks: float64 (complex128)
     nb = (t1 - t0) // _U(8 * M)
@@ -577,7 +580,7 @@ def _without_edge(t0, t1, T, down):
     return t0, t1, False
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def backward_rows(a, h, gh, hb, gx, ga, c, r, r0, r1, t0, t1, down, blocked, tile):
     """Backward pass over rows ``[r0, r1)`` and ``[t0, t1)``; ``c[o]``: carry in/out; ``r``:
     resets or ``None``.
@@ -607,7 +610,7 @@ def backward_rows(a, h, gh, hb, gx, ga, c, r, r0, r1, t0, t1, down, blocked, til
     return sink
 
 
-@njit(**_JIT)
+@njit_cached(**_JIT)
 def backward_cols(a, h, gh, hb, gx, ga, c, r, o0, o1, i0, i1, t0, t1, down):
     """Backward pass over the box ``[o0, o1) x [i0, i1)`` of ``(O, T, I)`` arrays."""
     T = _U(h.shape[1])
