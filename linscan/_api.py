@@ -29,10 +29,11 @@ def _backend(args):
     return backend, cupy.cuda.Device(args.device)
 
 
-def _via_dlpack(function, named, **options):
+def _via_dlpack(function, named, returns_new=True, **options):
     """Run ``function`` on NumPy/CuPy views of the arrays of another library (``named``: the
-    ``(name, value)`` array arguments) and return its results in that library."""
-    call = _interop.Call(named)
+    ``(name, value)`` array arguments) and return its results in that library
+    (``returns_new``: whether some result is not an ``out`` array)."""
+    call = _interop.Call(named, returns_new)
     arrays = {name: call.bring_in(name, value) for name, value in named}
     return call.send_back(function(**arrays, **options))
 
@@ -107,35 +108,43 @@ def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto", rese
     """
     if _interop.foreign(x, a, h0, out, resets):
         named = (("a", a), ("x", x), ("h0", h0), ("out", out), ("resets", resets))
-        return _via_dlpack(scan, named, axis=axis, reverse=reverse, method=method)
+        return _via_dlpack(
+            scan, named, out is None, axis=axis, reverse=reverse, method=method
+        )
     args = _validate.scan_args(a, x, h0, axis, reverse, resets)
     method = _validate.check_method(method)
+    given = out
     if out is not None:
-        _validate.check_out(out, args.shape, args.dtype, device=args.device)
+        out = _validate.check_out(out, args.shape, args.dtype, device=args.device)
     be, device = _backend(args)
     work = be.storage(args.dtype)
     with device:
         result = out if out is not None else be.empty(args.shape, args.dtype)
-        if result.size == 0:
-            return result
-        a3 = _canonical(be, args, "a", work)
-        x3 = _canonical(be, args, "x", work)
-        state = be.initial(args.h0, args.shape, args.axis, work)
-        h3 = None
-        if work != args.dtype:
-            pass  # computed in the wider dtype, rounded once into the result
-        elif out is None:
-            h3 = result.reshape(_layout.dims(args.shape, args.axis))
-        else:
-            # The forward kernels read a[t] and x[t] before writing h[t]: out may be either.
-            h3 = _layout.safe_output(out, args.shape, args.axis, (a3, x3), exact_ok=(a3, x3))
-        target = h3 if h3 is not None else be.empty(x3.shape, work)
-        r3 = None if args.resets is None else be.flags(args.resets, args.shape, args.axis)
-        be.scan(a3, x3, target, state, args.reverse, method, r3)
-        if h3 is None:
-            with np.errstate(over="ignore"):  # rounding to 16 bits may overflow to inf
-                result[...] = target.reshape(args.shape)
-    return result
+        if result.size:
+            _scan(be, args, method, work, result, out)
+    return given if given is not None else result
+
+
+def _scan(be, args, method, work, result, out):
+    a3 = _canonical(be, args, "a", work)
+    x3 = _canonical(be, args, "x", work)
+    r3 = be.flags(args.resets, args.shape, args.axis)
+    state = be.initial(args.h0, args.shape, args.axis, work)
+    h3 = None
+    if work != args.dtype:
+        pass  # computed in the wider dtype, rounded once into the result
+    elif out is None:
+        h3 = result.reshape(_layout.dims(args.shape, args.axis))
+    else:
+        # The forward kernels read a[t] and x[t] before writing h[t]: out may be either. The
+        # resets and the initial state (a view of h0 on the GPU) are read throughout.
+        inputs = _present(a3, x3, r3, state)
+        h3 = _layout.safe_output(out, args.shape, args.axis, inputs, exact_ok=(a3, x3))
+    target = h3 if h3 is not None else be.empty(x3.shape, work)
+    be.scan(a3, x3, target, state, args.reverse, method, r3)
+    if h3 is None:
+        with np.errstate(over="ignore"):  # rounding to 16 bits may overflow to inf
+            result[...] = target.reshape(args.shape)
 
 
 def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto", resets=None):
@@ -261,13 +270,21 @@ def scan_backward(
     if _interop.foreign(h, a, grad_h, h0, out, resets):
         named = (("a", a), ("h", h), ("grad_h", grad_h), ("h0", h0), ("out", out))
         named += (("resets", resets),)
-        return _via_dlpack(scan_backward, named, axis=axis, reverse=reverse, method=method)
+        filled = isinstance(out, tuple) and len(out) == 3
+        filled = filled and all(arr is not None for arr in out[: 2 if h0 is None else 3])
+        return _via_dlpack(
+            scan_backward, named, not filled, axis=axis, reverse=reverse, method=method
+        )
     args = _validate.backward_args(a, h, grad_h, h0, axis, reverse, resets)
     method = _validate.check_method(method)
     out_a, out_x, out_h0 = _validate.check_backward_out(out, args)
     be, device = _backend(args)
     with device:
-        return _scan_backward(be, args, method, out_a, out_x, out_h0)
+        grads = _scan_backward(be, args, method, out_a, out_x, out_h0)
+    if out is None:
+        return grads
+    # The caller's own arrays (an ndarray subclass was written through a plain view).
+    return tuple(grad if given is None else given for grad, given in zip(grads, out))
 
 
 def _scan_backward(be, args, method, out_a, out_x, out_h0):
@@ -280,16 +297,17 @@ def _scan_backward(be, args, method, out_a, out_x, out_h0):
     # The backward kernels read grad_h[t] before writing grad_x[t], so grad_x may replace
     # grad_h. Nothing may alias grad_a: the chained kernels read a[t] after writing grad_a[t],
     # and h[t-1] after a neighbouring chain wrote grad_a there.
+    r3 = be.flags(args.resets, shape, args.axis)
+    before = be.initial(args.h0, shape, args.axis, work)  # h[-1]: grad_a reads it
+    inputs = _present(a3, h3, gh3, r3, before)
     grad_x3 = None
     if work == dtype:
-        grad_x3 = _layout.safe_output(out_x, shape, args.axis, (a3, h3, gh3), exact_ok=(gh3,))
+        grad_x3 = _layout.safe_output(out_x, shape, args.axis, inputs, exact_ok=(gh3,))
     grad_x3 = grad_x3 if grad_x3 is not None else be.empty(dims, work)
     # grad_a is written unrounded (float32 for 16-bit dtypes): a broadcast a sums it.
     wide = _dtypes.accumulator(dtype)
     direct = out_a is not None and out_a.shape == shape and out_a.dtype == wide
-    grad_a3 = _layout.safe_output(
-        out_a if direct else None, shape, args.axis, (a3, h3, gh3, grad_x3)
-    )
+    grad_a3 = _layout.safe_output(out_a if direct else None, shape, args.axis, inputs + (grad_x3,))
     grad_a3 = grad_a3 if grad_a3 is not None else be.empty(dims, wide)
     want_h0 = args.h0 is not None
     if grad_x3.size:
@@ -297,13 +315,13 @@ def _scan_backward(be, args, method, out_a, out_x, out_h0):
             a3,
             h3,
             gh3,
-            be.initial(args.h0, shape, args.axis, work),
+            before,
             grad_x3,
             grad_a3,
             args.reverse,
             method,
             want_h0,
-            be.flags(args.resets, shape, args.axis),
+            r3,
         )
     elif want_h0:
         state = _layout.initial_state(None, shape, args.axis, work, be.xp)
@@ -316,6 +334,11 @@ def _scan_backward(be, args, method, out_a, out_x, out_h0):
         state = state.reshape(_layout.state_shape(shape, args.axis))
         grad_h0 = _deliver(_layout.sum_to_shape(state, args.h0.shape, _native(args.h0)), out_h0)
     return grad_a, grad_x, grad_h0
+
+
+def _present(*arrays) -> tuple:
+    """The arrays of ``arrays`` that are not ``None``."""
+    return tuple(arr for arr in arrays if arr is not None)
 
 
 def _native(arr) -> np.dtype:

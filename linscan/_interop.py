@@ -73,7 +73,11 @@ class Call:
     back into their library. All of the call's arrays must come from that library and sit
     on one device (``TypeError`` otherwise)."""
 
-    def __init__(self, named):
+    def __init__(self, named, returns_new: bool = True):
+        """``named``: the call's ``(name, value)`` arguments; ``returns_new``: whether the call
+        returns arrays it allocates (not only ``out``), which need the library's namespace:
+        looked up now, so that a library linscan cannot hand results back to is refused
+        before any work."""
         arrays = list(_arrays(named))
         self.first = next((pair for pair in arrays if foreign(pair[1])), None)
         self.given = {}  # id of a converted array -> the caller's object
@@ -91,6 +95,7 @@ class Call:
                     f"{name} is on DLPack device {_device(value)} but {first} is on {device}: "
                     "linscan never copies between devices; move them to one device first"
                 )
+        self.namespace = _namespace(first, like) if returns_new else None
 
     def bring_in(self, name, value):
         """``value`` as a NumPy or CuPy array viewing the same memory (unchanged if it is not
@@ -113,7 +118,7 @@ class Call:
         given = self.given.get(id(result))
         if given is not None:
             return given
-        return _export(self.first[1], result)
+        return _export(self.namespace, self.first[1], result)
 
 
 def _view(name, value):
@@ -153,11 +158,22 @@ def _from_dlpack(xp, value):
     return xp.from_dlpack(value)
 
 
-def _export(like, result):
-    """``result`` as an array of ``like``'s library, on ``result``'s device."""
+def _namespace(name, value):
+    """The array namespace of ``value``'s library, which results are returned in."""
     import array_api_compat
 
-    xp = array_api_compat.array_namespace(like)
+    try:
+        return array_api_compat.array_namespace(value)
+    except TypeError as exc:
+        raise TypeError(
+            f"{name} is a {_library(value)}, which speaks DLPack but is not a library linscan "
+            f"can return arrays of ({exc}); convert it first, e.g. numpy.from_dlpack({name})"
+        ) from exc
+
+
+def _export(xp, like, result):
+    """``result`` as an array of namespace ``xp`` (the library of ``like``), on ``result``'s
+    device."""
     if result.dtype == _dtypes.BFLOAT16:
         if _is_torch(like):
             import torch

@@ -31,6 +31,21 @@ def dims(shape: tuple, axis: int) -> tuple:
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
 
 
+def broadcast_shapes(*shapes) -> tuple:
+    """The shape arrays of ``shapes`` broadcast to, by NumPy's rules, for any number of
+    dimensions (``numpy.broadcast_shapes`` raises RuntimeError past 32). ValueError if they
+    do not broadcast."""
+    ndim = max(map(len, shapes), default=0)
+    result = [1] * ndim
+    for shape in shapes:
+        for k, n in enumerate(shape, start=ndim - len(shape)):
+            if n != 1:
+                if result[k] not in (1, n):
+                    raise ValueError(f"shapes {shapes} do not broadcast together")
+                result[k] = n
+    return tuple(result)
+
+
 def state_shape(shape: tuple, axis: int) -> tuple:
     return shape[:axis] + shape[axis + 1 :]
 

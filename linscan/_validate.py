@@ -7,14 +7,18 @@ raises has touched nothing. Errors name the argument, what was expected and what
 
 from __future__ import annotations
 
+import cmath
 import operator
+import os
+import sys
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _dtypes
 from ._backend import is_cupy, placement
-from ._layout import may_share_memory
+from ._layout import broadcast_shapes, may_share_memory
 
 #: Dtypes the backends compute in (see ``_dtypes``).
 SUPPORTED_DTYPES = _dtypes.SUPPORTED
@@ -62,6 +66,23 @@ def _is_python_number(value) -> bool:
     return isinstance(value, (int, float, complex)) and not isinstance(value, bool)
 
 
+def host_array(name: str, value: np.ndarray) -> np.ndarray:
+    """A NumPy array as a plain ``numpy.ndarray`` viewing the same memory.
+
+    Subclasses are read as the array they hold: their methods (``np.matrix``'s ``reshape``,
+    which keeps two dimensions) must not steer the kernels, and results are plain arrays. A
+    masked array is refused: a scan has no meaning for masked steps, and reading the data
+    under the mask would silently ignore it."""
+    if type(value) is np.ndarray:
+        return value
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} must be a NumPy array without a mask, got a masked array; pass "
+            f"{name}.filled(value) to choose what the masked elements hold"
+        )
+    return np.asarray(value)
+
+
 def _operand(name: str, value):
     """Return ``value`` as a NumPy array, or unchanged if it is a Python int or float.
 
@@ -73,7 +94,9 @@ def _operand(name: str, value):
         return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a floating-point array or number, got a bool")
-    if isinstance(value, np.ndarray) or is_cupy(value):
+    if isinstance(value, np.ndarray):
+        arr = host_array(name, value)
+    elif is_cupy(value):
         arr = value
     else:
         try:
@@ -101,17 +124,39 @@ def _result_dtype(*operands) -> np.dtype:
 
 
 def _as_array(name: str, value, dtype: np.dtype) -> np.ndarray:
-    """A Python number becomes a 0-d array of the result dtype; arrays pass through. A float
-    beyond the dtype's range becomes inf, as NumPy rounds it, without NumPy's warning."""
+    """A Python number becomes a 0-d array of the result dtype; arrays pass through. A finite
+    number beyond the dtype's range becomes inf, as NumPy rounds it, with a warning naming the
+    argument (NumPy warns for some dtypes and not others)."""
     if not _is_python_number(value):
         return value
     try:
         with np.errstate(over="ignore"):
-            return np.asarray(value, dtype=dtype)
+            arr = np.asarray(value, dtype=dtype)
     except OverflowError as exc:  # a Python int too large for any float
         raise ValueError(
             f"{name} must fit in {dtype}, got a Python int of {value.bit_length()} bits"
         ) from exc
+    parts = (value.real, value.imag) if isinstance(value, complex) else (value,)
+    if any(abs(part) > _LARGEST[dtype] for part in parts) and cmath.isfinite(value):
+        if not np.isfinite(arr):  # (not merely rounded down to the largest finite value)
+            _warn(
+                f"{name}: the Python number {value!r} is beyond the range of {dtype} and "
+                f"becomes inf; pass an array of a wider dtype to compute with it"
+            )
+    return arr
+
+
+#: The largest finite component of each supported dtype.
+_LARGEST = {dtype: float(_dtypes.finfo(dtype).max) for dtype in SUPPORTED_DTYPES}
+
+
+def _warn(message: str) -> None:
+    """A ``RuntimeWarning`` attributed to the first caller outside linscan."""
+    here = os.path.dirname(__file__)
+    frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of this function
+    while frame is not None and frame.f_code.co_filename.startswith(here):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, RuntimeWarning, stacklevel=level)
 
 
 def check_axis(axis, ndim: int) -> int:
@@ -163,7 +208,7 @@ def _broadcasts_to(shape: tuple, target: tuple) -> bool:
     if len(shape) > len(target):
         return False
     try:
-        return np.broadcast_shapes(shape, target) == tuple(target)
+        return broadcast_shapes(shape, target) == tuple(target)
     except ValueError:
         return False
 
@@ -192,7 +237,7 @@ def _plain_call(a, arrays, h0, axis, reverse):
         if device is not None and other.device.id != device:
             return None
     if type(a) is float:
-        a = np.asarray(a, dtype)
+        a = _as_array("a", a, dtype)
     return a, dtype, shape, axis % len(shape), device
 
 
@@ -200,7 +245,9 @@ def _check_resets(resets, shape: tuple, what: str):
     """``resets`` as a boolean array that broadcasts to ``shape`` (``None`` stays ``None``)."""
     if resets is None:
         return None
-    if not (isinstance(resets, np.ndarray) or is_cupy(resets)):
+    if isinstance(resets, np.ndarray):
+        resets = host_array("resets", resets)
+    elif not is_cupy(resets):
         try:
             resets = np.asarray(resets)
         except (TypeError, ValueError) as exc:
@@ -230,7 +277,7 @@ def scan_args(a, x, h0, axis, reverse, resets=None) -> ScanArgs:
     a, x = _as_array("a", a, dtype), _as_array("x", x, dtype)
     h0 = None if h0 is None else _as_array("h0", h0, dtype)
     try:
-        shape = x.shape if a.shape == x.shape else np.broadcast_shapes(a.shape, x.shape)
+        shape = x.shape if a.shape == x.shape else broadcast_shapes(a.shape, x.shape)
     except ValueError:
         raise ValueError(
             f"a and x must broadcast together, got a with shape {a.shape} and x with shape "
@@ -243,10 +290,13 @@ def scan_args(a, x, h0, axis, reverse, resets=None) -> ScanArgs:
     return ScanArgs(a, x, h0, dtype, shape, axis, reverse, device, resets)
 
 
-def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out", device=None) -> None:
-    """``out`` must be an array of the call's kind (NumPy, or CuPy on the call's device)."""
+def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out", device=None):
+    """``out`` must be an array of the call's kind (NumPy, or CuPy on the call's device).
+    Returns the array to write into: ``out``, or a plain ndarray view of a subclass."""
     if device is None and not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if device is None:
+        out = host_array(name, out)
     if device is not None:
         if not is_cupy(out):
             raise TypeError(
@@ -263,10 +313,11 @@ def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out", device=None
         raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
     if not getattr(out.flags, "writeable", True):  # CuPy arrays are always writeable
         raise ValueError(f"{name} must be writeable, got a read-only array")
+    return out
 
 
 def check_backward_out(out, args: BackwardArgs) -> tuple:
-    """``out`` of ``scan_backward`` as a 3-tuple of arrays or ``None``s."""
+    """``out`` of ``scan_backward`` as a 3-tuple of arrays to write into, or ``None``s."""
     if out is None:
         return (None, None, None)
     if not isinstance(out, tuple) or len(out) != 3:
@@ -284,18 +335,19 @@ def check_backward_out(out, args: BackwardArgs) -> tuple:
             None if args.h0 is None else args.h0.dtype.newbyteorder("="),
         ),
     )
+    checked = []
     for arr, (name, shape, dtype) in zip(out, wanted):
-        if arr is None:
-            continue
-        if shape is None:
-            raise ValueError(f"{name} must be None when h0 is None, got {type(arr).__name__}")
-        check_out(arr, shape, dtype, name, args.device)
-    arrays = [arr for arr in out if arr is not None]
+        if arr is not None:
+            if shape is None:
+                raise ValueError(f"{name} must be None when h0 is None, got {type(arr).__name__}")
+            arr = check_out(arr, shape, dtype, name, args.device)
+        checked.append(arr)
+    arrays = [arr for arr in checked if arr is not None]
     for k, first in enumerate(arrays):
         for second in arrays[k + 1 :]:
             if may_share_memory(first, second):
                 raise ValueError("out must hold separate arrays, got two that share memory")
-    return out
+    return tuple(checked)
 
 
 def backward_args(a, h, grad_h, h0, axis, reverse, resets=None) -> BackwardArgs:
@@ -339,4 +391,5 @@ __all__ = [
     "check_method",
     "check_out",
     "check_backward_out",
+    "host_array",
 ]
