@@ -2,7 +2,8 @@
 
 The kernels are serial functions that release the GIL; parallelism comes from a small thread
 pool owned by this module, so there is no Numba threading layer to configure, and calls from
-several user threads at once are safe (their tasks share the pool).
+several user threads at once are safe (their tasks share the pool). A forked child makes a
+pool of its own.
 
 Contract shared with every backend (arrays are ``(O, T, I)`` of one dtype; ``I == 1`` is
 served by the row kernels; ``h0`` is an ``(O, I)`` array or ``None`` for zeros):
@@ -21,6 +22,7 @@ served by the row kernels; ``h0`` is an ``(O, I)`` array or ``None`` for zeros):
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 from functools import partial
 
@@ -86,6 +88,18 @@ def _get_pool(workers: int):
             _pool = concurrent.futures.ThreadPoolExecutor(workers, "linscan")
             _pool_workers = workers
         return _pool
+
+
+def _forget_pool_in_child() -> None:
+    """After ``fork``: the child inherits the pool without its threads (a task submitted to it
+    would never run), and the lock as it was, perhaps held by a parent thread that does not
+    exist here. Start afresh."""
+    global _pool, _pool_workers, _pool_lock
+    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _run(tasks) -> None:
