@@ -2,8 +2,9 @@
 
 The kernels are serial functions that release the GIL; parallelism comes from a small thread
 pool owned by this module, so there is no Numba threading layer to configure, and calls from
-several user threads at once are safe (their tasks share the pool). A forked child makes a
-pool of its own.
+several user threads at once are safe (their tasks share the pool). A call ends (returns, or
+raises when interrupted) only once all of its tasks have; a forked child makes a pool of its
+own.
 
 Contract shared with every backend (arrays are ``(O, T, I)`` of one dtype; ``I == 1`` is
 served by the row kernels; ``h0`` is an ``(O, I)`` array or ``None`` for zeros):
@@ -102,16 +103,81 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
-def _run(tasks) -> None:
-    """Run zero-argument callables, the first on this thread; return when all have ended."""
+class _Call:
+    """One call's tasks on the shared pool. Once ``cancelled`` is set none of them starts and
+    the task loops in ``_drive`` stop at their next piece; it is per call because calls from
+    several user threads share the pool, and one being interrupted must not stop another."""
+
+    def __init__(self):
+        self.cancelled = False
+        self._running = 0
+        self._idle = None  # made by the first guard: most calls run on one thread alone
+
+    def guard(self, task):
+        """``task`` for the pool: skipped once the call is cancelled, else counted while it
+        runs (``cancel`` waits on the count, not on futures: a task submitted by a ``submit``
+        that an interrupt cut short has no future here, but it runs through this guard).
+        Called on the calling thread, before the task is submitted."""
+        if self._idle is None:
+            self._idle = threading.Condition(threading.Lock())
+
+        def guarded():
+            with self._idle:
+                if self.cancelled:
+                    return
+                self._running += 1
+            try:
+                task()
+            finally:
+                with self._idle:
+                    self._running -= 1
+                    self._idle.notify_all()
+
+        return guarded
+
+    def cancel(self, futures) -> None:
+        """Start no more tasks and return once the running ones have ended."""
+        if self._idle is None:  # nothing was submitted
+            self.cancelled = True
+            return
+        while True:
+            try:
+                with self._idle:
+                    self.cancelled = True
+                for future in futures:
+                    future.cancel()  # unstarted tasks leave the shared queue now
+                with self._idle:
+                    while self._running:
+                        self._idle.wait()
+                return
+            except BaseException:
+                # A second Ctrl-C (or whatever a signal handler raises) while waiting: workers
+                # still write the caller's arrays, so keep waiting; the caller re-raises the
+                # first exception.
+                pass
+
+
+def _run(tasks, call: _Call | None = None) -> None:
+    """Run zero-argument callables, the first on this thread; return when all have ended.
+
+    If this thread fails or is interrupted (KeyboardInterrupt) meanwhile, the tasks not yet
+    started never start and the exception is re-raised once the running ones have ended:
+    nothing writes into the caller's arrays after the call is over. ``call`` is the ``_Call``
+    whose ``cancelled`` the tasks check between pieces (a fresh one if not given)."""
     if len(tasks) == 1:
         tasks[0]()
         return
-    futures = [_get_pool(len(tasks) - 1).submit(task) for task in tasks[1:]]
+    call = _Call() if call is None else call
+    futures = []
     try:
+        pool = _get_pool(len(tasks) - 1)
+        for task in tasks[1:]:
+            futures.append(pool.submit(call.guard(task)))
         tasks[0]()
-    finally:
         concurrent.futures.wait(futures)
+    except BaseException:
+        call.cancel(futures)
+        raise
     for future in futures:
         future.result()  # re-raises a worker's exception
 
@@ -126,12 +192,13 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
     without results passes ``walk=None``.
     """
     O, T, I = shape
+    call = _Call()
     if not plan.split:
         if walk is None:
             p = np.empty_like(state)
             f = np.zeros(state.shape, bool) if resets is not None else None
             walk = lambda box, t0, t1, st: reduce(box, t0, t1, p, f, st)  # noqa: E731
-        _run([partial(walk, box, 0, T, state) for box in plan.boxes])
+        _run([partial(walk, box, 0, T, state) for box in plan.boxes], call)
         return
     everything = _plan.Box(0, O, 0, I)
     flat = [piece for task in plan.pieces for piece in task]
@@ -146,11 +213,13 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
 
         def reduce_task(ids=ids):
             for g in ids:
+                if call.cancelled:
+                    return
                 f = None if flags is None else flags[g]
                 reduce(everything, flat[g].t0, flat[g].t1, prods[g], f, parts[g])
 
         tasks.append(reduce_task)
-    _run(tasks)
+    _run(tasks, call)
     starts = _segment_starts(flat, prods, parts, flags, state)
     if starts is None:
         # A piece's product cannot stand for its steps: walk the pieces one after the other
@@ -169,7 +238,8 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
             [
                 partial(walk, everything, t0, t1, starts[k])
                 for k, (t0, t1) in enumerate(plan.segments)
-            ]
+            ],
+            call,
         )
     state[...] = starts[-1]
 

@@ -1,11 +1,14 @@
-"""The CPU backend's thread pool (issue 14): forked children get a pool of their own.
+"""The CPU backend's thread pool (issue 14): an interrupted call stops its workers before it
+raises, and forked children get a pool of their own.
 
-The end-to-end checks share one fresh process, this file run as a script (Numba loads the
-kernels once): threaded scans in forked children.
+The tests of ``_cpu._run`` and ``_cpu._drive`` run here with tasks that block on events. The
+end-to-end checks share one fresh process, this file run as a script (Numba loads the kernels
+once): scans interrupted by SIGINT, threaded scans in forked children.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import multiprocessing
 import os
@@ -20,6 +23,155 @@ import pytest
 
 import linscan
 from linscan import _cpu, _plan, testing
+
+from helpers import race
+
+# ---------------------------------------------------------------------------------------------
+# _run and _drive, in this process
+
+
+@pytest.fixture
+def one_worker(monkeypatch):
+    """A private pool of one thread in place of the shared one: the second task submitted
+    waits until the first has ended, so that a test knows which tasks have started."""
+    executor = concurrent.futures.ThreadPoolExecutor(1, "test-pool")
+    monkeypatch.setattr(_cpu, "_get_pool", lambda workers: executor)
+    yield executor
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def test_a_failing_caller_waits_for_the_running_task_and_starts_no_more(one_worker):
+    started, raised, log = threading.Event(), threading.Event(), []
+
+    def worker():
+        started.set()
+        assert raised.wait(30)
+        time.sleep(0.2)  # so that a _run that did not wait would return first
+        log.append("worker")
+
+    def caller():
+        assert started.wait(30)
+        raised.set()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _cpu._run([caller, worker, lambda: log.append("unstarted")])
+    assert log == ["worker"]
+    one_worker.submit(lambda: None).result(timeout=30)  # behind anything still queued
+    assert log == ["worker"]
+
+
+class Interrupt(BaseException):
+    """What the signal handler below raises: not an ``Exception``, like KeyboardInterrupt,
+    but pytest reports it as a failure instead of ending the session."""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs POSIX signals")
+def test_interrupts_while_waiting_are_held_until_the_workers_end(one_worker):
+    assert threading.current_thread() is threading.main_thread()  # signals land there
+    main, received, armed = threading.main_thread().ident, [], True
+
+    def handler(signum, frame):
+        if armed:
+            received.append(len(received) + 1)
+            raise Interrupt(received[-1])
+
+    caller_done, worker_done, log = threading.Event(), threading.Event(), []
+
+    def worker():
+        try:
+            assert caller_done.wait(30)
+            for k in (1, 2):
+                time.sleep(0.1)  # the caller is waiting for this task by then
+                signal.pthread_kill(main, signal.SIGUSR1)
+                deadline = time.monotonic() + 30
+                while len(received) < k and time.monotonic() < deadline:
+                    time.sleep(0.001)  # handled: the next is not merged into it
+            time.sleep(0.1)
+            log.append("worker")
+        finally:
+            worker_done.set()
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with pytest.raises(Interrupt) as caught:
+            _cpu._run([caller_done.set, worker])
+        ended_before_the_raise = list(log)
+    finally:
+        armed = False
+        worker_done.wait(30)  # no more signals: SIGUSR1's default action ends the process
+        signal.signal(signal.SIGUSR1, old)
+    assert ended_before_the_raise == ["worker"]
+    assert received == [1, 2] and caught.value.args == (1,)  # the second was held
+
+
+def test_a_workers_exception_reaches_the_caller():
+    ran = []
+
+    def fail():
+        raise ValueError("from a worker")
+
+    with pytest.raises(ValueError, match="from a worker"):
+        _cpu._run([lambda: ran.append("caller"), fail])
+    assert ran == ["caller"]
+
+
+def test_one_calls_interrupt_leaves_another_calls_tasks_alone(one_worker):
+    """Call A is interrupted while B's task waits in the queue behind A's: B's still runs."""
+    a_started, b_submitted, log = threading.Event(), threading.Event(), []
+
+    def a_worker():
+        a_started.set()
+        assert b_submitted.wait(30)
+        time.sleep(0.2)  # still running (B's task still queued) when A is cancelled
+        log.append("A worker")
+
+    def a_caller():
+        assert b_submitted.wait(30)
+        raise KeyboardInterrupt
+
+    def work(k):
+        if k == 0:
+            with pytest.raises(KeyboardInterrupt):
+                _cpu._run([a_caller, a_worker])
+        else:
+            assert a_started.wait(30)
+            _cpu._run([b_submitted.set, lambda: log.append("B worker")])
+
+    race(work, threads=2, timeout=60)
+    assert sorted(log) == ["A worker", "B worker"]
+
+
+def test_split_mode_tasks_stop_between_pieces(one_worker, monkeypatch):
+    calls = []
+
+    class Recorded(_cpu._Call):
+        def __init__(self):
+            super().__init__()
+            calls.append(self)
+
+    monkeypatch.setattr(_cpu, "_Call", Recorded)
+    with _plan.forced(threads=3, min_threaded=0, min_segment=1):
+        plan = _plan.make_plan(1, 9, 1, down=False, method="parallel")
+    mine, theirs, queued = plan.pieces
+    assert len(theirs) == 2  # the worker's task reduces two pieces
+    main, started, reduced = threading.get_ident(), threading.Event(), []
+
+    def reduce(box, t0, t1, p, f, st):
+        reduced.append((t0, t1))
+        if threading.get_ident() == main:
+            assert started.wait(30)
+            raise KeyboardInterrupt
+        started.set()
+        deadline = time.monotonic() + 30
+        while not calls[0].cancelled and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    with pytest.raises(KeyboardInterrupt):
+        _cpu._drive(plan, (1, 9, 1), np.zeros((1, 1)), None, reduce, None)
+    assert len(calls) == 1 and calls[0].cancelled
+    assert sorted(reduced) == sorted([(mine[0].t0, mine[0].t1), (theirs[0].t0, theirs[0].t1)])
+
 
 # ---------------------------------------------------------------------------------------------
 # End to end, in one fresh process (the code below ``if __name__ == "__main__"`` runs there)
@@ -37,6 +189,13 @@ def child():
         status, out, err = "timed out", exc.stdout or b"", exc.stderr or b""
     report = dict(json.loads(line) for line in out.decode().splitlines() if line.strip())
     return status, report, err.decode()
+
+
+def test_interrupted_scans_write_nothing_after_raising(child):
+    status, report, err = child
+    outcomes = report.get("interrupts")
+    assert outcomes is not None, err
+    assert outcomes and set(outcomes) == {"kept"}, outcomes
 
 
 def test_forked_children_run_threaded_scans(child):
@@ -64,6 +223,61 @@ def _checked_scan(seed):
     except AssertionError as exc:
         return f"wrong: {exc}"
     return "ok" if _cpu._pool is not None else "not threaded"
+
+
+def _interrupted(x, method, ready):
+    """Send SIGINT during a scan once ``ready(out)`` holds: "missed" if it landed after the
+    call returned, else whether ``out`` was "kept" or "changed" in the half second after the
+    call raised."""
+    out = np.zeros_like(x)
+    returned = threading.Event()
+
+    def interrupt():
+        while not (ready(out) or returned.is_set()):
+            time.sleep(1e-4)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    watcher = threading.Thread(target=interrupt)
+    try:
+        watcher.start()
+        linscan.scan(0.999, x, out=out, method=method)
+        returned.set()
+        watcher.join()
+        time.sleep(1)  # the signal lands here at the latest
+    except KeyboardInterrupt:
+        if returned.is_set():
+            return "missed"
+        before = out.copy()
+        time.sleep(0.5)
+        return "kept" if np.array_equal(out, before) else "changed"
+    return "missed"  # pragma: no cover - the signal always comes
+
+
+def _interrupts():
+    """Outcomes of interrupts that landed inside a call, sent when this thread has finished
+    its own share and waits for the worker's (the window of the old bug): in lanes mode (this
+    thread scans one row of three, the worker two) and in split mode (this thread scans the
+    first half of one row). A busy machine may finish the worker's share first, so a few
+    tries may miss."""
+    steps = 1 << 22
+    lanes, split = np.ones((3, steps), np.float32), np.ones((1, 2 * steps), np.float32)
+    linscan.scan(0.999, lanes, method="auto")  # loads the kernels
+    linscan.scan(0.999, split, method="parallel")
+    cases = (
+        (lanes, "auto", lambda out: out[0, -1] != 0, 3),
+        (split, "parallel", lambda out: out[0, steps - 1] != 0, 2),
+    )
+    landed = []
+    for x, method, ready, wanted in cases:
+        outcomes = []
+        for _ in range(wanted + 10):  # a miss costs little: the signal ends the sleep at once
+            outcome = _interrupted(x, method, ready)
+            if outcome != "missed":
+                outcomes.append(outcome)
+                if len(outcomes) == wanted:
+                    break
+        landed += outcomes
+    return landed
 
 
 def _fork_pool():
@@ -107,6 +321,7 @@ def _fork_with_the_lock_held():
 
 
 if __name__ == "__main__":
+    _report("interrupts", _interrupts())
     _report("parent used threads", _checked_scan(0) == "ok")
     _report("fork pool", _fork_pool())
     _report("fork with the lock held", _fork_with_the_lock_held())
