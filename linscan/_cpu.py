@@ -4,7 +4,8 @@ The kernels are serial functions that release the GIL; parallelism comes from a 
 pool owned by this module, so there is no Numba threading layer to configure, and calls from
 several user threads at once are safe (their tasks share the pool). A call ends (returns, or
 raises when interrupted) only once all of its tasks have; a forked child makes a pool of its
-own.
+own; once the interpreter is shutting down (atexit handlers) the tasks run on the calling
+thread.
 
 Contract shared with every backend (arrays are ``(O, T, I)`` of one dtype; ``I == 1`` is
 served by the row kernels; ``h0`` is an ``(O, I)`` array or ``None`` for zeros):
@@ -168,12 +169,19 @@ def _run(tasks, call: _Call | None = None) -> None:
         tasks[0]()
         return
     call = _Call() if call is None else call
-    futures = []
+    futures, here = [], [tasks[0]]
     try:
         pool = _get_pool(len(tasks) - 1)
-        for task in tasks[1:]:
-            futures.append(pool.submit(call.guard(task)))
-        tasks[0]()
+        for k, task in enumerate(tasks[1:], 1):
+            try:
+                futures.append(pool.submit(call.guard(task)))
+            except RuntimeError:
+                # The executor takes no new work once the interpreter has begun to shut down
+                # (a call from an atexit handler): run the rest on this thread.
+                here.extend(tasks[k:])
+                break
+        for task in here:
+            task()
         concurrent.futures.wait(futures)
     except BaseException:
         call.cancel(futures)

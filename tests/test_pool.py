@@ -1,13 +1,14 @@
 """The CPU backend's thread pool (issue 14): an interrupted call stops its workers before it
-raises, and forked children get a pool of their own.
+raises, forked children get a pool of their own, and calls from atexit handlers run serially.
 
 The tests of ``_cpu._run`` and ``_cpu._drive`` run here with tasks that block on events. The
 end-to-end checks share one fresh process, this file run as a script (Numba loads the kernels
-once): scans interrupted by SIGINT, threaded scans in forked children.
+once): scans interrupted by SIGINT, threaded scans in forked children, a scan at exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import json
 import multiprocessing
@@ -209,6 +210,13 @@ def test_a_child_forked_while_a_parent_thread_holds_the_pool_lock(child):
     assert report.get("fork with the lock held") == "ok", err
 
 
+def test_a_scan_from_an_atexit_handler_runs(child):
+    status, report, err = child
+    assert report.get("pool refused work at exit") is True, err  # the case in question
+    assert report.get("atexit") == "ok", err
+    assert status == 0, err
+
+
 def _report(case, value):
     print(json.dumps([case, value]), flush=True)
 
@@ -320,7 +328,18 @@ def _fork_with_the_lock_held():
     return "hung"
 
 
+def _at_exit():
+    # By now the interpreter has shut concurrent.futures down (before any atexit handler).
+    try:
+        _cpu._get_pool(1).submit(lambda: None)
+        _report("pool refused work at exit", False)
+    except RuntimeError:
+        _report("pool refused work at exit", True)
+    _report("atexit", _checked_scan(6))
+
+
 if __name__ == "__main__":
+    atexit.register(_at_exit)
     _report("interrupts", _interrupts())
     _report("parent used threads", _checked_scan(0) == "ok")
     _report("fork pool", _fork_pool())
