@@ -30,7 +30,7 @@ from functools import partial
 
 import numpy as np
 
-from . import _dtypes, _layout, _plan
+from . import _affine, _dtypes, _layout, _plan
 
 _pool = None
 _pool_workers = 0
@@ -255,35 +255,19 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
 def _segment_starts(flat, prods, parts, flags, state):
     """The state entering each segment, and the state leaving the last, composed from the
     pieces' products and partial states in walk order (a piece with a reset in a lane ignores
-    the state entering it there); ``None`` where a piece's product cannot stand for its steps.
-
-    That is an infinite or NaN product (an infinite decay or an overflow: the partial state
-    from zero holds inf * 0 where the loop has inf * state), or a zero one meeting an
-    infinite state (an underflow, which the loop multiplying one decay at a time into inf
-    never sees) - the rule of kernels_cu/affine.cuh."""
-    if not np.isfinite(prods).all():
-        return None
+    the state entering it there); ``None`` where a piece's map cannot stand for its steps
+    (``_affine.unsafe``: an infinite decay, an overflow, or an underflow meeting an infinite
+    state)."""
     starts, carry = [state.copy()], state.copy()
     for g, piece in enumerate(flat):
-        zero = prods[g] == 0
-        if zero.any() and not np.isfinite(carry[zero if flags is None else zero & ~flags[g]]).all():
+        resets = False if flags is None else flags[g]
+        carry, exact = _affine.apply(_affine.Map(prods[g], parts[g], resets), carry)
+        if not exact.all():
             return None
-        carry = (
-            prods[g] * carry + parts[g]
-            if flags is None
-            else _compose(prods[g], parts[g], flags[g], carry)
-        )
         if g + 1 == len(flat) or flat[g + 1].segment != piece.segment:
             with np.errstate(over="ignore"):  # an overflow is inf, as in the loop
                 starts.append(carry.astype(state.dtype))  # rounded once per segment
     return starts
-
-
-def _compose(prod, part, reset, carry):
-    """The state leaving a piece: ``part`` where it resets, else ``prod * carry + part``
-    (a select, so that an inf or NaN carry does not cross the reset)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        return np.where(reset, part, prod * carry + part)
 
 
 def _rows(*arrays):

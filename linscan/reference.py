@@ -1,6 +1,8 @@
 """Plain serial loops: the oracle that every linscan test compares against.
 
-These functions share no code with the fast paths. They loop over time in Python, in float64
+The serial loops share no code with the fast paths (``tiled``, the emulation of the GPU
+kernel, runs the map algebra of ``linscan._affine`` that the kernel mirrors). They loop over
+time in Python, in float64
 by default, and are meant to be obviously right rather than fast: use them to check results,
 not to compute them. With few lanes the loop runs over Python floats (IEEE double, the same
 arithmetic as float64 arrays), which is much faster than NumPy on one-element rows.
@@ -192,36 +194,6 @@ def _real_if(grad, arg):
 # A NumPy emulation of the GPU kernel's decomposition (kernels_cu/scan.cu, tile_scan)
 
 
-def _compose(earlier, later):
-    """Maps ``(A, B, reset, inexact)`` of arrays: ``earlier`` followed by ``later``
-    (affine.cuh). ``inexact`` marks a map whose ``B`` came from applying a map where the
-    serial loop could give another non-finite result (:func:`_unsafe`)."""
-    A0, B0, R0, W0 = earlier
-    A1, B1, R1, W1 = later
-    with np.errstate(invalid="ignore", over="ignore"):
-        return (
-            np.where(R1, A1, A1 * A0),
-            np.where(R1, B1, A1 * B0 + B1),
-            R1 | R0,
-            np.where(R1, W1, W0 | W1 | _unsafe(later, B0)),
-        )
-
-
-def _unsafe(m, h):
-    """Where ``A * h + B`` can differ from the loop walking the map's steps from ``h``: an
-    infinite or NaN product (its steps met inf or overflowed), or a zero product (an exact
-    zero decay, or an underflow the loop would not see) meeting an infinite state."""
-    A, _, R, _ = m
-    return ~R & (~np.isfinite(A) | ((A == 0) & ~np.isfinite(h)))
-
-
-def _apply(m, h):
-    """``(state, exact)``: the map applied to ``h``, and where that is the loop's result."""
-    A, B, R, W = m
-    with np.errstate(invalid="ignore", over="ignore"):
-        return np.where(R, B, A * h + B), ~(np.where(R, W, W | _unsafe(m, h)))
-
-
 def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, steps=None,
           block=None, sms=132, rng=None):  # fmt: skip
     """Run the GPU kernel's algorithm in NumPy, tile by tile, with the GPU's launch plan.
@@ -240,11 +212,13 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, st
     has published either its own map or, where it has already finished (drawn from ``rng``;
     at once for tiles whose map ignores their input in every channel), its prefix, until
     every channel has met a map that ignores its input. Maps that cannot stand for their
-    steps (``_unsafe``: an infinite or NaN product, or a zero one meeting an infinite state)
+    steps (``linscan._affine.unsafe``: an infinite or NaN product, or a zero one meeting an
+    infinite state)
     are handled as the kernel does: such a tile publishes only its prefix, a look-back that
     composed one waits for its predecessor's prefix, and the threads walk their steps in turn.
     A wrong decomposition or combine gives wrong results here.
     """
+    from . import _affine  # the algebra the kernel mirrors (affine.cuh)
     from ._cuda import plan  # plain Python: no CuPy
 
     code = {"forward": plan.FORWARD, "final": plan.FINAL, "backward": plan.BACKWARD}[mode]
@@ -318,7 +292,7 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, st
         # Exclusive scan over the threads, and the tile's map.
         excl = [identity(CW)]
         for k in range(NS):
-            excl.append(_compose(excl[-1], tuple(part[k] for part in m)))
+            excl.append(_affine.compose(excl[-1], tuple(part[k] for part in m)))
         agg = excl.pop()
         # An inexact map is held back: the tile publishes its prefix once it has walked.
         hold = bool(np.any(agg[3] & valid))
@@ -336,7 +310,7 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, st
                     p_map, p_prefix = published[pj * groups + g]
                     done = p_map is None or rng.random() < 0.5
                     entry = ignoring(p_prefix) if done else p_map
-                acc = _compose(entry, acc)
+                acc = _affine.compose(entry, acc)
                 pj -= 1
                 if bool(np.all(acc[2] | ~valid)):
                     break
@@ -344,8 +318,8 @@ def tiled(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, st
             carry = published[tile - groups][1] if np.any(acc[3] & valid) else acc[1]
         # The states entering each thread and leaving the tile; where a map cannot give the
         # loop's result, the threads walk their steps one after another instead.
-        state, exact = _apply(tuple(np.stack(part) for part in zip(*excl)), carry)
-        prefix, exact_end = _apply(agg, carry)
+        state, exact = _affine.apply(tuple(np.stack(part) for part in zip(*excl)), carry)
+        prefix, exact_end = _affine.apply(agg, carry)
         if not (exact.all() and exact_end.all()):
             walked = carry
             with np.errstate(invalid="ignore", over="ignore"):
