@@ -270,6 +270,18 @@ def _segment_starts(flat, prods, parts, flags, state):
     return starts
 
 
+def decay_product(a, axis, dtype):
+    """The product over ``axis`` of the decays ``a`` (in ``dtype``) as ``(mantissa,
+    exponent)``: float64 (complex128) mantissas of magnitude in [0.5, 1) and int64 exponents,
+    so that it neither underflows nor overflows (``linscan.dask`` composes chunks with it)."""
+    a3 = decays(a, a.shape, axis, dtype)
+    m = np.empty((a3.shape[0], a3.shape[2]), np.promote_types(dtype, np.float64))
+    e = np.empty(m.shape, np.int64)
+    _kernels().extended_product(a3, m, e)
+    state = _layout.state_shape(a.shape, axis)
+    return m.reshape(state), e.reshape(state)
+
+
 def _rows(*arrays):
     """2-D ``(O, T)`` (or 1-D ``(O,)``) views of canonical arrays with ``I == 1`` (``None``
     stays ``None``)."""

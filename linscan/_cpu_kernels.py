@@ -45,6 +45,8 @@ it is several times more accurate than that loop (``benchmarks/accuracy.py``).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
@@ -631,3 +633,107 @@ def backward_cols(a, h, gh, hb, gx, ga, c, r, o0, o1, i0, i1, t0, t1, down):
                 gx[o, t, i], ga[o, t, i], c[o, i] = _back_step(
                     a[o, t, i], gh[o, t, i], hb[o, i], c[o, i], _reset3(r, o, t, i), zero
                 )
+
+
+# --- decay products that neither underflow nor overflow (linscan.dask) ------------------------
+
+
+def _split1(v):
+    """``(mantissa, exponent)`` of one float64 or complex128 value: ``v == mantissa *
+    2**exponent``, the mantissa (its larger component, for a complex value) of magnitude in
+    [0.5, 1); 0, inf and NaN are their own mantissa with exponent 0."""
+
+
+@overload(_split1)
+def _split1_impl(v):
+    if isinstance(v, types.Complex):
+
+        def split_complex(v):
+            _, k = math.frexp(max(abs(v.real), abs(v.imag)))
+            return complex(math.ldexp(v.real, -k), math.ldexp(v.imag, -k)), k
+
+        return split_complex
+    return lambda v: math.frexp(v)
+
+
+#: Bounds of a running mantissa between renormalizations, and of a decay multiplied into it
+#: as it is: their product stays a normal float64.
+_RANGE = 2.0**400
+
+
+@njit(inline="always")
+def _moderate(v):
+    return 1.0 / _RANGE < abs(v) < _RANGE
+
+
+@njit(inline="always")
+def _times1(mv, ev, x):
+    """The running product ``mv * 2**ev`` times the decay ``x``, renormalized where it leaves
+    the moderate range (see ``extended_product``)."""
+    x = x * 1.0  # float64 or complex128
+    if _moderate(x) or x == 0 or not np.isfinite(x):
+        v = mv * x  # |mv| and |x| below 2**400: a normal product, or 0, inf or NaN
+    else:  # a decay beyond 2**400 or below 2**-400: by its own exponent
+        mx, kx = _split1(x)
+        v = mv * mx
+        ev += kx
+    if not _moderate(v) and v != 0 and np.isfinite(v):
+        v, k = _split1(v)
+        ev += k
+    return v, ev
+
+
+#: Steps multiplied plainly before the product is checked: 32 decays of magnitude within
+#: 2**+-16 keep a float64 product far inside its range.
+_PLAIN = 32
+
+
+@njit_cached(**_JIT)
+def extended_product(a, m, e):
+    """``m[o, i] * 2**e[o, i]``: the product over ``t`` of ``a[o, t, i]`` (an ``(O, T, I)``
+    array of any strides), with ``m`` float64 (complex128) in [0.5, 1) in magnitude and ``e``
+    int64, so that no product underflows or overflows; a zero, infinite or NaN decay makes
+    the mantissa 0, inf or NaN, as in a plain product.
+
+    Blocks of ``_PLAIN`` steps are multiplied plainly (one lane in four interleaved chains: a
+    single one waits on each multiply's latency) and folded into the running product where
+    the block's product is moderate; a block holding an extreme, zero, infinite or NaN decay
+    is walked again one renormalized step at a time."""
+    O, T, I = a.shape
+    p = np.empty(I, m.dtype)
+    for o in range(O):
+        for i in range(I):
+            m[o, i] = 1.0
+            e[o, i] = 0
+        for t0 in range(0, T, _PLAIN):
+            t1 = min(t0 + _PLAIN, T)
+            if I == 1:
+                p0 = p1 = p2 = p3 = m[o, 0] * 0 + 1.0
+                t = t0
+                while t + 4 <= t1:
+                    p0 *= a[o, t, 0]
+                    p1 *= a[o, t + 1, 0]
+                    p2 *= a[o, t + 2, 0]
+                    p3 *= a[o, t + 3, 0]
+                    t += 4
+                while t < t1:
+                    p0 *= a[o, t, 0]
+                    t += 1
+                p[0] = (p0 * p1) * (p2 * p3)
+            else:
+                for i in range(I):
+                    p[i] = 1.0
+                for t in range(t0, t1):
+                    for i in range(I):
+                        p[i] *= a[o, t, i]
+            for i in range(I):
+                if _moderate(p[i]):  # no decay was extreme: fold the block in at once
+                    m[o, i], e[o, i] = _times1(m[o, i], e[o, i], p[i])
+                else:
+                    for t in range(t0, t1):
+                        m[o, i], e[o, i] = _times1(m[o, i], e[o, i], a[o, t, i])
+    for o in range(O):
+        for i in range(I):
+            v, k = _split1(m[o, i])
+            m[o, i] = v
+            e[o, i] += k

@@ -10,12 +10,20 @@ along an axis, chunked like the first that is not broadcast along it).
 How a scan is split along time. With ``k`` chunks along the time axis:
 
 1. *Summaries.* Each chunk computes, with the in-memory functions, its local final state
-   ``B`` (from a zero state), the product ``A`` of its decays and whether it resets: a chunk
-   maps an incoming state ``s`` to ``A * s + B`` (to ``B`` where it resets).
+   ``B`` (from a zero state), the product ``A`` of its decays (with a separate exponent, so
+   that it neither underflows nor overflows) and whether it resets: a chunk maps an incoming
+   state ``s`` to ``A * s + B`` (to ``B`` where it resets).
 2. *Carries.* The ``k`` maps compose associatively. A tree of compositions gives every
    chunk its true incoming state, so the graph's depth grows with ``log2(k)``, not ``k``;
    these are arrays of the size of one time step.
 3. *Scans.* Each chunk scans again from its true incoming state.
+
+inf and NaN land where the serial loop puts them. Where a map cannot stand for its steps
+(``linscan._affine``: an infinite decay, a product beyond the dtype's range, an infinite state
+meeting the inf of an overflow) its chunk keeps its inputs in its summary, and step 2 walks it
+from its true incoming state with the in-memory function, as the in-memory functions walk
+such stretches. Such chunks (rare: infinite decays or inputs, growth beyond the dtype's range)
+stay in memory until the carries are known.
 
 :func:`scan_backward` runs the same three steps backwards in time on the gradient.
 
@@ -37,7 +45,10 @@ accumulates them, and round once per chunk of the result.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
+from functools import partial
+from typing import NamedTuple
 
 import dask.array as da
 import numpy as np
@@ -46,7 +57,7 @@ from dask.core import flatten
 from dask._task_spec import Alias, Task, TaskRef, convert_legacy_graph
 from dask.highlevelgraph import HighLevelGraph
 
-from . import _api, _dtypes, _layout, _validate
+from . import _affine, _api, _dtypes, _layout, _validate
 
 __all__ = ["scan", "final_state", "scan_backward"]
 
@@ -152,8 +163,8 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto
     >>> gx.compute()
     array([1.875, 1.75 , 1.5  , 1.   ])
     """
-    proxies = _stand_ins(a, h, grad_h, h0)
-    args = _validate.backward_args(*proxies, axis, reverse, _stand_in(resets))
+    proxies = _stand_ins(a=a, h=h, grad_h=grad_h, h0=h0)
+    args = _validate.backward_args(*proxies, axis, reverse, _stand_in(resets, "resets"))
     named = (("a", a), ("h", h), ("grad_h", grad_h), ("resets", resets))
     call = _Call(args, method, named, h0, ("h", "grad_h", "a", "resets"), "scan_backward")
     backwards = call.order[::-1]
@@ -176,86 +187,242 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto
 # --- the work of one chunk (plain functions: they travel to Dask's workers) ---------------------
 
 
+class _Map(NamedTuple):
+    """What a chunk, or a run of chunks, does to the state entering it: ``h -> A * h + B``
+    (``B`` where it resets), the algebra of ``linscan._affine``.
+
+    ``A``, the product of the decays, is kept as ``mantissa * 2**exponent`` (``exponent`` an
+    int64 array): it neither underflows nor overflows however long the run, so that ``A * h``
+    is what the loop multiplying one decay at a time gives, an infinite ``h`` and a product
+    below the smallest float included; ``A`` is zero only for a zero decay, and infinite or
+    NaN only for an infinite or NaN decay. ``B`` is the loop's result from a zero state, in the
+    accumulator dtype. ``reset`` says where the run resets (``None``: nowhere).
+
+    Where ``A`` is infinite (an infinite decay: ``B`` holds ``inf * 0`` where the loop holds
+    ``inf * h``), or beyond the accumulator's range, the map cannot stand for its steps
+    (:func:`_unsafe`). A chunk holding such a lane keeps ``walk`` (its inputs, and the function
+    that walks them from a given state); a run of chunks holding such a lane keeps ``pieces``,
+    the runs it is made of in order, each a map that stands or a chunk that walks. Applying
+    the map walks them there (:func:`_applied`)."""
+
+    mantissa: object
+    exponent: object
+    B: object
+    reset: object = None
+    walk: object = None
+    pieces: tuple = ()
+
+
+def _split(value, xp):
+    """``value`` as ``(mantissa, exponent)``: ``value == mantissa * 2**exponent``, the mantissa
+    float64 (complex128 for complex values) of magnitude in [0.5, 1) (its larger component
+    for a complex value); 0, inf and NaN are their own mantissa with exponent 0."""
+    wide = np.promote_types(value.dtype, np.float64)
+    value = value.astype(wide, copy=False)
+    if wide.kind != "c":
+        mantissa, exponent = xp.frexp(value)
+        return mantissa, exponent.astype(np.int64)
+    _, exponent = xp.frexp(xp.maximum(abs(value.real), abs(value.imag)))
+    exponent = exponent.astype(np.int64)
+    return _scaled(value, -exponent, xp), exponent
+
+
+def _scaled(value, exponent, xp):
+    """``value * 2**exponent`` without an intermediate overflow or underflow (complex values
+    component by component)."""
+    with np.errstate(over="ignore"):
+        if value.dtype.kind != "c":
+            return xp.ldexp(value, exponent)
+        real, imag = xp.ldexp(value.real, exponent), xp.ldexp(value.imag, exponent)
+        return real + 1j * imag
+
+
+def _times(first, second, xp):
+    """The product of two ``(mantissa, exponent)`` pairs, normalized."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        mantissa, exponent = _split(first[0] * second[0], xp)
+    return mantissa, exponent + first[1] + second[1]
+
+
+#: Mantissas of magnitude at least 0.5 (at most sqrt(2) for complex ones): a product of this
+#: many stays a normal float64.
+_BLOCK = 1000
+
+
 def _product(a, steps, xp, *, axis, method, acc):
-    """The product over time of the decays ``a`` of a chunk of ``steps`` steps, in the
-    accumulator dtype ``acc`` (a decay broadcast along time counts once per step)."""
-    decays = xp.broadcast_to(a, a.shape[:axis] + (steps,) + a.shape[axis + 1 :])
+    """The product over time of the decays ``a`` of a chunk of ``steps`` steps (a decay
+    broadcast along time counts once per step) as ``(mantissa, exponent)`` (see
+    :func:`_split`)."""
+    if a.shape[axis] == 1 and steps > 1:  # one decay for every step: its power, by squaring
+        base, power = _split(a.take(0, axis=axis), xp), steps
+        total = (xp.ones_like(base[0]), xp.zeros_like(base[1]))
+        while power:
+            if power & 1:
+                total = _times(total, base, xp)
+            base, power = _times(base, base, xp), power >> 1
+        return total
+    if xp is np:
+        from . import _cpu
+
+        return _cpu.decay_product(a, axis, acc)  # one pass of a kernel
+    # CuPy chunks: the plain product where it neither overflows nor underflows (below the
+    # smallest normal number it has lost digits), else array operations on the device.
     zero = xp.zeros((), acc)
-    return _api.final_state(decays, zero, zero + 1, axis=axis, method=method)
+    plain = _api.final_state(a, zero, zero + 1, axis=axis, method=method)
+    normal = _dtypes.finfo(acc).smallest_normal
+    with np.errstate(invalid="ignore"):
+        if bool(xp.all(xp.isfinite(plain) & (abs(plain) >= normal))):
+            return _split(plain, xp)
+    return _array_product(a.astype(acc, copy=False), xp, axis=axis)
+
+
+def _array_product(a, xp, *, axis):
+    """:func:`_product` of decays ``a`` of one per step, by array operations."""
+    mantissas, exponents = _split(a, xp)
+    total = (xp.ones_like(mantissas.take(0, axis=axis)), exponents.sum(axis=axis))
+    for lo in range(0, a.shape[axis], _BLOCK):
+        block = mantissas.take(xp.arange(lo, min(lo + _BLOCK, a.shape[axis])), axis=axis)
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = _times(total, (block.prod(axis=axis), 0), xp)
+    return total
+
+
+def _leaf(mantissa, exponent, B, reset, walk):
+    """A chunk's map (:class:`_Map`), keeping ``walk`` only where some lane cannot stand."""
+    chunk = _Map(mantissa, exponent, B, reset)
+    if not bool(_unsafe(chunk).any()):
+        return chunk
+    chunk = chunk._replace(walk=walk)
+    return chunk._replace(pieces=(chunk,))
+
+
+def _unsafe(m, Ah=None):
+    """Where map ``m`` cannot stand for its steps, given ``Ah``, its ``A`` times the entering
+    state (``None``: for some state): ``linscan._affine.unsafe_extended``, ``A`` taken as
+    infinite beyond the accumulator's range, as the in-memory product overflows there."""
+    xp = _layout.xp_of(m.B)
+    beyond = m.exponent > _dtypes.finfo(m.B.dtype).maxexp
+    A = xp.where(beyond, np.inf, m.mantissa) if bool(beyond.any()) else m.mantissa
+    return _affine.unsafe_extended(A, m.B, False if m.reset is None else m.reset, Ah)
 
 
 def _summary(a, x, r, *, axis, reverse, method, acc):
-    """``(A, B, R)`` of one chunk: its decay product, its final state from zero and where it
-    resets (``None`` without resets); ``A`` and ``B`` in the accumulator dtype ``acc``."""
+    """The map of one chunk (:class:`_Map`)."""
     xp = _layout.xp_of(x)
-    state = _api.final_state(
+    B = _api.final_state(
         a, x, xp.zeros((), acc), axis=axis, reverse=reverse, method=method, resets=r
     )
     steps = max(a.shape[axis], x.shape[axis])
-    product = _product(a, steps, xp, axis=axis, method=method, acc=acc)
-    return product, state, None if r is None else r.any(axis=axis)
+    mantissa, exponent = _product(a, steps, xp, axis=axis, method=method, acc=acc)
+    walk = partial(_walk_states, a, x, r, axis=axis, reverse=reverse, method=method)
+    return _leaf(mantissa, exponent, B, None if r is None else r.any(axis=axis), walk)
+
+
+def _walk_states(a, x, r, state, *, axis, reverse, method):
+    """The state leaving a chunk entered with ``state``, by the in-memory function (which
+    walks what cannot be composed)."""
+    return _api.final_state(a, x, state, axis=axis, reverse=reverse, method=method, resets=r)
 
 
 def _gradient_summary(a, grad_h, r, *, axis, reverse, method, acc):
-    """``(conj(A), G, R)`` of one chunk for the backward pass: the gradient a chunk sends to
-    the state before it is ``G + conj(A) * c`` for a gradient ``c`` arriving at its end (``G``
-    where it resets). Reads no ``h``: the gradient sent back does not depend on it."""
+    """The map of one chunk for the backward pass: the gradient it sends to the state before
+    it is ``G + conj(A) * c`` for a gradient ``c`` arriving at its end (``G`` where it
+    resets). Reads no ``h``: the gradient sent back does not depend on it."""
     xp = _layout.xp_of(grad_h)
-    shape = np.broadcast_shapes(a.shape, grad_h.shape, () if r is None else r.shape)
-    grad_h = xp.broadcast_to(grad_h, shape)
-    before = xp.zeros(shape[:axis] + shape[axis + 1 :], acc)
-    _, _, sent = _api.scan_backward(
+    shape = _layout.broadcast_shapes(a.shape, grad_h.shape, () if r is None else r.shape)
+    sent = _walk_gradients(a, grad_h, r, None, axis=axis, reverse=reverse, method=method,
+                           acc=acc)  # fmt: skip
+    mantissa, exponent = _product(a, shape[axis], xp, axis=axis, method=method, acc=acc)
+    if mantissa.dtype.kind == "c":
+        mantissa = xp.conj(mantissa)
+    walk = partial(_walk_gradients, a, grad_h, r, axis=axis, reverse=reverse, method=method,
+                   acc=acc)  # fmt: skip
+    return _leaf(mantissa, exponent, sent, None if r is None else r.any(axis=axis), walk)
+
+
+def _walk_gradients(a, grad_h, r, gradient, *, axis, reverse, method, acc):
+    """The gradient a chunk sends to the state before it when ``gradient`` arrives at its
+    end (``None``: nothing), by the in-memory function."""
+    xp = _layout.xp_of(grad_h)
+    shape = _layout.broadcast_shapes(a.shape, grad_h.shape, () if r is None else r.shape)
+    grad_h = _seeded(xp.broadcast_to(grad_h, shape), gradient, axis=axis, reverse=reverse)
+    before = xp.zeros(_layout.state_shape(shape, axis), acc)
+    return _api.scan_backward(
         a, grad_h, grad_h, before, axis=axis, reverse=reverse, method=method, resets=r
-    )
-    product = _product(a, shape[axis], xp, axis=axis, method=method, acc=acc)
-    product = xp.conj(product) if product.dtype.kind == "c" else product
-    return product, sent, None if r is None else r.any(axis=axis)
+    )[2]
+
+
+def _seeded(grad_h, gradient, *, axis, reverse):
+    """``grad_h`` of a chunk with ``gradient`` (from the chunks after it; ``None``: nothing)
+    added to its last step in the backward walk (its first with ``reverse``)."""
+    if gradient is None:
+        return grad_h
+    xp = _layout.xp_of(grad_h)
+    seeded = xp.array(grad_h, dtype=_dtypes.promote([grad_h.dtype, gradient.dtype]))
+    end = [slice(None)] * grad_h.ndim
+    end[axis] = 0 if reverse else -1
+    seeded[tuple(end)] += gradient
+    return seeded
+
+
+def _runs(m):
+    return m.pieces or (m,)
 
 
 def _compose(first, second):
     """The map of ``first`` followed by ``second``."""
-    a1, b1, r1 = first
-    a2, b2, r2 = second
-    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 in a product a reset hides
-        a = a2 * a1
-    r = r1 if r2 is None else r2 if r1 is None else r1 | r2
-    return a, _applied(second, b1), r
+    combined = _combined(first, second)
+    if not (first.pieces or second.pieces or bool(_unsafe(combined).any())):
+        return combined
+    # The runs in order (a product of runs that stand may itself exceed the range), with
+    # neighbours composed into one where that stands.
+    pieces = []
+    for run in _runs(first) + _runs(second):
+        if pieces and run.walk is None and pieces[-1].walk is None:
+            merged = _combined(pieces[-1], run)
+            if not bool(_unsafe(merged).any()):
+                pieces[-1] = merged
+                continue
+        pieces.append(run)
+    return combined._replace(pieces=tuple(pieces))
+
+
+def _combined(first, second):
+    """The map of ``first`` followed by ``second``, without pieces."""
+    xp = _layout.xp_of(first.B)
+    mantissa, exponent = _times((first.mantissa, first.exponent),
+                                (second.mantissa, second.exponent), xp)  # fmt: skip
+    r1, r2 = first.reset, second.reset
+    reset = r1 if r2 is None else r2 if r1 is None else r1 | r2
+    return _Map(mantissa, exponent, _applied(second, first.B), reset)
 
 
 def _apply(summary, state, shape):
     """The state after a chunk of map ``summary`` entered with ``state`` (``None``: zero), as
     a fresh array of the full ``shape`` of one step of the chunk."""
-    result = summary[1] if state is None else _applied(summary, state)
+    result = summary.B if state is None else _applied(summary, state)
     xp = _layout.xp_of(result)
     return xp.array(xp.broadcast_to(result, shape))  # a copy (ascontiguousarray makes 0-d 1-d)
 
 
-_CANNOT_FOLLOW = (
-    "a: a chunk's decay product is infinite, or zero where an infinite state enters it: "
-    "composing chunks cannot follow the serial loop there (the in-memory functions walk such "
-    "a stretch step by step); put the time axis in one chunk (arr.rechunk({axis: -1})) or "
-    "scan in memory"
-)
-
-
-def _applied(summary, state):
-    """``A * state + B`` (``B`` where the chunk resets): the state leaving a chunk entered with
-    ``state``. ``B`` is the serial loop's result from a zero state, so it stands for a zero
-    ``state`` as it is; otherwise the map is the loop's result unless ``A`` is infinite (an
-    infinite decay, whose ``B`` holds ``inf * 0``, or an overflow), or zero (an underflow
-    maybe, which the loop never sees) where ``state`` is infinite. There it raises
-    ``ValueError``: a NaN would be a wrong answer."""
-    a, b, r = summary
-    xp = _layout.xp_of(b)
+def _applied(m, state):
+    """The state leaving the run of map ``m`` entered with ``state``: the serial loop's
+    result. ``A * state + B`` (``B`` for a zero state, or where the run resets), except where
+    the map cannot stand for its steps: there the run's pieces are walked from ``state``."""
+    xp = _layout.xp_of(m.B)
+    reset = False if m.reset is None else m.reset
     with np.errstate(invalid="ignore", over="ignore"):
         live = state != 0  # NaN included: it stays NaN
-        lost = live & ~xp.isnan(state) & (xp.isinf(a) | ((a == 0) & xp.isinf(state)))
-        if r is not None:
-            lost = lost & ~r  # (not in place: r may have the larger shape)
-        if bool(lost.any()):
-            raise ValueError(_CANNOT_FOLLOW)
-        result = xp.where(live, a * state + b, b)
-    return result if r is None else xp.where(r, b, result)
+        times = _scaled(m.mantissa * state, m.exponent, xp)
+        result = xp.where(live & ~xp.asarray(reset), times + m.B, m.B).astype(m.B.dtype)
+    if m.pieces:
+        walk = live & _unsafe(m, times)
+        if bool(walk.any()):
+            walked = state
+            for run in m.pieces:
+                walked = run.walk(walked) if run.walk is not None else _applied(run, walked)
+            result = xp.where(walk, walked, result)
+    return result
 
 
 def _final(summary, state, shape, dtype):
@@ -288,14 +455,8 @@ def _backward_chunk(a, h, grad_h, r, gradient, before, *, axis, reverse, method,
         else _layout.cast(before, _dtypes.accumulator(before.dtype.newbyteorder("=")))
     )
     if gradient is not None:
-        xp = _layout.xp_of(h)
-        seeded = xp.array(
-            xp.broadcast_to(grad_h, h.shape), dtype=_dtypes.promote([grad_h.dtype, gradient.dtype])
-        )
-        end = [slice(None)] * h.ndim
-        end[axis] = 0 if reverse else -1
-        seeded[tuple(end)] += gradient
-        grad_h = seeded
+        grad_h = _layout.xp_of(h).broadcast_to(grad_h, h.shape)
+        grad_h = _seeded(grad_h, gradient, axis=axis, reverse=reverse)
     ga, gx, gh0 = _api.scan_backward(
         a, h, grad_h, before, axis=axis, reverse=reverse, method=method, resets=r
     )
@@ -305,17 +466,23 @@ def _backward_chunk(a, h, grad_h, r, gradient, before, *, axis, reverse, method,
 # --- planning the graph -----------------------------------------------------------------------
 
 
-def _stand_in(value):
-    """What validation sees of ``value``: a Dask array becomes a zero-stride array of its
-    shape and dtype (of its chunks' array type); anything else is itself."""
+def _stand_in(value, name):
+    """What validation sees of argument ``name``: a Dask array becomes a zero-stride array of
+    its shape and dtype (of its chunks' array type); anything else is itself."""
     if not isinstance(value, da.Array):
         return value
+    if any(math.isnan(n) for n in value.shape):
+        raise ValueError(
+            f"{name} must have known chunk sizes, got a Dask array of shape {value.shape} "
+            f"(unknown sizes come from boolean indexing and the like); call "
+            f"{name}.compute_chunk_sizes() first"
+        )
     xp = _layout.xp_of(value._meta)
     return xp.broadcast_to(xp.zeros((), value.dtype), value.shape)
 
 
-def _stand_ins(*values):
-    return [_stand_in(v) for v in values]
+def _stand_ins(**named):
+    return [_stand_in(value, name) for name, value in named.items()]
 
 
 def _lift(value, ndim: int):
@@ -352,7 +519,8 @@ def _block(arr, index):
 
 
 def _forward_call(a, x, h0, axis, reverse, method, resets, kind):
-    args = _validate.scan_args(*_stand_ins(a, x, h0), axis, reverse, _stand_in(resets))
+    proxies = _stand_ins(a=a, x=x, h0=h0)
+    args = _validate.scan_args(*proxies, axis, reverse, _stand_in(resets, "resets"))
     named = (("a", a), ("x", x), ("resets", resets))
     return _Call(args, method, named, h0, ("x", "a", "resets"), kind)
 
