@@ -11,23 +11,10 @@ import numpy as np
 import pytest
 
 import linscan
+from helpers import Twisted
 from linscan import reference
 
 RNG = np.random.default_rng(14)
-
-
-class Twisted(np.ndarray):
-    """A subclass whose methods lie: ``reshape`` returns the wrong shape, ``ravel`` and
-    ``astype`` return garbage. linscan must read the memory, not call these."""
-
-    def reshape(self, *shape, **kwargs):
-        return np.zeros(7).view(Twisted)
-
-    def ravel(self, *args, **kwargs):
-        return np.full(self.size, 1e243)
-
-    def astype(self, *args, **kwargs):
-        return np.full(self.shape, 1e243)
 
 
 def matrix(arr):

@@ -4,12 +4,16 @@ Every call must either return the right result (checked against the float64 seri
 raise TypeError, ValueError or numpy's AxisError with a message naming an argument; never
 another exception, and never a changed input. Arrays come in every NumPy dtype (big-endian,
 structured, object, datetime, strings), 0-d to 5-d, zero-size, as strided, reversed and
-transposed views; keywords come with wrong types and out-of-range values.
+transposed views, as ndarray subclasses (``np.matrix``, one whose methods lie) and masked
+arrays; ``out`` may share memory with any input, aligned or not; keywords come with wrong
+types and out-of-range values.
 
 Values: finite, NaN and +-inf, in every argument.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -18,6 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import linscan
+from helpers import Twisted
 from linscan import testing
 
 ERRORS = (TypeError, ValueError, np.exceptions.AxisError)
@@ -53,8 +58,15 @@ def arrays(draw, shape=None, dtype=None):
             arr = arr + 1j * arr[::-1].reshape(shape) if arr.ndim else arr
     else:
         arr = draw(hnp.arrays(dtype, shape))
-    kind = draw(st.sampled_from(["plain", "reversed", "strided", "transposed", "readonly"]))
-    if arr.ndim and kind == "reversed":
+    kinds = ["plain", "reversed", "strided", "transposed", "readonly", "subclass", "masked"]
+    kind = draw(st.sampled_from(kinds + ["matrix"] * (arr.ndim == 2)))
+    if kind == "subclass":  # its methods lie: linscan must not call them
+        arr = arr.view(Twisted)
+    elif kind == "matrix":
+        arr = np.matrix(arr)
+    elif kind == "masked":
+        arr = np.ma.masked_array(arr, mask=draw(hnp.arrays(np.bool_, arr.shape)))
+    elif arr.ndim and kind == "reversed":
         arr = np.flip(np.flip(arr).copy())
     elif arr.ndim and kind == "strided":
         arr = np.repeat(arr, 2, axis=-1)[..., ::2]
@@ -112,22 +124,63 @@ def calls(draw, function):
             kwargs[name] = draw(plausible)
     if function is linscan.scan and draw(st.integers(0, 3)) == 0:
         kwargs["out"] = draw(st.one_of(arrays(shape, draw(float_dtype)), junk()))
+    if draw(st.integers(0, 3)) == 0:  # an out sharing memory with an input
+        inputs = {k: v for k, v in enumerate(args) if _bytes_of(v)}
+        inputs.update({k: v for k, v in kwargs.items() if k in ("h0", "resets") and _bytes_of(v)})
+        if inputs:
+            name = draw(st.sampled_from(sorted(inputs, key=str)))
+            out_shape = shape
+            if function is linscan.scan_backward:
+                entry = draw(st.integers(0, 1))  # grad_a (like a) or grad_x (like h)
+                out_shape = np.shape(args[0]) if entry == 0 else shape
+            target, out = draw(overlapping(inputs[name], out_shape, draw(float_dtype)))
+            if isinstance(name, int):
+                args[name] = target
+            else:
+                kwargs[name] = target
+            if function is linscan.scan_backward:
+                kwargs["out"] = (out, None, None) if entry == 0 else (None, out, None)
+            elif function is linscan.scan:
+                kwargs["out"] = out
     return args, kwargs
+
+
+def _bytes_of(value) -> bool:
+    """Whether ``value`` is an array whose bytes another array may view (not objects)."""
+    return isinstance(value, np.ndarray) and not value.dtype.hasobject
+
+
+@st.composite
+def overlapping(draw, target, shape, dtype):
+    """``target`` copied into a byte buffer, and an array of ``shape`` and ``dtype`` viewing
+    bytes of the same buffer that overlap it (or touch it, when either is empty)."""
+    dtype = np.dtype(dtype)
+    out_bytes = int(np.prod(shape)) * dtype.itemsize
+    size = target.nbytes + 2 * out_bytes + 1
+    buffer = np.zeros(size, np.uint8)
+    lo = draw(st.integers(out_bytes, out_bytes + 1))  # sometimes unaligned
+    first, last = max(0, lo - out_bytes + 1), lo + max(target.nbytes - 1, 0)
+    start = draw(st.integers(first, last)) if first <= last else lo
+    copy = buffer[lo : lo + target.nbytes].view(target.dtype).reshape(target.shape)
+    copy[...] = np.asarray(target)
+    out = buffer[start : start + out_bytes].view(dtype).reshape(shape)
+    return copy, out
 
 
 def _snapshot(value):
     if isinstance(value, np.ndarray):
-        return value.copy()
+        return np.array(value, subok=False)  # a plain copy of the values (a masked array's data)
     if isinstance(value, (list, dict)):
-        return repr(value)
+        return copy.deepcopy(value)
     return value
 
 
 def _unchanged(before, after):
     if isinstance(after, np.ndarray):
+        after = np.asarray(after)
         return before.dtype == after.dtype and before.shape == after.shape and _same(before, after)
     if isinstance(after, (list, dict)):
-        return before == repr(after)
+        return repr(before) == repr(after)
     return True
 
 
@@ -140,20 +193,29 @@ def _same(before, after):
         return before.tobytes() == after.tobytes()
 
 
+def _outs(kwargs):
+    out = kwargs.get("out")
+    return [v for v in (out if isinstance(out, tuple) else (out,)) if isinstance(v, np.ndarray)]
+
+
 def _check(function, args, kwargs):
-    inputs = list(args) + [v for k, v in kwargs.items() if k != "out"]
+    """Call ``function``; return its result, or ``None`` after a documented error, and the
+    inputs as they were before the call. Inputs are unchanged, but where ``out`` shares
+    their memory (the caller asked for that)."""
+    names = list(range(len(args))) + [k for k in kwargs if k != "out"]
+    inputs = list(args) + [kwargs[k] for k in names[len(args) :]]
     before = [_snapshot(v) for v in inputs]
+    outs = _outs(kwargs)
     try:
         result = function(*args, **kwargs)
     except ERRORS as exc:
         message = str(exc)
         assert any(name in message for name in NAMES), f"{type(exc).__name__}: {message}"
-        returned = False
-    else:
-        returned = True
+        result = None
     for old, new in zip(before, inputs):
-        assert _unchanged(old, new), "an input was modified"
-    return result if returned else None
+        shared = isinstance(new, np.ndarray) and any(np.may_share_memory(new, o) for o in outs)
+        assert shared or _unchanged(old, new), "an input was modified"
+    return result, dict(zip(names, before))
 
 
 ORACLES = {
@@ -167,10 +229,10 @@ ORACLES = {
 @given(data=st.data())
 def test_the_truth_or_a_documented_error(function, data):
     args, kwargs = data.draw(calls(function))
-    result = _check(function, args, kwargs)
-    if result is not None:
-        kw = {k: v for k, v in kwargs.items() if k in ("axis", "reverse", "resets")}
-        ORACLES[function](result, *args, kwargs.get("h0"), **kw)
+    result, before = _check(function, args, kwargs)
+    if result is not None:  # the oracle sees the inputs as they were when called
+        kw = {k: before.get(k, v) for k, v in kwargs.items() if k in ("axis", "reverse", "resets")}
+        ORACLES[function](result, *(before[k] for k in range(len(args))), before.get("h0"), **kw)
 
 
 @pytest.mark.parametrize("function", [linscan.scan, linscan.final_state])
