@@ -40,7 +40,7 @@ sanitize=(compute-sanitizer --error-exitcode 9 --print-limit 20 --tool)  # + TOO
     >"$out/device.txt" 2>&1
 step info 60 "$py" -m linscan info
 step warm 120 "$py" -c "
-from linscan._cuda import source
+from linscan.backends.cuda import source
 for name, mode, seconds in source.warm(): print(f'{name:11s} mode {mode}: {seconds:5.1f} s')
 print('every kernel module compiled')"
 # tests/test_dask.py: Dask arrays of CuPy chunks (skipped where Dask is not installed)

@@ -140,8 +140,8 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
               long long r_st, long long r_si, const S* v, const S* hf, const S* h0,
               long long h0_so, long long h0_si, S* y, typename Num<S>::T* ga,
               typename Num<S>::T* s_out, long long O, long long Tn, long long I, int down,
-              int log2s, long long groups, unsigned int* status, typename Num<S>::T* agg_a, typename Num<S>::T* agg_b,
-              int* agg_r, typename Num<S>::T* incl) {
+              int log2s, long long groups, unsigned int* status, typename Num<S>::T* agg_a,
+              typename Num<S>::T* agg_b, int* agg_r, typename Num<S>::T* incl) {
     using T = typename Num<S>::T;
     static_assert(CW >= 1 && CW <= WARP && (CW & (CW - 1)) == 0, "CW: a power of 2 up to 32");
     constexpr int NS = BLOCK / CW;  // threads per channel, each S consecutive steps
@@ -463,9 +463,7 @@ __global__ void __launch_bounds__(BLOCK)
                 typename Num<S>::T a_value, const unsigned char* r, long long r_so,
                 long long r_st, long long r_si, const S* v, const S* hf, const S* h0,
                 long long h0_so, long long h0_si, S* y, typename Num<S>::T* ga,
-                typename Num<S>::T* s_out, long long O, long long Tn, long long I, int down,
-                int log2s, long long groups, unsigned int* status, typename Num<S>::T* agg_a, typename Num<S>::T* agg_b,
-                int* agg_r, typename Num<S>::T* incl) {
+                typename Num<S>::T* s_out, long long O, long long Tn, long long I, int down) {
     using T = typename Num<S>::T;
     const long long lane = static_cast<long long>(blockIdx.x) * BLOCK + threadIdx.x;
     if (lane >= O * I) return;

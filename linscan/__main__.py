@@ -32,7 +32,7 @@ def _info() -> int:
 def _threads_status() -> str:
     """The CPU backend's thread count and where it comes from; a bad ``LINSCAN_NUM_THREADS``
     is reported, not raised: ``info`` is where one looks to find out what is wrong."""
-    from . import _plan
+    from .backends.cpu import plan as _plan
 
     env = os.environ.get("LINSCAN_NUM_THREADS", "").strip()
     try:
@@ -56,7 +56,7 @@ def _gpu_status() -> str:
     missing."""
     import sys
 
-    from ._backend import gpu_status
+    from ._dispatch import gpu_status
 
     usable, detail = gpu_status()
     parts = [detail if usable else f"unavailable: {detail}"]
@@ -69,7 +69,7 @@ def _gpu_status() -> str:
     except Exception as exc:
         parts.append(f"NVRTC unavailable ({type(exc).__name__}: {exc})")
     try:
-        from ._cuda import source
+        from .backends.cuda import source
 
         parts.append(f"kernels from {source.kernel_dir()}")
     except FileNotFoundError as exc:
@@ -206,7 +206,7 @@ def positive_int(text: str) -> int:
 def _bench_problem(args):
     """Why ``bench`` cannot run as asked, found before it starts (a run takes minutes, and a
     failure at its end throws them away); ``None`` when it can."""
-    from . import _plan
+    from .backends.cpu import plan as _plan
 
     try:
         _plan.num_threads()

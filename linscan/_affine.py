@@ -14,8 +14,8 @@ so that an inf or NaN of the state does not cross it: ``0 * inf`` is NaN).
   multiplying an infinite state by one decay at a time, never sees.
 
 There the map *cannot stand for its steps* (:func:`unsafe`) and the steps must be walked from
-the true entering state: the CPU backend walks such pieces (``_cpu``), the GPU kernel such
-tiles (``scan.cu``; emulated by ``linscan.reference.tiled``).
+the true entering state: the CPU backend walks such pieces (``linscan.backends.cpu``), the
+GPU kernel such tiles (``scan.cu``; emulated by ``linscan.backends.cuda.emulate``).
 
 ``linscan.dask`` keeps a product with a separate exponent, which neither underflows nor
 overflows, so that ``A * h`` is the loop's product however small ``A`` (a zero ``A`` is a zero

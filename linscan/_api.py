@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
 
-from . import _dtypes, _interop, _layout, _validate
-
-
-_HOST = contextlib.nullcontext()
-
-
-def _backend(args):
-    """The backend module of a validated call (``_cuda.backend`` for CuPy arrays, else ``_cpu``) and
-    a context that makes the arrays' device current while it runs."""
-    if args.device is None:
-        from . import _cpu
-
-        return _cpu, _HOST
-    import cupy
-
-    from ._cuda import backend
-
-    if cupy.cuda.runtime.getDevice() == args.device:
-        return backend, _HOST
-    return backend, cupy.cuda.Device(args.device)
+from . import _dispatch, _dtypes, _interop, _layout, _validate
 
 
 def _via_dlpack(function, named, returns_new=True, **options):
@@ -38,10 +18,10 @@ def _via_dlpack(function, named, returns_new=True, **options):
     return call.send_back(function(**arrays, **options))
 
 
-def _canonical(be, args, name: str, work):
+def _canonical(backend, args, name: str, work):
     """Input ``name`` of ``args`` in the backend's ``(O, T, I)`` form in dtype ``work``: ``a``
     keeps its strides (a broadcast decay stays small), the others are C-contiguous."""
-    make = be.decays if name == "a" else be.operand
+    make = backend.decays if name == "a" else backend.operand
     return make(getattr(args, name), args.shape, args.axis, work)
 
 
@@ -116,20 +96,20 @@ def scan(a, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto", rese
     given = out
     if out is not None:
         out = _validate.check_out(out, args.shape, args.dtype, device=args.device)
-    be, device = _backend(args)
-    work = be.storage(args.dtype)
+    backend, device = _dispatch.backend(args.device)
+    work = backend.storage(args.dtype)
     with device:
-        result = out if out is not None else be.empty(args.shape, args.dtype)
+        result = out if out is not None else backend.empty(args.shape, args.dtype)
         if result.size:
-            _scan(be, args, method, work, result, out)
+            _scan(backend, args, method, work, result, out)
     return given if given is not None else result
 
 
-def _scan(be, args, method, work, result, out):
-    a3 = _canonical(be, args, "a", work)
-    x3 = _canonical(be, args, "x", work)
-    r3 = be.flags(args.resets, args.shape, args.axis)
-    state = be.initial(args.h0, args.shape, args.axis, work)
+def _scan(backend, args, method, work, result, out):
+    a3 = _canonical(backend, args, "a", work)
+    x3 = _canonical(backend, args, "x", work)
+    r3 = backend.flags(args.resets, args.shape, args.axis)
+    state = backend.initial(args.h0, args.shape, args.axis, work)
     h3 = None
     if work != args.dtype:
         pass  # computed in the wider dtype, rounded once into the result
@@ -140,8 +120,8 @@ def _scan(be, args, method, work, result, out):
         # resets and the initial state (a view of h0 on the GPU) are read throughout.
         inputs = _present(a3, x3, r3, state)
         h3 = _layout.safe_output(out, args.shape, args.axis, inputs, exact_ok=(a3, x3))
-    target = h3 if h3 is not None else be.empty(x3.shape, work)
-    be.scan(a3, x3, target, state, args.reverse, method, r3)
+    target = h3 if h3 is not None else backend.empty(x3.shape, work)
+    backend.scan(a3, x3, target, state, args.reverse, method, r3)
     if h3 is None:
         with np.errstate(over="ignore"):  # rounding to 16 bits may overflow to inf
             result[...] = target.reshape(args.shape)
@@ -182,20 +162,20 @@ def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto", resets=
         return _via_dlpack(final_state, named, axis=axis, reverse=reverse, method=method)
     args = _validate.scan_args(a, x, h0, axis, reverse, resets)
     method = _validate.check_method(method)
-    be, device = _backend(args)
-    work = be.storage(args.dtype)
+    backend, device = _dispatch.backend(args.device)
+    work = backend.storage(args.dtype)
     shape = _layout.state_shape(args.shape, args.axis)
     with device:
         if math.prod(shape) == 0 or args.shape[args.axis] == 0:
-            state = _layout.initial_state(args.h0, args.shape, args.axis, args.dtype, be.xp)
+            state = _layout.initial_state(args.h0, args.shape, args.axis, args.dtype, backend.xp)
         else:
-            state = be.final_state(
-                _canonical(be, args, "a", work),
-                _canonical(be, args, "x", work),
-                be.initial(args.h0, args.shape, args.axis, work),
+            state = backend.final_state(
+                _canonical(backend, args, "a", work),
+                _canonical(backend, args, "x", work),
+                backend.initial(args.h0, args.shape, args.axis, work),
                 args.reverse,
                 method,
-                be.flags(args.resets, args.shape, args.axis),
+                backend.flags(args.resets, args.shape, args.axis),
             )
     return _layout.cast(state.reshape(shape), args.dtype)
 
@@ -278,40 +258,40 @@ def scan_backward(
     args = _validate.backward_args(a, h, grad_h, h0, axis, reverse, resets)
     method = _validate.check_method(method)
     out_a, out_x, out_h0 = _validate.check_backward_out(out, args)
-    be, device = _backend(args)
+    backend, device = _dispatch.backend(args.device)
     with device:
-        grads = _scan_backward(be, args, method, out_a, out_x, out_h0)
+        grads = _scan_backward(backend, args, method, out_a, out_x, out_h0)
     if out is None:
         return grads
     # The caller's own arrays (an ndarray subclass was written through a plain view).
     return tuple(grad if given is None else given for grad, given in zip(grads, out))
 
 
-def _scan_backward(be, args, method, out_a, out_x, out_h0):
+def _scan_backward(backend, args, method, out_a, out_x, out_h0):
     shape, dtype = args.shape, args.dtype
-    work = be.storage(dtype)
+    work = backend.storage(dtype)
     dims = _layout.dims(shape, args.axis)
-    a3 = _canonical(be, args, "a", work)
-    h3 = _canonical(be, args, "h", work)
-    gh3 = _canonical(be, args, "grad_h", work)
+    a3 = _canonical(backend, args, "a", work)
+    h3 = _canonical(backend, args, "h", work)
+    gh3 = _canonical(backend, args, "grad_h", work)
     # The backward kernels read grad_h[t] before writing grad_x[t], so grad_x may replace
     # grad_h. Nothing may alias grad_a: the chained kernels read a[t] after writing grad_a[t],
     # and h[t-1] after a neighbouring chain wrote grad_a there.
-    r3 = be.flags(args.resets, shape, args.axis)
-    before = be.initial(args.h0, shape, args.axis, work)  # h[-1]: grad_a reads it
+    r3 = backend.flags(args.resets, shape, args.axis)
+    before = backend.initial(args.h0, shape, args.axis, work)  # h[-1]: grad_a reads it
     inputs = _present(a3, h3, gh3, r3, before)
     grad_x3 = None
     if work == dtype:
         grad_x3 = _layout.safe_output(out_x, shape, args.axis, inputs, exact_ok=(gh3,))
-    grad_x3 = grad_x3 if grad_x3 is not None else be.empty(dims, work)
+    grad_x3 = grad_x3 if grad_x3 is not None else backend.empty(dims, work)
     # grad_a is written unrounded (float32 for 16-bit dtypes): a broadcast a sums it.
     wide = _dtypes.accumulator(dtype)
     direct = out_a is not None and out_a.shape == shape and out_a.dtype == wide
     grad_a3 = _layout.safe_output(out_a if direct else None, shape, args.axis, inputs + (grad_x3,))
-    grad_a3 = grad_a3 if grad_a3 is not None else be.empty(dims, wide)
+    grad_a3 = grad_a3 if grad_a3 is not None else backend.empty(dims, wide)
     want_h0 = args.h0 is not None
     if grad_x3.size:
-        state = be.backward(
+        state = backend.backward(
             a3,
             h3,
             gh3,
@@ -324,7 +304,7 @@ def _scan_backward(be, args, method, out_a, out_x, out_h0):
             r3,
         )
     elif want_h0:
-        state = _layout.initial_state(None, shape, args.axis, work, be.xp)
+        state = _layout.initial_state(None, shape, args.axis, work, backend.xp)
     grad_x = _deliver(_layout.cast(grad_x3.reshape(shape), dtype), out_x)
     grad_a = _deliver(
         _layout.sum_to_shape(grad_a3.reshape(shape), args.a.shape, _native(args.a)), out_a

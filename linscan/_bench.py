@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import _plan, testing
+from . import testing
+from .backends.cpu import plan as _plan
 from ._api import final_state, scan, scan_backward
 
 METHODS = ("sequential", "parallel", "auto")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _dtypes
-from ._backend import is_cupy
+from ._dispatch import is_cupy
 
 _CPU, _CUDA, _CUDA_MANAGED = 1, 2, 13  # DLPack device types
 

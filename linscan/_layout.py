@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ._backend import is_cupy
+from ._dispatch import is_cupy
 
 
 def xp_of(arr):
@@ -50,20 +50,21 @@ def state_shape(shape: tuple, axis: int) -> tuple:
     return shape[:axis] + shape[axis + 1 :]
 
 
-def view3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype) -> np.ndarray:
-    """``arr`` broadcast to ``shape`` as an ``(O, T, I)`` array of ``dtype``; strided views
-    are kept, and the cast (if any) happens before broadcasting, on the small array."""
+def view3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype, xp=np) -> np.ndarray:
+    """``arr`` (an array of module ``xp``) broadcast to ``shape`` as an ``(O, T, I)`` array of
+    ``dtype``; strided views are kept, and the cast (if any) happens before broadcasting, on
+    the small array."""
     if arr.dtype != dtype:
         arr = arr.astype(dtype)
     if arr.shape != shape:
-        arr = xp_of(arr).broadcast_to(arr, shape)
+        arr = xp.broadcast_to(arr, shape)
     return arr.reshape(dims(shape, axis))
 
 
-def contiguous3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype) -> np.ndarray:
+def contiguous3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype, xp=np) -> np.ndarray:
     """Like ``view3`` but C-contiguous (a copy only where ``arr`` is not already so)."""
-    view = view3(arr, shape, axis, dtype)
-    return view if view.flags.c_contiguous else xp_of(view).ascontiguousarray(view)
+    view = view3(arr, shape, axis, dtype, xp)
+    return view if view.flags.c_contiguous else xp.ascontiguousarray(view)
 
 
 def initial_state(h0, shape: tuple, axis: int, dtype: np.dtype, xp=np) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _dtypes
-from ._backend import is_cupy, placement
+from ._dispatch import is_cupy, placement
 from ._layout import broadcast_shapes, may_share_memory
 
 #: Dtypes the backends compute in (see ``_dtypes``).

@@ -262,9 +262,9 @@ def _product(a, steps, xp, *, axis, method, acc):
             base, power = _times(base, base, xp), power >> 1
         return total
     if xp is np:
-        from . import _cpu
+        from .backends.cpu.backend import backend
 
-        return _cpu.decay_product(a, axis, acc)  # one pass of a kernel
+        return backend.decay_product(a, axis, acc)  # one pass of a kernel
     # CuPy chunks: the plain product where it neither overflows nor underflows (below the
     # smallest normal number it has lost digits), else array operations on the device.
     zero = xp.zeros((), acc)

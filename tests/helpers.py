@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 
-from linscan import _plan
+from linscan.backends.cpu import plan as _plan
 
 #: Plans the property tests force, besides whatever the library picks by itself: split mode
 #: over three threads with tiny segments and tiles (every chunking path at small sizes), and

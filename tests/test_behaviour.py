@@ -8,6 +8,7 @@ import pytest
 
 import linscan
 from linscan import _api
+from linscan.backends.cpu import plan as _plan
 from linscan.testing import (
     assert_final_state_close,
     assert_scan_backward_close,
@@ -88,7 +89,7 @@ def test_concurrent_calls_from_many_threads(backend_threads):
     problems = [(rng.uniform(-1, 1, (4, 40000)), rng.standard_normal((4, 40000))) for _ in range(8)]
 
     def work(k):
-        with linscan._plan.forced(threads=backend_threads):
+        with _plan.forced(threads=backend_threads):
             a, x = problems[k]
             h = linscan.scan(a, x, method="parallel")
             return h, linscan.scan_backward(a, h, np.ones_like(h))
@@ -170,7 +171,7 @@ def test_long_sequences_every_path(config, method, reverse, shape, axis, decays)
     x = rng.standard_normal(shape).astype(np.float32)
     h0 = rng.standard_normal(shape[:axis] + shape[axis + 1 :]).astype(np.float32)
     gh = rng.standard_normal(shape).astype(np.float32)
-    with linscan._plan.forced(**LONG_CONFIGS[config]):
+    with _plan.forced(**LONG_CONFIGS[config]):
         h = linscan.scan(a, x, h0, axis=axis, reverse=reverse, method=method)
         state = linscan.final_state(a, x, h0, axis=axis, reverse=reverse, method=method)
         grads = linscan.scan_backward(a, h, gh, h0, axis=axis, reverse=reverse, method=method)

@@ -203,7 +203,7 @@ def test_info_reports_a_bad_thread_setting(setting, capsys, monkeypatch):
 
 def test_info_says_when_the_thread_setting_is_capped(capsys, monkeypatch):
     pytest.importorskip("numba")
-    from linscan import _plan
+    from linscan.backends.cpu import plan as _plan
 
     monkeypatch.setattr(cli, "_gpu_status", lambda: "not asked")
     monkeypatch.setattr(_plan, "_usable_cpus", lambda: 2)

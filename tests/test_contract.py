@@ -234,13 +234,13 @@ class OnlyDLPack:
 
 @pytest.mark.parametrize("function", [linscan.scan, linscan.final_state, linscan.scan_backward])
 def test_a_library_results_cannot_return_to_is_refused_before_any_work(function, monkeypatch):
-    from linscan import _cpu
+    from linscan.backends.cpu.backend import CPU
 
     def boom(*args, **kwargs):
         raise AssertionError("work started")
 
     for name in ("scan", "final_state", "backward"):
-        monkeypatch.setattr(_cpu, name, boom)
+        monkeypatch.setattr(CPU, name, boom)
     args = [OnlyDLPack(np.ones(4))] * (3 if function is linscan.scan_backward else 2)
     kwargs = {}
     if function is linscan.scan_backward:  # a filled out[1] but not out[0]: grad_a is new

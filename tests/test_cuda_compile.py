@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from linscan._cuda import source
+from linscan.backends.cuda import source
 
 cupy = pytest.importorskip("cupy", reason="CuPy (the nvrtc extra) is needed to compile kernels")
 

@@ -1,5 +1,5 @@
 """The GPU kernel's tile decomposition and look-back combine, emulated in NumPy with the
-kernel's own launch plan (``linscan.reference.tiled``), against the serial oracle."""
+kernel's own launch plan (``linscan.backends.cuda.emulate``), against the serial oracle."""
 
 import numpy as np
 import pytest
@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from helpers import POISONS, poison
 from linscan import reference
+from linscan.backends.cuda import emulate
 from linscan.testing import (
     assert_final_state_close,
     assert_scan_backward_close,
@@ -43,9 +44,9 @@ def tiled_cases(draw):
 
 
 def _tiled(case, mode, v=None, hf=None):
-    """``reference.tiled`` on a drawn case (``v`` replaces ``x``, for the backward pass)."""
+    """``emulate.run`` on a drawn case (``v`` replaces ``x``, for the backward pass)."""
     v = case["x"] if v is None else v
-    return reference.tiled(
+    return emulate.run(
         case["a"], v, case["h0"], mode=mode, down=case["down"], hf=hf, resets=case["resets"],
         steps=case["steps"], block=case["block"], rng=case["rng"],
     )  # fmt: skip
@@ -121,5 +122,5 @@ def test_many_tiles_with_the_kernels_block(shape):
     a, x = rng.uniform(0.5, 1, shape), rng.normal(size=shape)
     h0 = rng.normal(size=(shape[0], shape[2]))
     for down in (False, True):
-        h = reference.tiled(a, x, h0, down=down, steps=4, rng=rng)
+        h = emulate.run(a, x, h0, down=down, steps=4, rng=rng)
         assert_scan_close(h, a, x, h0, axis=1, reverse=down)

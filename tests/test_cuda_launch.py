@@ -36,7 +36,7 @@ class FakeGPU:
 
 @pytest.fixture
 def gpu(monkeypatch):
-    from linscan._cuda import backend, source
+    from linscan.backends.cuda import backend, source
 
     fake = FakeGPU()
     monkeypatch.setattr(cupy, "empty", fake.empty)
@@ -48,16 +48,13 @@ def gpu(monkeypatch):
     return fake
 
 
-# The kernel's parameters, in order (kernels_cu/scan.cu).
-NAMES = (
-    "a a_so a_st a_si a_value r r_so r_st r_si v hf h0 h0_so h0_si y ga s_out O Tn I down log2s "
-    "groups status agg_a agg_b agg_r incl"
-).split()
-
-
 def _args(launch):
-    assert len(launch["args"]) == len(NAMES)
-    return dict(zip(NAMES, launch["args"]))
+    """The arguments of a recorded launch by parameter name (the table of ``abi``)."""
+    from linscan.backends.cuda import abi
+
+    table = abi.PARAMETERS[launch["lp"].kernel]
+    assert len(launch["args"]) == len(table)
+    return dict(zip((name for name, _ in table), launch["args"]))
 
 
 def _ptr(value):
@@ -65,12 +62,21 @@ def _ptr(value):
 
 
 def _check_types(args, dtype):
-    names = ("a_so", "a_st", "a_si", "r_so", "r_st", "r_si", "h0_so", "h0_si", "O", "Tn", "I")
-    for name in names + ("groups",):
-        assert type(args[name]) is int, name  # CuPy passes a Python int as long long
-    for name in ("down", "log2s"):
-        assert type(args[name]) is np.int32, name
-    assert type(args["a_value"]) is dtype.type  # the arithmetic type
+    """Every argument has its parameter's C type (CuPy does not look at the signature)."""
+    from linscan.backends.cuda import abi
+
+    for name, kind in abi.TILE_SCAN:
+        value = args.get(name)
+        if name not in args:
+            continue
+        if kind == abi.LONG:
+            assert type(value) is int, name  # CuPy passes a Python int as long long
+        elif kind == abi.INT:
+            assert type(value) is np.int32, name
+        elif kind == abi.VALUE:
+            assert type(value) is dtype.type, name  # the arithmetic type
+        else:
+            assert isinstance(value, (cupy.ndarray, np.uint64, int)), name
 
 
 def test_full_decays_and_the_launch_plan(gpu):
@@ -176,13 +182,34 @@ def test_every_dtype_runs_in_its_own_kernel(gpu, dtype, arith):
 
 
 @pytest.mark.parametrize("kernel", ["tile_scan", "serial_scan"])
-def test_parameter_names_match_the_kernel_source(kernel):
+def test_parameter_table_matches_the_kernel_source(kernel):
+    """``abi``'s table names each parameter of the ``.cu`` signature, in order, with its type."""
     import re
 
-    from linscan._cuda import source
+    from linscan.backends.cuda import abi, source
 
     text = source.assemble()
     signature = re.search(rf"{kernel}\(([^)]*)\)", text).group(1)
     signature = re.sub(r"<[^<>]*>", "", signature)  # template arguments hold commas
-    names = [part.split()[-1].lstrip("*") for part in signature.split(",")]
-    assert names == NAMES
+    found = []
+    for part in signature.split(","):
+        declaration, name = part.rsplit(None, 1)
+        if "*" in part:
+            kind = abi.POINTER
+        elif "Num::T" in declaration:
+            kind = abi.VALUE
+        else:
+            kind = {"long long": abi.LONG, "int": abi.INT}[" ".join(declaration.split())]
+        found.append((name.lstrip("*"), kind))
+    assert tuple(found) == abi.PARAMETERS[kernel]
+
+
+def test_the_serial_kernel_gets_its_short_argument_list(gpu):
+    x = gpu.empty((3, 100, 5), np.float64)
+    h = linscan.scan(0.5, x, axis=1, method="sequential")
+    launch = gpu.launches[-1]
+    args = _args(launch)
+    assert launch["lp"].kernel == "serial_scan" and "status" not in args
+    _check_types(args, np.dtype(np.float64))
+    assert _ptr(args["v"]) == x.data.ptr and _ptr(args["y"]) == h.data.ptr
+    assert (args["O"], args["Tn"], args["I"]) == (3, 100, 5) and args["a_value"] == 0.5

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from linscan._cuda import plan, source
+from linscan.backends.cuda import plan, source
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,7 +106,7 @@ def test_name_expressions_come_from_the_tables():
 
 
 def _kernel_dir_from(path: Path, cwd: Path) -> str:
-    code = "import linscan._cuda.source as s; print(s.kernel_dir())"
+    code = "import linscan.backends.cuda.source as s; print(s.kernel_dir())"
     env = {"PYTHONPATH": str(path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True
@@ -139,7 +139,7 @@ def test_setup_cfg_ships_the_sources_in_the_package():
 def test_installed_copy_finds_its_sources(tmp_path):
     """Where linscan is pip-installed (CI installs the checkout), the installed copy has them."""
     code = (
-        "import linscan, linscan._cuda.source as s, pathlib;"
+        "import linscan, linscan.backends.cuda.source as s, pathlib;"
         "print(pathlib.Path(linscan.__file__).parent); print(s.kernel_dir())"
     )
     done = subprocess.run(

@@ -372,7 +372,7 @@ def test_inf_and_nan_inputs_and_states_are_followed(reverse):
 @pytest.mark.gpu
 def test_cupy_chunks():
     cupy = pytest.importorskip("cupy")
-    if not linscan._backend.gpu_status()[0]:
+    if not linscan._dispatch.gpu_status()[0]:
         pytest.skip("no usable GPU")
     rng = np.random.default_rng(2)
     a, x = rng.uniform(0.5, 1, (4, 300)), rng.normal(size=(4, 300))

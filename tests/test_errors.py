@@ -147,12 +147,12 @@ def test_scan_backward_rejects(kwargs, error, fragments):
 
 def test_errors_come_before_any_work(monkeypatch):
     """Validation runs before the backend is touched: a failing call never reaches it."""
-    from linscan import _api
+    from linscan import _dispatch
 
-    def boom():
+    def boom(device):
         raise AssertionError("the backend was reached")
 
-    monkeypatch.setattr(_api, "_backend", boom)
+    monkeypatch.setattr(_dispatch, "backend", boom)
     with pytest.raises(ValueError):
         linscan.scan(arr(3), arr(4))
     with pytest.raises(ValueError):

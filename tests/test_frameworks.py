@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import linscan
-from linscan._backend import gpu_status
+from linscan._dispatch import gpu_status
 
 from test_examples import load
 

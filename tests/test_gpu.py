@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 
 import linscan
-from linscan._backend import gpu_status
+from linscan._dispatch import gpu_status
 from helpers import assert_same_values, poisoned, race
 from linscan.testing import (
     assert_final_state_close,

@@ -151,7 +151,7 @@ def test_long_sequences_parallel_no_worse_than_twice_the_serial_loop(T, op, layo
 
 
 def test_info_says_why_the_gpu_is_unavailable():
-    usable, detail = linscan._backend.gpu_status()
+    usable, detail = linscan._dispatch.gpu_status()
     if usable:
         pytest.skip("a GPU is usable here")
     out = _python("import runpy, sys; sys.argv = ['linscan', 'info']; "
@@ -162,7 +162,7 @@ def test_info_says_why_the_gpu_is_unavailable():
 
 def test_cupy_installed_without_a_gpu_leaves_numpy_calls_working():
     pytest.importorskip("cupy")
-    if linscan._backend.gpu_status()[0]:
+    if linscan._dispatch.gpu_status()[0]:
         pytest.skip("a GPU is usable here")
     out = _python(
         "import cupy, numpy as np, linscan\n"

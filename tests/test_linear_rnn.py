@@ -79,7 +79,7 @@ def test_bad_pooling_is_refused():
 
 @pytest.mark.gpu
 def test_same_layers_on_cupy():
-    from linscan._backend import gpu_status
+    from linscan._dispatch import gpu_status
 
     if not gpu_status()[0]:
         pytest.skip("no usable GPU")

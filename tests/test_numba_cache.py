@@ -1,6 +1,6 @@
 """A Numba cache file that cannot be decoded (empty, truncated, overwritten) is compiled afresh
 and overwritten with one warning, instead of making every call raise until someone deletes it
-(issue 14, item 7). See ``linscan/_numba_cache.py``.
+(issue 14, item 7). See ``linscan/backends/cpu/cache.py``.
 
 The first process of each case reads a damaged cache in a fresh interpreter, the second reads
 what the first wrote. All cases share one cache populated once with a single kernel signature
@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import linscan
-from linscan import _cpu_kernels, _numba_cache
+from linscan.backends.cpu import cache as _numba_cache
+from linscan.backends.cpu import kernels as _cpu_kernels
 
 ROOT = Path(linscan.__file__).resolve().parent.parent
 T = 40
@@ -31,7 +32,7 @@ import numpy as np
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import linscan
-    from linscan import _cpu_kernels
+    from linscan.backends.cpu import kernels as _cpu_kernels
     rng = np.random.default_rng(7)
     a = rng.uniform(-1.0, 1.0, {T})
     x = rng.standard_normal({T})
@@ -90,7 +91,7 @@ def populated(tmp_path_factory) -> Path:
 
 
 def _scan_rows_file(cache: Path, which: str) -> Path:
-    pattern = "_cpu_kernels.scan_rows-*." + ("nbi" if which == "index" else "1.nbc")
+    pattern = "kernels.scan_rows-*." + ("nbi" if which == "index" else "1.nbc")
     found = list(cache.glob("*/" + pattern))
     assert len(found) == 1, (pattern, sorted(p.name for p in cache.glob("*/*")))
     return found[0]
@@ -184,3 +185,4 @@ def test_a_cache_file_that_cannot_be_opened_still_raises(own_cache):
     with pytest.raises(OSError):
         good(1)
     assert _numba_cache._warned is False
+

@@ -1,7 +1,8 @@
 """The CPU backend's thread pool (issue 14): an interrupted call stops its workers before it
 raises, forked children get a pool of their own, and calls from atexit handlers run serially.
 
-The tests of ``_cpu._run`` and ``_cpu._drive`` run here with tasks that block on events. The
+The tests of ``pool.run`` and the CPU backend's ``_drive`` run here with tasks that block on
+events. The
 end-to-end checks share one fresh process, this file run as a script (Numba loads the kernels
 once): scans interrupted by SIGINT, threaded scans in forked children, a scan at exit.
 """
@@ -23,12 +24,15 @@ import numpy as np
 import pytest
 
 import linscan
-from linscan import _cpu, _plan, testing
+from linscan import testing
+from linscan.backends.cpu import backend as _cpu
+from linscan.backends.cpu import plan as _plan
+from linscan.backends.cpu import pool
 
 from helpers import race
 
 # ---------------------------------------------------------------------------------------------
-# _run and _drive, in this process
+# pool.run and _drive, in this process
 
 
 @pytest.fixture
@@ -36,7 +40,7 @@ def one_worker(monkeypatch):
     """A private pool of one thread in place of the shared one: the second task submitted
     waits until the first has ended, so that a test knows which tasks have started."""
     executor = concurrent.futures.ThreadPoolExecutor(1, "test-pool")
-    monkeypatch.setattr(_cpu, "_get_pool", lambda workers: executor)
+    monkeypatch.setattr(pool, "get_pool", lambda workers: executor)
     yield executor
     executor.shutdown(wait=False, cancel_futures=True)
 
@@ -56,7 +60,7 @@ def test_a_failing_caller_waits_for_the_running_task_and_starts_no_more(one_work
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _cpu._run([caller, worker, lambda: log.append("unstarted")])
+        pool.run([caller, worker, lambda: log.append("unstarted")])
     assert log == ["worker"]
     one_worker.submit(lambda: None).result(timeout=30)  # behind anything still queued
     assert log == ["worker"]
@@ -96,7 +100,7 @@ def test_interrupts_while_waiting_are_held_until_the_workers_end(one_worker):
     old = signal.signal(signal.SIGUSR1, handler)
     try:
         with pytest.raises(Interrupt) as caught:
-            _cpu._run([caller_done.set, worker])
+            pool.run([caller_done.set, worker])
         ended_before_the_raise = list(log)
     finally:
         armed = False
@@ -113,7 +117,7 @@ def test_a_workers_exception_reaches_the_caller():
         raise ValueError("from a worker")
 
     with pytest.raises(ValueError, match="from a worker"):
-        _cpu._run([lambda: ran.append("caller"), fail])
+        pool.run([lambda: ran.append("caller"), fail])
     assert ran == ["caller"]
 
 
@@ -134,10 +138,10 @@ def test_one_calls_interrupt_leaves_another_calls_tasks_alone(one_worker):
     def work(k):
         if k == 0:
             with pytest.raises(KeyboardInterrupt):
-                _cpu._run([a_caller, a_worker])
+                pool.run([a_caller, a_worker])
         else:
             assert a_started.wait(30)
-            _cpu._run([b_submitted.set, lambda: log.append("B worker")])
+            pool.run([b_submitted.set, lambda: log.append("B worker")])
 
     race(work, threads=2, timeout=60)
     assert sorted(log) == ["A worker", "B worker"]
@@ -146,12 +150,12 @@ def test_one_calls_interrupt_leaves_another_calls_tasks_alone(one_worker):
 def test_split_mode_tasks_stop_between_pieces(one_worker, monkeypatch):
     calls = []
 
-    class Recorded(_cpu._Call):
+    class Recorded(pool.TaskGroup):
         def __init__(self):
             super().__init__()
             calls.append(self)
 
-    monkeypatch.setattr(_cpu, "_Call", Recorded)
+    monkeypatch.setattr(pool, "TaskGroup", Recorded)
     with _plan.forced(threads=3, min_threaded=0, min_segment=1):
         plan = _plan.make_plan(1, 9, 1, down=False, method="parallel")
     mine, theirs, queued = plan.pieces
@@ -181,7 +185,11 @@ def test_split_mode_tasks_stop_between_pieces(one_worker, monkeypatch):
 @pytest.fixture(scope="module")
 def child():
     """The fresh process's exit status, its report (a dict by case) and its stderr."""
-    env = {**os.environ, "LINSCAN_NUM_THREADS": "2"}
+    # The linscan under test, whether installed or a checkout (a script's own folder, not the
+    # current one, starts its path).
+    here = os.path.dirname(os.path.dirname(os.path.abspath(linscan.__file__)))
+    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "LINSCAN_NUM_THREADS": "2", "PYTHONPATH": path}
     try:
         done = subprocess.run([sys.executable, __file__], capture_output=True, timeout=300,
                               env=env)  # fmt: skip
@@ -230,7 +238,7 @@ def _checked_scan(seed):
         testing.assert_scan_close(linscan.scan(a, x), a, x)
     except AssertionError as exc:
         return f"wrong: {exc}"
-    return "ok" if _cpu._pool is not None else "not threaded"
+    return "ok" if pool._pool is not None else "not threaded"
 
 
 def _interrupted(x, method, ready):
@@ -301,7 +309,7 @@ def _fork_with_the_lock_held():
     held, release = threading.Event(), threading.Event()
 
     def hold():
-        with _cpu._pool_lock:
+        with pool._pool_lock:
             held.set()
             release.wait()
 
@@ -331,7 +339,7 @@ def _fork_with_the_lock_held():
 def _at_exit():
     # By now the interpreter has shut concurrent.futures down (before any atexit handler).
     try:
-        _cpu._get_pool(1).submit(lambda: None)
+        pool.get_pool(1).submit(lambda: None)
         _report("pool refused work at exit", False)
     except RuntimeError:
         _report("pool refused work at exit", True)

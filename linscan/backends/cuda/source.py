@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _dtypes
+from ... import _dtypes
 from . import plan
 
 FILE = "scan.cu"
@@ -35,7 +35,7 @@ _PRAGMA_ONCE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once[ \t]*$", re.M)
 
 def kernel_dir() -> Path:
     """Where the ``.cu`` files are: inside the installed package, else beside it."""
-    package = Path(__file__).resolve().parent.parent
+    package = Path(__file__).resolve().parents[2]  # linscan/, from linscan/backends/cuda/
     for candidate in (package / "kernels_cu", package.parent / "kernels_cu"):
         if (candidate / FILE).is_file():
             return candidate

@@ -7,6 +7,7 @@ host and device behind the caller's back.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import numpy as np
@@ -58,6 +59,26 @@ def placement(named) -> int | None:
             f"host and device: pass cupy.asarray({name})"
         )
     return device
+
+
+_HOST = contextlib.nullcontext()
+
+
+def backend(device: int | None):
+    """``(backend, context)`` for a call placed on ``device`` (:func:`placement`): the CPU
+    backend for a host call, else the CUDA backend, with a context that makes the arrays'
+    device current while it runs (a context that does nothing where it already is)."""
+    if device is None:
+        from .backends.cpu.backend import backend as cpu
+
+        return cpu, _HOST
+    import cupy
+
+    from .backends.cuda.backend import backend as cuda
+
+    if cupy.cuda.runtime.getDevice() == device:
+        return cuda, _HOST
+    return cuda, cupy.cuda.Device(device)
 
 
 def gpu_status() -> tuple:

@@ -35,7 +35,7 @@ MIN_SEGMENT = 1 << 12
 #: Channel blocks handed to different threads are multiples of this (64 bytes of float32), so
 #: that no two threads write the same cache line.
 CHANNEL_ALIGN = 16
-#: Elements a downward walk touches ahead (see ``_cpu_kernels``); a multiple of the 256-step
+#: Elements a downward walk touches ahead (see ``kernels``); a multiple of the 256-step
 #: row block.
 TILE = 4096
 #: Cost of a reduce step relative to a scan step (it reads 8 of the 12 bytes and writes none).

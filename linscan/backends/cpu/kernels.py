@@ -24,7 +24,7 @@ Conventions that the speed depends on (measured on the project's 2-core machine)
   where every multiply costs a hundred cycles.
 * Walking downwards is slow on its own: descending store streams ran at about 60% of the
   speed of ascending ones here. The blocked row kernels that walk down therefore first
-  touch each tile of ``tile`` steps (an argument, ``_plan.TILE`` by default) in ascending
+  touch each tile of ``tile`` steps (an argument, ``plan.TILE`` by default) in ascending
   order, one load per 64 bytes of every array involved, the outputs included, then walk it
   down in cache. The touched values are summed and returned so that the compiler cannot
   drop the loads; callers ignore the sum.
@@ -51,7 +51,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ._numba_cache import njit_cached
+from .cache import njit_cached
 
 _U = np.uint64
 #: Steps per chain; a block is 8 chains (256 steps).

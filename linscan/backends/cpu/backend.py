@@ -1,0 +1,244 @@
+"""The CPU backend: runs a plan from ``plan`` with the Numba kernels of ``kernels`` on the
+canonical layout (the contract: ``linscan.backends.base``), its tasks on the shared thread
+pool of ``pool``.
+
+A plan either walks each box of lanes through all of time on its own thread, or splits time
+into segments: each segment's pieces are first reduced to their maps (decay product and state
+from zero), the maps composed in order give every segment its entering state, and the
+segments are then walked in parallel. Where a piece's map cannot stand for its steps
+(``linscan._affine``) the segments are walked one after the other instead.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from ... import _affine, _dtypes, _layout
+from .. import base
+from . import plan as _plan
+from . import pool
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    """A read-only view, so that every input reaches the kernels with the same writeability
+    (Numba compiles one version per combination of flags)."""
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+def _start(h0, x) -> np.ndarray:
+    return np.zeros((x.shape[0], x.shape[2]), x.dtype) if h0 is None else h0
+
+
+def _kernels():
+    from . import kernels  # compiles lazily, on each kernel's first call
+
+    return kernels
+
+
+def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, resets) -> None:
+    """Run ``plan``.
+
+    ``walk(box, t0, t1, st)`` processes lanes ``box`` over ``[t0, t1)`` starting from the
+    states ``st`` (an ``(O, I)`` array, updated in place to the leaving states).
+    ``reduce(box, t0, t1, p, f, st)`` does the same without writing results, and stores the
+    decay products in ``p`` and (with ``resets``) whether a lane met a reset in ``f``. A pass
+    without results passes ``walk=None``.
+    """
+    O, T, I = shape
+    group = pool.TaskGroup()
+    if not plan.split:
+        if walk is None:
+            p = np.empty_like(state)
+            f = np.zeros(state.shape, bool) if resets is not None else None
+            walk = lambda box, t0, t1, st: reduce(box, t0, t1, p, f, st)  # noqa: E731
+        pool.run([partial(walk, box, 0, T, state) for box in plan.boxes], group)
+        return
+    everything = _plan.Box(0, O, 0, I)
+    flat = [piece for task in plan.pieces for piece in task]
+    # Products and partial states in float64 (complex128): see "Accuracy" in ``kernels``.
+    prods = np.empty((len(flat),) + state.shape, np.promote_types(state.dtype, np.float64))
+    parts = np.zeros_like(prods)
+    flags = np.zeros(prods.shape, bool) if resets is not None else None
+    tasks, first = [], 0
+    for task in plan.pieces:
+        ids = range(first, first + len(task))
+        first += len(task)
+
+        def reduce_task(ids=ids):
+            for g in ids:
+                if group.cancelled:
+                    return
+                f = None if flags is None else flags[g]
+                reduce(everything, flat[g].t0, flat[g].t1, prods[g], f, parts[g])
+
+        tasks.append(reduce_task)
+    pool.run(tasks, group)
+    starts = _segment_starts(flat, prods, parts, flags, state)
+    if starts is None:
+        # A piece's product cannot stand for its steps: walk the pieces one after the other
+        # from their true entering states.
+        if walk is None:
+            scratch = np.empty_like(prods[0])
+            marks = None if flags is None else np.zeros(state.shape, bool)
+            for piece in flat:
+                reduce(everything, piece.t0, piece.t1, scratch, marks, state)
+        else:
+            for t0, t1 in plan.segments:
+                walk(everything, t0, t1, state)
+        return
+    if walk is not None:  # a pass without results has reduced every segment already
+        pool.run(
+            [
+                partial(walk, everything, t0, t1, starts[k])
+                for k, (t0, t1) in enumerate(plan.segments)
+            ],
+            group,
+        )
+    state[...] = starts[-1]
+
+
+def _segment_starts(flat, prods, parts, flags, state):
+    """The state entering each segment, and the state leaving the last, composed from the
+    pieces' products and partial states in walk order (a piece with a reset in a lane ignores
+    the state entering it there); ``None`` where a piece's map cannot stand for its steps
+    (``_affine.unsafe``: an infinite decay, an overflow, or an underflow meeting an infinite
+    state)."""
+    starts, carry = [state.copy()], state.copy()
+    for g, piece in enumerate(flat):
+        resets = False if flags is None else flags[g]
+        carry, exact = _affine.apply(_affine.Map(prods[g], parts[g], resets), carry)
+        if not exact.all():
+            return None
+        if g + 1 == len(flat) or flat[g + 1].segment != piece.segment:
+            with np.errstate(over="ignore"):  # an overflow is inf, as in the loop
+                starts.append(carry.astype(state.dtype))  # rounded once per segment
+    return starts
+
+
+def _rows(*arrays):
+    """2-D ``(O, T)`` (or 1-D ``(O,)``) views of canonical arrays with ``I == 1`` (``None``
+    stays ``None``)."""
+    return [None if arr is None else arr[..., 0] for arr in arrays]
+
+
+def _reducer(k, a, x, r, down: bool, plan: _plan.Plan, back: bool):
+    """``reduce(box, t0, t1, p, f, st)`` for ``_drive``: forward states, or with ``back`` the
+    backward carry (``x`` is then ``grad_h``)."""
+    if x.shape[2] == 1:
+        a2, x2, r2 = _rows(a, x, r)
+
+        def reduce(box, t0, t1, p, f, st):
+            k.reduce_rows(
+                a2, x2, p[:, 0], st[:, 0], None if f is None else f[:, 0], r2, box.o0, box.o1,
+                t0, t1, down, plan.tile, back,
+            )  # fmt: skip
+
+        return reduce
+
+    def reduce(box, t0, t1, p, f, st):
+        k.reduce_cols(a, x, p, st, f, r, box.o0, box.o1, box.i0, box.i1, t0, t1, down, back)
+
+    return reduce
+
+
+class CPU(base.Backend):
+    """The Numba kernels on NumPy arrays."""
+
+    name = "cpu"
+    xp = np
+
+    def storage(self, dtype):
+        return _dtypes.accumulator(dtype)  # 16-bit inputs are widened to float32
+
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype)
+
+    def decays(self, a, shape, axis, dtype):
+        return _readonly(_layout.view3(a, shape, axis, dtype))
+
+    def operand(self, arr, shape, axis, dtype):
+        return _readonly(_layout.contiguous3(arr, shape, axis, dtype))
+
+    def initial(self, h0, shape, axis, dtype):
+        """A fresh ``(O, I)`` array, which the kernels run in place (or ``None``)."""
+        return None if h0 is None else _layout.initial_state(h0, shape, axis, dtype)
+
+    def flags(self, resets, shape, axis):
+        if resets is None:
+            return None
+        return _readonly(_layout.view3(resets, shape, axis, resets.dtype))
+
+    def scan(self, a, x, h, h0, reverse: bool, method: str, resets=None) -> None:
+        s = _start(h0, x)
+        k = _kernels()
+        plan = _plan.make_plan(*x.shape, down=reverse, method=method)
+        if x.shape[2] == 1:
+            a2, x2, h2, r2 = _rows(a, x, h, resets)
+
+            def walk(box, t0, t1, st):
+                k.scan_rows(
+                    a2, x2, h2, st[:, 0], r2, box.o0, box.o1, t0, t1, reverse, plan.blocked,
+                    plan.tile,
+                )  # fmt: skip
+        else:
+
+            def walk(box, t0, t1, st):
+                k.scan_cols(a, x, h, st, resets, box.o0, box.o1, box.i0, box.i1, t0, t1, reverse)
+
+        reduce = _reducer(k, a, x, resets, reverse, plan, back=False)
+        _drive(plan, x.shape, s, walk, reduce, resets)
+
+
+    def final_state(self, a, x, h0, reverse: bool, method: str, resets=None) -> np.ndarray:
+        s = _start(h0, x)
+        k = _kernels()
+        plan = _plan.make_plan(*x.shape, down=reverse, method=method, writes=False)
+        reduce = _reducer(k, a, x, resets, reverse, plan, back=False)
+        _drive(plan, x.shape, s, None, reduce, resets)
+        return s
+
+
+    def backward(self, a, h, gh, h0, gx, ga, reverse, method, want_h0, resets=None):
+        hb = _start(h0, h)
+        c = np.zeros_like(hb)
+        k = _kernels()
+        down = not reverse  # the backward pass walks against the forward scan
+        plan = _plan.make_plan(*h.shape, down=down, method=method)
+        if h.shape[2] == 1:
+            a2, h2, gh2, gx2, ga2, r2 = _rows(a, h, gh, gx, ga, resets)
+            hb1 = hb[:, 0]
+
+            def walk(box, t0, t1, st):
+                k.backward_rows(
+                    a2, h2, gh2, hb1, gx2, ga2, st[:, 0], r2, box.o0, box.o1, t0, t1, down,
+                    plan.blocked, plan.tile,
+                )  # fmt: skip
+        else:
+
+            def walk(box, t0, t1, st):
+                k.backward_cols(
+                    a, h, gh, hb, gx, ga, st, resets, box.o0, box.o1, box.i0, box.i1, t0, t1, down
+                )
+
+        reduce = _reducer(k, a, gh, resets, down, plan, back=True)
+        _drive(plan, h.shape, c, walk, reduce, resets)
+        return c if want_h0 else None
+
+    def decay_product(self, a, axis, dtype):
+        """The product over ``axis`` of the decays ``a`` (in ``dtype``) as ``(mantissa,
+        exponent)``: float64 (complex128) mantissas of magnitude in [0.5, 1) and int64
+        exponents, so that it neither underflows nor overflows (``linscan.dask`` composes
+        chunks with it)."""
+        a3 = self.decays(a, a.shape, axis, dtype)
+        m = np.empty((a3.shape[0], a3.shape[2]), np.promote_types(dtype, np.float64))
+        e = np.empty(m.shape, np.int64)
+        _kernels().extended_product(a3, m, e)
+        state = _layout.state_shape(a.shape, axis)
+        return m.reshape(state), e.reshape(state)
+
+
+backend = CPU()

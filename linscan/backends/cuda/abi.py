@@ -1,0 +1,54 @@
+"""The parameter lists of the kernels of ``kernels_cu/scan.cu``, once: their names in order
+and the C type of each, from which the launcher packs its arguments and the tests read them
+back (``tests/test_cuda_launch.py`` also checks these tables against the ``.cu`` source).
+
+CuPy passes a Python int as ``long long`` and a Python float as ``double`` without looking at
+the kernel's signature, so every argument is given its exact C type here: ``POINTER`` a CuPy
+array or a ``numpy.uint64`` address (0: none), ``LONG`` a Python int, ``INT`` a
+``numpy.int32``, ``VALUE`` a scalar of the arithmetic type.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+POINTER, LONG, INT, VALUE = "pointer", "long long", "int", "value"
+
+NULL = np.uint64(0)  # a null pointer
+DOWN = {False: np.int32(0), True: np.int32(1)}  # the kernels' `down`: walk against address order
+
+#: ``serial_scan``: one thread per lane walks its steps.
+SERIAL_SCAN = (
+    # the decays: an array read through its strides (in elements), or `a_value` everywhere
+    ("a", POINTER), ("a_so", LONG), ("a_st", LONG), ("a_si", LONG), ("a_value", VALUE),
+    # the resets, strides in bytes (a null pointer: none)
+    ("r", POINTER), ("r_so", LONG), ("r_st", LONG), ("r_si", LONG),
+    # x (grad_h for the backward pass), the forward states h (backward), h0 and its strides
+    ("v", POINTER), ("hf", POINTER), ("h0", POINTER), ("h0_so", LONG), ("h0_si", LONG),
+    # results: h (grad_x), grad_a, the final state (grad_h0)
+    ("y", POINTER), ("ga", POINTER), ("s_out", POINTER),
+    # the canonical shape (O, T, I) and the direction
+    ("O", LONG), ("Tn", LONG), ("I", LONG), ("down", INT),
+)  # fmt: skip
+
+#: ``tile_scan``: the tiles of a plan (``plan.Launch``) chained by a look-back over scratch.
+TILE_SCAN = SERIAL_SCAN + (
+    ("log2s", INT), ("groups", LONG),
+    # scratch (plan.Launch's layout): tile counter and flags, then each tile's map and prefix
+    ("status", POINTER), ("agg_a", POINTER), ("agg_b", POINTER), ("agg_r", POINTER),
+    ("incl", POINTER),
+)  # fmt: skip
+
+SerialArgs = NamedTuple("SerialArgs", [(name, object) for name, _ in SERIAL_SCAN])
+TileArgs = NamedTuple("TileArgs", [(name, object) for name, _ in TILE_SCAN])
+
+PARAMETERS = {"serial_scan": SERIAL_SCAN, "tile_scan": TILE_SCAN}
+ARGS = {"serial_scan": SerialArgs, "tile_scan": TileArgs}
+
+
+def pack(kernel: str, **values) -> tuple:
+    """The argument tuple of ``kernel`` from its parameters by name (each given, with its C
+    type: see above)."""
+    return tuple(ARGS[kernel](**values))
