@@ -26,7 +26,10 @@ overflow of the loop from zero, the loop from ``h`` holds the inf of ``A * h`` i
 plain product's rule catches these as an overflowed or underflowed ``A``). And ``A`` beyond the
 range of the states' dtype counts as infinite, as the plain product does.
 
-The functions take NumPy or CuPy arrays (or scalars) alike; ``inexact`` marks a composed map
+:func:`cannot_stand` is the rule itself, in arithmetic that Python numbers, NumPy and CuPy
+arrays and Numba's compiled code all share: the CPU kernels compile it into their blocked
+walks (``linscan.backends.cpu.kernels``), and :func:`unsafe` applies it to arrays. The
+functions take NumPy or CuPy arrays (or scalars) alike; ``inexact`` marks a composed map
 whose ``B`` came from applying a map where it could not stand (the kernel's INEXACT flag).
 """
 
@@ -46,14 +49,26 @@ class Map(NamedTuple):
     inexact: object = False
 
 
+def not_finite(v):
+    """Whether ``v`` is infinite or NaN (a complex number: either part), elementwise: ``v - v``
+    is exactly 0 for every finite number and NaN otherwise."""
+    return v - v != 0
+
+
+def cannot_stand(A, h):
+    """Whether a map of plain product ``A``, applied to the state ``h``, can differ from the
+    loop walking its steps from ``h``: ``A`` infinite or NaN, or zero (perhaps an underflow)
+    meeting an infinite or NaN state. Scalars or arrays (a Python ``bool`` or a boolean
+    array); compiled by Numba as it is (so it calls no other Python function)."""
+    return (A - A != 0) | ((A == 0) & (h - h != 0))
+
+
 def unsafe(A, reset, h, *, underflows: bool = True):
-    """Where ``A * h + B`` can differ from the loop walking the map's steps from ``h``: ``A``
-    infinite or NaN, or (``underflows``: ``A`` is a plain product, whose zero may be an
-    underflow) ``A`` zero meeting an infinite or NaN state; never where the map resets."""
+    """Where ``A * h + B`` can differ from the loop walking the map's steps from ``h``
+    (:func:`cannot_stand`; without ``underflows``, for a product that cannot underflow, only
+    an infinite or NaN ``A``); never where the map resets."""
     with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(A)
-        if underflows:
-            bad = bad | ((A == 0) & ~np.isfinite(h))
+        bad = cannot_stand(A, h) if underflows else not_finite(A)
     return _unless(bad, reset)
 
 
@@ -63,12 +78,15 @@ def unsafe_extended(A, B, reset, Ah=None):
     (``Ah``; ``None``: for some ``h``, an infinite one) and ``B`` both infinite; never where
     the map resets."""
     with np.errstate(invalid="ignore"):
-        infinite_B = np.isinf(B.real) | np.isinf(B.imag) if B.dtype.kind == "c" else np.isinf(B)
+        infinite_B = _infinite(B)
         if Ah is not None:
-            infinite_Ah = (np.isinf(Ah.real) | np.isinf(Ah.imag) if Ah.dtype.kind == "c"
-                           else np.isinf(Ah))  # fmt: skip
-            infinite_B = infinite_B & infinite_Ah
+            infinite_B = infinite_B & _infinite(Ah)
     return unsafe(A, reset, None, underflows=False) | _unless(infinite_B, reset)
+
+
+def _infinite(v):
+    """Whether ``v`` is infinite (a complex number: either part), elementwise."""
+    return np.isinf(v.real) | np.isinf(v.imag) if v.dtype.kind == "c" else np.isinf(v)
 
 
 def _unless(bad, reset):

@@ -139,3 +139,91 @@ def test_extended_products_stand_where_the_rule_says(run, h):
         assert same(state, loop(decays, inputs, h)), (state, loop(decays, inputs, h))
     if run == "underflow":
         assert not bad
+
+
+# --- affine.cuh and _affine agree ------------------------------------------------------------
+
+# affine.cuh compiled for the host: its device qualifiers dropped, the number types it needs
+# from numeric.cuh given in plain C++ (real types only), and a main that runs the table.
+_HOST_SHIM = """
+#include <cmath>
+#include <cstdio>
+#define __device__
+#define __forceinline__ inline
+namespace linscan {
+using std::isfinite;
+template <typename R>
+struct Complex {  // declared only: the table is real
+    R re, im;
+};
+}
+"""
+_HOST_MAIN = """
+int main() {
+    using linscan::Affine;
+    double a0, b0, a1, b1, h;
+    int f0, f1;
+    while (std::scanf("%lf %lf %d %lf %lf %d %lf", &a0, &b0, &f0, &a1, &b1, &f1, &h) == 7) {
+        const Affine<double> m0{a0, b0, f0}, m1{a1, b1, f1};
+        const Affine<double> m = linscan::compose(m0, m1);
+        std::printf("%.17g %.17g %d %.17g %d %d\\n", m.A, m.B, m.flags, linscan::apply(m1, h),
+                    int(linscan::exact(m1, h)), int(linscan::unsafe(m1, h)));
+    }
+}
+"""
+VALUES = [0.0, -0.0, 0.5, -2.0, 3.0, 1e300, 1e-300, np.inf, -np.inf, np.nan]
+
+
+def _host_affine(tmp_path):
+    """The path of affine.cuh compiled with the host's C++ compiler (skips without one)."""
+    import shutil
+    import subprocess
+
+    from linscan.backends.cuda import source
+
+    compiler = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip("no C++ compiler to build affine.cuh for the host")
+    header = (source.kernel_dir() / "affine.cuh").read_text()
+    header = header.replace('#include "numeric.cuh"', "").replace("#pragma once", "")
+    (tmp_path / "affine.cpp").write_text(_HOST_SHIM + header + _HOST_MAIN)
+    binary = tmp_path / "affine"
+    subprocess.run(
+        [compiler, "-std=c++17", "-O1", "-ffp-contract=off", "-o", str(binary),
+         str(tmp_path / "affine.cpp")],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return binary
+
+
+def _same(p, q):
+    return (np.isnan(p) and np.isnan(q)) or p == q
+
+
+def test_the_python_algebra_agrees_with_affine_cuh(tmp_path):
+    """compose, apply, exact and unsafe of ``kernels_cu/affine.cuh`` (built for the host)
+    and of ``linscan._affine`` on a table of maps and states: zeros, signed zeros, values
+    whose products overflow or underflow, infinities, NaN, and every flag combination."""
+    import subprocess
+
+    binary = _host_affine(tmp_path)
+    rng = np.random.default_rng(3)
+    cases = [
+        (*rng.choice(VALUES, 2), f0, *rng.choice(VALUES, 2), f1, rng.choice(VALUES))
+        for f0 in range(4) for f1 in range(4) for _ in range(150)
+    ]  # fmt: skip
+    text = "\n".join(" ".join(str(v) for v in case) for case in cases) + "\n"
+    done = subprocess.run([str(binary)], input=text, capture_output=True, text=True, check=True)
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(cases)
+    for case, line in zip(cases, lines):
+        a0, b0, f0, a1, b1, f1, h = case
+        A, B, flags, applied, exact, unsafe = line.split()
+        earlier = _affine.Map(np.float64(a0), np.float64(b0), bool(f0 & 1), bool(f0 & 2))
+        later = _affine.Map(np.float64(a1), np.float64(b1), bool(f1 & 1), bool(f1 & 2))
+        m = _affine.compose(earlier, later)
+        assert _same(float(m.A), float(A)) and _same(float(m.B), float(B)), (case, line)
+        assert int(bool(m.reset)) + 2 * int(bool(m.inexact)) == int(flags), (case, line)
+        state, is_exact = _affine.apply(later, np.float64(h))
+        assert _same(float(state), float(applied)) and bool(is_exact) == bool(int(exact))
+        assert bool(_affine.unsafe(later.A, later.reset, np.float64(h))) == bool(int(unsafe))

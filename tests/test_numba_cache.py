@@ -186,3 +186,37 @@ def test_a_cache_file_that_cannot_be_opened_still_raises(own_cache):
         good(1)
     assert _numba_cache._warned is False
 
+
+def test_a_change_to_a_module_the_kernel_inlines_makes_its_cache_stale(tmp_path):
+    """A kernel inlining a function of another module (as the CPU kernels inline
+    ``linscan._affine.cannot_stand``) is compiled afresh once that module's file changes."""
+    (tmp_path / "rule.py").write_text("def bump(v):\n    return v + 1\n")
+    (tmp_path / "kernel.py").write_text(
+        "import numba, rule\n"
+        "from linscan.backends.cpu.cache import njit_cached\n"
+        "bump = numba.njit(inline='always')(rule.bump)\n"
+        "@njit_cached(depends=(rule,))\n"
+        "def kernel(v):\n"
+        "    return bump(v) * 10\n"
+    )
+    script = (
+        "import json, kernel\n"
+        "value = kernel.kernel(1)\n"
+        "stats = kernel.kernel.stats\n"
+        "print(json.dumps([value, sum(stats.cache_hits.values())]))\n"
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    path = [str(tmp_path), str(ROOT), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, path))
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env=env, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[-1])
+
+    assert run() == [20, 0]  # compiled
+    assert run() == [20, 1]  # from the cache
+    (tmp_path / "rule.py").write_text("def bump(v):\n    return v + 22\n")
+    assert run() == [230, 0]  # the kernel file is unchanged, but its cache is stale
+    assert run() == [230, 1]

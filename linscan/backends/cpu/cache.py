@@ -14,6 +14,10 @@ old one, so other processes reading the directory see the old file or the new on
 half of one). Nothing is deleted: a file another process has just repaired is never removed.
 The first such file in a process gives one :class:`CacheFileUnreadableWarning`.
 
+Numba invalidates a cached kernel when its own source file changes, not when a function it
+inlined from another module does: ``depends`` names such modules, whose files' modification
+times and sizes join the stamp that a cached kernel must match.
+
 Several processes sharing a cache directory may each find the same bad file: each compiles
 and warns once, and the last rename wins, a whole file either way. A directory that is not
 writable is never read: Numba passes over it when it picks the cache directory (for
@@ -27,6 +31,7 @@ cache file.
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 import warnings
@@ -108,24 +113,35 @@ class _IndexDataCacheFile(caching.IndexDataCacheFile):
 class _FunctionCache(caching.FunctionCache):
     """Numba's per-kernel cache with the forgiving file reader above."""
 
-    def __init__(self, py_func):
+    def __init__(self, py_func, depends=()):
         super().__init__(py_func)
+        stamp = self._impl.locator.get_source_stamp()
+        if depends:
+            stamp = (stamp, tuple(_file_stamp(module) for module in depends))
         self._cache_file = _IndexDataCacheFile(
             cache_path=self._cache_path,
             filename_base=self._impl.filename_base,
-            source_stamp=self._impl.locator.get_source_stamp(),
+            source_stamp=stamp,
         )
 
 
-def njit_cached(**options):
+def _file_stamp(module) -> tuple:
+    """The modification time and size of ``module``'s source file, as Numba stamps its own."""
+    st = os.stat(module.__file__)
+    return st.st_mtime, st.st_size
+
+
+def njit_cached(*, depends=(), **options):
     """``numba.njit(cache=True, **options)``, except that a cache file that cannot be decoded
-    is compiled afresh and overwritten, with one warning, instead of raising on every call."""
+    is compiled afresh and overwritten, with one warning, instead of raising on every call,
+    and that a change to a module of ``depends`` (whose functions the kernel inlines) makes
+    the cached kernel stale, as a change to its own module does."""
 
     def decorate(func):
         dispatcher = numba.njit(cache=False, **options)(func)
         if isinstance(dispatcher, Dispatcher):  # not the plain function NUMBA_DISABLE_JIT gives
             # What ``Dispatcher.enable_caching`` (``cache=True``) does, with our cache class.
-            dispatcher._cache = _FunctionCache(dispatcher.py_func)
+            dispatcher._cache = _FunctionCache(dispatcher.py_func, depends)
         return dispatcher
 
     return decorate

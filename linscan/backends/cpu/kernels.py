@@ -51,13 +51,15 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from ... import _affine
 from .cache import njit_cached
 
 _U = np.uint64
 #: Steps per chain; a block is 8 chains (256 steps).
 M = 32
-#: Options of every kernel, cached on disk by ``njit_cached`` (which survives a corrupt file).
-_JIT = dict(nogil=True, fastmath={"contract"}, error_model="numpy")
+#: Options of every kernel, cached on disk by ``njit_cached`` (which survives a corrupt file;
+#: a kernel compiled from an older ``_affine``, whose rule it inlines, is a miss).
+_JIT = dict(nogil=True, fastmath={"contract"}, error_model="numpy", depends=(_affine,))
 
 
 # --- 8-lane tuple helpers (inlined; the tuples live in registers) -----------------------------
@@ -186,20 +188,19 @@ def _finite8(p):
             and np.isfinite(p[7]))  # fmt: skip
 
 
+_cannot_stand = njit(inline="always")(_affine.cannot_stand)
+
+
 @njit(inline="always")
 def _usable8(p, q, s):
     """Whether the 8 chains' maps ``p * c + q`` can stand for their steps, entered with state
-    ``s``; if not, the block is walked one step at a time. Not where a product is infinite or
-    NaN (an infinite decay, or an overflow: the chain's state from zero then holds ``inf * 0``
-    where the serial loop has ``inf * state``), nor where a product is zero and an infinite or
-    NaN state may meet it (a zero product may be an underflow, which the loop, multiplying one
-    decay at a time into an infinite state, never sees). The rule of kernels_cu/affine.cuh."""
-    if not _finite8(p):
-        return False
-    if np.isfinite(s) and _finite8(q):
-        return True
-    return not (p[0] == 0 or p[1] == 0 or p[2] == 0 or p[3] == 0
-                or p[4] == 0 or p[5] == 0 or p[6] == 0 or p[7] == 0)  # fmt: skip
+    ``s``; if not, the block is walked one step at a time. The rule is ``linscan._affine``'s
+    (``cannot_stand``), for every chain, taking the state entering it as non-finite unless
+    ``s`` and every chain's ``q`` are finite."""
+    h = s if _finite8(q) else s + np.inf
+    return not (_cannot_stand(p[0], h) or _cannot_stand(p[1], h) or _cannot_stand(p[2], h)
+                or _cannot_stand(p[3], h) or _cannot_stand(p[4], h) or _cannot_stand(p[5], h)
+                or _cannot_stand(p[6], h) or _cannot_stand(p[7], h))  # fmt: skip
 
 
 @njit(inline="always")
