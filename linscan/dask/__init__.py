@@ -57,7 +57,7 @@ from dask.core import flatten
 from dask._task_spec import Alias, Task, TaskRef, convert_legacy_graph
 from dask.highlevelgraph import HighLevelGraph
 
-from . import _affine, _api, _dtypes, _layout, _validate
+from .. import _affine, _api, _dtypes, _layout, _validate
 
 __all__ = ["scan", "final_state", "scan_backward"]
 
@@ -262,7 +262,7 @@ def _product(a, steps, xp, *, axis, method, acc):
             base, power = _times(base, base, xp), power >> 1
         return total
     if xp is np:
-        from . import _cpu
+        from .. import _cpu
 
         return _cpu.decay_product(a, axis, acc)  # one pass of a kernel
     # CuPy chunks: the plain product where it neither overflows nor underflows (below the
