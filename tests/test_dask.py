@@ -202,6 +202,13 @@ def test_python_number_decay_and_h0():
     np.testing.assert_allclose(gh0, want[2], rtol=1e-13)
 
 
+def test_docstring_examples():
+    import doctest
+
+    failed, tried = doctest.testmod(ld, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert failed == 0 and tried >= 3
+
+
 def test_errors_are_the_in_memory_errors():
     x = da.ones((3, 4), chunks=2)
     with pytest.raises(np.exceptions.AxisError):
@@ -223,7 +230,7 @@ def test_decay_products_neither_underflow_nor_overflow(dtype, shape, axis):
     operations that CuPy chunks use, and as a power for a decay broadcast along time: the
     sum of the decays' logarithms, with zeros, infinities and extreme decays where a plain
     product gives them."""
-    from linscan import dask as ldask
+    from linscan.dask import _maps
 
     rng = np.random.default_rng(7)
     a = rng.uniform(0.01, 1.0, shape)
@@ -241,8 +248,8 @@ def test_decay_products_neither_underflow_nor_overflow(dtype, shape, axis):
     wide = np.promote_types(acc, np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         logs = np.log2(np.abs(a.astype(wide))).sum(axis=axis)
-    for m, e in (ldask._product(a, shape[axis], np, axis=axis, method="auto", acc=acc),
-                 ldask._array_product(a.astype(acc), np, axis=axis)):  # fmt: skip
+    for m, e in (_maps.decay_product(a, shape[axis], np, axis=axis, method="auto", acc=acc),
+                 _maps.decay_product_by_arrays(a.astype(acc), np, axis=axis)):  # fmt: skip
         assert m.dtype == wide and e.dtype == np.int64
         finite = np.isfinite(logs)
         with np.errstate(divide="ignore"):
@@ -252,7 +259,7 @@ def test_decay_products_neither_underflow_nor_overflow(dtype, shape, axis):
         np.testing.assert_array_equal(~np.isfinite(m), ~np.isfinite(a).all(axis=axis))
         np.testing.assert_array_equal(m == 0, (a == 0).any(axis=axis) & np.isfinite(a).all(axis=axis))
     one = a.take([5], axis=axis)  # one decay for every step
-    m, e = ldask._product(one, 3000, np, axis=axis, method="auto", acc=acc)
+    m, e = _maps.decay_product(one, 3000, np, axis=axis, method="auto", acc=acc)
     with np.errstate(divide="ignore"):
         want = 3000 * np.log2(np.abs(one.astype(wide))).sum(axis=axis)
         np.testing.assert_allclose(np.log2(np.abs(m)) + e, want, rtol=1e-12)
