@@ -30,14 +30,14 @@ import numpy as np
 
 import linscan
 import linscan.dask as ld
-from linscan._bench import _timed  # a warm-up call, then the median of `repeat`
+from linscan._bench.common import median_time  # a warm-up call, then the median of `repeat`
 
 DECAY = np.float32(0.999)
 
 
 def in_memory(x, repeat):
-    scan = _timed(lambda: linscan.scan(DECAY, x), repeat)  # _timed warms up first
-    floor = _timed(lambda: np.add(DECAY, x), repeat)
+    scan = median_time(lambda: linscan.scan(DECAY, x), repeat)  # warms up first
+    floor = median_time(lambda: np.add(DECAY, x), repeat)
     return scan, floor
 
 
@@ -60,7 +60,7 @@ def dask_time(x, chunks, repeat, client=None):
             distributed.wait(result)
             del result
 
-    return _timed(run, repeat)  # the warm-up run: workers import linscan, load the kernels
+    return median_time(run, repeat)  # the warm-up run: workers import linscan, load the kernels
 
 
 def slope(xs, ys):

@@ -48,10 +48,10 @@ step gpu_tests 300 "$py" -m pytest -q -p no:cacheprovider --maxfail=20 tests/tes
 step gpu_bench 200 "$py" -m linscan bench --gpu --json
 [ -s "$out/gpu_bench.log" ] && "$py" - "$out" <<'PY' >"$out/gpu_bench.md" 2>&1
 import json, sys
-from linscan import _bench_gpu
+from linscan._bench import gpu
 text = open(f"{sys.argv[1]}/gpu_bench.log").read()
 start = text.rfind("\n{") + 1 if not text.startswith("{") else 0
-print(_bench_gpu.markdown(json.loads(text[start:])))
+print(gpu.markdown(json.loads(text[start:])))
 PY
 step memcheck 120 "${sanitize[@]}" memcheck "$py" benchmarks/gpu_sanitize.py
 step racecheck 150 "${sanitize[@]}" racecheck "$py" benchmarks/gpu_sanitize.py
@@ -75,8 +75,9 @@ step cpu_bench 300 "$py" -m linscan bench --json --quiet --repeat 5 --size "${BE
 echo
 if [ -s "$out/gpu_bench.md" ]; then
     echo "== GPU benchmark (of copy: D2D copy time of the same bytes / our time)"
-    grep -E '^\| (one row|time-major|1024 rows)' "$out/gpu_bench.md" | awk -F'|' 'NF == 7 {printf "%-27s %-14s %7s ms %5s\n", $2, $3, $5, $6}'
-    grep -E '^\| (one row|time-major)[^|]*\| [a-z0-9+ ]+ \| scan \|' "$out/gpu_bench.md" | awk -F'|' 'NF == 8 {printf "%-27s %-17s %-14s %5s of copy\n", $2, $3, $4, $7}'
+    # bandwidth: | case | shape | op | bytes/elem | ms | of D2D copy |; dtypes: a dtype column more
+    grep -E '^\| (one row|1024 rows|1024 channels) \|' "$out/gpu_bench.md" | awk -F'|' 'NF == 8 {printf "%-14s %-14s %-14s %7s ms %5s\n", $2, $3, $4, $6, $7}'
+    grep -E '^\| (one row|1024 channels) \|[^|]*\| [a-z0-9+ ]+ \| scan \|' "$out/gpu_bench.md" | awk -F'|' 'NF == 9 {printf "%-14s %-17s %-14s %5s of copy\n", $2, $4, $5, $8}'
     grep -E '^\| 65536 \|' "$out/gpu_bench.md" | awk -F'|' '{printf "Table 1 T=65536 C=%-4s speedup %8s (paper %s)\n", $3, $7, $8}'
     grep -E '^\| 1 x 2\^16 \| scan out=' "$out/gpu_bench.md"
     grep -E '^\| (cupy|jax|torch)' "$out/gpu_bench.md" | cut -c1-160

@@ -77,57 +77,33 @@ def _gpu_status() -> str:
     return "; ".join(parts)
 
 
-def _bench_gpu(args) -> int:
-    import json
+def _bench_module(args):
+    """The benchmark ``bench`` runs: the CPU one, or with ``--gpu`` the GPU one."""
+    from ._bench import cpu, gpu
 
-    from . import _bench_gpu
-
-    progress = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    report = _bench_gpu.run(progress)
-    print(json.dumps(report, indent=1) if args.json else _bench_gpu.markdown(report))
-    return 0
+    return gpu if args.gpu else cpu
 
 
 def _bench(args) -> int:
-    if args.gpu:
-        return _bench_gpu(args)
-    from . import _bench
+    from ._bench import common, cpu
 
-    cases = _bench.CASES
-    if args.case:
-        cases = [c for c in cases if any(sel in c.name for sel in args.case)]
-        if not cases:
-            names = ", ".join(c.name for c in _bench.CASES)
-            print(f"--case matched nothing; cases are: {names}", file=sys.stderr)
-            return 2
+    bench = _bench_module(args)
     progress = (
         (lambda msg: print(msg, file=sys.stderr, flush=True))
         if not args.quiet
         else (lambda msg: None)
     )
-    rows = _bench.run(
+    report = bench.run(
         size=args.size,
         repeat=args.repeat,
-        cases=cases,
+        cases=common.select(bench.CASE_NAMES, args.case) if args.case else None,
         peers=not args.no_peers,
         check=not args.no_check,
         progress=progress,
     )
-    if args.json:
-        print(_bench.as_json(rows))
-    else:
-        env = _bench.environment()
-        print(
-            f"\n{env['command']}: float32, {env['threads']} threads, NumPy {env['numpy']}, "
-            f"Numba {env['numba']}, {env['processor']} ({env['machine']})"
-        )
-        print(
-            "x floor: time / time of np.add(a, x, out=h) on the same arrays, measured in "
-            "interleaved pairs (scan_backward: / that time x 20/12)"
-        )
-        print(_bench.table(rows))
+    print(common.as_json(report) if args.json else bench.markdown(report))
     if args.plot:
-        _bench.plot(rows, args.plot)
+        cpu.plot(report, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 
@@ -214,37 +190,85 @@ def _bench_problem(args):
         return f"{exc} (or unset it to use every usable CPU)"
     if args.plot and args.gpu:
         return "--plot draws the CPU benchmark only; drop it or --gpu"
+    if args.case:
+        from ._bench import common
+
+        names = _bench_module(args).CASE_NAMES
+        if not common.select(names, args.case):
+            return (
+                f"argument --case: {', '.join(map(repr, args.case))} matches no case"
+                f"{' of --gpu' if args.gpu else ''}; cases are: {', '.join(names)}"
+            )
     if args.plot:
         try:
             import matplotlib
 
-            matplotlib.use("Agg")  # as _bench.plot does: no display needed
+            matplotlib.use("Agg")  # as _bench.cpu.plot does: no display needed
             import matplotlib.pyplot  # noqa: F401
         except ImportError as exc:
             return (
                 f"--plot needs matplotlib, which does not import ({exc}); install it with "
                 "python -m pip install matplotlib, or run without --plot"
             )
+    if args.gpu:
+        from ._dispatch import gpu_status
+
+        usable, detail = gpu_status()
+        if not usable:
+            return f"--gpu needs a usable GPU: {detail}"
     return None
+
+
+def _cases_help() -> str:
+    """The end of ``bench --help``: the case names, CPU and GPU, and what ``--gpu`` does with
+    the options."""
+    from ._bench import cpu, gpu
+
+    return "\n".join(
+        [
+            "cases (--case CASE runs those whose name contains CASE; give it again for more):",
+            f"  CPU:   {', '.join(cpu.CASE_NAMES)} (all by default)",
+            f"  --gpu: {', '.join(gpu.CASE_NAMES)}",
+            f"         (by default {', '.join(gpu.DEFAULT_CASES)})",
+            "",
+            "With --gpu, --size sets the elements per array of the layout cases and of the",
+            "peers, which run with 'one row' ('paper table 1' and 'small calls' have sizes of",
+            "their own); --repeat sets the pairs behind every median. --plot draws the CPU",
+            "benchmark only.",
+        ]
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m linscan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, threads, GPU status")
-    bench = sub.add_parser("bench", help="speed against the memory floor and peers")
+    bench = sub.add_parser(
+        "bench",
+        help="speed against the memory floor and peers",
+        epilog=_cases_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the epilog's lines as written
+    )
     bench.add_argument(
         "--size",
         type=parse_size,
-        default=1 << 24,
         help="elements per array: 1048576, 2**20, 2^20, 1e6, or with a binary suffix K, M, "
-        "G, T (16M = 16 * 2**20; 16Mi alike); 1 to 2**40 (default 2**24)",
+        "G, T (16M = 16 * 2**20; 16Mi alike); 1 to 2**40 (default 2**24; 2**26 with --gpu)",
     )
     bench.add_argument(
-        "--repeat", type=positive_int, default=7, help="timed pairs per measurement (>= 1)"
+        "--repeat",
+        type=positive_int,
+        help="timed pairs per measurement (>= 1; default 7; with --gpu each table's own, "
+        "10 to 50)",
     )
-    bench.add_argument("--case", action="append", help="only cases whose name contains this")
-    bench.add_argument("--no-peers", action="store_true", help="skip scipy and jax")
+    bench.add_argument(
+        "--case", action="append", help="only cases whose name contains this (see below)"
+    )
+    bench.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="skip the peers (scipy, jax; with --gpu cupy, jax, torch)",
+    )
     bench.add_argument("--no-check", action="store_true", help="skip the oracle check")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.add_argument("--plot", metavar="FILE.png", help="also write a bar chart")

@@ -60,6 +60,7 @@ def test_bench_table_and_plot(tmp_path):
 def test_bench_unknown_case():
     done = run("bench", "--case", "no such case")
     assert done.returncode == 2 and "cases are" in done.stderr
+    assert "argument --case: 'no such case' matches no case" in done.stderr
 
 
 # In-process checks of the command line: none of them may start a benchmark.
@@ -140,10 +141,15 @@ def test_parse_size_rejects(text, message):
 
 
 def test_size_and_repeat_reach_the_benchmark(bench_calls):
+    from linscan._bench import cpu, gpu
+
     assert cli.main(["bench", "--size", "16M", "--repeat", "3"]) == 0
     (args,) = bench_calls
     assert args.size == 16 << 20 and args.repeat == 3
-    assert cli.main(["bench"]) == 0 and bench_calls[1].size == 1 << 24
+    # Not given: each benchmark's own default.
+    assert cli.main(["bench"]) == 0 and bench_calls[1].size is None
+    assert bench_calls[1].repeat is None
+    assert (cpu.DEFAULT_SIZE, cpu.DEFAULT_REPEAT, gpu.DEFAULT_SIZE) == (1 << 24, 7, 1 << 26)
 
 
 @pytest.mark.parametrize(
@@ -159,8 +165,9 @@ def test_size_and_repeat_reach_the_benchmark(bench_calls):
         (["--repeat", "many"], "argument --repeat: expected a whole number of at least 1"),
     ],
 )
-def test_bad_counts_are_usage_errors(argv, message, bench_calls, capsys):
-    err = usage_error(["bench", *argv], capsys)
+@pytest.mark.parametrize("gpu", [[], ["--gpu"]], ids=["cpu", "gpu"])
+def test_bad_counts_are_usage_errors(argv, message, gpu, bench_calls, capsys):
+    err = usage_error(["bench", *gpu, *argv], capsys)
     assert message in err and not bench_calls
 
 
@@ -211,3 +218,160 @@ def test_info_says_when_the_thread_setting_is_capped(capsys, monkeypatch):
     assert cli.main(["info"]) == 0
     cap = 2 * _plan.MAX_THREADS_PER_CPU
     assert f"{cap} threads (LINSCAN_NUM_THREADS=100000 capped at" in capsys.readouterr().out
+
+
+def test_bench_help_lists_every_case(capsys):
+    from linscan._bench import common, gpu
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    cpu_line = next(line for line in out.splitlines() if line.strip().startswith("CPU:"))
+    gpu_line = next(line for line in out.splitlines() if line.strip().startswith("--gpu:"))
+    for case in common.CASES:
+        assert case.name in cpu_line and case.name in gpu_line
+    assert gpu.TABLE1 in gpu_line and gpu.SMALL_CALLS in gpu_line
+
+
+# bench --gpu without a GPU: the tables are replaced by recorders of what reaches them.
+
+
+@pytest.fixture
+def gpu_tables(monkeypatch):
+    """``{table: (args, kwargs)}`` of the GPU tables ``main`` ran, in place of running them;
+    the GPU probe says yes, and the environment is made up."""
+    from linscan import _dispatch
+    from linscan._bench import common, gpu
+
+    calls = {}
+
+    def recorder(table):
+        def record(*args, **kwargs):
+            calls[table] = (args, kwargs)
+            return [{"made up": table}]
+
+        return record
+
+    for table in ("bandwidth", "dtype", "table1", "latency", "peer"):
+        monkeypatch.setattr(gpu, f"{table}_rows", recorder(table))
+    monkeypatch.setattr(gpu, "environment", lambda: common.environment({}, {"device": "none"}))
+    monkeypatch.setattr(_dispatch, "gpu_status", lambda: (True, "made up"))
+    monkeypatch.delenv("LINSCAN_NUM_THREADS", raising=False)
+    return calls
+
+
+def _names(cases):
+    return [c.name for c in cases]
+
+
+def test_gpu_bench_defaults(gpu_tables):
+    from linscan._bench import gpu
+
+    assert cli.main(["bench", "--gpu", "--quiet", "--json"]) == 0
+    assert set(gpu_tables) == {"bandwidth", "dtype", "table1", "latency", "peer"}
+    (cases, size, _), kwargs = gpu_tables["bandwidth"]
+    assert _names(cases) == ["one row", "1024 rows", "1024 channels"]
+    assert size == gpu.DEFAULT_SIZE and kwargs == {"check": True}  # each table's own repeat
+    (cases, size, _), kwargs = gpu_tables["dtype"]
+    assert _names(cases) == ["one row", "1024 channels"] and size == gpu.DEFAULT_SIZE
+    assert gpu_tables["table1"][1] == {"check": True} and gpu_tables["latency"][1] == {}
+    assert gpu_tables["peer"][0][0] == gpu.DEFAULT_SIZE
+
+
+def test_gpu_bench_honours_size_repeat_case_and_no_check(gpu_tables, capsys):
+    argv = ["bench", "--gpu", "--size", "2**20", "--repeat", "3", "--case", "16 rows"]
+    assert cli.main([*argv, "--no-check", "--quiet", "--json"]) == 0
+    assert set(gpu_tables) == {"bandwidth", "dtype"}  # no grid chosen; peers go with one row
+    for table in ("bandwidth", "dtype"):
+        (cases, size, _), kwargs = gpu_tables[table]
+        assert _names(cases) == ["16 rows"] and size == 1 << 20
+        assert kwargs == {"check": False, "repeat": 3}
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"environment", "bandwidth", "dtypes"}
+    assert report["environment"]["command"].startswith("python -m linscan")
+
+
+def test_gpu_bench_case_chooses_the_grids_and_the_peers(gpu_tables):
+    argv = ["bench", "--gpu", "--quiet", "--json", "--repeat", "5", "--size", "4096"]
+    assert cli.main([*argv, "--case", "paper table", "--case", "small calls"]) == 0
+    assert set(gpu_tables) == {"table1", "latency"}
+    assert gpu_tables["table1"][1] == {"check": True, "repeat": 5}
+    assert gpu_tables["latency"][1] == {"repeat": 5}
+    gpu_tables.clear()
+    assert cli.main([*argv, "--case", "one row"]) == 0
+    assert set(gpu_tables) == {"bandwidth", "dtype", "peer"}
+    (size, _), kwargs = gpu_tables["peer"]
+    assert size == 4096 and kwargs == {"repeat": 5}
+
+
+def test_gpu_bench_no_peers(gpu_tables):
+    assert cli.main(["bench", "--gpu", "--quiet", "--json", "--no-peers"]) == 0
+    assert "peer" not in gpu_tables and {"bandwidth", "table1", "latency"} <= set(gpu_tables)
+
+
+def test_gpu_bench_unknown_case_is_a_usage_error(gpu_tables, capsys):
+    err = usage_error(["bench", "--gpu", "--case", "two rows"], capsys)
+    assert "argument --case: 'two rows' matches no case of --gpu" in err
+    assert "paper table 1" in err and "small calls" in err and not gpu_tables
+
+
+def test_gpu_bench_without_a_gpu_is_a_usage_error(gpu_tables, capsys, monkeypatch):
+    from linscan import _dispatch
+
+    monkeypatch.setattr(_dispatch, "gpu_status", lambda: (False, "CuPy finds no CUDA device"))
+    err = usage_error(["bench", "--gpu"], capsys)
+    assert "--gpu needs a usable GPU: CuPy finds no CUDA device" in err and not gpu_tables
+
+
+def test_gpu_bench_refuses_plot_before_the_gpu_probe(gpu_tables, capsys, monkeypatch, tmp_path):
+    from linscan import _dispatch
+
+    monkeypatch.setattr(_dispatch, "gpu_status", lambda: pytest.fail("probed the GPU"))
+    err = usage_error(["bench", "--gpu", "--plot", str(tmp_path / "b.png")], capsys)
+    assert "--plot draws the CPU benchmark only" in err and not gpu_tables
+
+
+def test_gpu_markdown_keeps_the_columns_gpu_check_reads():
+    """benchmarks/gpu_check.sh greps these tables: | case | shape | op | ... (bandwidth),
+    a dtype column more (dtypes), Table 1's T and C first, the peers by name."""
+    from linscan._bench import common, gpu
+
+    shape = [1, 1 << 26]
+    report = {
+        "environment": common.environment({"cupy": "x"}, {"device": "card", "sms": 1}),
+        "bandwidth": [dict(case="one row", shape=shape, op="scan", ms=1.0, of_copy=0.5,
+                           bytes_per_elem=12)],
+        "dtypes": [dict(case="one row", shape=shape, dtype="float16", op="scan", ms=1.0,
+                        of_copy=0.5, bytes_per_elem=6),
+                   dict(case="one row", shape=shape, dtype="bfloat16", error="E: no")],
+        "table1": [dict(T=65536, C=4, sequential_ms=2.0, parallel_ms=1.0, auto_ms=1.0,
+                        speedup=2.0, auto_vs_best=1.0)],
+        "latency": [dict(case="1 x 2^16", op="scan out=", us_per_call=9.0, gpu_us=8.0)],
+        "peers": [dict(peer="cupy.cumsum", shape=shape[1:], peer_ms=1.0, ours_ms=2.0,
+                       peer_over_ours=0.5), dict(peer="torch associative_scan", error="E")],
+    }  # fmt: skip
+    lines = gpu.markdown(report).splitlines()
+    assert "| one row | 1x67108864 | scan | 12 | 1.000 | 0.50 |" in lines
+    assert "| one row | 1x67108864 | float16 | scan | 6 | 1.000 | 0.50 |" in lines
+    assert "| one row | 1x67108864 | bfloat16 | failed: E: no |  |  |  |" in lines
+    assert "| 65536 | 4 | 2.0000 | 1.0000 | 1.0000 | 2.0x | 38.5x | 1.00 |" in lines
+    assert "| 1 x 2^16 | scan out= | 9.0 | 8.0 |" in lines
+    assert "| cupy.cumsum | 1.000 | 2.000 | 0.50 |" in lines
+    assert json.loads(common.as_json(report)) == report
+
+
+def test_bench_lanes_and_interleaved_pairs():
+    import numpy as np
+
+    from linscan._bench import common
+
+    arr = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    np.testing.assert_array_equal(common.lanes(arr, 1), arr[[0, 1]][:, :, [0, 3]])
+    assert common.lanes(arr[:1], -1).shape == (1, 2, 4)
+    order = []
+    ops, yards = common.interleaved(
+        lambda: order.append("op"), lambda: order.append("yard"), 2, warmup=1
+    )
+    assert order == ["op", "yard", "yard", "op", "yard", "op"] and len(ops) == len(yards) == 2
+    assert common.select(["one row", "16 rows"], ["row"]) == ["one row", "16 rows"]

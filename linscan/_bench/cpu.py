@@ -15,40 +15,19 @@ before it is timed.
 
 from __future__ import annotations
 
-import json
-import platform
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import testing
-from .backends.cpu import plan as _plan
-from ._api import final_state, scan, scan_backward
+from .. import testing
+from .._api import final_state, scan, scan_backward
+from . import common
 
 METHODS = ("sequential", "parallel", "auto")
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    layout: str
-    rows: int  # time-contiguous: rows of T steps; time-major: channels
-    axis: int
-
-    def shape(self, size: int) -> tuple:
-        steps = max(1, size // self.rows)
-        return (self.rows, steps) if self.axis == -1 else (steps, self.rows)
-
-
-CASES = (
-    Case("one row", "time-contiguous", 1, -1),
-    Case("16 rows", "time-contiguous", 16, -1),
-    Case("1024 rows", "time-contiguous", 1024, -1),
-    Case("16 channels", "time-major", 16, 0),
-    Case("1024 channels", "time-major", 1024, 0),
-)
+DEFAULT_SIZE = 1 << 24
+DEFAULT_REPEAT = 7
+#: What ``--case`` chooses from, and what runs without it.
+CASE_NAMES = DEFAULT_CASES = tuple(c.name for c in common.CASES)
 
 
 @dataclass
@@ -66,91 +45,67 @@ class Row:
 
 def _pairs(op, floor, repeat):
     """Median time of ``op`` and median of ``op / floor`` over interleaved pairs."""
-    op()
-    floor()
-    times, ratios = [], []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        floor()
-        t1 = time.perf_counter()
-        op()
-        t2 = time.perf_counter()
-        times.append(t2 - t1)
-        ratios.append((t2 - t1) / (t1 - t0))
-    return float(np.median(times)), float(np.median(ratios))
-
-
-def _timed(op, repeat):
-    op()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        op()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def _lanes(case: Case, arr: np.ndarray) -> np.ndarray:
-    """The first and last lane of ``arr`` (a row, or a channel), time axis kept."""
-    pick = [0, case.rows - 1] if case.rows > 1 else [0]
-    return arr[pick] if case.axis == -1 else arr[:, pick]
+    ops, floors = common.interleaved(op, floor, repeat)
+    return common.median(ops), common.median([t / f for t, f in zip(ops, floors)])
 
 
 def _check(case, a, x, grad_h, progress):
     """Every method's forward (both directions) and backward results on the first and last
     lane, against the float64 oracle."""
-    la, lx, lg = _lanes(case, a), _lanes(case, x), _lanes(case, grad_h)
+    axis = case.axis
+    la, lx, lg = (common.lanes(v, axis) for v in (a, x, grad_h))
     for reverse in (False, True):
-        oracle = testing.scan_oracle(la, lx, axis=case.axis, reverse=reverse)
+        oracle = testing.scan_oracle(la, lx, axis=axis, reverse=reverse)
         for method in METHODS:
-            h = scan(a, x, axis=case.axis, reverse=reverse, method=method)
-            oracle.check(f"{method} scan (reverse={reverse})", _lanes(case, h))
-    h = scan(a, x, axis=case.axis)
-    grad_a, grad_x, _ = testing.backward_oracles(la, _lanes(case, h), lg, axis=case.axis)
+            h = scan(a, x, axis=axis, reverse=reverse, method=method)
+            oracle.check(f"{method} scan (reverse={reverse})", common.lanes(h, axis))
+    h = scan(a, x, axis=axis)
+    grad_a, grad_x, _ = testing.backward_oracles(la, common.lanes(h, axis), lg, axis=axis)
     for method in METHODS:
-        grads = scan_backward(a, h, grad_h, axis=case.axis, method=method)
-        grad_a.check(f"{method} grad_a", _lanes(case, grads[0]))
-        grad_x.check(f"{method} grad_x", _lanes(case, grads[1]))
+        grads = scan_backward(a, h, grad_h, axis=axis, method=method)
+        grad_a.check(f"{method} grad_a", common.lanes(grads[0], axis))
+        grad_x.check(f"{method} grad_x", common.lanes(grads[1], axis))
     progress("  every method checked against the float64 oracle")
-
-
-def _jax_scan(axis):
-    import jax
-
-    def combine(left, right):
-        return right[0] * left[0], right[0] * left[1] + right[1]
-
-    return jax.jit(lambda a, x: jax.lax.associative_scan(combine, (a, x), axis=axis)[1])
 
 
 def _peers(case, a, x, ours_auto, decay, repeat, progress):
     """Speedups of linscan over the peers that are installed (peer time / linscan time)."""
-    found = {}
-    try:
+
+    def lfilter():
         from scipy.signal import lfilter
-    except ImportError:
-        lfilter = None
-    if lfilter is not None:
-        ours = _timed(lambda: scan(decay, x, axis=case.axis), repeat)
-        theirs = _timed(lambda: lfilter([1.0], [1.0, -decay], x, axis=case.axis), repeat)
-        found["scipy.signal.lfilter"] = theirs / ours
+
+        ours = common.median_time(lambda: scan(decay, x, axis=case.axis), repeat)
+        theirs = common.median_time(
+            lambda: lfilter([1.0], [1.0, -decay], x, axis=case.axis), repeat
+        )
         progress(f"  scipy lfilter: {theirs * 1e3:.1f} ms, linscan {ours * 1e3:.1f} ms")
-    try:
+        return theirs / ours
+
+    def associative_scan():
         import jax
-    except ImportError:
-        return found
-    fn = _jax_scan(case.axis)
-    # Inputs committed to the CPU device keep the computation there, also where JAX sees a GPU.
-    cpu = jax.devices("cpu")[0]
-    ja, jx = jax.device_put(a, cpu), jax.device_put(x, cpu)
-    theirs = _timed(lambda: fn(ja, jx).block_until_ready(), max(3, repeat // 2))
-    found["jax.lax.associative_scan"] = theirs / ours_auto
-    progress(f"  jax associative_scan: {theirs * 1e3:.1f} ms ({jax.__version__})")
-    return found
+
+        fn = common.jax_scan(case.axis)
+        # Inputs committed to the CPU device keep the computation there, also where JAX sees
+        # a GPU.
+        cpu = jax.devices("cpu")[0]
+        ja, jx = jax.device_put(a, cpu), jax.device_put(x, cpu)
+        theirs = common.median_time(lambda: fn(ja, jx).block_until_ready(), max(3, repeat // 2))
+        progress(f"  jax associative_scan: {theirs * 1e3:.1f} ms ({jax.__version__})")
+        return theirs / ours_auto
+
+    found = common.peers(
+        {"scipy.signal.lfilter": lfilter, "jax.lax.associative_scan": associative_scan}
+    )
+    return {name: v for name, v in found.items() if not isinstance(v, common.PeerFailed)}
 
 
-def run(size=1 << 24, repeat=7, cases=CASES, peers=True, check=True, progress=print):
-    """Benchmark every case at ``size`` float32 elements; return a list of :class:`Row`."""
+def run(size=None, repeat=None, cases=None, peers=True, check=True, progress=print) -> dict:
+    """Benchmark the named ``cases`` (default: all) at ``size`` float32 elements (default
+    2**24), ``repeat`` pairs per figure (default 7); a report: ``environment`` and ``rows``
+    (a list of :class:`Row`)."""
+    size = size or DEFAULT_SIZE
+    repeat = repeat or DEFAULT_REPEAT
+    cases = [common.case(name) for name in (cases or DEFAULT_CASES)]
     rng = np.random.default_rng(0)
     rows = []
     for case in cases:
@@ -167,7 +122,7 @@ def run(size=1 << 24, repeat=7, cases=CASES, peers=True, check=True, progress=pr
                 r for r in rows if r.case == case.name and r.op == "scan" and r.method == "auto"
             )
             auto.peers = _peers(case, a, x, auto.ms / 1e3, 0.95, repeat, progress)
-    return rows
+    return {"environment": environment(), "rows": rows}
 
 
 def _time_case(case, a, x, grad_h, repeat, progress):
@@ -213,15 +168,23 @@ def _time_case(case, a, x, grad_h, repeat, progress):
 def environment() -> dict:
     import numba
 
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor() or "unknown",
-        "threads": _plan.num_threads(),
-        "command": " ".join(["python -m linscan"] + sys.argv[1:]),
-    }
+    from ..backends.cpu import plan as _plan  # the CPU backend's module, imported here only
+
+    return common.environment({"numba": numba.__version__}, {"threads": _plan.num_threads()})
+
+
+def markdown(report: dict) -> str:
+    """The heading lines (command, machine, what "x floor" means) and the table of rows."""
+    env = report["environment"]
+    return "\n".join(
+        [
+            f"\n{env['command']}: float32, {env['threads']} threads, NumPy {env['numpy']}, "
+            f"Numba {env['numba']}, {env['processor']} ({env['machine']})",
+            "x floor: time / time of np.add(a, x, out=h) on the same arrays, measured in "
+            "interleaved pairs (scan_backward: / that time x 20/12)",
+            table(report["rows"]),
+        ]
+    )
 
 
 def table(rows) -> str:
@@ -229,9 +192,8 @@ def table(rows) -> str:
     peer_names = sorted({p for r in rows for p in r.peers})
     head = ["case", "shape", "layout", "op", "method", "ms", "Melem/s", "x floor"]
     head += [f"speedup vs {p}" for p in peer_names]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [
+    cells = [
+        [
             r.case,
             "x".join(map(str, r.shape)),
             r.layout,
@@ -241,21 +203,19 @@ def table(rows) -> str:
             f"{r.elements_per_s / 1e6:.0f}",
             f"{r.floor_ratio:.2f}",
         ]
-        cells += [f"{r.peers[p]:.1f}x" if p in r.peers else "" for p in peer_names]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        + [f"{r.peers[p]:.1f}x" if p in r.peers else "" for p in peer_names]
+        for r in rows
+    ]
+    return "\n".join(common.markdown_table(head, cells))
 
 
-def as_json(rows) -> str:
-    return json.dumps({"environment": environment(), "rows": [asdict(r) for r in rows]}, indent=2)
-
-
-def plot(rows, path: str) -> None:
+def plot(report: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = report["rows"]
     labels = [f"{r.case}\n{r.op} {r.method}" for r in rows]
     fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.45), 5))
     ax.bar(range(len(rows)), [r.floor_ratio for r in rows])
