@@ -96,7 +96,8 @@ def sum_to_shape(full: np.ndarray, target: tuple, dtype: np.dtype) -> np.ndarray
     if not axes:
         return cast(full.reshape(target), dtype)
     acc = np.promote_types(full.dtype, np.float64)  # float64 or complex128
-    return cast(full.sum(axis=axes, dtype=acc).reshape(target), dtype)
+    # keepdims: an array even where every axis is summed (NumPy would give a scalar).
+    return cast(full.sum(axis=axes, dtype=acc, keepdims=True).reshape(target), dtype)
 
 
 def cast(arr, dtype):
