@@ -2,7 +2,10 @@
 ``long`` (deliberate runs) and ``sanitize`` (the GPU suite under compute-sanitizer, which
 slows every kernel launch). Choose with ``--hypothesis-profile NAME``."""
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from helpers import Device
 
 _common = dict(
     deadline=None,
@@ -13,3 +16,16 @@ settings.register_profile("ci", max_examples=200, print_blob=True, **_common)
 settings.register_profile("long", max_examples=2000, **_common)
 settings.register_profile("sanitize", max_examples=10, **_common)
 settings.load_profile("default")
+
+
+@pytest.fixture(scope="session")
+def device(request):
+    """The backend a shared test runs on: ``"cpu"``, or ``"cuda"`` where a GPU is usable
+    (skipped otherwise). Parametrize with ``indirect=["device"]``, or use ``DEVICES``."""
+    if request.param == "cuda":
+        from linscan._dispatch import gpu_status
+
+        usable, why = gpu_status()
+        if not usable:
+            pytest.skip(f"no usable GPU: {why}")
+    return Device(request.param)

@@ -1,9 +1,11 @@
 """Shared test helpers."""
 
 import copy
+import ctypes
 import threading
 
 import numpy as np
+import pytest
 
 from linscan.backends.cpu import plan as _plan
 
@@ -16,6 +18,12 @@ CONFIGS = {
     "lanes2": dict(threads=2, min_threaded=0, min_segment=10**9, tile=96),
 }
 METHODS = ("auto", "sequential", "parallel")
+#: The ``device`` fixture's parameters: the CPU, and the GPU (marked ``gpu``).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+#: The CPU under every forced plan of ``CONFIGS``, and the GPU (where they mean nothing).
+DEVICE_CONFIGS = [pytest.param("cpu", config, id=f"cpu-{config}") for config in CONFIGS] + [
+    pytest.param("cuda", "natural", id="cuda", marks=pytest.mark.gpu)
+]
 
 
 class Twisted(np.ndarray):
@@ -32,20 +40,78 @@ class Twisted(np.ndarray):
         return np.full(self.shape, 1e243)
 
 
+class Device:
+    """Where a test's arrays live, for tests run on every backend (the ``device`` fixture of
+    conftest.py): ``put`` a NumPy array there, ``get`` one back as NumPy. On ``"cpu"`` both
+    do nothing; on ``"cuda"`` ``put`` copies the values to the GPU with the same shape and
+    strides (a view stays a view of a larger allocation). ``dtypes``: what the property tests
+    draw there (the CPU covers the other dtypes in test_dtypes.py)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        if name == "cuda":
+            import cupy
+
+            self.xp = cupy
+            self.dtypes = ALL_DTYPES
+        else:
+            self.xp = np
+            self.dtypes = (np.float32, np.float64)
+
+    def __repr__(self):
+        return self.name
+
+    def put(self, value):
+        if self.xp is np or not isinstance(value, np.ndarray):
+            return value
+        cupy = self.xp
+        if value.ndim == 0 or value.flags.c_contiguous or value.size == 0:
+            return cupy.asarray(value)
+        spans = [(s * (n - 1)) for s, n in zip(value.strides, value.shape)]
+        lo = sum(min(0, s) for s in spans)
+        hi = sum(max(0, s) for s in spans) + value.itemsize
+        start = value.__array_interface__["data"][0] + lo
+        raw = np.ctypeslib.as_array((ctypes.c_uint8 * (hi - lo)).from_address(start))
+        memory = cupy.asarray(raw.copy())
+        return cupy.ndarray(value.shape, value.dtype, memory.data + (-lo), strides=value.strides)
+
+    def get(self, value):
+        if value is None or self.xp is np:
+            return value
+        if isinstance(value, tuple):
+            return tuple(self.get(v) for v in value)
+        return self.xp.asnumpy(value) if isinstance(value, self.xp.ndarray) else value
+
+    def puts(self, kwargs: dict) -> dict:
+        """A case's keyword arguments with its resets on the device."""
+        return dict(kwargs, resets=self.put(kwargs.get("resets")))
+
+
+def _all_dtypes():
+    from linscan import _dtypes
+
+    return (np.float16, _dtypes.BFLOAT16, np.float32, np.float64, np.complex64, np.complex128)
+
+
+ALL_DTYPES = _all_dtypes()
+
+
 def forced(config):
     return _plan.forced(**CONFIGS[config])
 
 
 class Unchanged:
-    """Snapshot arguments; ``check()`` asserts that none of them changed (values and flags)."""
+    """Snapshot arguments; ``check()`` asserts that none of them changed (values and flags).
+    ``device``: where the arguments live (their host copies are compared)."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, device=None):
         self.args = args
-        self.copies = [copy.deepcopy(arg) for arg in args]
+        self.get = (lambda v: v) if device is None else device.get
+        self.copies = [copy.deepcopy(self.get(arg)) for arg in args]
 
     def check(self):
         for arg, before in zip(self.args, self.copies):
-            _same(arg, before)
+            _same(self.get(arg), before)
 
 
 def _same(arg, before):

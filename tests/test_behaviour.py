@@ -15,24 +15,33 @@ from linscan.testing import (
     assert_scan_close,
 )
 
-from helpers import CONFIGS, assert_same_values, forced, poisoned, race
+from helpers import (
+    CONFIGS,
+    DEVICE_CONFIGS,
+    DEVICES,
+    METHODS,
+    assert_same_values,
+    forced,
+    poisoned,
+    race,
+)
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-@pytest.mark.parametrize("method", ["auto", "sequential", "parallel"])
+@pytest.mark.parametrize("device, config", DEVICE_CONFIGS, indirect=["device"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("layout", ["rows", "cols"])
-def test_out_may_be_x_or_a(config, method, layout):
+def test_out_may_be_x_or_a(device, config, method, layout):
     rng = np.random.default_rng(1)
-    shape, axis = ((3, 700), 1) if layout == "rows" else ((700, 40), 0)
+    shape, axis = ((3, 7000), 1) if layout == "rows" else ((7000, 40), 0)
     a = rng.uniform(-1, 1, shape)
     x = rng.standard_normal(shape)
     for name in ("x", "a"):
-        aa, xx = a.copy(), x.copy()
+        aa, xx = device.put(a.copy()), device.put(x.copy())
         target = xx if name == "x" else aa
         with forced(config):
             got = linscan.scan(aa, xx, axis=axis, out=target, method=method)
         assert got is target
-        assert_scan_close(got, a, x, axis=axis)
+        assert_scan_close(device.get(got), a, x, axis=axis)
 
 
 def test_out_overlapping_an_input_partially():
@@ -48,18 +57,20 @@ def test_out_overlapping_an_input_partially():
     del x
 
 
-def test_non_contiguous_out():
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_non_contiguous_out(device):
     rng = np.random.default_rng(3)
     a, x = rng.uniform(-1, 1, (50, 8)), rng.standard_normal((50, 8))
-    out = np.empty((8, 50)).T
-    assert linscan.scan(a, x, axis=0, out=out) is out
-    assert_scan_close(out, a, x, axis=0)
+    for out in (np.empty((8, 50)).T, np.empty((50, 16))[:, ::2]):
+        out = device.put(out)
+        assert linscan.scan(device.put(a), device.put(x), axis=0, out=out) is out
+        assert_scan_close(device.get(out), a, x, axis=0)
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-@pytest.mark.parametrize("method", ["auto", "sequential", "parallel"])
+@pytest.mark.parametrize("device, config", DEVICE_CONFIGS, indirect=["device"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("layout", ["rows", "cols"])
-def test_backward_out_aliasing_inputs(config, method, layout):
+def test_backward_out_aliasing_inputs(device, config, method, layout):
     """grad_x may be grad_h itself; grad_a or grad_x given as a, h or grad_h must still come
     out right (through scratch memory)."""
     rng = np.random.default_rng(4)
@@ -67,20 +78,23 @@ def test_backward_out_aliasing_inputs(config, method, layout):
     a, x = rng.uniform(0.9, 1, shape), rng.standard_normal(shape)
     h = linscan.scan(a, x, axis=axis)
     gh = rng.standard_normal(shape)
-    with forced(config):
-        expected = linscan.scan_backward(a, h, gh, axis=axis, method=method)
+    with forced(config):  # on the device too: the aliasing, not the rounding, is in question
+        on = [device.put(v) for v in (a, h, gh)]
+        expected = device.get(linscan.scan_backward(*on, axis=axis, method=method))
     for slot in (0, 1):
         for target in ("a", "h", "grad_h"):
             args = {"a": a.copy(), "h": h.copy(), "grad_h": gh.copy()}
-            out = [np.empty(shape), np.empty(shape), None]
+            args = {name: device.put(value) for name, value in args.items()}
+            out = [device.put(np.empty(shape)), device.put(np.empty(shape)), None]
             out[slot] = args[target]
             with forced(config):
                 grads = linscan.scan_backward(
                     args["a"], args["h"], args["grad_h"], axis=axis, method=method, out=tuple(out)
                 )
             assert grads[slot] is out[slot]
-            np.testing.assert_allclose(grads[0], expected[0], rtol=1e-12, atol=1e-12)
-            np.testing.assert_allclose(grads[1], expected[1], rtol=1e-12, atol=1e-12)
+            got = device.get(grads)
+            np.testing.assert_allclose(got[0], expected[0], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(got[1], expected[1], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend_threads", [1, 2, 8])
@@ -181,14 +195,16 @@ def test_long_sequences_every_path(config, method, reverse, shape, axis, decays)
     assert_scan_backward_close(grads, a, h, gh, h0, **kw)
 
 
-@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("device, config", DEVICE_CONFIGS, indirect=["device"])
 @pytest.mark.parametrize("layout", ["rows", "time-major"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_every_kind_of_trouble_follows_the_serial_loop(config, layout, dtype):
+def test_every_kind_of_trouble_follows_the_serial_loop(device, config, layout, dtype):
     """Infinite, NaN and zero decays, infinite inputs and initial states, and decay products
     that underflow or overflow (helpers.poison), in both directions and with resets: the
-    parallel method's scan, final_state and scan_backward put inf and NaN where the serial
-    loop does, on every thread configuration."""
+    parallel methods' scan, final_state and scan_backward put inf and NaN where the CPU's
+    serial loop does, on every thread configuration and on the GPU (whose tile kernel walks
+    the tiles whose maps cannot stand for their steps: kernels_cu/affine.cuh)."""
+    methods = ("parallel",) if device.name == "cpu" else METHODS
     for seed in range(12):
         rng = np.random.default_rng(seed)
         rows, steps = [(1, 60_000), (3, 20_000), (6, 3000)][seed % 3]
@@ -200,17 +216,19 @@ def test_every_kind_of_trouble_follows_the_serial_loop(config, layout, dtype):
         resets = rng.random(a.shape) < 0.001 if seed % 2 else None
         kw = dict(axis=axis, reverse=bool(seed % 4 > 1), resets=resets)
         h = linscan.scan(a, x, h0, method="sequential", **kw)
-        results = {}
-        for method in ("sequential", "parallel"):
-            options = dict(kw, method=method)
+        want = [h, linscan.final_state(a, x, h0, method="sequential", **kw),
+                *linscan.scan_backward(a, h, grad_h, h0, method="sequential", **kw)]  # fmt: skip
+        on = [device.put(v) for v in (a, x, h0, h, grad_h)]
+        for method in methods:
+            options = dict(device.puts(kw), method=method)
             with forced(config):
-                results[method] = [
-                    linscan.scan(a, x, h0, **options),
-                    linscan.final_state(a, x, h0, **options),
-                    *linscan.scan_backward(a, h, grad_h, h0, **options),
+                got = [
+                    linscan.scan(*on[:3], **options),
+                    linscan.final_state(*on[:3], **options),
+                    *linscan.scan_backward(on[0], on[3], on[4], on[2], **options),
                 ]
-        for got, want in zip(results["parallel"], results["sequential"]):
-            assert_same_values(got, want, dtype)
+            for g, w in zip(got, want):
+                assert_same_values(device.get(g), w, dtype)
 
 
 @pytest.mark.parametrize(
