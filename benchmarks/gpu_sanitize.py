@@ -3,7 +3,7 @@ synccheck, initcheck): every dtype, every mode (scan, final_state, scan_backward
 methods, every channel width, one tile and many, time-contiguous and time-major, forward and
 reverse, with and without resets, tiny and odd sizes (the 16-bit and complex dtypes on a
 subset of the shapes, to keep racecheck's time in bounds); then inf, NaN and zero decays,
-inf inputs and states and products that underflow or overflow (tests/helpers.py, poisoned),
+inf inputs and states and products that underflow or overflow (linscan.testing.poisoned),
 which take the tile kernel's other paths: tiles that hold their map back, look-backs that wait
 for a predecessor's prefix, threads that walk in turn. CuPy's memory pool is switched
 off so that every array is its own allocation and an out-of-bounds access cannot land inside
@@ -13,17 +13,19 @@ a neighbour. Results are checked against the serial oracle too. Run from the sou
 """
 
 import sys
-from pathlib import Path
 
 import cupy
 import numpy as np
 
 import linscan
 from linscan._dtypes import BFLOAT16
-from linscan.testing import assert_final_state_close, assert_scan_backward_close, assert_scan_close
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers import assert_same_values, poisoned  # noqa: E402
+from linscan.testing import (
+    assert_final_state_close,
+    assert_same_values,
+    assert_scan_backward_close,
+    assert_scan_close,
+    poisoned,
+)
 
 cupy.cuda.set_allocator(None)  # every array its own cudaMalloc
 

@@ -54,6 +54,10 @@ __all__ = [
     "result_dtype",
     "scan_cases",
     "backward_cases",
+    "POISONS",
+    "poison",
+    "poisoned",
+    "assert_same_values",
 ]
 
 #: Multiple of ``eps * steps * M`` allowed (see the module docstring).
@@ -437,3 +441,67 @@ def backward_cases(dtypes=(np.float32, np.float64), **kwargs):
         return BackwardCase.of(case, grad_h)
 
     return build()
+
+
+# --- Non-finite trouble -------------------------------------------------------------------
+# Inputs for tests of where inf and NaN land: a recurrence that composes decay products must
+# put them where the serial loop does (see linscan's README, "inf and NaN").
+
+#: Kinds of trouble :func:`poison` puts into a case.
+POISONS = ("inf decay", "NaN decay", "zero decay", "inf input", "inf decay after zeros",
+           "underflow", "tiny decays", "overflow")  # fmt: skip
+
+
+def poison(kind, a, x, rng):
+    """Put one kind of trouble (:data:`POISONS`) in place into ``(O, T, I)`` arrays ``a`` and
+    ``x``, in a lane and at a step drawn from ``rng``."""
+    O, T, I = x.shape
+    o, t, i = rng.integers(0, O), rng.integers(0, T), rng.integers(0, I)
+    if kind == "inf decay":
+        a[o, t, i] = rng.choice([np.inf, -np.inf])
+    elif kind == "NaN decay":
+        a[o, t, i] = np.nan
+    elif kind == "zero decay":
+        a[o, t, i] = x[o, t, i] = 0.0
+    elif kind == "inf input":
+        x[o, t, i] = rng.choice([np.inf, -np.inf])
+    elif kind == "inf decay after zeros":  # met by a state of exactly 0 (either way): the
+        for u in (t - 1, t + 1):  # loop's inf * 0 is NaN
+            if 0 <= u < T:
+                a[o, u, i] = x[o, u, i] = 0.0
+        a[o, t, i] = np.inf
+    elif kind == "underflow":  # products reach 0 with no zero decay: an inf state survives
+        a[o, t : t + 300, i] = 1e-3
+    elif kind == "tiny decays":  # products of a few steps are 0 already (normal in float32:
+        a[o, t : t + 64, i] = 1e-30  # the GPU flushes float32 subnormals to zero)
+    else:  # the lane overflows for good (a state that overflows and then decays back into
+        a[o, :, i] = 4.0  # range is what parallel methods do not follow: README, guarantees)
+
+
+def poisoned(rng, shape, dtype, clean_first=False):
+    """``(a, x, h0, grad_h)`` of ``dtype`` for an ``(O, T, I)`` shape: decays in [0.5, 1],
+    normal inputs, 1 to 5 kinds of trouble (:func:`poison`), 30% of the initial states
+    infinite. With ``clean_first`` the first lane has no trouble but an infinite initial
+    state: over a long row its decays' product underflows, and the state must stay inf."""
+    a = rng.uniform(0.5, 1.0, shape)
+    x = rng.standard_normal(shape)
+    clean = a[0, :, 0].copy(), x[0, :, 0].copy()
+    for kind in rng.choice(POISONS, rng.integers(1, 6)):
+        poison(kind, a, x, rng)
+    h0 = rng.standard_normal((shape[0], shape[2]))
+    h0[rng.random(h0.shape) < 0.3] = np.inf
+    if clean_first:
+        a[0, :, 0], x[0, :, 0] = clean
+        h0[0, 0] = np.inf
+    grad_h = rng.standard_normal(shape)
+    return tuple(np.asarray(v, dtype) for v in (a, x, h0, grad_h))
+
+
+def assert_same_values(got, want, dtype):
+    """inf and NaN in the same places, with the same signs; finite values close. (For the
+    tests of where non-finite values land; accuracy has its own tests.)"""
+    for where in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(where(got), where(want))
+    finite = np.isfinite(want)
+    tol = 1e-3 if np.dtype(dtype).itemsize == 4 else 1e-9
+    np.testing.assert_allclose(got[finite], want[finite], rtol=tol, atol=tol)

@@ -11,20 +11,13 @@ from linscan import _api
 from linscan.backends.cpu import plan as _plan
 from linscan.testing import (
     assert_final_state_close,
+    assert_same_values,
     assert_scan_backward_close,
     assert_scan_close,
+    poisoned,
 )
 
-from helpers import (
-    CONFIGS,
-    DEVICE_CONFIGS,
-    DEVICES,
-    METHODS,
-    assert_same_values,
-    forced,
-    poisoned,
-    race,
-)
+from helpers import CONFIGS, DEVICE_CONFIGS, DEVICES, METHODS, forced, race
 
 
 @pytest.mark.parametrize("device, config", DEVICE_CONFIGS, indirect=["device"])

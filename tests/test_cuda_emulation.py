@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import POISONS, poison
+from linscan.testing import POISONS, poison
 from linscan import reference
 from linscan.backends.cuda import emulate
 from linscan.testing import (

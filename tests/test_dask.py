@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import linscan
-from helpers import assert_same_values, poisoned
+from linscan.testing import assert_same_values, poisoned
 from linscan import testing
 
 da = pytest.importorskip("dask.array")

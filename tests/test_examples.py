@@ -1,18 +1,8 @@
 """The example scripts run and do what they say."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_example as load
 
 
 def test_streaming_matches_one_scan():

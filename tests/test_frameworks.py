@@ -10,7 +10,7 @@ import pytest
 import linscan
 from linscan._dispatch import gpu_status
 
-from test_examples import load
+from helpers import load_example as load
 
 torch = pytest.importorskip("torch")
 

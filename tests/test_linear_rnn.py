@@ -4,7 +4,7 @@ central differences, every parameter and the input; Adam; NumPy and (on a GPU) C
 import numpy as np
 import pytest
 
-from test_examples import load
+from helpers import load_example as load
 
 rnn = load("linear_rnn")
 
