@@ -10,27 +10,28 @@ with ``down``, downwards. A kernel never reads outside its range except the neig
 (or ``h[t+1]``) that the backward pass needs. The running state lives in a small buffer
 (``s``/``c``), never re-read from the output.
 
-Conventions that the speed depends on (measured on the project's 2-core machine):
+Conventions that the speed depends on (the measurements behind them:
+``benchmarks/cpu-kernel-design-2026-11-26.md``):
 
 * Indices are ``uint64``: NumPy-style negative-index wraparound, which Numba emits for signed
-  indices, made the chained loops twice as slow. Every constant in index arithmetic is
+  indices, slowed the chained loops. Every constant in index arithmetic is
   therefore written ``_U(k)``, because ``uint64 - 1`` is typed as a signed int.
-* A single row is latency bound (one fused multiply-add per step, about 4 cycles). The
+* A single row is latency bound (one dependent fused multiply-add per step). The
   "blocked" row kernels cut each block of ``8 * M`` steps into 8 chains of ``M`` steps and run
   the chains in lockstep: a pass computes each chain's decay product and partial state, a
   carry pass composes them, and a second pass rescans the chains from their true start
   states. The block stays in L1 between the passes, so memory still sees each byte once.
 * ``M`` is short so that chain products of decays do not creep through the subnormal range,
-  where every multiply costs a hundred cycles.
-* Walking downwards is slow on its own: descending store streams ran at about 60% of the
-  speed of ascending ones here. The blocked row kernels that walk down therefore first
+  where every multiply is a slow microcode assist.
+* Walking downwards is slow on its own: descending store streams are slower than ascending
+  ones. The blocked row kernels that walk down therefore first
   touch each tile of ``tile`` steps (an argument, ``plan.TILE`` by default) in ascending
   order, one load per 64 bytes of every array involved, the outputs included, then walk it
   down in cache. The touched values are summed and returned so that the compiler cannot
   drop the loads; callers ignore the sum.
 * Running products of decays are flushed to zero below the smallest normal number: a
   product stuck at the smallest subnormal (``x * 0.9`` rounds back to it) would make every
-  later multiply a hundred-cycle assist. The flushed part is below ``tiny * |state|``, far
+  later multiply a slow assist. The flushed part is below ``tiny * |state|``, far
   under rounding; NaN is kept.
 
 Accuracy. Products of decays are accumulated in float64 (complex128 for complex64) and

@@ -204,10 +204,10 @@ def _split_pays(O: int, I: int, boxes: tuple, segments: int, writes: bool, down:
 
     A row (``I == 1``) is latency bound, so threads speed it up in proportion: compare the
     largest lane box with a segment's share, the first phase included. With channels the
-    kernels are memory bound and extra threads add less bandwidth than split mode adds bytes
-    (two threads gave 1.3x on the 2-core machine), except when walking down with fewer outer
-    rows than threads: lanes mode would then hand each thread a slice of every step, and short
-    descending runs were the slowest access pattern we measured (1.4x to 2x slower).
+    kernels are memory bound and extra threads add less bandwidth than split mode adds bytes,
+    except when walking down with fewer outer rows than threads: lanes mode would then hand
+    each thread a slice of every step, and short descending runs are the slowest access
+    pattern (``benchmarks/cpu-kernel-design-2026-11-26.md``).
     """
     if I > 1:
         return down and O < segments
@@ -232,7 +232,7 @@ def make_plan(O: int, T: int, I: int, *, down: bool, method: str, writes: bool =
         split = _split_pays(O, I, boxes, segments, writes, down)
     # Chains pay when a thread owns one long row walked upwards; with many rows per thread
     # memory is the bottleneck, and walking down the chains' eight interleaved descending
-    # streams per array lost to the plain loop (measured on the 2-core machine).
+    # streams per array lost to the plain loop (benchmarks/cpu-kernel-design-2026-11-26.md).
     blocked = I == 1 and (method == "parallel" or (method == "auto" and split and not down))
     if not split:
         return Plan(blocked, tile, boxes=boxes)
