@@ -156,13 +156,15 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
     // Staged tile: step j of channel c at (j + j / S) * CW + c; the CW words of padding after
     // each thread's S steps keep the walks below free of bank conflicts.
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T* sd = reinterpret_cast<T*>(smem_raw);  // decays
-    T* sv = sd + BLOCK * (S_ + 1);           // x or grad_h; results are written over them
-    T* sp = sv + BLOCK * (S_ + 1);           // BACKWARD: the next forward state; grad_a
-    unsigned char* sf = reinterpret_cast<unsigned char*>(sd + STAGED * BLOCK * (S_ + 1));
-    __shared__ T wa[BLOCK], wb[BLOCK];       // warp totals, then the look-back window
-    __shared__ int wr[BLOCK];
-    __shared__ T carry[WARP];                // the state entering the tile, per channel
+    T* staged_a = reinterpret_cast<T*>(smem_raw);  // decays
+    T* staged_v = staged_a + BLOCK * (S_ + 1);     // x or grad_h; results are written over them
+    T* staged_h = staged_v + BLOCK * (S_ + 1);     // BACKWARD: the next forward state; grad_a
+    unsigned char* staged_flags =
+        reinterpret_cast<unsigned char*>(staged_a + STAGED * BLOCK * (S_ + 1));
+    // Warp totals (A, B, reset flags), then the look-back window.
+    __shared__ T window_A[BLOCK], window_B[BLOCK];
+    __shared__ int window_reset[BLOCK];
+    __shared__ T carry[WARP];  // the state entering the tile, per channel
     __shared__ unsigned s_tile;
     __shared__ int s_flag;
 
@@ -214,10 +216,10 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
                 if (it0 + b >= S_) break;
                 const int j = k + (it0 + b) * NS;
                 const int slot = (j + (j >> log2s)) * CW + c;
-                sd[slot] = d[b];
-                sv[slot] = x[b];
-                if (MODE == BACKWARD) sp[slot] = p[b];
-                if (r) sf[slot] = f[b];
+                staged_a[slot] = d[b];
+                staged_v[slot] = x[b];
+                if (MODE == BACKWARD) staged_h[slot] = p[b];
+                if (r) staged_flags[slot] = f[b];
             }
         }
     }
@@ -246,17 +248,17 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
         Cursor cur = first;
         for (int s = 0; s < steps; ++s) {
             const int slot = base + s * CW;
-            const T d = sd[slot], x = sv[slot];
-            const unsigned char f = r ? sf[slot] : 0;
+            const T d = staged_a[slot], x = staged_v[slot];
+            const unsigned char f = r ? staged_flags[slot] : 0;
             const bool end = cur.row_end(Tn, down);
             const T h = step(cur, d, x, f, state);
             state = h;
-            if (write && MODE == FORWARD) sv[slot] = h;
+            if (write && MODE == FORWARD) staged_v[slot] = h;
             if (write && MODE == FINAL && end) s_out[cur.o * I + i] = h;
             if (write && MODE == BACKWARD) {
-                sv[slot] = h;
-                const T before = end ? initial(h0, h0_so, h0_si, cur.o, i) : sp[slot];
-                sp[slot] = (f & MUTE) ? T(0) : h * conj_of(before);
+                staged_v[slot] = h;
+                const T before = end ? initial(h0, h0_so, h0_si, cur.o, i) : staged_h[slot];
+                staged_h[slot] = (f & MUTE) ? T(0) : h * conj_of(before);
                 if (end && s_out) {
                     const T da = conj_of(decay(a, a_so, a_st, a_si, a_value, cur.o, cur.t, i));
                     s_out[cur.o * I + i] = (f & MUTE) ? T(0) : da * h;
@@ -272,8 +274,8 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
         Cursor cur = first;
         for (int s = 0; s < steps; ++s) {
             const int slot = base + s * CW;
-            const T d = sd[slot], x = sv[slot];
-            const unsigned char f = r ? sf[slot] : 0;
+            const T d = staged_a[slot], x = staged_v[slot];
+            const unsigned char f = r ? staged_flags[slot] : 0;
             if ((f & CUT) || cur.row_start(Tn, down)) {
                 m.flags = RESET;
                 m.A = T(0);
@@ -294,22 +296,26 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
         if (lane >= off) inc = compose(below, inc);
     }
     if (lane >= WARP - CW) {
-        wa[w * CW + c] = inc.A;
-        wb[w * CW + c] = inc.B;
-        wr[w * CW + c] = inc.flags;
+        window_A[w * CW + c] = inc.A;
+        window_B[w * CW + c] = inc.B;
+        window_reset[w * CW + c] = inc.flags;
     }
     __syncthreads();
     Affine<T> excl = identity_map<T>();  // the map of the tile's steps before this thread's
-    for (int q = 0; q < w; ++q) excl = compose(excl, Affine<T>{wa[q * CW + c], wb[q * CW + c], wr[q * CW + c]});
+    for (int q = 0; q < w; ++q)
+        excl = compose(excl, Affine<T>{window_A[q * CW + c], window_B[q * CW + c],
+                                       window_reset[q * CW + c]});
     if constexpr (CW < WARP) {
         const Affine<T> below = shuffle_up(inc, CW);
         if (lane >= CW) excl = compose(excl, below);
     }
     Affine<T> agg = identity_map<T>();  // the tile's map (threads tid < CW)
     if (tid < CW) {
-        for (int q = 0; q < WARPS; ++q) agg = compose(agg, Affine<T>{wa[q * CW + c], wb[q * CW + c], wr[q * CW + c]});
+        for (int q = 0; q < WARPS; ++q)
+            agg = compose(agg, Affine<T>{window_A[q * CW + c], window_B[q * CW + c],
+                                         window_reset[q * CW + c]});
     }
-    __syncthreads();  // the look-back window reuses wa, wb, wr
+    __syncthreads();  // the look-back window reuses window_A, window_B, window_reset
 
     // What the tile publishes at once: its prefix where its map ignores its input in every
     // channel (rows start at the same steps in every channel; caller's resets need not), else
@@ -365,9 +371,9 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
                         e = Affine<T>{load_cg(agg_a + pid * CW + c), load_cg(agg_b + pid * CW + c),
                                       __ldcg(agg_r + pid * CW + c)};
                 }
-                wa[k * CW + c] = e.A;
-                wb[k * CW + c] = e.B;
-                wr[k * CW + c] = e.flags;
+                window_A[k * CW + c] = e.A;
+                window_B[k * CW + c] = e.B;
+                window_reset[k * CW + c] = e.flags;
                 __syncthreads();
                 if (tid < WARP) {
                     // Warp 0 folds the window: lane (cc, part) its part's entries, farthest
@@ -377,7 +383,7 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
                     Affine<T> seg = identity_map<T>();
                     for (int q = PER - 1; q >= 0; --q) {
                         const int at = (part * PER + q) * CW + cc;
-                        seg = compose(seg, Affine<T>{wa[at], wb[at], wr[at]});
+                        seg = compose(seg, Affine<T>{window_A[at], window_B[at], window_reset[at]});
                     }
 #pragma unroll
                     for (int off = CW; off < WARP; off <<= 1) {
@@ -385,8 +391,10 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
                         if (lane + off < WARP) seg = compose(farther, seg);
                     }
                     if (tid < CW) acc = compose(seg, acc);
-                    const bool done = __all_sync(0xffffffffu, tid >= CW || !chan || (acc.flags & RESET));
-                    const bool lost = __any_sync(0xffffffffu, tid < CW && chan && (acc.flags & INEXACT));
+                    const bool done =
+                        __all_sync(0xffffffffu, tid >= CW || !chan || (acc.flags & RESET));
+                    const bool lost =
+                        __any_sync(0xffffffffu, tid < CW && chan && (acc.flags & INEXACT));
                     if (tid == 0) s_flag = done ? (lost ? 2 : 1) : 0;
                 }
                 __syncthreads();
@@ -451,8 +459,8 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS)
             if (!chan || u >= N) break;
             const long long n = (down ? N - 1 - u : u) * I + i;
             const int slot = (j + (j >> log2s)) * CW + c;
-            y[n] = Num<S>::store(sv[slot]);
-            if (MODE == BACKWARD) ga[n] = sp[slot];
+            y[n] = Num<S>::store(staged_v[slot]);
+            if (MODE == BACKWARD) ga[n] = staged_h[slot];
         }
     }
 }

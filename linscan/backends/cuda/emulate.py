@@ -44,8 +44,8 @@ def run(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, step
     dtype = v.dtype
     itemsize = np.promote_types(dtype, np.float32).itemsize  # of the arithmetic type
     has_resets = resets is not None
-    lp = plan.launch(O, T, I, itemsize, code, "parallel", sms, steps, has_resets)
-    CW, S = lp.cw, lp.steps
+    launch = plan.launch(O, T, I, itemsize, code, "parallel", sms, steps, has_resets)
+    CW, S = launch.cw, launch.steps
     NS = (plan.BLOCK if block is None else block) // CW
     TT = NS * S
     N = O * T

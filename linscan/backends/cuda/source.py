@@ -67,11 +67,11 @@ def name_expressions(dtype, mode: int) -> list:
     return names + [f"linscan::serial_scan<{ctype}, {mode}>"]
 
 
-def kernel_name(dtype, mode: int, lp: plan.Launch) -> str:
+def kernel_name(dtype, mode: int, launch: plan.Launch) -> str:
     ctype = C_TYPES[np.dtype(dtype)]
-    if lp.kernel == "serial_scan":
+    if launch.kernel == "serial_scan":
         return f"linscan::serial_scan<{ctype}, {mode}>"
-    return f"linscan::tile_scan<{ctype}, {lp.cw}, {mode}>"
+    return f"linscan::tile_scan<{ctype}, {launch.cw}, {mode}>"
 
 
 def all_name_expressions() -> list:
@@ -87,10 +87,10 @@ _modules: dict = {}  # (device id, dtype, mode) -> cupy.RawModule
 _functions: dict = {}  # (device id, name) -> (cupy.RawKernel, dynamic smem limit set)
 
 
-def function(dtype, mode: int, lp: plan.Launch, device_id: int):
+def function(dtype, mode: int, launch: plan.Launch, device_id: int):
     """The compiled kernel for a launch; its module compiles on first use (then from CuPy's
     disk cache). Raises ``CompileError`` with the compiler's log."""
-    name = kernel_name(dtype, mode, lp)
+    name = kernel_name(dtype, mode, launch)
     key = (device_id, name)
     entry = _functions.get(key)
     if entry is None:
@@ -99,11 +99,11 @@ def function(dtype, mode: int, lp: plan.Launch, device_id: int):
             if entry is None:
                 entry = [_module(dtype, mode, device_id).get_function(name), plan.DEFAULT_SMEM]
                 _functions[key] = entry
-    if lp.smem > entry[1]:
+    if launch.smem > entry[1]:
         with _lock:
-            if lp.smem > entry[1]:
-                entry[0].max_dynamic_shared_size_bytes = lp.smem
-                entry[1] = lp.smem
+            if launch.smem > entry[1]:
+                entry[0].max_dynamic_shared_size_bytes = launch.smem
+                entry[1] = launch.smem
     return entry[0]
 
 
