@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import linscan
+from linscan import reference, testing
 from linscan.testing import assert_same_values, poisoned
-from linscan import testing
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -249,6 +249,7 @@ def test_decay_products_neither_underflow_nor_overflow(dtype, shape, axis):
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         logs = np.log2(np.abs(a.astype(wide))).sum(axis=axis)
     for m, e in (_maps.decay_product(a, shape[axis], np, axis=axis, method="auto", acc=acc),
+                 _maps.device_decay_product(a, np, axis=axis, method="auto", acc=acc),
                  _maps.decay_product_by_arrays(a.astype(acc), np, axis=axis)):  # fmt: skip
         assert m.dtype == wide and e.dtype == np.int64
         finite = np.isfinite(logs)
@@ -408,3 +409,41 @@ def test_16_bit_gradients_summed_over_blocks_are_rounded_once():
     assert got.dtype == np.float16 and got.shape == a.shape
     ulps = np.abs(got.astype(np.float64) - want) / np.spacing(np.abs(want).astype(np.float16))
     assert ulps.max() <= 1 and np.count_nonzero(ulps) <= 0.02 * ulps.size, ulps.max()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("shape, axis", [((200,), 0), ((200, 3), 0), ((2, 200), 1)])
+@pytest.mark.parametrize("path", ["cpu", "device"])
+def test_decay_products_exact_through_a_subnormal_partial_product(path, dtype, shape, axis):
+    """Decays 1e-160, 1e-160, 1e300 in one chunk: a plain product passes through a subnormal
+    (1e-320, with only a few digits) although its end (1e-20) is normal. The CPU kernel
+    (which folds blocks of plain products) and the CuPy chunks' path (which takes the plain
+    product of ``final_state`` where it is exact; run here with NumPy) must give the
+    product of the loop multiplying one decay at a time, and so must Dask against the loop
+    (issue 14)."""
+    from linscan.dask import _maps
+
+    a = np.ones(shape, dtype)
+    lanes = np.moveaxis(a, axis, 0)  # (T, ...): a view
+    for k, (step, decay) in enumerate(((0, 1e-160), (4, 1e-160), (8, 1e300))):
+        lanes[70 + step] = decay  # the same one of the kernel's four interleaved chains
+        lanes[130 + k] = decay  # consecutive steps
+    acc = np.dtype(dtype)
+    if path == "cpu":
+        m, e = _maps.decay_product(a, shape[axis], np, axis=axis, method="auto", acc=acc)
+    else:
+        m, e = _maps.device_decay_product(a, np, axis=axis, method="auto", acc=acc)
+    product = m * 2.0**e  # 1e-40: the exact product, within a rounding or two
+    np.testing.assert_allclose(product, np.full(product.shape, 1e-40), rtol=1e-14)
+    assert not _maps.plain_product_is_exact(a, np, axis=axis, acc=acc)
+    moderate = np.full(shape, 0.5, dtype)  # 2**-200: every partial product normal
+    assert _maps.plain_product_is_exact(moderate, np, axis=axis, acc=acc)
+
+    x = np.zeros(shape)
+    np.moveaxis(x, axis, 0)[0] = 1e300
+    want = reference.scan(a, x, axis=axis)
+    X = da.from_array(x, chunks=tuple(64 if d == axis else -1 for d in range(x.ndim)))
+    A = da.from_array(a, chunks=X.chunks)
+    got, final = _compute(ld.scan(A, X, axis=axis), ld.final_state(A, X, axis=axis))
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+    np.testing.assert_allclose(final, want.take(-1, axis=axis), rtol=1e-13)

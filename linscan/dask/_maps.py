@@ -101,15 +101,42 @@ def decay_product(a, steps, xp, *, axis, method, acc):
         return total
     if xp is np:
         return cpu_decay_product(a, axis, acc)
-    # CuPy chunks: the plain product where it neither overflows nor underflows (below the
-    # smallest normal number it has lost digits), else array operations on the device.
-    zero = xp.zeros((), acc)
-    plain = _api.final_state(a, zero, zero + 1, axis=axis, method=method)
-    normal = _dtypes.finfo(acc).smallest_normal
-    with np.errstate(invalid="ignore"):
-        if bool(xp.all(xp.isfinite(plain) & (abs(plain) >= normal))):
-            return split_exponent(plain, xp)
+    return device_decay_product(a, xp, axis=axis, method=method, acc=acc)
+
+
+def device_decay_product(a, xp, *, axis, method, acc):
+    """:func:`decay_product` of CuPy decays ``a`` (NumPy in tests), one per step: the plain
+    product of ``final_state`` where it is exact (:func:`plain_product_is_exact`), else array
+    operations on the device."""
+    if plain_product_is_exact(a, xp, axis=axis, acc=acc):
+        zero = xp.zeros((), acc)
+        return split_exponent(_api.final_state(a, zero, zero + 1, axis=axis, method=method), xp)
     return decay_product_by_arrays(a.astype(acc, copy=False), xp, axis=axis)
+
+
+#: Binary orders of magnitude kept clear of the ends of the accumulator's normal range (see
+#: :func:`plain_product_is_exact`).
+PRODUCT_MARGIN = 8
+
+
+def plain_product_is_exact(a, xp, *, axis, acc):
+    """Whether a plain product of the decays ``a`` in ``acc``, grouped as a scan chooses
+    (it composes runs of consecutive steps in an order of its own), is the loop's product to
+    rounding: whether the product of every run of consecutive decays is a normal number
+    (below the smallest normal one a product has lost digits, although the end of the whole
+    product may be normal again: 1e-160 * 1e-160 * 1e300). That holds where the running sums
+    of the decays' logarithms, from 0, span less than the normal range, less a margin (for
+    rounding, and for a complex product's smaller component). A zero, infinite or NaN decay
+    makes it false."""
+    if not a.shape[axis]:
+        return True
+    info = _dtypes.finfo(acc)
+    span = min(-int(info.minexp), int(info.maxexp)) - PRODUCT_MARGIN
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sums = xp.cumsum(xp.log2(abs(a).astype(np.float64)), axis=axis)
+        highest = xp.maximum(sums.max(axis=axis), 0)
+        lowest = xp.minimum(sums.min(axis=axis), 0)
+        return bool(xp.all(highest - lowest < span))  # NaN (inf - inf) is not
 
 
 def cpu_decay_product(a, axis, acc):

@@ -685,9 +685,25 @@ def _times1(mv, ev, x):
     return v, ev
 
 
-#: Steps multiplied plainly before the product is checked: 32 decays of magnitude within
-#: 2**+-16 keep a float64 product far inside its range.
+def _size(v):
+    """The magnitude of a float64, or of a complex128's larger component (cheaper than
+    ``abs``)."""
+
+
+@overload(_size)
+def _size_impl(v):
+    if isinstance(v, types.Complex):
+        return lambda v: max(abs(v.real), abs(v.imag))
+    return lambda v: abs(v)
+
+
+#: Steps multiplied plainly before the product is checked.
 _PLAIN = 32
+#: The least size of every partial product of a block that is folded in as one: above it a
+#: product is a normal float64 (and a complex one's smaller component, even if subnormal, is
+#: off by under 2**-70 of its size), so the plain product is the loop's to rounding. One that
+#: passed through a subnormal has lost digits, although its end may be normal again.
+_FLOOR = 2.0**-1000
 
 
 @njit_cached(**_JIT)
@@ -699,10 +715,12 @@ def extended_product(a, m, e):
 
     Blocks of ``_PLAIN`` steps are multiplied plainly (one lane in four interleaved chains: a
     single one waits on each multiply's latency) and folded into the running product where
-    the block's product is moderate; a block holding an extreme, zero, infinite or NaN decay
-    is walked again one renormalized step at a time."""
+    the block's product is moderate and every partial product on the way to it stayed above
+    ``_FLOOR``; a block holding a zero, infinite or NaN decay, or decays whose partial
+    products went subnormal or overflowed, is walked again one renormalized step at a time."""
     O, T, I = a.shape
     p = np.empty(I, m.dtype)
+    least = np.empty(I, np.float64)  # the least size of a partial product of each lane
     for o in range(O):
         for i in range(I):
             m[o, i] = 1.0
@@ -711,25 +729,33 @@ def extended_product(a, m, e):
             t1 = min(t0 + _PLAIN, T)
             if I == 1:
                 p0 = p1 = p2 = p3 = m[o, 0] * 0 + 1.0
+                low = 1.0
                 t = t0
                 while t + 4 <= t1:
                     p0 *= a[o, t, 0]
                     p1 *= a[o, t + 1, 0]
                     p2 *= a[o, t + 2, 0]
                     p3 *= a[o, t + 3, 0]
+                    low = min(low, min(min(_size(p0), _size(p1)), min(_size(p2), _size(p3))))
                     t += 4
                 while t < t1:
                     p0 *= a[o, t, 0]
+                    low = min(low, _size(p0))
                     t += 1
-                p[0] = (p0 * p1) * (p2 * p3)
+                p01, p23 = p0 * p1, p2 * p3
+                p[0] = p01 * p23
+                least[0] = min(low, min(_size(p01), _size(p23)))
             else:
                 for i in range(I):
                     p[i] = 1.0
+                    least[i] = 1.0
                 for t in range(t0, t1):
                     for i in range(I):
                         p[i] *= a[o, t, i]
+                        least[i] = min(least[i], _size(p[i]))
             for i in range(I):
-                if _moderate(p[i]):  # no decay was extreme: fold the block in at once
+                # An overflow stays inf (or NaN): only an underflow can hide in a moderate end.
+                if _moderate(p[i]) and least[i] >= _FLOOR:  # fold the block in at once
                     m[o, i], e[o, i] = _times1(m[o, i], e[o, i], p[i])
                 else:
                     for t in range(t0, t1):
