@@ -147,6 +147,72 @@ def test_one_calls_interrupt_leaves_another_calls_tasks_alone(one_worker):
     assert sorted(log) == ["A worker", "B worker"]
 
 
+@pytest.fixture
+def failing_start(monkeypatch):
+    """A private pool of two threads in place of the shared one, whose next thread fails to
+    start ("can't start new thread"): ``ThreadPoolExecutor.submit`` raises that
+    ``RuntimeError`` after it has queued the work item, which a thread of the pool runs
+    later. Yields the executor and a list of the failures to make: append one to arm it."""
+    executor = concurrent.futures.ThreadPoolExecutor(2, "test-failing-start")
+    monkeypatch.setattr(pool, "get_pool", lambda workers: executor)
+    real_start, failures = threading.Thread.start, []
+
+    def start(self):
+        if self.name.startswith("test-failing-start") and failures:
+            failures.pop()
+            raise RuntimeError("can't start new thread")
+        return real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    yield executor, failures
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+def test_a_task_queued_by_a_failing_submit_runs_once_and_never_after_return(failing_start):
+    """The first submit fails after queueing its task, so ``run`` runs that task here; the
+    queued copy, run by a pool thread once one starts, must do nothing (issue 14)."""
+    executor, failures = failing_start
+    log, returned = [], threading.Event()
+
+    def task(name):
+        return lambda: log.append((name, returned.is_set()))
+
+    failures.append(1)
+    pool.run([task("caller"), task("first"), task("second")])
+    returned.set()
+    assert not failures  # the start did fail
+    executor.submit(lambda: None).result(timeout=30)  # starts a thread, behind the queued copy
+    executor.submit(lambda: None).result(timeout=30)
+    assert sorted(log) == [("caller", False), ("first", False), ("second", False)]
+
+
+def test_a_task_claimed_by_its_queued_copy_is_waited_for_and_its_error_raised(failing_start):
+    """Here a pool thread, busy when the submit fails, takes the queued copy first: ``run``
+    must not run the task again, must wait for the copy to end, and must re-raise its
+    exception (it has no future to carry it)."""
+    executor, failures = failing_start
+    busy, release, started, log = threading.Event(), threading.Event(), threading.Event(), []
+    executor.submit(lambda: (busy.set(), release.wait(30)))  # the pool's one started thread
+    assert busy.wait(30)
+    failures.append(1)
+
+    def worker():
+        started.set()
+        time.sleep(0.2)  # so that a run that did not wait would return first
+        log.append("worker")
+        raise ValueError("from the queued copy")
+
+    def caller():
+        release.set()  # the busy thread now takes the queued copy
+        assert started.wait(30)
+
+    with pytest.raises(ValueError, match="from the queued copy"):
+        pool.run([caller, worker])
+    assert not failures and log == ["worker"]
+    executor.submit(lambda: None).result(timeout=30)
+    assert log == ["worker"]
+
+
 def test_split_mode_tasks_stop_between_pieces(one_worker, monkeypatch):
     calls = []
 

@@ -53,26 +53,19 @@ class TaskGroup:
         self._idle = None  # made by the first guard: most calls run on one thread alone
 
     def guard(self, task):
-        """``task`` for the pool: skipped once the call is cancelled, else counted while it
-        runs (``cancel`` waits on the count, not on futures: a task submitted by a ``submit``
-        that an interrupt cut short has no future here, but it runs through this guard).
-        Called on the calling thread, before the task is submitted."""
+        """``task`` for the pool, as a :class:`Guarded` (called on the calling thread, before
+        the task is submitted)."""
         if self._idle is None:
             self._idle = threading.Condition(threading.Lock())
+        return Guarded(self, task)
 
-        def guarded():
-            with self._idle:
-                if self.cancelled:
-                    return
-                self._running += 1
-            try:
-                task()
-            finally:
-                with self._idle:
-                    self._running -= 1
-                    self._idle.notify_all()
-
-        return guarded
+    def wait_idle(self) -> None:
+        """Return once no task of the group is running."""
+        if self._idle is None:
+            return
+        with self._idle:
+            while self._running:
+                self._idle.wait()
 
     def cancel(self, futures) -> None:
         """Start no more tasks and return once the running ones have ended."""
@@ -85,9 +78,7 @@ class TaskGroup:
                     self.cancelled = True
                 for future in futures:
                     future.cancel()  # unstarted tasks leave the shared queue now
-                with self._idle:
-                    while self._running:
-                        self._idle.wait()
+                self.wait_idle()
                 return
             except BaseException:
                 # A second Ctrl-C (or whatever a signal handler raises) while waiting: workers
@@ -96,34 +87,71 @@ class TaskGroup:
                 pass
 
 
+class Guarded:
+    """A task of a :class:`TaskGroup` that runs at most once, wherever it is called: the first
+    call claims it (unless the group is cancelled) and the group counts it while it runs
+    (``cancel`` and ``run`` wait on the count, not on futures: a task queued by a ``submit``
+    that raised has no future here, but it runs through this guard); a later call does
+    nothing. ``error`` is the exception it raised, if any (a worker's, for the caller)."""
+
+    __slots__ = ("group", "task", "claimed", "error")
+
+    def __init__(self, group: TaskGroup, task):
+        self.group, self.task, self.claimed, self.error = group, task, False, None
+
+    def __call__(self) -> None:
+        group = self.group
+        with group._idle:
+            if group.cancelled or self.claimed:
+                return
+            self.claimed = True
+            group._running += 1
+        try:
+            self.task()
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            with group._idle:
+                group._running -= 1
+                group._idle.notify_all()
+
+
 def run(tasks, group: TaskGroup | None = None) -> None:
     """Run zero-argument callables, the first on this thread; return when all have ended.
 
-    If this thread fails or is interrupted (KeyboardInterrupt) meanwhile, the tasks not yet
-    started never start and the exception is re-raised once the running ones have ended:
-    nothing writes into the caller's arrays after the call is over. ``group`` is the ``TaskGroup``
+    Each runs once: if the pool takes no more work, the rest run on this thread. If this
+    thread fails or is interrupted (KeyboardInterrupt) meanwhile, the tasks not yet started
+    never start and the exception is re-raised once the running ones have ended: nothing
+    writes into the caller's arrays after the call is over. ``group`` is the ``TaskGroup``
     whose ``cancelled`` the tasks check between pieces (a fresh one if not given)."""
     if len(tasks) == 1:
         tasks[0]()
         return
     group = TaskGroup() if group is None else group
-    futures, here = [], [tasks[0]]
+    guarded = [group.guard(task) for task in tasks[1:]]
+    futures, here = [], []
     try:
         pool = get_pool(len(tasks) - 1)
-        for k, task in enumerate(tasks[1:], 1):
+        for k, task in enumerate(guarded):
             try:
-                futures.append(pool.submit(group.guard(task)))
+                futures.append(pool.submit(task))
             except RuntimeError:
                 # The executor takes no new work once the interpreter has begun to shut down
-                # (a call from an atexit handler): run the rest on this thread.
-                here.extend(tasks[k:])
+                # (a call from an atexit handler), or it queued the task but could not start
+                # a thread for it ("can't start new thread"): run the rest on this thread,
+                # through their guards, so that a queued copy runs the task only if it comes
+                # first (and is waited for below), and is a no-op otherwise.
+                here = guarded[k:]
                 break
+        tasks[0]()
         for task in here:
             task()
         concurrent.futures.wait(futures)
+        group.wait_idle()  # a queued copy without a future may have claimed a task
     except BaseException:
         group.cancel(futures)
         raise
-    for future in futures:
-        future.result()  # re-raises a worker's exception
-
+    for task in guarded:
+        if task.error is not None:
+            raise task.error  # a worker's exception
