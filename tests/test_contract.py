@@ -12,7 +12,8 @@ import pytest
 
 import linscan
 from helpers import Twisted
-from linscan import reference
+from linscan import _dispatch, _layout, reference
+from linscan.backends.cpu.backend import CPU
 
 RNG = np.random.default_rng(14)
 
@@ -175,14 +176,62 @@ def test_out_overlapping_resets(T, reverse, layout):
         np.testing.assert_allclose(got[1 - k], want[1 - k], rtol=1e-10, atol=1e-10)
 
 
-def test_out_overlapping_h0():
-    """h0 is the first row of out: it is read as it was when the call was made."""
-    a, x, _, _, _ = _inputs(5000, O=6)
-    out = RNG.standard_normal((7, 5000))
-    h0 = out[0]
+class _ReadsStateLate(CPU):
+    """The CPU backend with the GPU backend's initial state, a view of ``h0`` read throughout
+    (``Backend.initial``), taken to the extreme the contract allows: each pass writes all of
+    its outputs (NaN) before it reads the state. An ``out`` overlapping ``h0`` that ``_api``
+    does not send through scratch memory gives NaN."""
+
+    def initial(self, h0, shape, axis, dtype):
+        if h0 is None:
+            return None
+        state = np.broadcast_to(h0.astype(dtype, copy=False), _layout.state_shape(shape, axis))
+        O, _, I = _layout.dims(shape, axis)
+        return state.reshape(O, I)  # a view here: the tests' h0 has the state's shape
+
+    def scan(self, a, x, h, h0, reverse, method, resets=None):
+        h[...] = np.nan
+        super().scan(a, x, h, None if h0 is None else h0.copy(), reverse, method, resets)
+
+    def backward(self, a, h, gh, h0, gx, ga, reverse, method, want_h0, resets=None):
+        gx[...] = np.nan
+        ga[...] = np.nan
+        return super().backward(a, h, gh, None if h0 is None else h0.copy(), gx, ga, reverse,
+                                method, want_h0, resets)  # fmt: skip
+
+
+@pytest.fixture(params=["cpu", "reads h0 late"])
+def state_reader(request, monkeypatch):
+    if request.param != "cpu":
+        late = _ReadsStateLate()
+        monkeypatch.setattr(_dispatch, "backend", lambda device: (late, _dispatch._HOST))
+
+
+@pytest.mark.parametrize("row", [0, 3, 5])
+def test_out_overlapping_h0(state_reader, row):
+    """h0 is a row of the very out passed (the same bytes): it is read as it was when the
+    call was made, even by a backend that reads the initial state after writing out."""
+    a, x, _, _, grad_h = _inputs(5000, O=6)
+    out = RNG.standard_normal((6, 5000))
+    h0 = out[row]
+    assert np.shares_memory(h0, out)
     want = reference.scan(a, x, h0.copy(), axis=0)
-    h = linscan.scan(a, x, h0, axis=0, out=out[1:])
+    h = linscan.scan(a, x, h0, axis=0, out=out)
+    assert h is out
     np.testing.assert_allclose(h, want, rtol=1e-12, atol=1e-12)
+
+    h = want
+    for k in (0, 1):
+        buffer = RNG.standard_normal((6, 5000))
+        h0 = buffer[row]
+        h0[...] = want[0] * 0.5  # any values: those the gradients are checked against
+        wants = reference.scan_backward(a, h, grad_h, h0.copy(), axis=0)
+        out = [None, None, None]
+        out[k] = buffer
+        got = linscan.scan_backward(a, h, grad_h, h0, axis=0, out=tuple(out))
+        assert got[k] is buffer
+        for g, w in zip(got, wants):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
 
 
 # --- more than 32 dimensions ------------------------------------------------------------------
