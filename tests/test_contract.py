@@ -260,11 +260,6 @@ def test_more_than_32_dimensions(ndim):
         np.testing.assert_allclose(g.reshape(w.shape), w, rtol=1e-10, atol=1e-10)
 
 
-def test_too_many_dimensions_for_numpy_is_numpys_error():
-    with pytest.raises(ValueError, match="maximum supported dimension"):
-        np.ones((1,) * 65)
-
-
 # --- objects that only speak DLPack -----------------------------------------------------------
 
 

@@ -200,22 +200,45 @@ def _outs(kwargs):
 
 def _check(function, args, kwargs):
     """Call ``function``; return its result, or ``None`` after a documented error, and the
-    inputs as they were before the call. Inputs are unchanged, but where ``out`` shares
-    their memory (the caller asked for that)."""
+    inputs as they were before the call. Inputs are unchanged, but where a call that returned
+    wrote an ``out`` that shares their memory (the caller asked for that); a call that raised
+    has changed nothing."""
     names = list(range(len(args))) + [k for k in kwargs if k != "out"]
     inputs = list(args) + [kwargs[k] for k in names[len(args) :]]
     before = [_snapshot(v) for v in inputs]
     outs = _outs(kwargs)
     try:
         result = function(*args, **kwargs)
+        returned = True
     except ERRORS as exc:
         message = str(exc)
         assert any(name in message for name in NAMES), f"{type(exc).__name__}: {message}"
-        result = None
+        result, returned = None, False
     for old, new in zip(before, inputs):
         shared = isinstance(new, np.ndarray) and any(np.may_share_memory(new, o) for o in outs)
-        assert shared or _unchanged(old, new), "an input was modified"
+        assert (returned and shared) or _unchanged(old, new), "an input was modified"
     return result, dict(zip(names, before))
+
+
+def test_a_call_that_raises_may_change_no_input_even_one_shared_with_out():
+    """``_check``'s exemption for an input sharing memory with ``out`` holds only for a call
+    that returned: a call that raised must have written nothing (issue 14)."""
+    x = np.zeros(4)
+    out = x[::-1]
+
+    def writes_then_raises(x, out=None):
+        out[...] = 1.0
+        raise ValueError("x is wrong after all")
+
+    with pytest.raises(AssertionError, match="an input was modified"):
+        _check(writes_then_raises, (x,), {"out": out})
+    x[...] = 0.0
+
+    def writes(x, out=None):
+        out[...] = 1.0
+        return out
+
+    _check(writes, (x,), {"out": out})  # asked for: out is written, and it shares x's memory
 
 
 ORACLES = {
