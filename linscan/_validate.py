@@ -66,20 +66,22 @@ def _is_python_number(value) -> bool:
     return isinstance(value, (int, float, complex)) and not isinstance(value, bool)
 
 
-def host_array(name: str, value: np.ndarray) -> np.ndarray:
+def host_array(name: str, value: np.ndarray, output: bool = False) -> np.ndarray:
     """A NumPy array as a plain ``numpy.ndarray`` viewing the same memory.
 
     Subclasses are read as the array they hold: their methods (``np.matrix``'s ``reshape``,
     which keeps two dimensions) must not steer the kernels, and results are plain arrays. A
     masked array is refused: a scan has no meaning for masked steps, and reading the data
-    under the mask would silently ignore it."""
+    under the mask would silently ignore it; as an ``output`` its mask would go stale."""
     if type(value) is np.ndarray:
         return value
     if isinstance(value, np.ma.MaskedArray):
-        raise TypeError(
-            f"{name} must be a NumPy array without a mask, got a masked array; pass "
-            f"{name}.filled(value) to choose what the masked elements hold"
+        what = (
+            "a masked array cannot be an out: pass a plain numpy.ndarray"
+            if output
+            else f"pass {name}.filled(value) to choose what the masked elements hold"
         )
+        raise TypeError(f"{name} must be a NumPy array without a mask, got a masked array; {what}")
     return np.asarray(value)
 
 
@@ -151,7 +153,8 @@ _LARGEST = {dtype: float(_dtypes.finfo(dtype).max) for dtype in SUPPORTED_DTYPES
 
 
 def _warn(message: str) -> None:
-    """A ``RuntimeWarning`` attributed to the first caller outside linscan."""
+    """A ``RuntimeWarning`` attributed to the first caller outside linscan (also the CPU
+    backend's, on capping ``LINSCAN_NUM_THREADS``)."""
     here = os.path.dirname(__file__)
     frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of this function
     while frame is not None and frame.f_code.co_filename.startswith(here):
@@ -296,7 +299,7 @@ def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out", device=None
     if device is None and not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
     if device is None:
-        out = host_array(name, out)
+        out = host_array(name, out, output=True)
     if device is not None:
         if not is_cupy(out):
             raise TypeError(

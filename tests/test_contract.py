@@ -104,6 +104,16 @@ SCAN_ARGS = ["a", "x", "h0", "resets", "out"]
 BACKWARD_ARGS = ["a", "h", "grad_h", "h0", "resets", "out[0]", "out[1]", "out[2]"]
 
 
+def _says_what_to_pass(message, name):
+    """An input is told to pass ``.filled(value)``; an output, which receives results, that a
+    masked array cannot be one (issue 14)."""
+    if name.startswith("out"):
+        assert "filled" not in message and "cannot be an out" in message, message
+        assert message.endswith("pass a plain numpy.ndarray"), message
+    else:
+        assert f"pass {name}.filled(value)" in message, message
+
+
 @pytest.mark.parametrize("function", [linscan.scan, linscan.final_state])
 @pytest.mark.parametrize("name", SCAN_ARGS)
 def test_masked_arrays_are_refused_by_name(function, name):
@@ -115,8 +125,9 @@ def test_masked_arrays_are_refused_by_name(function, name):
         kwargs["out"] = masked(np.zeros_like(x))
     else:
         kwargs[name] = masked(kwargs[name])
-    with pytest.raises(TypeError, match=rf"^{name} must be a NumPy array without a mask"):
+    with pytest.raises(TypeError, match=rf"^{name} must be a NumPy array without a mask") as e:
         function(**kwargs)
+    _says_what_to_pass(str(e.value), name)
     if name == "out":
         assert not kwargs["out"].data.any()  # refused before any work
 
@@ -132,8 +143,9 @@ def test_masked_arrays_are_refused_by_scan_backward(name):
     else:
         kwargs[name] = masked(kwargs[name])
     escaped = name.replace("[", r"\[").replace("]", r"\]")
-    with pytest.raises(TypeError, match=rf"^{escaped}.* must be a NumPy array without a mask"):
+    with pytest.raises(TypeError, match=rf"^{escaped}.* must be a NumPy array without a mask") as e:
         linscan.scan_backward(**kwargs, out=tuple(out))
+    _says_what_to_pass(str(e.value), name)
     assert not any(np.asarray(o).any() for o in out)
 
 

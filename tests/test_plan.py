@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from linscan import _plan
+from linscan.backends.cpu import plan as _plan
 
 
 def _cells(plan, O, T, I):
@@ -134,6 +134,19 @@ def test_num_threads_caps_a_setting_far_above_the_cpus(monkeypatch):
     monkeypatch.setenv("LINSCAN_NUM_THREADS", str(cap))  # fine on 2 CPUs, too many on 1
     with pytest.warns(RuntimeWarning, match="1 usable"):
         assert _plan.num_threads() == _plan.MAX_THREADS_PER_CPU
+
+
+def test_the_cap_warning_names_the_callers_line(monkeypatch):
+    """The cap warning comes from deep inside a scan; like linscan's other warnings it is
+    attributed to the first caller outside linscan (issue 14)."""
+    np = pytest.importorskip("numpy")
+    linscan = pytest.importorskip("linscan")
+    monkeypatch.setattr(_plan, "_usable_cpus", lambda: 1)
+    _plan._threads_from_env.cache_clear()
+    monkeypatch.setenv("LINSCAN_NUM_THREADS", "999")
+    with pytest.warns(RuntimeWarning, match="LINSCAN_NUM_THREADS=999") as record:
+        linscan.scan(0.5, np.ones((4, _plan.MIN_THREADED)))
+    assert [w.filename for w in record] == [__file__]
 
 
 def test_capped_setting_bounds_the_plan(monkeypatch):

@@ -24,8 +24,9 @@ import contextlib
 import functools
 import os
 import threading
-import warnings
 from dataclasses import dataclass
+
+from ... import _validate
 
 #: Below this many elements a call runs on the calling thread alone (thread hand-off costs
 #: tens of microseconds).
@@ -100,10 +101,9 @@ def _threads_from_env(env: str, cpus: int) -> int:
         raise ValueError(f"LINSCAN_NUM_THREADS must be a positive integer, got {env!r}")
     cap = MAX_THREADS_PER_CPU * cpus
     if value > cap:
-        warnings.warn(
+        _validate._warn(
             f"LINSCAN_NUM_THREADS={value} is more than {MAX_THREADS_PER_CPU} threads per usable "
-            f"CPU ({cpus} usable); using {cap} threads",
-            RuntimeWarning,
+            f"CPU ({cpus} usable); using {cap} threads"
         )
         return cap
     return value
