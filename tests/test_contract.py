@@ -5,6 +5,9 @@ TypeError / ValueError, before any work."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -349,3 +352,28 @@ def test_a_number_that_rounds_to_the_largest_value_does_not_warn():
         warnings.simplefilter("error")
         h = linscan.scan(65519.0, np.ones(2, np.float16))
     assert np.isfinite(h[1])
+
+
+def test_the_matrix_calls_that_crashed_run_in_a_fresh_process():
+    """The reports of issue 14 (a np.matrix decay or out corrupted the heap or segfaulted),
+    in a child process with a timeout, so that a regression fails this test instead of
+    killing the test run."""
+    script = textwrap.dedent(
+        """
+        import warnings
+        import numpy as np, linscan
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        a = np.matrix(np.full((4, 2000), 0.5))
+        h = linscan.scan(a, np.ones((4, 2000)))
+        assert type(h) is np.ndarray and np.allclose(h[:, -1], 2.0), h[:, -1]
+        out = np.matrix(np.empty((4, 2000)))
+        assert linscan.scan(0.5, np.ones((4, 2000)), out=out) is out
+        assert np.allclose(np.asarray(out)[:, -1], 2.0)
+        small = linscan.scan(np.matrix([[0.5, 0.5, 0.5]]), np.ones((1, 3)))
+        assert np.allclose(small, [[1.0, 1.5, 1.75]]), small
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
