@@ -73,7 +73,7 @@ def initial_state(h0, shape: tuple, axis: int, dtype: np.dtype, xp=np) -> np.nda
     O, _, I = dims(shape, axis)
     if h0 is None:
         return xp.zeros((O, I), dtype)
-    if xp is not np and isinstance(h0, np.ndarray):
+    if xp is not np and isinstance(h0, (np.generic, np.ndarray)):
         return xp.full((O, I), h0.item(), dtype)
     return xp.array(xp.broadcast_to(h0, state_shape(shape, axis)), dtype=dtype).reshape(O, I)
 

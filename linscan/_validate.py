@@ -125,15 +125,16 @@ def _result_dtype(*operands) -> np.dtype:
     return _dtypes.promote(arrays, any(isinstance(op, complex) for op in operands))
 
 
-def _as_array(name: str, value, dtype: np.dtype) -> np.ndarray:
-    """A Python number becomes a 0-d array of the result dtype; arrays pass through. A finite
-    number beyond the dtype's range becomes inf, as NumPy rounds it, with a warning naming the
-    argument (NumPy warns for some dtypes and not others)."""
+def _as_array(name: str, value, dtype: np.dtype):
+    """A Python number becomes a NumPy scalar of the result dtype (a value, which every
+    backend takes as it is: no 0-d array to make and take apart again); arrays pass through.
+    A finite number beyond the dtype's range becomes inf, as NumPy rounds it, with a warning
+    naming the argument (NumPy warns for some dtypes and not others)."""
     if not _is_python_number(value):
         return value
     try:
         with np.errstate(over="ignore"):
-            arr = np.asarray(value, dtype=dtype)
+            arr = dtype.type(value)
     except OverflowError as exc:  # a Python int too large for any float
         raise ValueError(
             f"{name} must fit in {dtype}, got a Python int of {value.bit_length()} bits"

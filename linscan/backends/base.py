@@ -40,9 +40,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def decays(self, a, shape, axis, dtype):
-        """``a`` (broadcasting to ``shape``) for the kernels: an ``(O, T, I)`` view read
-        through its own strides, so a broadcast decay is never materialised; a 0-d ``a`` may
-        instead be given as a scalar of ``dtype``'s arithmetic type."""
+        """``a`` (broadcasting to ``shape``; a Python number arrives as a NumPy scalar of the
+        call's dtype) for the kernels: an ``(O, T, I)`` view read through its own strides,
+        so a broadcast decay is never materialised, or (the GPU) a scalar of ``dtype``'s
+        arithmetic type, which its kernels take by value."""
 
     @abc.abstractmethod
     def operand(self, arr, shape, axis, dtype):

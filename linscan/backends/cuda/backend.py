@@ -21,7 +21,8 @@ _sms: dict = {}
 
 
 def _is_host(value) -> bool:
-    return isinstance(value, np.ndarray)  # a Python or NumPy scalar, made 0-d by validation
+    # A Python number (a NumPy scalar after validation) or a NumPy scalar (a 0-d array).
+    return isinstance(value, (np.generic, np.ndarray))
 
 
 def _multiprocessors() -> tuple:
