@@ -164,28 +164,37 @@ LONG_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("config", LONG_CONFIGS)
+LONG_DEVICE_CONFIGS = [
+    pytest.param("cpu", config, id=f"cpu-{config}") for config in LONG_CONFIGS
+] + [pytest.param("cuda", "natural", id="cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("device, config", LONG_DEVICE_CONFIGS, indirect=["device"])
 @pytest.mark.parametrize("method", ["auto", "sequential", "parallel"])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("shape, axis", [((2, 2000), 1), ((2000, 3), 0), ((2, 1500, 20), 1)])
 @pytest.mark.parametrize("decays", [(-1.0, 1.0), (0.995, 1.0)])
-def test_long_sequences_every_path(config, method, reverse, shape, axis, decays):
+def test_long_sequences_every_path(device, config, method, reverse, shape, axis, decays):
     """Deterministic coverage of the paths that need length: several 256-step chain blocks,
     touched tiles, split segments, forward and backward, both directions. Decays near 1 make
-    every carry matter (with |a| spread over [0, 1] products vanish within a chain)."""
+    every carry matter (with |a| spread over [0, 1] products vanish within a chain). (On the
+    GPU these are a few tiles each; tests/test_gpu.py has the shapes of many tiles.)"""
     rng = np.random.default_rng(sum(shape) + axis)
     a = rng.uniform(*decays, shape).astype(np.float32)
     x = rng.standard_normal(shape).astype(np.float32)
     h0 = rng.standard_normal(shape[:axis] + shape[axis + 1 :]).astype(np.float32)
     gh = rng.standard_normal(shape).astype(np.float32)
+    on = dict(axis=axis, reverse=reverse, method=method)
+    da, dx, dh0, dgh = (device.put(v) for v in (a, x, h0, gh))
     with _plan.forced(**LONG_CONFIGS[config]):
-        h = linscan.scan(a, x, h0, axis=axis, reverse=reverse, method=method)
-        state = linscan.final_state(a, x, h0, axis=axis, reverse=reverse, method=method)
-        grads = linscan.scan_backward(a, h, gh, h0, axis=axis, reverse=reverse, method=method)
+        h = linscan.scan(da, dx, dh0, **on)
+        state = linscan.final_state(da, dx, dh0, **on)
+        grads = linscan.scan_backward(da, h, dgh, dh0, **on)
     kw = dict(axis=axis, reverse=reverse)
+    h = device.get(h)
     assert_scan_close(h, a, x, h0, **kw)
-    assert_final_state_close(state, a, x, h0, **kw)
-    assert_scan_backward_close(grads, a, h, gh, h0, **kw)
+    assert_final_state_close(device.get(state), a, x, h0, **kw)
+    assert_scan_backward_close(device.get(grads), a, h, gh, h0, **kw)
 
 
 @pytest.mark.parametrize("device, config", DEVICE_CONFIGS, indirect=["device"])
