@@ -8,12 +8,12 @@
 #   info warm gpu_tests gpu_bench memcheck racecheck synccheck initcheck profile cpu_tests cpu_bench
 # (warm compiles every kernel module at once, in parallel, into CuPy's disk cache).
 # Not in the default list, for a second call: suite_memcheck suite_racecheck suite_synccheck
-# suite_initcheck run the GPU tests of linscan itself (tests/test_gpu.py and the tests both
-# backends share, marked gpu on the GPU: test_properties, test_behaviour, test_hardening; not
-# the slow tests; 10
-# hypothesis examples each) under each compute-sanitizer tool, with CuPy's memory pool on (the
-# default steps' gpu_sanitize.py turns it off, so that an access out of bounds cannot land in
-# a neighbouring array), e.g. STEPS="warm suite_memcheck suite_synccheck suite_initcheck".
+# suite_initcheck run the GPU tests of linscan itself (tests/cuda/test_gpu.py and the tests
+# both backends share, marked gpu on the GPU: test_properties, test_behaviour, test_hardening;
+# not the slow tests; 10 hypothesis examples each) under each compute-sanitizer tool, with
+# CuPy's memory pool on (the default steps' gpu_sanitize.py turns it off, so that an access
+# out of bounds cannot land in a neighbouring array), e.g.
+#   STEPS="warm suite_memcheck suite_synccheck suite_initcheck".
 # The device machine has no Dask: for the Dask tests with CuPy chunks, install it here into a
 # folder (`pip install --target .device-site "dask[array]"`, pure Python; .device-site is
 # git-ignored), carry that folder, and run with PYTHONPATH=.:.device-site.
@@ -45,8 +45,9 @@ step warm 120 "$py" -c "
 from linscan.backends.cuda import source
 for name, mode, seconds in source.warm(): print(f'{name:11s} mode {mode}: {seconds:5.1f} s')
 print('every kernel module compiled')"
-# Every test marked gpu: tests/test_gpu.py, the shared tests' GPU cases (the device fixture),
-# PyTorch and JAX on the GPU, Dask arrays of CuPy chunks (skipped where Dask is not installed).
+# Every test marked gpu: tests/cuda/test_gpu.py, the shared tests' GPU cases (the device
+# fixture), PyTorch and JAX on the GPU, Dask arrays of CuPy chunks (skipped where Dask is not
+# installed).
 step gpu_tests 300 "$py" -m pytest -q -p no:cacheprovider --maxfail=20 -m gpu tests
 step gpu_bench 200 "$py" -m linscan bench --gpu --json
 [ -s "$out/gpu_bench.log" ] && "$py" - "$out" <<'PY' >"$out/gpu_bench.md" 2>&1
@@ -61,7 +62,8 @@ step racecheck 150 "${sanitize[@]}" racecheck "$py" benchmarks/gpu_sanitize.py
 step synccheck 90 "${sanitize[@]}" synccheck "$py" benchmarks/gpu_sanitize.py
 step initcheck 90 "${sanitize[@]}" initcheck "$py" benchmarks/gpu_sanitize.py
 suite=(-m pytest -q -p no:cacheprovider -m "gpu and not slow" --hypothesis-profile=sanitize
-       tests/test_gpu.py tests/test_properties.py tests/test_behaviour.py tests/test_hardening.py)
+       tests/cuda/test_gpu.py tests/api/test_properties.py tests/api/test_behaviour.py
+       tests/integration/test_hardening.py)
 step suite_memcheck 300 "${sanitize[@]}" memcheck "$py" "${suite[@]}"
 step suite_racecheck 540 "${sanitize[@]}" racecheck "$py" "${suite[@]}"
 step suite_synccheck 300 "${sanitize[@]}" synccheck "$py" "${suite[@]}"

@@ -10,7 +10,7 @@ state is an ``(O, I)`` array. ``h0`` is such a state or ``None`` for zeros; ``re
 
 A backend is an instance of a subclass of :class:`Backend`; the abstract methods must all be
 written (Python refuses to make an instance otherwise), so that the two backends cannot drift
-apart silently. ``tests/test_backends.py`` checks the contract on every usable backend.
+apart silently. ``tests/api/test_backends.py`` checks the contract on every usable backend.
 """
 
 from __future__ import annotations

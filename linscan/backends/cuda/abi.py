@@ -1,6 +1,7 @@
 """The parameter lists of the kernels of ``kernels_cu/scan.cu``, once: their names in order
 and the C type of each, from which the launcher packs its arguments and the tests read them
-back (``tests/test_cuda_launch.py`` also checks these tables against the ``.cu`` source).
+back (``tests/cuda/test_cuda_launch.py`` also checks these tables against the ``.cu``
+source).
 
 CuPy passes a Python int as ``long long`` and a Python float as ``double`` without looking at
 the kernel's signature, so every argument is given its exact C type here: ``POINTER`` a CuPy

@@ -1,7 +1,7 @@
 """The GPU kernel's algorithm in NumPy: ``kernels_cu/scan.cu``'s tile decomposition, block
 combine and look-back, run with the CUDA backend's own launch plan, so that a wrong plan or
-combine fails on machines without a GPU (``tests/test_cuda_emulation.py`` compares it with the
-serial oracle of ``linscan.reference``). Plain NumPy: importing it imports no CuPy.
+combine fails on machines without a GPU (``tests/cuda/test_cuda_emulation.py`` compares it
+with the serial oracle of ``linscan.reference``). Plain NumPy: importing it imports no CuPy.
 """
 
 from __future__ import annotations

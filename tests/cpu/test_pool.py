@@ -251,10 +251,11 @@ def test_split_mode_tasks_stop_between_pieces(one_worker, monkeypatch):
 @pytest.fixture(scope="module")
 def child():
     """The fresh process's exit status, its report (a dict by case) and its stderr."""
-    # The linscan under test, whether installed or a checkout (a script's own folder, not the
-    # current one, starts its path).
+    # The linscan under test, whether installed or a checkout, and tests/ for helpers (a
+    # script's own folder, not the current one, starts its path).
     here = os.path.dirname(os.path.dirname(os.path.abspath(linscan.__file__)))
-    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(filter(None, [here, tests, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "LINSCAN_NUM_THREADS": "2", "PYTHONPATH": path}
     try:
         done = subprocess.run([sys.executable, __file__], capture_output=True, timeout=300,

@@ -9,7 +9,7 @@ import pytest
 
 from linscan.backends.cuda import plan, source
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """Every dtype (16-bit, 32/64-bit real, complex), their promotion and the complex gradient
-convention, on the CPU backend (tests/test_gpu.py runs the same cases on a GPU)."""
+convention, on the CPU backend (tests/cuda/test_gpu.py runs the same cases on a GPU)."""
 
 import ml_dtypes
 import numpy as np

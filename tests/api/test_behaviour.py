@@ -178,7 +178,7 @@ def test_long_sequences_every_path(device, config, method, reverse, shape, axis,
     """Deterministic coverage of the paths that need length: several 256-step chain blocks,
     touched tiles, split segments, forward and backward, both directions. Decays near 1 make
     every carry matter (with |a| spread over [0, 1] products vanish within a chain). (On the
-    GPU these are a few tiles each; tests/test_gpu.py has the shapes of many tiles.)"""
+    GPU these are a few tiles each; tests/cuda/test_gpu.py has the shapes of many tiles.)"""
     rng = np.random.default_rng(sum(shape) + axis)
     a = rng.uniform(*decays, shape).astype(np.float32)
     x = rng.standard_normal(shape).astype(np.float32)

@@ -136,7 +136,7 @@ def test_eight_threads_making_their_first_calls_at_once(tmp_path):
 
 
 def _accuracy():
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy.py"
     spec = importlib.util.spec_from_file_location("accuracy", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
