@@ -3,8 +3,9 @@
 They share no code with the fast paths (the emulation of the GPU kernel, which runs the
 kernel's algorithm in NumPy, lives beside the CUDA backend: ``linscan.backends.cuda.emulate``).
 They loop over time in Python, in float64 by default, and are meant to be obviously right
-rather than fast: use them to check results, not to compute them. With few lanes the loop runs over Python floats (IEEE double, the same
-arithmetic as float64 arrays), which is much faster than NumPy on one-element rows.
+rather than fast: use them to check results, not to compute them. With few lanes the loop
+runs over Python floats (IEEE double, the same arithmetic as float64 arrays), which is much
+faster than NumPy on one-element rows.
 """
 
 from __future__ import annotations

@@ -44,8 +44,9 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
 
 class TaskGroup:
     """One call's tasks on the shared pool. Once ``cancelled`` is set none of them starts and
-    the task loops of ``backend._drive`` stop at their next piece; it is per call because calls from
-    several user threads share the pool, and one being interrupted must not stop another."""
+    the task loops of ``backend._drive`` stop at their next piece; it is per call because
+    calls from several user threads share the pool, and one being interrupted must not stop
+    another."""
 
     def __init__(self):
         self.cancelled = False

@@ -56,8 +56,10 @@ def _scratch(launch: plan.Launch) -> dict:
                 agg_r=values + 3 * step)  # fmt: skip
 
 
-def _no_scratch() -> dict:
-    return dict(status=abi.NULL, agg_a=abi.NULL, agg_b=abi.NULL, incl=abi.NULL, agg_r=abi.NULL)
+#: A launch whose tiles do not look back, a call without resets, a decay given by value.
+_NO_SCRATCH = dict(status=abi.NULL, agg_a=abi.NULL, agg_b=abi.NULL, incl=abi.NULL, agg_r=abi.NULL)
+_NO_FLAGS = dict(r=abi.NULL, r_so=0, r_st=0, r_si=0)
+_NO_DECAYS = dict(a=abi.NULL, a_so=0, a_st=0, a_si=0)  # a_value: the decay, by value
 
 
 def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str, r=None) -> None:
@@ -67,25 +69,25 @@ def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str, r=None) -> N
     device_id, sms = _multiprocessors()
     launch = plan.launch(O, T, I, arith.itemsize, mode, method, sms, None, r is not None)
     kernel = source.function(v.dtype, mode, launch, device_id)
-    if isinstance(a, cupy.ndarray):
-        a_so, a_st, a_si = _elements(a)
-        decay = dict(a=a, a_so=a_so, a_st=a_st, a_si=a_si, a_value=_ZERO[arith])
-    else:
-        decay = dict(a=abi.NULL, a_so=0, a_st=0, a_si=0, a_value=arith.type(a))
-    if r is None:
-        flags = dict(r=abi.NULL, r_so=0, r_st=0, r_si=0)
-    else:  # strides in bytes: the flags are bytes
-        flags = dict(r=r, r_so=r.strides[0], r_st=r.strides[1], r_si=r.strides[2])
     h0_so, h0_si = (0, 0) if h0 is None else _elements(h0)
     args = dict(
-        **decay, **flags, v=v, hf=_pointer(hf), h0=_pointer(h0), h0_so=h0_so, h0_si=h0_si,
-        y=_pointer(y), ga=_pointer(ga), s_out=_pointer(s_out), O=O, Tn=T, I=I,
-        down=abi.DOWN[down],
+        v=v, hf=_pointer(hf), h0=_pointer(h0), h0_so=h0_so, h0_si=h0_si, y=_pointer(y),
+        ga=_pointer(ga), s_out=_pointer(s_out), O=O, Tn=T, I=I, down=abi.DOWN[down],
     )  # fmt: skip
+    if isinstance(a, cupy.ndarray):
+        args["a"], args["a_value"] = a, _ZERO[arith]
+        args["a_so"], args["a_st"], args["a_si"] = _elements(a)
+    else:
+        args.update(_NO_DECAYS)
+        args["a_value"] = arith.type(a)
+    if r is None:
+        args.update(_NO_FLAGS)
+    else:  # strides in bytes: the flags are bytes
+        args["r"], (args["r_so"], args["r_st"], args["r_si"]) = r, r.strides
     if launch.kernel == "tile_scan":
-        chain = _scratch(launch) if launch.chained else _no_scratch()
-        args.update(log2s=launch.log2s_c, groups=launch.groups, **chain)
-    kernel((launch.grid,), _BLOCK, abi.pack(launch.kernel, **args), shared_mem=launch.smem)
+        args.update(_scratch(launch) if launch.chained else _NO_SCRATCH)
+        args["log2s"], args["groups"] = launch.log2s_c, launch.groups
+    kernel((launch.grid,), _BLOCK, abi.pack(launch.kernel, args), shared_mem=launch.smem)
 
 
 class CUDA(base.Backend):
