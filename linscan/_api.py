@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from . import _dispatch, _dtypes, _interop, _layout, _validate
+from . import _dispatch, _dtypes, _extended, _interop, _layout, _validate
 
 
 def _via_dlpack(function, named, returns_new=True, **options):
@@ -178,6 +178,37 @@ def final_state(a, x, h0=None, *, axis=-1, reverse=False, method="auto", resets=
                 backend.flags(args.resets, args.shape, args.axis),
             )
     return _layout.cast(state.reshape(shape), args.dtype)
+
+
+def summary(a, x, *, axis=-1, reverse=False, method="auto", resets=None, back=False,
+            dtype=None):  # fmt: skip
+    """Private, for ``linscan.dask``: what a run of steps does to the state entering it (the
+    backend's ``summary``: ``linscan.backends.base``) as a ``linscan._extended.Summary`` of
+    arrays of the state's shape. ``a``, ``x`` (``grad_h`` with ``back``), ``axis``,
+    ``reverse``, ``method`` and ``resets`` as for :func:`scan`; the call's dtype is that of
+    ``a``, ``x`` and ``dtype`` (a whole sequence's dtype, which its ``h0`` may widen)."""
+    args = _validate.scan_args(a, x, None, axis, reverse, resets)
+    if dtype is not None:
+        args = args._replace(dtype=_dtypes.promote([args.dtype, np.dtype(dtype)]))
+    method = _validate.check_method(method)
+    backend, device = _dispatch.backend(args.device)
+    work = backend.storage(args.dtype)
+    shape = _layout.state_shape(args.shape, args.axis)
+    with device:
+        if math.prod(shape) == 0 or args.shape[args.axis] == 0:  # nothing walked: h -> h
+            xp, acc = backend.xp, _dtypes.accumulator(args.dtype)
+            mantissa, exponent = _extended.split(xp.ones(shape, acc), xp)
+            reset = None if args.resets is None else xp.zeros(shape, bool)
+            return _extended.Summary(mantissa, exponent, xp.zeros(shape, acc), reset)
+        found = backend.summary(
+            _canonical(backend, args, "a", work),
+            _canonical(backend, args, "x", work),
+            args.reverse,
+            method,
+            backend.flags(args.resets, args.shape, args.axis),
+            back,
+        )
+    return _extended.Summary(*(None if v is None else v.reshape(shape) for v in found))
 
 
 def scan_backward(

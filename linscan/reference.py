@@ -188,7 +188,3 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, resets=None,
 def _real_if(grad, arg):
     """The gradient of a real ``arg``: the real part of ``grad``."""
     return grad if np.iscomplexobj(arg) else grad.real
-
-
-# --------------------------------------------------------------------------------------------
-# A NumPy emulation of the GPU kernel's decomposition (kernels_cu/scan.cu, tile_scan)

@@ -1,5 +1,6 @@
 """Shared test helpers."""
 
+import contextlib
 import copy
 import ctypes
 import threading
@@ -85,6 +86,35 @@ class Device:
     def puts(self, kwargs: dict) -> dict:
         """A case's keyword arguments with its resets on the device."""
         return dict(kwargs, resets=self.put(kwargs.get("resets")))
+
+
+@contextlib.contextmanager
+def composed_summaries():
+    """Host calls summarize runs of steps as the GPU backend does, by
+    ``linscan._extended.composed_summary`` over the CPU backend's passes: the path of
+    ``linscan.dask``'s CuPy chunks, run on NumPy."""
+    from linscan import _dispatch, _extended
+    from linscan.backends.cpu.backend import CPU
+
+    class Composed(CPU):
+        def summary(self, a, x, reverse, method, resets=None, back=False):
+            return _extended.composed_summary(self, a, x, reverse, method, resets, back)
+
+    composed, plain = Composed(), _dispatch.backend
+
+    def backend(device):
+        return (composed, _dispatch._HOST) if device is None else plain(device)
+
+    _dispatch.backend = backend
+    try:
+        yield
+    finally:
+        _dispatch.backend = plain
+
+
+#: Where a summary comes from: the backend's own (on the CPU, its one-pass kernels), or
+#: composed of passes and array operations (the GPU backend's, run here on NumPy).
+SUMMARIES = {"kernel": contextlib.nullcontext, "composed": composed_summaries}
 
 
 def _all_dtypes():

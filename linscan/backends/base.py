@@ -58,7 +58,7 @@ class Backend(abc.ABC):
     def flags(self, resets, shape, axis):
         """``resets`` as an ``(O, T, I)`` boolean view, or ``None`` for ``None``."""
 
-    # The three passes.
+    # The passes.
 
     @abc.abstractmethod
     def scan(self, a, x, h, h0, reverse: bool, method: str, resets=None) -> None:
@@ -74,6 +74,21 @@ class Backend(abc.ABC):
         """The reverse scan of the gradient ``gh``: write ``gx`` (which may be ``gh``) and
         ``ga`` (unrounded); return the gradient of ``h0`` ``(O, I)`` if ``want_h0``, else
         ``None``."""
+
+    @abc.abstractmethod
+    def summary(self, a, x, reverse: bool, method: str, resets=None, back=False):
+        """What the run of steps does to the state entering it, each lane as the affine map
+        ``h -> A * h + B`` (``B`` where it resets): a :class:`linscan._extended.Summary` of
+        ``(O, I)`` arrays, ``A`` the product of the decays as a mantissa and an exponent that
+        neither underflow nor overflow, ``B`` the state from zero (unrounded, in the
+        arithmetic dtype), and whether a lane met a reset (``None`` without ``resets``).
+        ``linscan.dask`` summarizes each chunk with it, reading ``a`` once where the backend
+        can.
+
+        With ``back``, ``x`` is ``grad_h`` and the run is the backward carry of
+        :meth:`backward`, ``c = conj(a) * c + conj(a) * grad_h`` walked against ``reverse``:
+        ``A`` is the product of ``conj(a)`` and ``B`` the gradient the run sends to the state
+        before it when nothing arrives at its end."""
 
     def __repr__(self) -> str:
         return f"<linscan backend {self.name!r}>"

@@ -9,10 +9,12 @@ along an axis, chunked like the first that is not broadcast along it).
 
 How a scan is split along time. With ``k`` chunks along the time axis:
 
-1. *Summaries.* Each chunk computes, with the in-memory functions, its local final state
-   ``B`` (from a zero state), the product ``A`` of its decays (with a separate exponent, so
-   that it neither underflows nor overflows) and whether it resets: a chunk maps an incoming
-   state ``s`` to ``A * s + B`` (to ``B`` where it resets).
+1. *Summaries.* Each chunk computes its backend's summary (``linscan._api.summary``): its
+   local final state ``B`` (from a zero state), the product ``A`` of its decays (with a
+   separate exponent, so that it neither underflows nor overflows) and whether it resets: a
+   chunk maps an incoming state ``s`` to ``A * s + B`` (to ``B`` where it resets). On the
+   CPU that is one pass over the chunk; CuPy chunks compose it of passes that read ``a``
+   twice (``linscan._extended.composed_summary``).
 2. *Carries.* The ``k`` maps compose associatively. A tree of compositions gives every
    chunk its true incoming state, so the graph's depth grows with ``log2(k)``, not ``k``;
    these are arrays of the size of one time step.
@@ -31,8 +33,8 @@ Memory and reads. Steps 1 and 3 read the inputs separately: step 3's copies of t
 (``_dask_internals.loaded_after``) load only once every carry is known, so no chunk waits in
 memory for its carry and the peak memory is that of a few chunks per worker, whatever the
 array's size. The price is that every input chunk is loaded (read from its store, or
-computed by its graph) twice: once per step. In memory, :func:`scan` reads ``a`` three
-times (twice in step 1: for ``A`` and ``B``) and ``x`` twice, and writes ``h`` once;
+computed by its graph) twice: once per step. In memory, :func:`scan` reads ``a`` and ``x``
+twice (on the GPU ``a`` three times: twice in step 1) and writes ``h`` once;
 :func:`final_state` loads its inputs once (step 1 only) and writes one step;
 :func:`scan_backward` loads ``a``, ``grad_h`` and ``resets`` twice and ``h`` twice in step 3
 (once as a chunk, once for the boundary step that the next chunk needs as its ``h0``). With
@@ -41,7 +43,7 @@ one chunk along time there is only step 3, and every input is loaded once.
 16-bit inputs carry their states in float32 from chunk to chunk, as the in-memory scan
 accumulates them, and round once per chunk of the result.
 
-The modules: ``_maps`` (a chunk's map, exact decay products, composing and applying maps),
+The modules: ``_maps`` (a chunk's map, composing and applying maps),
 ``_chunks`` (the work of one chunk, on Dask's workers), ``_graph`` (the operands aligned on one
 block grid, and the tasks of the three steps) and ``_dask_internals`` (every use of Dask's
 private API).

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import partial
 
 from .. import _api, _dtypes, _layout
-from ._maps import chunk_map, decay_product
+from ._maps import chunk_map
 
 
 def apply_to_blocks(function, blocks, options):
@@ -24,16 +24,11 @@ def apply_to_blocks(function, blocks, options):
 
 def forward_map(a, x, resets, *, axis, reverse, method, acc):
     """The map of one chunk (:class:`linscan.dask._maps.ChunkMap`): the state leaving it for
-    a state entering it."""
-    xp = _layout.xp_of(x)
-    B = _api.final_state(
-        a, x, xp.zeros((), acc), axis=axis, reverse=reverse, method=method, resets=resets
-    )
-    steps = max(a.shape[axis], x.shape[axis])
-    mantissa, exponent = decay_product(a, steps, xp, axis=axis, method=method, acc=acc)
+    a state entering it. One summary of the chunk (``linscan._api.summary``)."""
+    found = _api.summary(a, x, axis=axis, reverse=reverse, method=method, resets=resets,
+                         dtype=acc)  # fmt: skip
     walk = partial(walk_states, a, x, resets, axis=axis, reverse=reverse, method=method)
-    return chunk_map(mantissa, exponent, B, None if resets is None else resets.any(axis=axis),
-                     walk)  # fmt: skip
+    return chunk_map(found.mantissa, found.exponent, found.state, found.reset, walk)
 
 
 def walk_states(a, x, resets, state, *, axis, reverse, method):
@@ -46,18 +41,13 @@ def walk_states(a, x, resets, state, *, axis, reverse, method):
 def backward_map(a, grad_h, resets, *, axis, reverse, method, acc):
     """The map of one chunk for the backward pass: the gradient it sends to the state before
     it is ``G + conj(A) * c`` for a gradient ``c`` arriving at its end (``G`` where it
-    resets). Reads no ``h``: the gradient sent back does not depend on it."""
-    xp = _layout.xp_of(grad_h)
-    shape = _layout.broadcast_shapes(a.shape, grad_h.shape, () if resets is None else resets.shape)
-    sent = walk_gradients(a, grad_h, resets, None, axis=axis, reverse=reverse, method=method,
-                          acc=acc)  # fmt: skip
-    mantissa, exponent = decay_product(a, shape[axis], xp, axis=axis, method=method, acc=acc)
-    if mantissa.dtype.kind == "c":
-        mantissa = xp.conj(mantissa)
+    resets): the summary of its backward carry. Reads no ``h``: the gradient sent back does
+    not depend on it."""
+    found = _api.summary(a, grad_h, axis=axis, reverse=reverse, method=method, resets=resets,
+                         back=True, dtype=acc)  # fmt: skip
     walk = partial(walk_gradients, a, grad_h, resets, axis=axis, reverse=reverse, method=method,
                    acc=acc)  # fmt: skip
-    return chunk_map(mantissa, exponent, sent, None if resets is None else resets.any(axis=axis),
-                     walk)  # fmt: skip
+    return chunk_map(found.mantissa, found.exponent, found.state, found.reset, walk)
 
 
 def walk_gradients(a, grad_h, resets, gradient, *, axis, reverse, method, acc):

@@ -18,7 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _affine, _api, _dtypes, _layout
+from .. import _affine, _dtypes, _layout
+from .._extended import multiply, times_power_of_two
 
 
 class ChunkMap(NamedTuple):
@@ -26,7 +27,7 @@ class ChunkMap(NamedTuple):
     (``B`` where it resets).
 
     ``A``, the product of the decays, is ``mantissa * 2**exponent`` (see
-    :func:`split_exponent`): ``A`` is zero only for a zero decay, and infinite or NaN only for
+    ``linscan._extended``): ``A`` is zero only for a zero decay, and infinite or NaN only for
     an infinite or NaN decay. ``B`` is the loop's result from a zero state, in the accumulator
     dtype. ``reset`` says where the run resets (``None``: nowhere).
 
@@ -43,120 +44,6 @@ class ChunkMap(NamedTuple):
     reset: object = None
     walk: object = None
     pieces: tuple = ()
-
-
-# --- numbers as (mantissa, exponent) ----------------------------------------------------------
-
-
-def split_exponent(value, xp):
-    """``value`` as ``(mantissa, exponent)``: ``value == mantissa * 2**exponent``, the mantissa
-    float64 (complex128 for complex values) of magnitude in [0.5, 1) (its larger component
-    for a complex value); 0, inf and NaN are their own mantissa with exponent 0."""
-    wide = np.promote_types(value.dtype, np.float64)
-    value = value.astype(wide, copy=False)
-    if wide.kind != "c":
-        mantissa, exponent = xp.frexp(value)
-        return mantissa, exponent.astype(np.int64)
-    _, exponent = xp.frexp(xp.maximum(abs(value.real), abs(value.imag)))
-    exponent = exponent.astype(np.int64)
-    return times_power_of_two(value, -exponent, xp), exponent
-
-
-def times_power_of_two(value, exponent, xp):
-    """``value * 2**exponent`` without an intermediate overflow or underflow (complex values
-    component by component)."""
-    with np.errstate(over="ignore"):
-        if value.dtype.kind != "c":
-            return xp.ldexp(value, exponent)
-        real, imag = xp.ldexp(value.real, exponent), xp.ldexp(value.imag, exponent)
-        return real + 1j * imag
-
-
-def multiply_split(first, second, xp):
-    """The product of two ``(mantissa, exponent)`` pairs, normalized."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        mantissa, exponent = split_exponent(first[0] * second[0], xp)
-    return mantissa, exponent + first[1] + second[1]
-
-
-#: Mantissas of magnitude at least 0.5 (at most sqrt(2) for complex ones): a product of this
-#: many stays a normal float64.
-MANTISSAS_PER_PRODUCT = 1000
-
-
-# --- the product of a chunk's decays ----------------------------------------------------------
-
-
-def decay_product(a, steps, xp, *, axis, method, acc):
-    """The product over time of the decays ``a`` of a chunk of ``steps`` steps (a decay
-    broadcast along time counts once per step) as ``(mantissa, exponent)`` (see
-    :func:`split_exponent`)."""
-    if a.shape[axis] == 1 and steps > 1:  # one decay for every step: its power, by squaring
-        base, power = split_exponent(a.take(0, axis=axis), xp), steps
-        total = (xp.ones_like(base[0]), xp.zeros_like(base[1]))
-        while power:
-            if power & 1:
-                total = multiply_split(total, base, xp)
-            base, power = multiply_split(base, base, xp), power >> 1
-        return total
-    if xp is np:
-        return cpu_decay_product(a, axis, acc)
-    return device_decay_product(a, xp, axis=axis, method=method, acc=acc)
-
-
-def device_decay_product(a, xp, *, axis, method, acc):
-    """:func:`decay_product` of CuPy decays ``a`` (NumPy in tests), one per step: the plain
-    product of ``final_state`` where it is exact (:func:`plain_product_is_exact`), else array
-    operations on the device."""
-    if plain_product_is_exact(a, xp, axis=axis, acc=acc):
-        zero = xp.zeros((), acc)
-        return split_exponent(_api.final_state(a, zero, zero + 1, axis=axis, method=method), xp)
-    return decay_product_by_arrays(a.astype(acc, copy=False), xp, axis=axis)
-
-
-#: Binary orders of magnitude kept clear of the ends of the accumulator's normal range (see
-#: :func:`plain_product_is_exact`).
-PRODUCT_MARGIN = 8
-
-
-def plain_product_is_exact(a, xp, *, axis, acc):
-    """Whether a plain product of the decays ``a`` in ``acc``, grouped as a scan chooses
-    (it composes runs of consecutive steps in an order of its own), is the loop's product to
-    rounding: whether the product of every run of consecutive decays is a normal number
-    (below the smallest normal one a product has lost digits, although the end of the whole
-    product may be normal again: 1e-160 * 1e-160 * 1e300). That holds where the running sums
-    of the decays' logarithms, from 0, span less than the normal range, less a margin (for
-    rounding, and for a complex product's smaller component). A zero, infinite or NaN decay
-    makes it false."""
-    if not a.shape[axis]:
-        return True
-    info = _dtypes.finfo(acc)
-    span = min(-int(info.minexp), int(info.maxexp)) - PRODUCT_MARGIN
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sums = xp.cumsum(xp.log2(abs(a).astype(np.float64)), axis=axis)
-        highest = xp.maximum(sums.max(axis=axis), 0)
-        lowest = xp.minimum(sums.min(axis=axis), 0)
-        return bool(xp.all(highest - lowest < span))  # NaN (inf - inf) is not
-
-
-def cpu_decay_product(a, axis, acc):
-    """:func:`decay_product` of NumPy decays ``a``, one per step: one pass of the CPU
-    backend's kernel (imported here: it loads Numba)."""
-    from ..backends.cpu.backend import backend
-
-    return backend.decay_product(a, axis, acc)
-
-
-def decay_product_by_arrays(a, xp, *, axis):
-    """:func:`decay_product` of decays ``a`` of one per step, by array operations."""
-    mantissas, exponents = split_exponent(a, xp)
-    total = (xp.ones_like(mantissas.take(0, axis=axis)), exponents.sum(axis=axis))
-    for lo in range(0, a.shape[axis], MANTISSAS_PER_PRODUCT):
-        stop = min(lo + MANTISSAS_PER_PRODUCT, a.shape[axis])
-        block = mantissas.take(xp.arange(lo, stop), axis=axis)
-        with np.errstate(invalid="ignore", over="ignore"):
-            total = multiply_split(total, (block.prod(axis=axis), 0), xp)
-    return total
 
 
 # --- maps: making, composing, applying --------------------------------------------------------
@@ -204,7 +91,7 @@ def compose(first, second):
 def compose_plain(first, second):
     """The map of ``first`` followed by ``second``, without pieces."""
     xp = _layout.xp_of(first.B)
-    mantissa, exponent = multiply_split((first.mantissa, first.exponent),
+    mantissa, exponent = multiply((first.mantissa, first.exponent),
                                         (second.mantissa, second.exponent), xp)  # fmt: skip
     if first.reset is None or second.reset is None:
         reset = first.reset if second.reset is None else second.reset

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from helpers import SUMMARIES
 from hypothesis import strategies as st
 
 import linscan
@@ -47,8 +48,9 @@ def chunked(draw, value):
     return da.from_array(value, chunks=chunks)
 
 
-def _compute(*values):
-    with dask.config.set(SYNC):
+def _compute(*values, path="kernel"):
+    """Compute ``values`` on one thread, chunks summarized by ``path`` (``helpers.SUMMARIES``)."""
+    with dask.config.set(SYNC), SUMMARIES[path]():
         return dask.compute(*values)
 
 
@@ -65,7 +67,7 @@ def test_scan_matches_the_oracle_for_any_chunking(data):
     lazy = ld.scan(a, x, h0, **kw)
     expected = linscan.scan(case.a, case.x, case.h0, **case.kwargs)
     assert (lazy.shape, lazy.dtype) == (expected.shape, expected.dtype)
-    (h,) = _compute(lazy)
+    (h,) = _compute(lazy, path=data.draw(st.sampled_from(list(SUMMARIES)), label="path"))
     assert (h.shape, h.dtype) == (expected.shape, expected.dtype)
     testing.assert_scan_close(h, case.a, case.x, case.h0, **case.kwargs)
     if isinstance(x, da.Array) and x.shape == lazy.shape:
@@ -79,7 +81,7 @@ def test_final_state_matches_the_oracle_for_any_chunking(data):
     a, x, h0, resets = _chunked_case(data.draw, case)
     lazy = ld.final_state(a, x, h0, axis=case.axis, reverse=case.reverse, resets=resets)
     expected = linscan.final_state(case.a, case.x, case.h0, **case.kwargs)
-    (state,) = _compute(lazy)
+    (state,) = _compute(lazy, path=data.draw(st.sampled_from(list(SUMMARIES)), label="path"))
     assert (state.shape, state.dtype) == (expected.shape, expected.dtype)
     testing.assert_final_state_close(state, case.a, case.x, case.h0, **case.kwargs)
 
@@ -94,7 +96,8 @@ def test_scan_backward_matches_the_oracle_for_any_chunking(data):
     kw = dict(axis=case.axis, reverse=case.reverse, resets=resets)
     lazy = ld.scan_backward(a, h, grad_h, h0, **kw)
     expected = linscan.scan_backward(case.a, h_mem, case.grad_h, case.h0, **case.kwargs)
-    grads = _compute(*[g for g in lazy if g is not None])
+    path = data.draw(st.sampled_from(list(SUMMARIES)), label="path")
+    grads = _compute(*[g for g in lazy if g is not None], path=path)
     grads = grads + (None,) * (3 - len(grads))
     for got, want in zip(grads, expected):
         if want is None:
@@ -104,9 +107,10 @@ def test_scan_backward_matches_the_oracle_for_any_chunking(data):
     testing.assert_scan_backward_close(grads, case.a, h_mem, case.grad_h, case.h0, **case.kwargs)
 
 
+@pytest.mark.parametrize("path", list(SUMMARIES))
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("count", [1, 2, 3, 17, 200])
-def test_up_to_200_uneven_chunks_along_time(count, reverse):
+def test_up_to_200_uneven_chunks_along_time(count, reverse, path):
     rng = np.random.default_rng(count)
     T = 1000
     cuts = np.sort(rng.choice(np.arange(1, T), count - 1, replace=False))
@@ -118,12 +122,12 @@ def test_up_to_200_uneven_chunks_along_time(count, reverse):
     A, X, R = (da.from_array(v, chunks=(2, chunks)) for v in (a, x, resets))
     kw = dict(reverse=reverse, resets=resets)
     h, state = _compute(ld.scan(A, X, h0, reverse=reverse, resets=R),
-                        ld.final_state(A, X, h0, reverse=reverse, resets=R))  # fmt: skip
+                        ld.final_state(A, X, h0, reverse=reverse, resets=R), path=path)  # fmt: skip
     testing.assert_scan_close(h, a, x, h0, **kw)
     testing.assert_final_state_close(state, a, x, h0, **kw)
     g = rng.normal(size=(3, T))
     grads = _compute(*ld.scan_backward(A, da.from_array(h, chunks=(3, chunks)), g, h0,
-                                       reverse=reverse, resets=R))  # fmt: skip
+                                       reverse=reverse, resets=R), path=path)  # fmt: skip
     testing.assert_scan_backward_close(grads, a, h, g, h0, **kw)
 
 
@@ -223,49 +227,6 @@ def test_errors_are_the_in_memory_errors():
         ld.scan(0.5, x, resets=da.zeros((3, 4), chunks=2))
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.complex64, np.complex128])
-@pytest.mark.parametrize("shape, axis", [((3, 2500), 1), ((2500, 3), 0), ((2, 2500, 3), 1)])
-def test_decay_products_neither_underflow_nor_overflow(dtype, shape, axis):
-    """A chunk's decay product as mantissa * 2**exponent, by the CPU kernel, by the array
-    operations that CuPy chunks use, and as a power for a decay broadcast along time: the
-    sum of the decays' logarithms, with zeros, infinities and extreme decays where a plain
-    product gives them."""
-    from linscan.dask import _maps
-
-    rng = np.random.default_rng(7)
-    a = rng.uniform(0.01, 1.0, shape)
-    if np.dtype(dtype).kind == "c":
-        a = a * np.exp(1j * rng.uniform(-3, 3, shape))
-    lanes = np.moveaxis(a, axis, 0)  # (T, ...): a view
-    big = {2: 1e4, 4: 1e30, 8: 1e300, 16: 1e300}[np.dtype(dtype).itemsize]
-    lanes[10, 0] = 0.0
-    lanes[20, -1] = np.inf
-    lanes[30:40, ...][:, 1] = 1 / big  # extreme decays, and products far beyond any float
-    lanes[50:60, ...][:, 1] = big
-    with np.errstate(over="ignore"):  # (NumPy warns casting a complex inf)
-        a = a.astype(dtype)
-    acc = np.dtype(np.float32 if dtype == np.float16 else dtype)
-    wide = np.promote_types(acc, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        logs = np.log2(np.abs(a.astype(wide))).sum(axis=axis)
-    for m, e in (_maps.decay_product(a, shape[axis], np, axis=axis, method="auto", acc=acc),
-                 _maps.device_decay_product(a, np, axis=axis, method="auto", acc=acc),
-                 _maps.decay_product_by_arrays(a.astype(acc), np, axis=axis)):  # fmt: skip
-        assert m.dtype == wide and e.dtype == np.int64
-        finite = np.isfinite(logs)
-        with np.errstate(divide="ignore"):
-            np.testing.assert_allclose(np.log2(np.abs(m[finite])) + e[finite], logs[finite],
-                                       rtol=1e-12, atol=1e-9)  # fmt: skip
-        assert (abs(m[finite]) >= 0.5).all() and (abs(m[finite]) < 1).all()
-        np.testing.assert_array_equal(~np.isfinite(m), ~np.isfinite(a).all(axis=axis))
-        np.testing.assert_array_equal(m == 0, (a == 0).any(axis=axis) & np.isfinite(a).all(axis=axis))
-    one = a.take([5], axis=axis)  # one decay for every step
-    m, e = _maps.decay_product(one, 3000, np, axis=axis, method="auto", acc=acc)
-    with np.errstate(divide="ignore"):
-        want = 3000 * np.log2(np.abs(one.astype(wide))).sum(axis=axis)
-        np.testing.assert_allclose(np.log2(np.abs(m)) + e, want, rtol=1e-12)
-
-
 @pytest.mark.parametrize("name", ["a", "x", "h0", "resets", "h", "grad_h"])
 def test_unknown_chunk_sizes_are_named(name):
     """A Dask array of unknown chunk sizes (boolean indexing) is refused by name, before any
@@ -304,20 +265,22 @@ def test_empty_state_with_resets():
     assert got[0].shape == want.shape == (0, 0) and got[0].dtype == want.dtype
 
 
-def _three_ways(a, x, h0, grad_h, chunks, **kw):
+def _three_ways(a, x, h0, grad_h, chunks, path="kernel", **kw):
     """scan, final_state and scan_backward (at the serial loop's ``h``): the serial loop's
-    results, then linscan.dask's on arrays of ``chunks``."""
+    results, then linscan.dask's on arrays of ``chunks``, its chunks summarized by ``path``
+    (``helpers.SUMMARIES``)."""
     h = linscan.scan(a, x, h0, method="sequential", **kw)
     want = [h, linscan.final_state(a, x, h0, method="sequential", **kw),
             *linscan.scan_backward(a, h, grad_h, h0, method="sequential", **kw)]  # fmt: skip
     A, X, H, G = (da.from_array(v, chunks=chunks) for v in (a, x, h, grad_h))
     got = [ld.scan(A, X, h0, **kw), ld.final_state(A, X, h0, **kw),
            *ld.scan_backward(A, H, G, h0, **kw)]  # fmt: skip
-    return want, [v.compute(**SYNC) for v in got]
+    return want, list(_compute(*got, path=path))
 
 
-@pytest.mark.parametrize("steps_per_chunk", [7, 61, 401])
-def test_non_finite_values_follow_the_serial_loop(steps_per_chunk):
+@pytest.mark.parametrize("steps_per_chunk, path", [(7, "kernel"), (61, "kernel"), (401, "kernel"),
+                                                   (61, "composed"), (401, "composed")])  # fmt: skip
+def test_non_finite_values_follow_the_serial_loop(steps_per_chunk, path):
     """Every kind of trouble (helpers.poison) over many time chunks: the serial loop's
     results, inf and NaN in the same places. Chunks whose maps cannot stand for their steps
     (an infinite decay, a product beyond the range, an infinite state meeting the inf of an
@@ -326,7 +289,8 @@ def test_non_finite_values_follow_the_serial_loop(steps_per_chunk):
         rng = np.random.default_rng(seed)
         rows, steps = [(1, 6000), (3, 2000), (6, 300)][seed % 3]
         a, x, h0, grad_h = (v[..., 0] for v in poisoned(rng, (rows, steps, 1), np.float64))
-        want, got = _three_ways(a, x, h0, grad_h, (rows, steps_per_chunk), reverse=seed % 4 > 1)
+        want, got = _three_ways(a, x, h0, grad_h, (rows, steps_per_chunk), path,
+                                reverse=seed % 4 > 1)  # fmt: skip
         for g, w in zip(got, want):
             assert_same_values(g, w, np.float64)
 
@@ -335,7 +299,8 @@ def test_non_finite_values_follow_the_serial_loop(steps_per_chunk):
 @pytest.mark.parametrize("trouble", ["zero then inf", "inf then zero", "overflow then zero",
                                      "zero then overflow", "underflow into inf"])  # fmt: skip
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
-def test_chunks_whose_products_are_nan_or_lost_follow_the_loop(reverse, trouble, dtype):
+@pytest.mark.parametrize("path", list(SUMMARIES))
+def test_chunks_whose_products_are_nan_or_lost_follow_the_loop(path, reverse, trouble, dtype):
     """The cases that gave NaN for the loop's inf or number (issue 14): a chunk's decay product
     ``0 * inf`` or ``overflow * 0``, and products that underflow under an infinite state."""
     T, chunk = 400, 100
@@ -355,14 +320,15 @@ def test_chunks_whose_products_are_nan_or_lost_follow_the_loop(reverse, trouble,
         a[:, 120:180] = 1e-30
     a, x, h0 = (v.astype(dtype) for v in (a, x, h0))
     grad_h = np.ones((2, T), dtype)
-    want, got = _three_ways(a, x, h0, grad_h, (1, chunk), reverse=reverse)
+    want, got = _three_ways(a, x, h0, grad_h, (1, chunk), path, reverse=reverse)
     for g, w in zip(got, want):
         for part in (np.real, np.imag):  # each component's inf and NaN in place
             assert_same_values(part(g), part(w), dtype)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_inf_and_nan_inputs_and_states_are_followed(reverse):
+@pytest.mark.parametrize("path", list(SUMMARIES))
+def test_inf_and_nan_inputs_and_states_are_followed(path, reverse):
     """What composing chunks can follow, it does: inf and NaN inputs, NaN decays and infinite
     initial states."""
     rng = np.random.default_rng(3)
@@ -370,7 +336,8 @@ def test_inf_and_nan_inputs_and_states_are_followed(reverse):
     x = rng.standard_normal((5, 1000))
     x[0, 300], x[1, 500], a[2, 700] = np.inf, np.nan, np.nan
     h0 = np.array([0.0, 0.0, 1.0, 0.0, np.inf])
-    want, got = _three_ways(a, x, h0, rng.standard_normal(a.shape), (5, 200), reverse=reverse)
+    want, got = _three_ways(a, x, h0, rng.standard_normal(a.shape), (5, 200), path,
+                            reverse=reverse)  # fmt: skip
     for g, w in zip(got, want):
         assert_same_values(g, w, np.float64)
     h = got[0]
@@ -412,38 +379,28 @@ def test_16_bit_gradients_summed_over_blocks_are_rounded_once():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-@pytest.mark.parametrize("shape, axis", [((200,), 0), ((200, 3), 0), ((2, 200), 1)])
-@pytest.mark.parametrize("path", ["cpu", "device"])
+@pytest.mark.parametrize("shape, axis", [((600,), 0), ((600, 3), 0), ((2, 600), 1)])
+@pytest.mark.parametrize("path", list(SUMMARIES))
 def test_decay_products_exact_through_a_subnormal_partial_product(path, dtype, shape, axis):
-    """Decays 1e-160, 1e-160, 1e300 in one chunk: a plain product passes through a subnormal
-    (1e-320, with only a few digits) although its end (1e-20) is normal. The CPU kernel
-    (which folds blocks of plain products) and the CuPy chunks' path (which takes the plain
-    product of ``final_state`` where it is exact; run here with NumPy) must give the
-    product of the loop multiplying one decay at a time, and so must Dask against the loop
-    (issue 14)."""
-    from linscan.dask import _maps
-
+    """Decays 1e-160, 1e-160, 1e300 in one chunk (in one chain of a 256-step block, and in
+    consecutive steps): a plain product passes through a subnormal (1e-320, with only a few
+    digits) although its end (1e-20) is normal. Dask must give the loop's results, with the
+    CPU's chunk summaries and with those of CuPy chunks (run here on NumPy) alike (issue
+    14; the summaries themselves: tests/api/test_summary.py)."""
     a = np.ones(shape, dtype)
     lanes = np.moveaxis(a, axis, 0)  # (T, ...): a view
     for k, (step, decay) in enumerate(((0, 1e-160), (4, 1e-160), (8, 1e300))):
-        lanes[70 + step] = decay  # the same one of the kernel's four interleaved chains
-        lanes[130 + k] = decay  # consecutive steps
-    acc = np.dtype(dtype)
-    if path == "cpu":
-        m, e = _maps.decay_product(a, shape[axis], np, axis=axis, method="auto", acc=acc)
-    else:
-        m, e = _maps.device_decay_product(a, np, axis=axis, method="auto", acc=acc)
-    product = m * 2.0**e  # 1e-40: the exact product, within a rounding or two
-    np.testing.assert_allclose(product, np.full(product.shape, 1e-40), rtol=1e-14)
-    assert not _maps.plain_product_is_exact(a, np, axis=axis, acc=acc)
-    moderate = np.full(shape, 0.5, dtype)  # 2**-200: every partial product normal
-    assert _maps.plain_product_is_exact(moderate, np, axis=axis, acc=acc)
-
+        lanes[70 + step] = decay
+        lanes[130 + k] = decay
     x = np.zeros(shape)
     np.moveaxis(x, axis, 0)[0] = 1e300
     want = reference.scan(a, x, axis=axis)
-    X = da.from_array(x, chunks=tuple(64 if d == axis else -1 for d in range(x.ndim)))
+    # Chunks of 300 steps hold a chained block for the CPU's summary kernel. The composed
+    # summary runs here on the CPU's final_state, whose chained blocks lose these digits (a
+    # known limit of the in-memory chains): chunks of 64 steps keep it to its serial loop.
+    steps = 300 if path == "kernel" else 64
+    X = da.from_array(x, chunks=tuple(steps if d == axis else -1 for d in range(x.ndim)))
     A = da.from_array(a, chunks=X.chunks)
-    got, final = _compute(ld.scan(A, X, axis=axis), ld.final_state(A, X, axis=axis))
+    got, final = _compute(ld.scan(A, X, axis=axis), ld.final_state(A, X, axis=axis), path=path)
     np.testing.assert_allclose(got, want, rtol=1e-13)
     np.testing.assert_allclose(final, want.take(-1, axis=axis), rtol=1e-13)

@@ -15,7 +15,7 @@ from functools import partial
 
 import numpy as np
 
-from ... import _affine, _dtypes, _layout
+from ... import _affine, _dtypes, _extended, _layout
 from .. import base
 from . import plan as _plan
 from . import pool
@@ -228,17 +228,32 @@ class CPU(base.Backend):
         _drive(plan, h.shape, c, walk, reduce, resets)
         return c if want_h0 else None
 
-    def decay_product(self, a, axis, dtype):
-        """The product over ``axis`` of the decays ``a`` (in ``dtype``) as ``(mantissa,
-        exponent)``: float64 (complex128) mantissas of magnitude in [0.5, 1) and int64
-        exponents, so that it neither underflows nor overflows (``linscan.dask`` composes
-        chunks with it)."""
-        a3 = self.decays(a, a.shape, axis, dtype)
-        m = np.empty((a3.shape[0], a3.shape[2]), np.promote_types(dtype, np.float64))
-        e = np.empty(m.shape, np.int64)
-        _kernels().extended_product(a3, m, e)
-        state = _layout.state_shape(a.shape, axis)
-        return m.reshape(state), e.reshape(state)
+    def summary(self, a, x, reverse: bool, method: str, resets=None, back=False):
+        """One pass over ``a``, ``x`` and ``resets``, lanes split over threads."""
+        O, T, I = x.shape
+        wide = np.promote_types(x.dtype, np.float64)
+        m, e = np.empty((O, I), wide), np.empty((O, I), np.int64)
+        s = np.zeros((O, I), x.dtype)
+        f = None if resets is None else np.zeros((O, I), bool)
+        down = reverse != back  # the backward carry walks against the forward scan
+        # Lanes only: the runs that ``linscan.dask`` summarizes are its chunks, which run in
+        # parallel already. The 8-chain blocks as in ``final_state`` (``plan``).
+        plan = _plan.make_plan(O, T, I, down=down, method="sequential", writes=False)
+        blocked = I == 1 and (method == "parallel" or (method == "auto" and not down))
+        k = _kernels()
+        if I == 1:
+            a2, x2, m2, e2, s2, f2, r2 = _rows(a, x, m, e, s, f, resets)
+
+            def task(box):
+                k.summarize_rows(a2, x2, m2, e2, s2, f2, r2, box.o0, box.o1, down, back, blocked)
+        else:
+
+            def task(box):
+                k.summarize_cols(a, x, m, e, s, f, resets, box.o0, box.o1, box.i0, box.i1, down,
+                                 back)  # fmt: skip
+
+        pool.run([partial(task, box) for box in plan.boxes])
+        return _extended.Summary(m, e, s, f)
 
 
 backend = CPU()

@@ -204,6 +204,62 @@ def _usable8(p, q, s):
                 or _cannot_stand(p[6], h) or _cannot_stand(p[7], h))  # fmt: skip
 
 
+def _size(v):
+    """The magnitude of a float64, or of a complex128's larger component (cheaper than
+    ``abs``)."""
+
+
+@overload(_size)
+def _size_impl(v):
+    if isinstance(v, types.Complex):
+        return lambda v: max(abs(v.real), abs(v.imag))
+    return lambda v: abs(v)
+
+
+#: The least size of every partial product of a block that is folded in as one: above it a
+#: product is a normal float64 (and a complex one's smaller component, even if subnormal, is
+#: off by under 2**-70 of its size), so the plain product is the loop's to rounding. One that
+#: passed through a subnormal has lost digits, although its end may be normal again.
+_FLOOR = 2.0**-1000
+#: The least size of a decay for which no partial product of a chain of ``M`` steps can fall
+#: below ``_FLOOR`` (``_SAFE ** M == _FLOOR``): a block of the 8-chain kernels whose decays are
+#: all at least this large has chain products that are the loop's, to rounding.
+_SAFE = _FLOOR ** (1.0 / M)
+
+
+@njit(inline="always")
+def _lower(low, v):
+    """``min(low, size of v)`` as one compare and select (``min`` also orders NaN)."""
+    z = _size(v)
+    return z if z < low else low
+
+
+@njit(inline="always")
+def _least_size(v, lo, hi):
+    """The least size of ``v[lo:hi]``, ``hi - lo`` a multiple of 8, in ``v``'s dtype (a NaN
+    may be passed over: ``_chains_stand`` calls it only for finite values). Eight running
+    minima, so that no step waits on the one before."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _size(v[lo])
+    for u in range(lo, hi, _U(8)):
+        s0, s1 = _lower(s0, v[u]), _lower(s1, v[u + _U(1)])
+        s2, s3 = _lower(s2, v[u + _U(2)]), _lower(s3, v[u + _U(3)])
+        s4, s5 = _lower(s4, v[u + _U(4)]), _lower(s5, v[u + _U(5)])
+        s6, s7 = _lower(s6, v[u + _U(6)]), _lower(s7, v[u + _U(7)])
+    return min(min(min(s0, s1), min(s2, s3)), min(min(s4, s5), min(s6, s7)))
+
+
+@njit(inline="always")
+def _chains_stand(a, lo, p, q, s):
+    """Whether the 8 chains of the block at ``lo`` stand for their steps entered with state
+    ``s`` *and* their products are the loop's (``summarize_rows``, whose product must be):
+    ``_usable8``, and every decay of the block is at least ``_SAFE``, so that no chain
+    product passed through a subnormal, losing digits, on its way to a normal end (1e-160,
+    1e-160, 1e300). The scan kernels check ``_usable8`` alone and lose those digits (a known
+    limit): the extra pass over the block cost float32 scans a quarter of their speed
+    (``benchmarks/cpu-2core-summary-2026-12-05.md``)."""
+    return _usable8(p, q, s) and _least_size(a, lo, lo + _U(8 * M)) >= _SAFE
+
+
 @njit(inline="always")
 def _narrow8(c, kind):
     return (kind(c[0]), kind(c[1]), kind(c[2]), kind(c[3]),
@@ -671,7 +727,7 @@ def _moderate(v):
 @njit(inline="always")
 def _times1(mv, ev, x):
     """The running product ``mv * 2**ev`` times the decay ``x``, renormalized where it leaves
-    the moderate range (see ``extended_product``)."""
+    the moderate range (see ``_lane_summary``)."""
     x = x * 1.0  # float64 or complex128
     if _moderate(x) or x == 0 or not np.isfinite(x):
         v = mv * x  # |mv| and |x| below 2**400: a normal product, or 0, inf or NaN
@@ -685,83 +741,123 @@ def _times1(mv, ev, x):
     return v, ev
 
 
-def _size(v):
-    """The magnitude of a float64, or of a complex128's larger component (cheaper than
-    ``abs``)."""
-
-
-@overload(_size)
-def _size_impl(v):
-    if isinstance(v, types.Complex):
-        return lambda v: max(abs(v.real), abs(v.imag))
-    return lambda v: abs(v)
-
-
 #: Steps multiplied plainly before the product is checked.
 _PLAIN = 32
-#: The least size of every partial product of a block that is folded in as one: above it a
-#: product is a normal float64 (and a complex one's smaller component, even if subnormal, is
-#: off by under 2**-70 of its size), so the plain product is the loop's to rounding. One that
-#: passed through a subnormal has lost digits, although its end may be normal again.
-_FLOOR = 2.0**-1000
+
+
+@njit(inline="always")
+def _decay(a, u, back):
+    """The decay a walk uses at ``a[u]``: ``conj(a[u])`` with ``back`` (see ``_row_reduce``)."""
+    return np.conj(a[u]) if back else a[u]
 
 
 @njit_cached(**_JIT)
-def extended_product(a, m, e):
-    """``m[o, i] * 2**e[o, i]``: the product over ``t`` of ``a[o, t, i]`` (an ``(O, T, I)``
-    array of any strides), with ``m`` float64 (complex128) in [0.5, 1) in magnitude and ``e``
-    int64, so that no product underflows or overflows; a zero, infinite or NaN decay makes
-    the mantissa 0, inf or NaN, as in a plain product.
+def _lane_summary(a, x, r, t0, t1, down, back, s, mv, ev, seen):
+    """Walk one lane (1-D views; ``r`` its resets or ``None``) over ``[t0, t1)`` from state
+    ``s`` and product ``mv * 2**ev``: return the state leaving it, the product times its
+    decays, and whether a reset was met (or ``seen`` before).
 
-    Blocks of ``_PLAIN`` steps are multiplied plainly (one lane in four interleaved chains: a
-    single one waits on each multiply's latency) and folded into the running product where
-    the block's product is moderate and every partial product on the way to it stayed above
-    ``_FLOOR``; a block holding a zero, infinite or NaN decay, or decays whose partial
-    products went subnormal or overflowed, is walked again one renormalized step at a time."""
-    O, T, I = a.shape
-    p = np.empty(I, m.dtype)
-    least = np.empty(I, np.float64)  # the least size of a partial product of each lane
-    for o in range(O):
-        for i in range(I):
-            m[o, i] = 1.0
-            e[o, i] = 0
-        for t0 in range(0, T, _PLAIN):
-            t1 = min(t0 + _PLAIN, T)
-            if I == 1:
-                p0 = p1 = p2 = p3 = m[o, 0] * 0 + 1.0
-                low = 1.0
-                t = t0
-                while t + 4 <= t1:
-                    p0 *= a[o, t, 0]
-                    p1 *= a[o, t + 1, 0]
-                    p2 *= a[o, t + 2, 0]
-                    p3 *= a[o, t + 3, 0]
-                    low = min(low, min(min(_size(p0), _size(p1)), min(_size(p2), _size(p3))))
-                    t += 4
-                while t < t1:
-                    p0 *= a[o, t, 0]
-                    low = min(low, _size(p0))
-                    t += 1
-                p01, p23 = p0 * p1, p2 * p3
-                p[0] = p01 * p23
-                least[0] = min(low, min(_size(p01), _size(p23)))
+    Blocks of ``_PLAIN`` steps are multiplied plainly beside the state and folded into the
+    product where their product is moderate and no partial product on the way fell below
+    ``_FLOOR``; other blocks are multiplied again one renormalized step at a time."""
+    zero = s - s
+    for c0 in range(_U(0), t1 - t0, _U(_PLAIN)):
+        c1 = min(c0 + _U(_PLAIN), t1 - t0)
+        p = mv - mv + 1.0
+        least = 1.0
+        for k in range(c0, c1):
+            u = _walk(t0, t1, k, down)
+            av = _decay(a, u, back)
+            if _reset1(r, u):
+                seen = True
+                s = zero if back else x[u] + zero
             else:
-                for i in range(I):
-                    p[i] = 1.0
-                    least[i] = 1.0
-                for t in range(t0, t1):
-                    for i in range(I):
-                        p[i] *= a[o, t, i]
-                        least[i] = min(least[i], _size(p[i]))
-            for i in range(I):
-                # An overflow stays inf (or NaN): only an underflow can hide in a moderate end.
-                if _moderate(p[i]) and least[i] >= _FLOOR:  # fold the block in at once
-                    m[o, i], e[o, i] = _times1(m[o, i], e[o, i], p[i])
+                s = av * (s + x[u]) if back else av * s + x[u]  # the loops' own order
+            p = p * av
+            least = min(least, _size(p))
+        if _moderate(p) and least >= _FLOOR:
+            mv, ev = _times1(mv, ev, p)
+        else:
+            for k in range(c0, c1):
+                mv, ev = _times1(mv, ev, _decay(a, _walk(t0, t1, k, down), back))
+    return s, mv, ev, seen
+
+
+@njit_cached(**_JIT)
+def summarize_rows(a, x, m, e, s, f, r, r0, r1, down, back, blocked):
+    """The summary of rows ``[r0, r1)`` of ``(O, T)`` arrays (``CPU.summary``): ``s[o]``
+    (entering state in, leaving state out), ``m[o] * 2**e[o]`` the product of the decays
+    walked (``conj(a)`` with ``back``), ``f[o]`` whether a reset was met (``f`` and ``r``
+    are ``None`` without resets). With ``blocked`` the rows without resets run the 8-chain
+    blocks, whose chain products are folded in where every decay of the block is at least
+    ``_SAFE`` (else the block is walked as one lane)."""
+    T = _U(a.shape[1])
+    for o in range(_U(r0), _U(r1)):
+        ar, xr, rr = a[o], x[o], _row(r, o)
+        st = s[o] + 0.0  # float64 (complex128), as in ``_row_reduce``
+        mv, ev, seen = st - st + 1.0, 0, False
+        nb = T // _U(8 * M) if blocked and not _has(r) else _U(0)
+        for b in range(nb):
+            lo = _block(_U(0), T, b, down)
+            hi = lo + _U(8 * M)
+            p, q = _row_chains(ar, xr, lo, down, back)
+            if _chains_stand(ar, lo, p, q, st):
+                _, st = _carry8(p, q, st, down)
+                for pj in p:
+                    mv, ev = _times1(mv, ev, pj)
+            else:
+                st, mv, ev, seen = _lane_summary(ar, xr, rr, lo, hi, down, back, st, mv, ev,
+                                                 seen)  # fmt: skip
+        rest = T - nb * _U(8 * M)
+        lo = _U(0) if down else T - rest
+        st, mv, ev, seen = _lane_summary(ar, xr, rr, lo, lo + rest, down, back, st, mv, ev,
+                                         seen)  # fmt: skip
+        v, k = _split1(mv)
+        m[o], e[o], s[o] = v, ev + k, st
+        _note(f, o, seen)
+
+
+@njit_cached(**_JIT)
+def summarize_cols(a, x, m, e, s, f, r, o0, o1, i0, i1, down, back):
+    """``summarize_rows`` for the box ``[o0, o1) x [i0, i1)`` of ``(O, T, I)`` arrays: steps
+    walked one after the other, channels innermost; each channel's blocks of ``_PLAIN`` plain
+    products are folded in as in ``_lane_summary``."""
+    T = _U(a.shape[1])
+    i0, i1 = _U(i0), _U(i1)
+    n = i1 - i0
+    st = np.empty(n, m.dtype)  # the states, products and exponents of the box's channels
+    mv = np.empty(n, m.dtype)
+    ev = np.empty(n, np.int64)
+    p = np.empty(n, m.dtype)  # the plain products of the current block
+    least = np.empty(n, np.float64)  # and the least size of their partial products
+    zero = m.dtype.type(0)
+    for o in range(_U(o0), _U(o1)):
+        for j in range(n):
+            st[j], mv[j], ev[j] = s[o, i0 + j], 1.0, 0
+        for c0 in range(_U(0), T, _U(_PLAIN)):
+            c1 = min(c0 + _U(_PLAIN), T)
+            for j in range(n):
+                p[j], least[j] = 1.0, 1.0
+            for k in range(c0, c1):
+                t = _walk(_U(0), T, k, down)
+                for j in range(n):
+                    i = i0 + j
+                    av = np.conj(a[o, t, i]) if back else a[o, t, i]
+                    if _reset3(r, o, t, i):
+                        st[j] = zero if back else x[o, t, i]
+                        _note(f, (o, i), True)
+                    else:
+                        st[j] = av * (st[j] + x[o, t, i]) if back else av * st[j] + x[o, t, i]
+                    p[j] *= av
+                    least[j] = min(least[j], _size(p[j]))
+            for j in range(n):
+                if _moderate(p[j]) and least[j] >= _FLOOR:
+                    mv[j], ev[j] = _times1(mv[j], ev[j], p[j])
                 else:
-                    for t in range(t0, t1):
-                        m[o, i], e[o, i] = _times1(m[o, i], e[o, i], a[o, t, i])
-    for o in range(O):
-        for i in range(I):
-            v, k = _split1(m[o, i])
-            m[o, i] = v
-            e[o, i] += k
+                    for k in range(c0, c1):
+                        t = _walk(_U(0), T, k, down)
+                        av = np.conj(a[o, t, i0 + j]) if back else a[o, t, i0 + j]
+                        mv[j], ev[j] = _times1(mv[j], ev[j], av)
+        for j in range(n):
+            v, k = _split1(mv[j])
+            m[o, i0 + j], e[o, i0 + j], s[o, i0 + j] = v, ev[j] + k, st[j]

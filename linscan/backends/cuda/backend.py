@@ -11,7 +11,7 @@ from __future__ import annotations
 import cupy
 import numpy as np
 
-from ... import _dtypes, _layout
+from ... import _dtypes, _extended, _layout
 from .. import base
 from . import abi, plan, source
 
@@ -145,6 +145,11 @@ class CUDA(base.Backend):
         # The backward pass walks against the forward scan.
         _run(plan.BACKWARD, a, gh, h, h0, gx, ga, grad_h0, not reverse, method, resets)
         return grad_h0
+
+    def summary(self, a, x, reverse: bool, method: str, resets=None, back=False):
+        """Composed of ``final_state`` and array operations (reads ``a`` twice or three
+        times): no kernel computes it in one pass yet."""
+        return _extended.composed_summary(self, a, x, reverse, method, resets, back)
 
 
 backend = CUDA()
