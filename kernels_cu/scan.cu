@@ -50,23 +50,19 @@
 //   incl                          zeroed before the launch; CW values per tile (agg_r: the
 //                                 reset flag of a published map). status is null when a
 //                                 single tile covers all of flat time.
-#include "affine.cuh"
+#include "lookback.cuh"
+#include "rows.cuh"
 
 namespace linscan {
 
-constexpr int BLOCK = 256;
-constexpr int WARP = 32;
-constexpr int WARPS = BLOCK / WARP;
-constexpr int MIN_BLOCKS = 2;  // resident blocks per SM the register budget must allow
-constexpr int BATCH = 8;  // staging loads in flight per thread and array (4 for 16-byte values)
+// (inline: a build of row_scan alone leaves these unused without a warning)
+inline constexpr int BLOCK = 256;
+inline constexpr int WARPS = BLOCK / WARP;
+inline constexpr int MIN_BLOCKS = 2;  // resident blocks per SM the register budget must allow
+inline constexpr int BATCH = 8;  // staging loads in flight per thread and array (4 if 16-byte)
 
-enum Mode : int { FORWARD = 0, FINAL = 1, BACKWARD = 2 };
-
-constexpr unsigned AGGREGATE = 1u;  // status flag: the tile's own map is published
-constexpr unsigned PREFIX = 2u;     // status flag: the state leaving the tile is published
-
-constexpr unsigned char CUT = 1;    // staged flag: the step's map ignores the state before it
-constexpr unsigned char MUTE = 2;   // staged flag (BACKWARD): the step resets, grad_a = 0
+inline constexpr unsigned char CUT = 1;   // staged flag: the step's map ignores the state before it
+inline constexpr unsigned char MUTE = 2;  // staged flag (BACKWARD): the step resets, grad_a = 0
 
 // Row o and step t of a flat step, moved along in logical order.
 struct Cursor {
@@ -107,13 +103,6 @@ struct Cursor {
         return t == (down ? 0 : Tn - 1);
     }
 };
-
-// A flag read that orders the reads after it (the publisher fenced its values before the flag).
-__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
-    unsigned v;
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
 
 template <typename S>
 __device__ __forceinline__ typename Num<S>::T decay(const S* a, long long so, long long st,

@@ -1,5 +1,6 @@
-"""The GPU kernel's tile decomposition and look-back combine, emulated in NumPy with the
-kernel's own launch plan (``linscan.backends.cuda.emulate``), against the serial oracle."""
+"""The GPU kernels' tile decompositions and look-back combines (tile_scan's and row_scan's),
+emulated in NumPy with the kernels' own launch plan (``linscan.backends.cuda.emulate``),
+against the serial oracle."""
 
 import numpy as np
 import pytest
@@ -40,6 +41,7 @@ def tiled_cases(draw):
     return dict(
         a=a, x=x, h0=h0, down=draw(st.booleans()), rng=rng, resets=resets,
         steps=draw(st.sampled_from([4, 8, 32])), block=draw(st.sampled_from([32, 64, 256])),
+        flat=draw(st.booleans()),  # one channel, forward or final: the lean row_scan
     )  # fmt: skip
 
 
@@ -48,7 +50,7 @@ def _tiled(case, mode, v=None, hf=None):
     v = case["x"] if v is None else v
     return emulate.run(
         case["a"], v, case["h0"], mode=mode, down=case["down"], hf=hf, resets=case["resets"],
-        steps=case["steps"], block=case["block"], rng=case["rng"],
+        steps=case["steps"], block=case["block"], rng=case["rng"], flat=case["flat"],
     )  # fmt: skip
 
 
@@ -124,3 +126,23 @@ def test_many_tiles_with_the_kernels_block(shape):
     for down in (False, True):
         h = emulate.run(a, x, h0, down=down, steps=4, rng=rng)
         assert_scan_close(h, a, x, h0, axis=1, reverse=down)
+
+
+@pytest.mark.parametrize("poisoned", [False, True])
+@pytest.mark.parametrize("shape", [(1, 30000, 1), (9, 3001, 1)])
+def test_row_scan_looks_back_over_several_windows(shape, poisoned):
+    """row_scan with one warp a block (256 float64 steps a tile): over 100 tiles, so look-backs
+    fold several windows of 32 predecessors; decays near one keep the carry alive far back.
+    Poisoned: infinite and zero decays make maps that cannot stand for their steps."""
+    rng = np.random.default_rng(11)
+    a, x = rng.uniform(0.999, 1, shape), rng.normal(size=shape)
+    h0 = rng.normal(size=(shape[0], 1))
+    if poisoned:
+        for kind in POISONS:
+            poison(kind, a, x, rng)
+    for down in (False, True):
+        with np.errstate(invalid="ignore", over="ignore"):
+            h = emulate.run(a, x, h0, down=down, block=32, rng=rng, flat=True)
+            state = emulate.run(a, x, h0, mode="final", down=down, block=32, rng=rng, flat=True)
+        assert_scan_close(h, a, x, h0, axis=1, reverse=down)
+        assert_final_state_close(state, a, x, h0, axis=1, reverse=down)

@@ -65,7 +65,7 @@ def _check_types(args, dtype):
     """Every argument has its parameter's C type (CuPy does not look at the signature)."""
     from linscan.backends.cuda import abi
 
-    for name, kind in abi.TILE_SCAN:
+    for name, kind in abi.TILE_SCAN + abi.ROW_SCAN:
         value = args.get(name)
         if name not in args:
             continue
@@ -181,7 +181,7 @@ def test_every_dtype_runs_in_its_own_kernel(gpu, dtype, arith):
     assert _ptr(args["v"]) == x.data.ptr and _ptr(args["y"]) == h.data.ptr
 
 
-@pytest.mark.parametrize("kernel", ["tile_scan", "serial_scan"])
+@pytest.mark.parametrize("kernel", ["tile_scan", "serial_scan", "row_scan"])
 def test_parameter_table_matches_the_kernel_source(kernel):
     """``abi``'s table names each parameter of the ``.cu`` signature, in order, with its type."""
     import re
@@ -213,3 +213,81 @@ def test_the_serial_kernel_gets_its_short_argument_list(gpu):
     _check_types(args, np.dtype(np.float64))
     assert _ptr(args["v"]) == x.data.ptr and _ptr(args["y"]) == h.data.ptr
     assert (args["O"], args["Tn"], args["I"]) == (3, 100, 5) and args["a_value"] == 0.5
+
+
+@pytest.fixture
+def fast(gpu, monkeypatch):
+    """The lean kernels opted in (``LINSCAN_FAST_KERNELS=1``)."""
+    from linscan.backends.cuda import plan
+
+    monkeypatch.setattr(plan, "FAST", True)
+    return gpu
+
+
+def test_rows_take_the_row_kernel_with_its_short_argument_list(fast):
+    a, x = fast.empty((3, 5000), np.float32), fast.empty((3, 5000), np.float32)
+    h0 = fast.empty((3,), np.float32)
+    h = linscan.scan(a, x, h0, reverse=True)
+    launch = fast.launches[-1]
+    args, lp = _args(launch), launch["lp"]
+    assert lp.kernel == "row_scan" and launch["block"] == (128,) and launch["smem"] == 0
+    _check_types(args, np.dtype(np.float32))
+    assert launch["grid"] == (lp.grid,) == (-(-15000 // (128 * 16)),)
+    assert _ptr(args["a"]) == a.data.ptr and _ptr(args["v"]) == x.data.ptr
+    assert _ptr(args["y"]) == h.data.ptr and _ptr(args["h0"]) == h0.data.ptr
+    assert (args["N"], args["Tn"], args["h0_so"], int(args["down"])) == (15000, 5000, 1, 1)
+    ((ptr, value, nbytes, stream),) = fast.memsets  # several tiles: scratch, one memset
+    assert _ptr(args["status"]) == ptr and nbytes == lp.status_bytes
+    state = linscan.final_state(0.5, x, resets=fast.empty((3, 5000), np.bool_))
+    launch = fast.launches[-1]
+    args = _args(launch)
+    assert launch["lp"].kernel == "row_scan" and launch["mode"] == 1
+    assert _ptr(args["a"]) == 0 and args["a_value"] == 0.5 and _ptr(args["r"]) != 0
+    assert _ptr(args["s_out"]) == state.data.ptr
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64, np.complex64, np.complex128])
+def test_row_kernel_items_by_arithmetic_type(fast, dtype):
+    x = fast.empty((1, 100000), dtype)
+    linscan.scan(0.5, x)
+    lp = fast.launches[-1]["lp"]
+    assert lp.kernel == "row_scan"
+    assert lp.steps * lp.itemsize == 64 and lp.tile_steps == 128 * lp.steps
+
+
+def test_calls_the_row_kernel_does_not_fit_take_the_tile_kernel(fast):
+    x = fast.empty((3, 5000), np.float32)
+    base = fast.empty((3, 5000), np.float32)
+    per_step = fast.empty((5000,), np.float32)
+    calls = [
+        lambda: linscan.scan(per_step, x),  # decays broadcast over the rows
+        lambda: linscan.scan(base[:, ::-1], x),  # decays read backwards
+        lambda: linscan.scan(0.5, x, resets=fast.empty((5000,), np.bool_)),  # resets broadcast
+        lambda: linscan.scan(0.5, fast.empty((300, 8), np.float32), axis=0),  # eight channels
+        lambda: linscan.scan_backward(base, x, x),  # the backward pass
+        lambda: linscan.scan(0.5, x, method="sequential"),
+    ]
+    for call in calls:
+        call()
+        assert fast.launches[-1]["lp"].kernel in ("tile_scan", "serial_scan")
+    linscan.scan(base, x, out=fast.empty((3, 5000), np.float32))
+    assert fast.launches[-1]["lp"].kernel == "row_scan"
+
+
+def test_the_row_kernel_is_opt_in(gpu, monkeypatch):
+    """Off unless LINSCAN_FAST_KERNELS=1 (read at import): it has not run on a GPU yet."""
+    import os
+    import subprocess
+    import sys
+
+    from linscan.backends.cuda import plan
+
+    code = "from linscan.backends.cuda import plan; print(plan.FAST)"
+    for value, want in (("", "False"), ("0", "False"), ("1", "True")):
+        env = dict(os.environ, LINSCAN_FAST_KERNELS=value)
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, check=True)  # fmt: skip
+        assert done.stdout.strip() == want
+    monkeypatch.setattr(plan, "FAST", False)
+    linscan.scan(0.5, gpu.empty((3, 5000), np.float32))
+    assert gpu.launches[-1]["lp"].kernel == "tile_scan"

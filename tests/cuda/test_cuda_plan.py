@@ -64,6 +64,27 @@ def test_large_problems_use_large_tiles_and_small_ones_enough_blocks():
     assert plan.launch(1, 16, 4, 4, plan.FORWARD, "auto").grid == 1
 
 
+@pytest.mark.parametrize("itemsize", [4, 8, 16])
+@pytest.mark.parametrize("mode", plan.MODES)
+@pytest.mark.parametrize(
+    "O, T, I", [(1, 1, 1), (1, 2**26, 1), (1024, 2**16, 1), (2**20, 16, 1), (3, 1000, 2)]
+)
+def test_row_plan_takes_one_channel_forward_and_final(O, T, I, mode, itemsize):
+    lp = plan.launch(O, T, I, itemsize, mode, "auto", flat=True)
+    if I != 1 or mode not in plan.ROW_MODES:
+        assert lp.kernel == "tile_scan"
+        return
+    assert lp.kernel == "row_scan" and lp.threads == plan.ROW_THREADS and lp.smem == 0
+    assert lp.steps == plan.ROW_ITEMS[itemsize] and lp.cw == lp.groups == 1
+    assert lp.tile_steps == plan.ROW_THREADS * lp.steps
+    assert lp.tiles_t * lp.tile_steps >= O * T > (lp.tiles_t - 1) * lp.tile_steps
+    assert lp.grid == lp.tiles_t and lp.chained == (lp.grid > 1)
+    if lp.chained:  # tile_scan's scratch layout, one channel a tile
+        assert lp.status_bytes >= 4 * (1 + lp.grid) and lp.values_bytes >= lp.grid * itemsize
+    assert plan.launch(O, T, I, itemsize, mode, "auto").kernel == "tile_scan"  # not flat
+    assert plan.launch(O, T, I, itemsize, mode, "sequential", flat=True).kernel == "serial_scan"
+
+
 def test_sequential_plan_is_one_thread_per_lane():
     lp = plan.launch(5, 1000, 300, 8, plan.BACKWARD, "sequential")
     assert lp.kernel == "serial_scan" and not lp.chained and lp.smem == 0
@@ -81,9 +102,16 @@ def test_bad_plans_raise():
 
 def test_plan_constants_match_the_kernel_source():
     text = source.assemble()
-    for name in ("BLOCK", "BATCH", "WARP"):
+    for name in ("BLOCK", "MIN_BLOCKS", "BATCH", "WARP", "ROW_THREADS"):
         found = re.search(rf"constexpr int {name} = (\d+);", text)
         assert found and int(found.group(1)) == getattr(plan, name), name
+    # row_scan's items (64 bytes of each array) and launch bounds, by arithmetic itemsize
+    assert "constexpr int ROW_ITEMS = 64 / static_cast<int>(sizeof(T));" in text
+    assert plan.ROW_ITEMS == {size: 64 // size for size in plan.STEPS}
+    bounds = re.search(r"constexpr int ROW_MIN_BLOCKS = sizeof\(T\) > 8 \? (\d+) : (\d+);", text)
+    assert bounds, "ROW_MIN_BLOCKS changed: update plan.ROW_MIN_BLOCKS and this test"
+    wide, narrow = map(int, bounds.groups())
+    assert plan.ROW_MIN_BLOCKS == {4: narrow, 8: narrow, 16: wide}
     assert "FORWARD = 0, FINAL = 1, BACKWARD = 2" in text
     assert (plan.FORWARD, plan.FINAL, plan.BACKWARD) == (0, 1, 2)
 
@@ -100,8 +128,11 @@ def test_assemble_pastes_local_headers_once(tmp_path):
 
 def test_name_expressions_come_from_the_tables():
     names = source.all_name_expressions()
-    assert len(names) == len(set(names)) == len(source.C_TYPES) * 3 * (len(plan.CHANNEL_WIDTHS) + 1)
+    per_dtype = 3 * (len(plan.CHANNEL_WIDTHS) + 1) + len(plan.ROW_MODES)
+    assert len(names) == len(set(names)) == len(source.C_TYPES) * per_dtype
     assert "linscan::tile_scan<double, 32, 2>" in names
+    assert "linscan::row_scan<linscan::half_t, 1>" in names
+    assert "linscan::row_scan<float, 2>" not in names  # no backward row kernel yet
     assert "linscan::serial_scan<float, 1>" in names
 
 

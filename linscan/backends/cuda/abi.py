@@ -42,7 +42,18 @@ TILE_SCAN = SERIAL_SCAN + (
     ("incl", POINTER),
 )  # fmt: skip
 
-PARAMETERS = {"serial_scan": SERIAL_SCAN, "tile_scan": TILE_SCAN}
+#: ``row_scan``: time-contiguous rows (``kernels_cu/rows.cuh``): every array laid out as ``x``
+#: along flat time, so no strides but h0's.
+ROW_SCAN = (
+    ("a", POINTER), ("a_value", VALUE), ("r", POINTER), ("v", POINTER), ("h0", POINTER),
+    ("h0_so", LONG), ("y", POINTER), ("s_out", POINTER),
+    # flat time N = O * T, the row length and the direction
+    ("N", LONG), ("Tn", LONG), ("down", INT),
+    ("status", POINTER), ("agg_a", POINTER), ("agg_b", POINTER), ("agg_r", POINTER),
+    ("incl", POINTER),
+)  # fmt: skip
+
+PARAMETERS = {"serial_scan": SERIAL_SCAN, "tile_scan": TILE_SCAN, "row_scan": ROW_SCAN}
 #: Each kernel's argument tuple from a dict of its parameters by name (KeyError for a missing
 #: one; names the kernel does not take are left out), in the table's order.
 _IN_ORDER = {kernel: operator.itemgetter(*(name for name, _ in table))

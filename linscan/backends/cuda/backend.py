@@ -16,7 +16,6 @@ from .. import base
 from . import abi, plan, source
 
 _ZERO = {dtype: dtype.type(0) for dtype in map(_dtypes.accumulator, _dtypes.SUPPORTED)}
-_BLOCK = (plan.BLOCK,)
 _sms: dict = {}
 
 
@@ -43,6 +42,15 @@ def _elements(arr) -> tuple:
     return tuple(stride // arr.itemsize for stride in arr.strides)
 
 
+def _flat(arr, O: int, T: int) -> bool:
+    """Whether a canonical ``(O, T, 1)`` view is laid out as ``x``, element ``(o, t)`` at
+    ``o * T + t`` (``row_scan`` reads it so), or is a value (a decay given by value)."""
+    if not isinstance(arr, cupy.ndarray):
+        return True
+    so, st, _ = _elements(arr)
+    return (T == 1 or st == 1) and (O == 1 or so == T)
+
+
 def _scratch(launch: plan.Launch) -> dict:
     """The look-back's scratch of a chained launch, its status words zeroed on the current
     stream (the layout of ``plan.Launch``: status, A, B, prefix, then the reset flags)."""
@@ -67,7 +75,11 @@ def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str, r=None) -> N
     O, T, I = v.shape
     arith = _dtypes.accumulator(v.dtype)
     device_id, sms = _multiprocessors()
-    launch = plan.launch(O, T, I, arith.itemsize, mode, method, sms, None, r is not None)
+    flat = (
+        plan.FAST and I == 1 and mode in plan.ROW_MODES and _flat(a, O, T)
+        and (r is None or _flat(r, O, T))
+    )  # fmt: skip
+    launch = plan.launch(O, T, I, arith.itemsize, mode, method, sms, None, r is not None, flat)
     kernel = source.function(v.dtype, mode, launch, device_id)
     h0_so, h0_si = (0, 0) if h0 is None else _elements(h0)
     args = dict(
@@ -84,10 +96,11 @@ def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str, r=None) -> N
         args.update(_NO_FLAGS)
     else:  # strides in bytes: the flags are bytes
         args["r"], (args["r_so"], args["r_st"], args["r_si"]) = r, r.strides
-    if launch.kernel == "tile_scan":
+    if launch.kernel != "serial_scan":
         args.update(_scratch(launch) if launch.chained else _NO_SCRATCH)
-        args["log2s"], args["groups"] = launch.log2s_c, launch.groups
-    kernel((launch.grid,), _BLOCK, abi.pack(launch.kernel, args), shared_mem=launch.smem)
+        args["log2s"], args["groups"], args["N"] = launch.log2s_c, launch.groups, O * T
+    block = (launch.threads,)
+    kernel((launch.grid,), block, abi.pack(launch.kernel, args), shared_mem=launch.smem)
 
 
 class CUDA(base.Backend):

@@ -15,8 +15,11 @@ __all__ = ["run"]
 
 
 def run(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, steps=None,
-          block=None, sms=132, rng=None):  # fmt: skip
+          block=None, sms=132, rng=None, flat=False):  # fmt: skip
     """Run the GPU kernel's algorithm in NumPy, tile by tile, with the GPU's launch plan.
+
+    ``flat``: the plan may take the lean ``row_scan`` (one channel, forward and final modes),
+    whose look-back folds windows of 32 predecessors with the kernel's shuffle tree.
 
     ``a``, ``v`` (and ``hf``, ``resets``) are canonical ``(O, T, I)`` arrays, ``h0`` is
     ``(O, I)`` or ``None``. ``mode`` is ``"forward"`` (``v`` is ``x``; returns ``h``),
@@ -44,9 +47,10 @@ def run(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, step
     dtype = v.dtype
     itemsize = np.promote_types(dtype, np.float32).itemsize  # of the arithmetic type
     has_resets = resets is not None
-    launch = plan.launch(O, T, I, itemsize, code, "parallel", sms, steps, has_resets)
+    launch = plan.launch(O, T, I, itemsize, code, "parallel", sms, steps, has_resets, flat)
     CW, S = launch.cw, launch.steps
-    NS = (plan.BLOCK if block is None else block) // CW
+    NS = (launch.threads if block is None else block) // CW
+    window = plan.WARP if launch.kernel == "row_scan" else 1  # predecessors read at once
     TT = NS * S
     N = O * T
     groups = -(-I // CW)
@@ -119,16 +123,18 @@ def run(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, step
             carry = np.zeros(CW, dtype)
         else:
             acc = identity(CW)
-            pj = jt - 1  # the kernel reads NS of these at a time; the result is the same
+            pj = jt - 1  # tile_scan reads NS of these at a time; the result is the same
             while True:
-                if pj < 0:  # never reached: the first tile publishes its prefix at once
-                    entry = ignoring(np.zeros(CW, dtype))
-                else:
-                    p_map, p_prefix = published[pj * groups + g]
-                    done = p_map is None or rng.random() < 0.5
-                    entry = ignoring(p_prefix) if done else p_map
-                acc = _affine.compose(entry, acc)
-                pj -= 1
+                entries = []  # nearest first
+                for back in range(window):
+                    if pj - back < 0:  # never reached: the first tile publishes its prefix
+                        entries.append(ignoring(np.zeros(CW, dtype)))
+                    else:
+                        p_map, p_prefix = published[(pj - back) * groups + g]
+                        done = p_map is None or rng.random() < 0.5
+                        entries.append(ignoring(p_prefix) if done else p_map)
+                acc = _affine.compose(_fold(entries), acc)
+                pj -= window
                 if bool(np.all(acc[2] | ~valid)):
                     break
             # An inexact composition: wait for the predecessor's own prefix instead.
@@ -170,3 +176,18 @@ def run(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, step
     grad_a[n] = ga
     s_out[o[rows_end]] = np.where(user[rows_end], 0, np.conj(flat(a)[rows_end]) * y[rows_end])
     return unflat.reshape(O, T, I), grad_a.reshape(O, T, I), s_out
+
+
+def _fold(entries):
+    """The map of ``entries`` (nearest first) applied farthest first, composed as row_scan's
+    look-back warp does: lane l holds the l-th entry and takes in lane l + off's for off = 1,
+    2, 4, ... (a single entry is itself)."""
+    lanes = list(entries)
+    off = 1
+    while off < len(lanes):
+        lanes = [
+            _affine.compose(lanes[k + off], lanes[k]) if k + off < len(lanes) else lanes[k]
+            for k in range(len(lanes))
+        ]  # fmt: skip
+        off <<= 1
+    return lanes[0]

@@ -1,18 +1,30 @@
 """Launch planning for the CUDA kernels: plain Python, tested on machines without a GPU.
 
-The numbers here must agree with ``kernels_cu/scan.cu`` (``BLOCK``, ``BATCH``, the shared
-memory layout, the scratch layout); ``linscan.reference.tiled_scan`` emulates the kernel with
-the same plan, so a wrong decomposition fails on the CPU.
+The numbers here must agree with ``kernels_cu/scan.cu`` and ``kernels_cu/rows.cuh``
+(``BLOCK``, ``BATCH``, ``ROW_THREADS``, the items per thread, the shared memory layout, the
+scratch layout); ``linscan.backends.cuda.emulate`` runs the kernels' algorithm with the same
+plan, so a wrong decomposition fails on the CPU.
+
+Two tile kernels: ``tile_scan``, general (any strides, channels, modes), and ``row_scan``,
+lean, for time-contiguous rows (one channel, decays and resets laid out as ``x`` or absent,
+the forward and final modes). ``row_scan`` has not run on a GPU yet: it is opt-in
+(``LINSCAN_FAST_KERNELS=1`` in the environment, read at import; ``FAST``) until a GPU run shows
+it correct and faster (issue 17).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+#: The lean kernels are used where a call fits them (opt-in: see above).
+FAST = os.environ.get("LINSCAN_FAST_KERNELS", "") == "1"
+
 BLOCK = 256  # threads per block
+MIN_BLOCKS = 2  # tile_scan's resident blocks per SM, by its launch bounds
 BATCH = 8  # staging loads in flight per thread and array
 WARP = 32
 CHANNEL_WIDTHS = (1, 2, 4, 8, 16, 32)  # CW: channels per tile, the kernel's template values
@@ -23,6 +35,12 @@ STEPS = {4: (32, 16, 8, 4), 8: (16, 8, 4), 16: (8, 4)}
 FORWARD, FINAL, BACKWARD = 0, 1, 2
 MODES = (FORWARD, FINAL, BACKWARD)
 STAGED_ARRAYS = {FORWARD: 2, FINAL: 2, BACKWARD: 3}  # tile arrays held in shared memory
+ROW_THREADS = 128  # threads per row_scan block
+#: row_scan's items per thread (64 bytes of each array) and the resident blocks per SM its
+#: launch bounds ask the register budget to allow, by the arithmetic type's itemsize.
+ROW_ITEMS = {4: 16, 8: 8, 16: 4}
+ROW_MIN_BLOCKS = {4: 6, 8: 6, 16: 4}
+ROW_MODES = (FORWARD, FINAL)
 DEFAULT_SMEM = 48 * 1024  # dynamic shared memory a launch gets without opting in
 TILES_PER_SM = 4  # aim for at least this many tiles per multiprocessor before shrinking S
 MAX_GRID = 2**31 - 1
@@ -31,21 +49,22 @@ _ALIGN = 256
 
 @dataclass(frozen=True)
 class Launch:
-    """One kernel launch. ``kernel`` is ``"tile_scan"`` or ``"serial_scan"``."""
+    """One kernel launch. ``kernel`` is ``"tile_scan"``, ``"row_scan"`` or ``"serial_scan"``."""
 
     kernel: str
-    cw: int  # channels per tile (tile_scan)
-    steps: int  # S, steps per thread (tile_scan)
+    cw: int  # channels per tile (tile_scan; 1 for row_scan)
+    steps: int  # S, steps per thread (tile_scan; row_scan's items)
     groups: int  # channel groups, ceil(I / cw)
     tiles_t: int  # tiles along flat time
     grid: int  # blocks
     smem: int  # dynamic shared memory, bytes
     chained: bool  # tiles look back (several tiles along flat time): scratch needed
     itemsize: int  # of the arithmetic type
+    threads: int = BLOCK  # per block
     # Derived once (a launch is planned once per shape and reused: calls are Python-bound):
     log2s: int = field(init=False)
     log2s_c: np.int32 = field(init=False)  # as the kernel's int argument
-    tile_steps: int = field(init=False)  # NS * S, with NS = BLOCK / cw threads per channel
+    tile_steps: int = field(init=False)  # NS * S, with NS = threads / cw threads per channel
     status_bytes: int = field(init=False)  # zeroed scratch: a tile counter, a flag per tile
     values_bytes: int = field(init=False)  # each of three per-tile arrays: A, B, prefix
     resets_bytes: int = field(init=False)  # the per-tile reset flags of published maps (int)
@@ -56,7 +75,7 @@ class Launch:
         derived = dict(
             log2s=self.steps.bit_length() - 1,
             log2s_c=np.int32(self.steps.bit_length() - 1),
-            tile_steps=BLOCK // self.cw * self.steps,
+            tile_steps=self.threads // self.cw * self.steps,
             status_bytes=_round(4 * (1 + self.grid)) if chained else 0,
             values_bytes=_round(self.grid * self.cw * self.itemsize) if chained else 0,
             resets_bytes=_round(self.grid * self.cw * 4) if chained else 0,
@@ -96,14 +115,16 @@ def smem_bytes(mode: int, steps: int, itemsize: int, resets: bool = False) -> in
 @functools.lru_cache(maxsize=1024)
 def launch(
     O: int, T: int, I: int, itemsize: int, mode: int, method: str, sms: int = 132, steps=None,
-    resets: bool = False,
+    resets: bool = False, flat: bool = False,
 ) -> Launch:  # fmt: skip
     """The launch for a call on the canonical shape ``(O, T, I)`` (``T >= 1``) whose
     arithmetic type has ``itemsize`` bytes.
 
     ``method`` is ``"sequential"`` (one thread per lane), or ``"parallel"`` / ``"auto"``
     (tiles). ``sms`` is the device's multiprocessor count; ``steps`` forces S (tests);
-    ``resets``: the call has a resets mask.
+    ``resets``: the call has a resets mask; ``flat``: the lean ``row_scan`` is wanted and the
+    call's decays and resets are laid out as ``x`` or absent (``row_scan`` then takes calls
+    of one channel in its modes; others take ``tile_scan``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -114,6 +135,11 @@ def launch(
         grid = -(-lanes // BLOCK)
         _check_grid(grid)
         return Launch("serial_scan", 1, 1, 1, 1, grid, 0, False, itemsize)
+    if flat and I == 1 and mode in ROW_MODES:
+        items = ROW_ITEMS[itemsize]
+        tiles = -(-O * T // (ROW_THREADS * items))
+        _check_grid(tiles)
+        return Launch("row_scan", 1, items, 1, tiles, tiles, 0, tiles > 1, itemsize, ROW_THREADS)
     cw = channel_width(I)
     groups = -(-I // cw)
     flat = O * T
@@ -137,4 +163,4 @@ def _check_grid(grid: int) -> None:
         raise ValueError(f"the call needs {grid} blocks, more than CUDA's {MAX_GRID}")
 
 
-__all__ = ["Launch", "launch", "channel_width", "smem_bytes", "BLOCK", "MODES"]
+__all__ = ["Launch", "launch", "channel_width", "smem_bytes", "BLOCK", "MODES", "FAST"]

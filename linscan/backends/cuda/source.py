@@ -61,17 +61,20 @@ def assemble(name: str = FILE, directory: Path | None = None) -> str:
 
 
 def name_expressions(dtype, mode: int) -> list:
-    """Every kernel of one dtype and mode: ``tile_scan`` per channel width, and ``serial_scan``."""
+    """Every kernel of one dtype and mode: ``tile_scan`` per channel width, ``row_scan`` (in
+    its modes) and ``serial_scan``."""
     ctype = C_TYPES[np.dtype(dtype)]
     names = [f"linscan::tile_scan<{ctype}, {cw}, {mode}>" for cw in plan.CHANNEL_WIDTHS]
+    if mode in plan.ROW_MODES:
+        names.append(f"linscan::row_scan<{ctype}, {mode}>")
     return names + [f"linscan::serial_scan<{ctype}, {mode}>"]
 
 
 def kernel_name(dtype, mode: int, launch: plan.Launch) -> str:
     ctype = C_TYPES[np.dtype(dtype)]
-    if launch.kernel == "serial_scan":
-        return f"linscan::serial_scan<{ctype}, {mode}>"
-    return f"linscan::tile_scan<{ctype}, {launch.cw}, {mode}>"
+    if launch.kernel == "tile_scan":
+        return f"linscan::tile_scan<{ctype}, {launch.cw}, {mode}>"
+    return f"linscan::{launch.kernel}<{ctype}, {mode}>"
 
 
 def all_name_expressions() -> list:
