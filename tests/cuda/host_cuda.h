@@ -1,0 +1,144 @@
+// Just enough CUDA to run linscan's row_scan on the host: every GPU thread of a block is a
+// host thread, __syncthreads and __syncwarp are barriers, warp shuffles go through a per-warp
+// buffer. Blocks run one after another in launch order, so a look-back always finds its
+// predecessors published; to reach the paths where a predecessor has published only its map,
+// a prefix published over a map may be hidden (`hide`): a status read then shows the map
+// instead, at random, until a spin loop reads again. Memory `__shared__` is static: one block
+// at a time uses it. Test code only (tests/cuda/test_cuda_host.py); not a CUDA emulator.
+#pragma once
+
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define asm(...) ((void)0)  // numeric.cuh's 16-bit conversions: the host runs no 16-bit type
+
+struct HostDim {
+    unsigned x;
+};
+inline thread_local HostDim threadIdx{0}, blockIdx{0};
+
+struct HostWarp {
+    std::barrier<> sync{32};
+    unsigned char lanes[32][8];
+};
+struct HostBlock {
+    std::barrier<> sync{128};
+    HostWarp warps[4];
+    int any = 0;
+};
+inline HostBlock* host_block = nullptr;
+
+inline HostWarp& host_warp() { return host_block->warps[threadIdx.x / 32]; }
+inline void __syncthreads() { host_block->sync.arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { host_warp().sync.arrive_and_wait(); }
+inline int __syncthreads_or(int predicate) {
+    __syncthreads();
+    if (predicate) host_block->any = 1;  // (a benign race: every writer writes 1)
+    __syncthreads();
+    const int any = host_block->any;
+    __syncthreads();
+    if (threadIdx.x == 0) host_block->any = 0;
+    return any;
+}
+
+// The value of `v` held by lane `source(lane)` (its own where `source` gives -1).
+template <typename V, typename F>
+inline V host_shuffle(V v, F source) {
+    static_assert(sizeof(V) <= 8, "shuffles move 32- or 64-bit values");
+    HostWarp& warp = host_warp();
+    const int lane = threadIdx.x % 32;
+    std::memcpy(warp.lanes[lane], &v, sizeof(V));
+    warp.sync.arrive_and_wait();
+    const int from = source(lane);
+    V out = v;
+    if (from >= 0) std::memcpy(&out, warp.lanes[from], sizeof(V));
+    warp.sync.arrive_and_wait();
+    return out;
+}
+template <typename V>
+inline V __shfl_up_sync(unsigned, V v, int delta) {
+    return host_shuffle(v, [delta](int lane) { return lane >= delta ? lane - delta : -1; });
+}
+template <typename V>
+inline V __shfl_down_sync(unsigned, V v, int delta) {
+    return host_shuffle(v, [delta](int lane) { return lane + delta < 32 ? lane + delta : -1; });
+}
+template <typename V>
+inline V __shfl_sync(unsigned, V v, int source) {
+    return host_shuffle(v, [source](int) { return source; });
+}
+
+template <typename V>
+inline V __ldcg(const V* p) {
+    return *p;
+}
+inline void __nanosleep(unsigned) { std::this_thread::yield(); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline float __uint_as_float(unsigned u) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+// Status words: atomics (tid 0 of one block at a time) and the hidden prefixes.
+inline std::mutex host_status_lock;
+inline std::set<const unsigned*> host_hidden;
+inline std::mt19937 host_rng{0};
+inline bool host_hide = false;
+
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+    std::lock_guard<std::mutex> guard(host_status_lock);
+    const unsigned old = *p;
+    *p = old + v;
+    return old;
+}
+inline unsigned atomicExch(unsigned* p, unsigned v) {
+    std::lock_guard<std::mutex> guard(host_status_lock);
+    const unsigned old = *p;
+    if (host_hide && old == 1u && v == 2u && host_rng() % 2) host_hidden.insert(p);
+    *p = v;
+    return old;
+}
+inline unsigned host_load_acquire(const unsigned* p) {
+    std::lock_guard<std::mutex> guard(host_status_lock);
+    if (host_hidden.count(p) && host_rng() % 2) return 1u;  // the map, not yet the prefix
+    return *p;
+}
+
+namespace linscan {
+using std::isfinite;
+using std::max;
+using std::min;
+}  // namespace linscan
+
+// Run `kernel` over `grid` blocks of 128 threads, one block after another (the same host
+// threads take each block in turn, meeting at a barrier between blocks).
+template <typename K>
+inline void host_launch(long long grid, K kernel) {
+    HostBlock block;
+    host_block = &block;
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < 128; ++t)
+        threads.emplace_back([&, t] {
+            threadIdx.x = t;
+            for (long long b = 0; b < grid; ++b) {
+                blockIdx.x = static_cast<unsigned>(b);
+                kernel();
+                block.sync.arrive_and_wait();
+            }
+        });
+    for (auto& thread : threads) thread.join();
+    host_block = nullptr;
+}
