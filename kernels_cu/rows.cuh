@@ -203,16 +203,26 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
     }
     if (tid == 0) head_cut = cut & 1u;
 
-    // The map of this thread's items (walked: exact).
+    // The map of this thread's items (walked: exact). Most threads hold ITEMS steps that
+    // neither start a row nor reset: for them, a multiply and a multiply-add a step.
+    const bool plain = steps == ITEMS && cut == 0u;
     Affine<T> m = identity_map<T>();
+    if (plain) {
 #pragma unroll
-    for (int j = 0; j < ITEMS; ++j) {
-        if (j < steps) {
-            if (cut >> j & 1u) {
-                m = {T(0), x[j], RESET};
-            } else {
-                m.A = m.A * d[j];
-                m.B = muladd(d[j], m.B, x[j]);
+        for (int j = 0; j < ITEMS; ++j) {
+            m.A = m.A * d[j];
+            m.B = muladd(d[j], m.B, x[j]);
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < ITEMS; ++j) {
+            if (j < steps) {
+                if (cut >> j & 1u) {
+                    m = {T(0), x[j], RESET};
+                } else {
+                    m.A = m.A * d[j];
+                    m.B = muladd(d[j], m.B, x[j]);
+                }
             }
         }
     }
@@ -330,17 +340,23 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
         atomicExch(status + 1 + jt, PREFIX);
     }
 
-    // Walk the items again from the state entering them, writing the results.
-    long long o = MODE == FINAL && ends ? end_row[tid] : 0;  // FINAL: the row of the next end
+    // Walk the items again from the state entering them, writing the results (FINAL: only
+    // threads whose items end a row have any to write).
     T state = entering;
+    if (MODE == FORWARD && plain) {
 #pragma unroll
-    for (int j = 0; j < ITEMS; ++j) {
-        if (j < steps) {
-            state = (cut >> j & 1u) ? x[j] : muladd(d[j], state, x[j]);
-            x[j] = state;
-            if (MODE == FINAL && (ends >> j & 1u)) {
-                s_out[o] = state;
-                o += o_step;
+        for (int j = 0; j < ITEMS; ++j) x[j] = state = muladd(d[j], state, x[j]);
+    } else if (MODE == FORWARD || ends) {
+        long long o = MODE == FINAL ? end_row[tid] : 0;  // FINAL: the row of the next end
+#pragma unroll
+        for (int j = 0; j < ITEMS; ++j) {
+            if (j < steps) {
+                state = (cut >> j & 1u) ? x[j] : muladd(d[j], state, x[j]);
+                x[j] = state;
+                if (MODE == FINAL && (ends >> j & 1u)) {
+                    s_out[o] = state;
+                    o += o_step;
+                }
             }
         }
     }
