@@ -5,8 +5,13 @@
 # steps; JAX and PyTorch for the peers, if present); no network. Writes logs and tables into
 # OUTDIR and prints a short summary last. Each step has its own time limit so that one slow
 # step cannot eat the whole lease. STEPS selects steps (default: all, in this order):
-#   info warm gpu_tests gpu_bench memcheck racecheck synccheck initcheck profile cpu_tests cpu_bench
-# (warm compiles every kernel module at once, in parallel, into CuPy's disk cache).
+#   info warm gpu_tests fast_tests fast_ab gpu_bench memcheck fast_memcheck racecheck
+#   fast_racecheck synccheck fast_synccheck initcheck fast_initcheck profile cpu_tests cpu_bench
+# (warm compiles every kernel module at once, in parallel, into CuPy's disk cache). The fast_
+# steps run the opt-in lean kernels (LINSCAN_FAST_KERNELS=1, issue 17): the GPU tests and the
+# sanitizers with them, and benchmarks/gpu_ab.py, which checks them against the oracle and
+# times them against the general kernel and a copy. Their default flips only after a run shows
+# them correct (fast_tests, fast_* sanitizers clean) and faster (fast_ab).
 # Not in the default list, for a second call: suite_memcheck suite_racecheck suite_synccheck
 # suite_initcheck run the GPU tests of linscan itself (tests/cuda/test_gpu.py and the tests
 # both backends share, marked gpu on the GPU: test_properties, test_behaviour, test_hardening;
@@ -25,7 +30,9 @@ export PYTHONPATH=${PYTHONPATH:-.}
 export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX (a peer) must leave the GPU to the others
 py=${PYTHON:-python3}
-steps=" ${STEPS:-info warm gpu_tests gpu_bench memcheck racecheck synccheck initcheck profile cpu_tests cpu_bench} "
+all="info warm gpu_tests fast_tests fast_ab gpu_bench memcheck fast_memcheck racecheck
+     fast_racecheck synccheck fast_synccheck initcheck fast_initcheck profile cpu_tests cpu_bench"
+steps=" $(echo ${STEPS:-$all}) "
 summary=()
 step() {  # step NAME SECONDS COMMAND...: run, log to OUTDIR/NAME.log, remember the outcome
     local name=$1 limit=$2
@@ -49,6 +56,9 @@ print('every kernel module compiled')"
 # fixture), PyTorch and JAX on the GPU, Dask arrays of CuPy chunks (skipped where Dask is not
 # installed).
 step gpu_tests 300 "$py" -m pytest -q -p no:cacheprovider --maxfail=20 -m gpu tests
+fast=(env LINSCAN_FAST_KERNELS=1)
+step fast_tests 300 "${fast[@]}" "$py" -m pytest -q -p no:cacheprovider --maxfail=20 -m gpu tests
+step fast_ab 150 "$py" benchmarks/gpu_ab.py --json "$out/fast_ab.json"
 step gpu_bench 200 "$py" -m linscan bench --gpu --json
 [ -s "$out/gpu_bench.log" ] && "$py" - "$out" <<'PY' >"$out/gpu_bench.md" 2>&1
 import json, sys
@@ -57,10 +67,11 @@ text = open(f"{sys.argv[1]}/gpu_bench.log").read()
 start = text.rfind("\n{") + 1 if not text.startswith("{") else 0
 print(gpu.markdown(json.loads(text[start:])))
 PY
-step memcheck 120 "${sanitize[@]}" memcheck "$py" benchmarks/gpu_sanitize.py
-step racecheck 150 "${sanitize[@]}" racecheck "$py" benchmarks/gpu_sanitize.py
-step synccheck 90 "${sanitize[@]}" synccheck "$py" benchmarks/gpu_sanitize.py
-step initcheck 90 "${sanitize[@]}" initcheck "$py" benchmarks/gpu_sanitize.py
+for tool in memcheck racecheck synccheck initcheck; do
+    limit=$([ $tool = racecheck ] && echo 150 || echo 120)
+    step $tool "$limit" "${sanitize[@]}" $tool "$py" benchmarks/gpu_sanitize.py
+    step fast_$tool "$limit" "${fast[@]}" "${sanitize[@]}" $tool "$py" benchmarks/gpu_sanitize.py
+done
 suite=(-m pytest -q -p no:cacheprovider -m "gpu and not slow" --hypothesis-profile=sanitize
        tests/cuda/test_gpu.py tests/api/test_properties.py tests/api/test_behaviour.py
        tests/integration/test_hardening.py)

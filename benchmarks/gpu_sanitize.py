@@ -34,6 +34,7 @@ cupy.cuda.set_allocator(None)  # every array its own cudaMalloc
 SHAPES = [
     ((1,), 0), ((7,), 0), ((3000,), 0), ((5, 301), 1), ((301, 2), 0), ((97, 3), 0),
     ((2, 150, 5), 1), ((130, 12), 0), ((70, 20), 0), ((3, 40, 33), 1), ((45, 64), 0),
+    ((2, 9000), 1),  # rows across many tiles (the row kernel's look-back, LINSCAN_FAST_KERNELS=1)
 ]  # fmt: skip
 
 

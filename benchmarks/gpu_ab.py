@@ -1,0 +1,156 @@
+"""The lean row kernel (row_scan, opt-in) against the general tile kernel (tile_scan) on the
+same GPU in one run: correctness first, then time, both as fractions of a device-to-device
+copy of the same bytes, interleaved in triples (copy, tile_scan, row_scan), device events,
+medians. Run from the source tree on a GPU machine:
+
+    PYTHONPATH=. python benchmarks/gpu_ab.py [--size 67108864] [--repeat 15] [--json FILE]
+
+Before any timing, each case is computed by the row kernel on a smaller array of the same
+layout (rows of 2^18 steps; the float64 oracle loops in Python) and checked against the
+serial oracle (``linscan.testing``); a case that fails is reported and not timed. At the
+timed size, the largest difference between the two kernels' results relative to the
+largest result is reported (not asserted: their rounding orders differ). ``cupy.cumsum``
+over the same elements (a plain prefix sum, 8 bytes per element) is timed as a peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from functools import partial
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    import cupy
+
+    import linscan
+    from linscan._bench import common, gpu
+    from linscan.backends.cuda import plan
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1 << 26, help="elements per array")
+    parser.add_argument("--repeat", type=int, default=15, help="triples behind each median")
+    parser.add_argument("--json", help="also write the rows as JSON to this file")
+    args = parser.parse_args(argv)
+    n = args.size
+    shapes = {"one row": (1, n), "1024 rows": (1024, n // 1024)}
+    dtypes = (np.float32, np.float16, np.float64)
+
+    def kernels(fn):
+        """``fn`` with the tile kernel, and with the row kernel (plan.FAST switched per call)."""
+
+        def run(fast):
+            plan.FAST = fast
+            try:
+                return fn()
+            finally:
+                plan.FAST = False
+
+        return partial(run, False), partial(run, True)
+
+    rows, failures = [], []
+    for case, shape in shapes.items():
+        for dtype in dtypes:
+            a = gpu._typed(shape, dtype, 0.999, 1.0, seed=1)
+            x = gpu._typed(shape, dtype, seed=2)
+            h = cupy.empty(shape, dtype)
+            size = np.dtype(dtype).itemsize
+            ops = (
+                ("scan", 3 * size, partial(linscan.scan, a, x, out=h)),
+                ("scan reverse", 3 * size, partial(linscan.scan, a, x, reverse=True, out=h)),
+                ("final_state", 2 * size, partial(linscan.final_state, a, x)),
+            )
+            small = (shape[0], 1 << 18) if shape[0] == 1 else (4, 1 << 16)
+            a_small = gpu._typed(small, dtype, 0.999, 1.0, seed=3)
+            x_small = gpu._typed(small, dtype, seed=4)
+            for op, per, fn in ops:
+                old, new = kernels(fn)
+                name = f"{case} {np.dtype(dtype).name} {op}"
+                try:
+                    _check(kernels, a_small, x_small, op, dtype)
+                except AssertionError as exc:
+                    failures.append(f"{name}: {exc}")
+                    print(f"FAILED {name}: {str(exc)[:300]}", flush=True)
+                    continue
+                want, got = (cupy.asarray(f()).astype(np.float64) for f in (old, new))
+                differ = float(cupy.abs(got - want).max() / cupy.abs(want).max())
+                times = _triples(old, new, per * a.size, args.repeat, gpu, common, cupy)
+                rows.append(dict(case=case, shape=list(shape), dtype=np.dtype(dtype).name, op=op,
+                                 bytes_per_elem=per, differ=differ, **times))  # fmt: skip
+                print(f"{name:34s} tile {times['tile_of_copy']:.2f}  row "
+                      f"{times['row_of_copy']:.2f} of copy  row/tile speed "
+                      f"{times['speedup']:.2f}x", flush=True)  # fmt: skip
+    # The peer: cupy.cumsum over one float32 row of the same size.
+    x = gpu._typed((n,), np.float32, seed=2)
+    y = cupy.empty_like(x)
+    ms, ratio = gpu._against_copy(partial(cupy.cumsum, x, out=y), 8 * n, args.repeat)
+    rows.append(dict(case="one row", shape=[n], dtype="float32", op="cupy.cumsum",
+                     bytes_per_elem=8, ms=ms, of_copy=ratio))  # fmt: skip
+    print(f"cupy.cumsum float32 one row: {ratio:.2f} of copy", flush=True)
+    print(_markdown(rows))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(dict(environment=gpu.environment(), rows=rows, failures=failures), out,
+                      indent=1)  # fmt: skip
+    return 1 if failures else 0
+
+
+def _check(kernels, a, x, op, dtype):
+    """The row kernel's ``op`` on ``a``, ``x`` against the serial float64 oracle."""
+    import cupy
+
+    import linscan
+    from linscan.testing import assert_final_state_close, assert_scan_close
+
+    reverse = op == "scan reverse"
+    call = linscan.final_state if op == "final_state" else partial(linscan.scan, reverse=reverse)
+    _, row = kernels(partial(call, a, x))
+    got = cupy.asnumpy(row())
+    args = [cupy.asnumpy(v).astype(np.float64) for v in (a, x)]
+    if op == "final_state":
+        assert_final_state_close(got, *args, axis=-1, dtype=dtype)
+    else:
+        assert_scan_close(got, *args, axis=-1, reverse=reverse, dtype=dtype)
+
+
+def _triples(old, new, moved, repeat, gpu, common, cupy):
+    half = moved // 2
+    src, dst = cupy.empty(half, np.uint8), cupy.empty(half, np.uint8)
+    src.fill(1)
+    copy = lambda: dst.data.copy_from_device_async(src.data, half)  # noqa: E731
+    for fn in (copy, old, new, copy, old, new):  # warm-up
+        fn()
+    copies, olds, news = [], [], []
+    for _ in range(repeat):
+        copies.append(gpu._device_clock(copy))
+        olds.append(gpu._device_clock(old))
+        news.append(gpu._device_clock(new))
+    return dict(
+        tile_ms=common.median(olds) * 1e3, row_ms=common.median(news) * 1e3,
+        tile_of_copy=common.median([c / t for c, t in zip(copies, olds)]),
+        row_of_copy=common.median([c / t for c, t in zip(copies, news)]),
+        speedup=common.median([t / u for t, u in zip(olds, news)]),
+    )  # fmt: skip
+
+
+def _markdown(rows) -> str:
+    lines = ["| case | dtype | op | B/elem | tile_scan ms | row_scan ms | tile of copy | "
+             "row of copy | row speedup | max rel. difference |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        if "speedup" in r:
+            lines.append(f"| {r['case']} | {r['dtype']} | {r['op']} | {r['bytes_per_elem']} | "
+                         f"{r['tile_ms']:.3f} | {r['row_ms']:.3f} | {r['tile_of_copy']:.2f} | "
+                         f"{r['row_of_copy']:.2f} | {r['speedup']:.2f}x | "
+                         f"{r['differ']:.1e} |")  # fmt: skip
+        else:
+            lines.append(f"| {r['case']} | {r['dtype']} | {r['op']} | {r['bytes_per_elem']} | "
+                         f"{r['ms']:.3f} | | {r['of_copy']:.2f} | | | |")  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
