@@ -1,0 +1,143 @@
+"""SASS instructions per element of the lean row kernel's phases, read statically (no GPU).
+
+    python benchmarks/sass_count.py [--arch sm_90] [--nvdisasm PATH]
+
+Needs nvcc and nvdisasm (``pip install nvidia-cuda-nvdisasm`` provides it; found on PATH or
+in that wheel). The row kernel's source (``kernels_cu/rows.cuh``) is copied with a
+``pmevent`` marker after each phase comment, compiled with nvcc for ``--arch``, and
+disassembled; the instructions between two markers are that phase's (NOPs left out). The
+probe is specialized to a forward walk without resets (the other direction's and the
+resets' code drop out). The row kernel's per-element phases are unrolled, so a phase's count
+divided by the items per thread is its cost per element where a thread runs all of it; the
+phases that hold branches (``BRA``) also hold code that most threads skip (row starts, the
+general map and walk beside the plain ones, the look-back, the walk in turn), so their
+figures are upper bounds; the memory and floating-point columns count LDG/STG/LDS/STS and
+FFMA/FMUL/FADD/DFMA/DMUL/DADD per element. The markers stop
+the compiler moving code across phases, so the totals are a little above the unmarked
+kernel's. tile_scan (the general kernel) is reported whole: its per-step loops are not
+unrolled, so a static count says nothing per element (the issue's reading: ~150).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from linscan.backends.cuda import plan, source
+
+#: The comment lines of rows.cuh after which a phase begins, with the phase's name.
+PHASES = (
+    ("    // Both arrays loaded", "load a and x, hand over"),
+    ("    // This thread's items:", "row starts (h0)"),
+    ("    // The map of this thread's items", "thread map"),
+    ("    // Block scan of the maps", "block scan"),
+    ("    // Publish what the tile can", "publish + look-back"),
+    ("    // The states entering this thread's items", "entering state"),
+    ("    // Walk the items again", "walk + store"),
+)
+TYPES = {"float": 4, "double": 8}
+FP = ("FFMA", "FMUL", "FADD", "DFMA", "DMUL", "DADD")
+
+
+def nvdisasm_path(given=None) -> str:
+    if given:
+        return given
+    found = shutil.which("nvdisasm")
+    if found:
+        return found
+    for site in sys.path:
+        hits = glob.glob(os.path.join(site, "nvidia", "cu*", "bin", "nvdisasm"))
+        if hits:
+            return hits[0]
+    sys.exit("nvdisasm not found: pip install nvidia-cuda-nvdisasm, or pass --nvdisasm")
+
+
+#: The probe's call: a forward walk (down = 0) without resets, so that the code of the other
+#: direction and of resets drops out (both are runtime arguments of the real kernel).
+SPECIALIZE = ("    using T = typename Num<S>::T;\n    constexpr int ITEMS = ROW_ITEMS<T>;",
+              "    down = 0;\n    r = nullptr;\n")
+
+
+def marked_source() -> str:
+    text = source.assemble()
+    line, fixed = SPECIALIZE
+    assert line in text, "row_scan's first lines changed: update SPECIALIZE"
+    text = text.replace(line, line + "\n" + fixed, 1)
+    for k, (line, _) in enumerate(PHASES, start=1):
+        assert line in text, f"phase marker {line!r} is gone from rows.cuh: update PHASES"
+        text = text.replace(line, f'    asm volatile("pmevent {k};");\n{line}', 1)
+    return text
+
+
+def disassemble(text: str, kernels: list, arch: str, nvdisasm: str) -> str:
+    probe = "\n".join(f"(void*)&{name}," for name in kernels)
+    text += f"\nvoid* linscan_sass_probe[] = {{\n{probe}\n}};\n"
+    with tempfile.TemporaryDirectory() as folder:
+        cu, cubin = Path(folder) / "probe.cu", Path(folder) / "probe.cubin"
+        cu.write_text(text)
+        subprocess.run(["nvcc", "-std=c++17", f"-arch={arch}", "-cubin", "-o", str(cubin),
+                        str(cu)], check=True, capture_output=True)  # fmt: skip
+        return subprocess.run([nvdisasm, "-c", str(cubin)], check=True, capture_output=True,
+                              text=True).stdout  # fmt: skip
+
+
+def functions(sass: str) -> dict:
+    """{mangled name: [instruction mnemonics]} of a disassembly (NOPs left out)."""
+    found, current = {}, None
+    for line in sass.splitlines():
+        head = re.match(r"\.text\.(\w+):", line.strip())
+        if head:
+            current = found.setdefault(head.group(1), [])
+            continue
+        op = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+        if op and current is not None and op.group(1) != "NOP":
+            current.append(op.group(1))
+    return found
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--nvdisasm")
+    args = parser.parse_args(argv)
+    tool = nvdisasm_path(args.nvdisasm)
+    kernels = [f"linscan::row_scan<{t}, {plan.FORWARD}>" for t in TYPES]
+    kernels += [f"linscan::tile_scan<float, 1, {plan.FORWARD}>"]
+    found = functions(disassemble(marked_source(), kernels, args.arch, tool))
+    print(f"SASS for {args.arch}, static counts (see the docstring for how to read them)\n")
+    for name, ops in sorted(found.items()):
+        if "row_scan" not in name:
+            continue
+        ctype = "float" if "row_scanIf" in name else "double"
+        items = plan.ROW_ITEMS[TYPES[ctype]]
+        print(f"row_scan<{ctype}, FORWARD>: {len(ops)} instructions, {items} items a thread")
+        print(f"  {'phase':22s} {'instr':>6s} {'per elem':>9s} {'memory':>7s} {'fp':>5s}  branches")
+        cuts = [k for k, op in enumerate(ops) if op == "PMTRIG"]
+        bounds = [0] + cuts + [len(ops)]
+        names = ["set-up"] + [phase for _, phase in PHASES]
+        body = 0
+        for k, phase in enumerate(names):
+            part = [op for op in ops[bounds[k] : bounds[k + 1]] if op != "PMTRIG"]
+            branches = sum(op.startswith("BRA") for op in part)
+            memory = sum(op.split(".")[0] in ("LDG", "STG", "LDS", "STS") for op in part)
+            fp = sum(op.split(".")[0] in FP for op in part)
+            print(f"  {phase:22s} {len(part):6d} {len(part) / items:9.1f} "
+                  f"{memory / items:7.1f} {fp / items:5.1f}  {branches}")  # fmt: skip
+            body += len(part)
+        print(f"  {'all':22s} {body:6d} {body / items:9.1f}\n")
+    for name, ops in sorted(found.items()):
+        if "tile_scan" in name:
+            print(f"tile_scan<float, 1, FORWARD>: {len(ops)} instructions, per-step loops not "
+                  f"unrolled (S = 32 steps a thread at large sizes)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
