@@ -62,6 +62,7 @@ def row_scan(lib, a, x, h0=None, resets=None, *, mode="forward", down=False, hid
     value = np.array(a if by_value else 0, dtype)
     r = None if resets is None else np.ascontiguousarray(resets, np.uint8)
     h0_arr = None if h0 is None else np.ascontiguousarray(h0, dtype)
+    h0_so = 0 if h0_arr is not None and h0_arr.shape == (1,) else 1  # (1,): broadcast to rows
     y = np.full((O, T), np.nan, dtype)
     s_out = np.full(O, np.nan, dtype)
     grid = launch.grid
@@ -74,7 +75,7 @@ def row_scan(lib, a, x, h0=None, resets=None, *, mode="forward", down=False, hid
 
     err = lib.run_row_scan(
         TYPES[dtype], code, ptr(a_arr), ptr(value), ptr(r), ptr(x), ptr(h0_arr),
-        ctypes.c_longlong(1), ptr(y), ptr(s_out), ctypes.c_longlong(O * T), ctypes.c_longlong(T),
+        ctypes.c_longlong(h0_so), ptr(y), ptr(s_out), ctypes.c_longlong(O * T), ctypes.c_longlong(T),
         int(down), ctypes.c_longlong(grid), ptr(status) if launch.chained else None, ptr(agg_a),
         ptr(agg_b), ptr(agg_r), ptr(incl), ctypes.c_uint(seed), int(hide),
     )  # fmt: skip
@@ -180,3 +181,13 @@ def test_a_zero_map_after_an_infinite_state_waits_for_the_prefix(library, down):
     for seed in range(8):  # the prefix hidden from different readers
         h = row_scan(library, a, x, down=down, hide=True, seed=seed)
         np.testing.assert_array_equal(h, reference.scan(a, x, axis=1, reverse=down))
+
+
+def test_a_broadcast_initial_state_enters_every_row(library):
+    """h0 of one value for every row goes with a zero row stride, as the backend passes it."""
+    rng = np.random.default_rng(9)
+    a, x = rng.uniform(0.5, 1.0, (5, 700)), rng.normal(size=(5, 700))
+    for down in (False, True):
+        h = row_scan(library, a, x, np.array([2.5]), down=down)
+        want = reference.scan(a, x, np.full(5, 2.5), axis=1, reverse=down)
+        np.testing.assert_allclose(h, want, rtol=1e-12, atol=1e-12)
