@@ -8,44 +8,12 @@ import pytest
 import linscan
 
 cupy = pytest.importorskip("cupy", reason="CuPy (the nvrtc extra) is needed")
-memory = cupy.cuda.memory
-
-BASE = 0x7000_0000_0000  # fake device addresses: nothing reads or writes them
-
-
-class FakeGPU:
-    def __init__(self):
-        self.memory = memory.UnownedMemory(BASE, 1 << 40, None, device_id=0)
-        self.offset = 0
-        self.launches, self.memsets = [], []
-
-    def empty(self, shape, dtype=np.float64, order="C"):
-        shape = shape if isinstance(shape, tuple) else (shape,)
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        arr = cupy.ndarray(shape, dtype, memory.MemoryPointer(self.memory, self.offset))
-        self.offset += -(-max(nbytes, 1) // 512) * 512
-        return arr
-
-    def launch(self, dtype, mode, lp, device_id):
-        def kernel(grid, block, args, shared_mem=0):
-            self.launches.append(dict(lp=lp, mode=mode, dtype=np.dtype(dtype), grid=grid,
-                                      block=block, args=args, smem=shared_mem))  # fmt: skip
-
-        return kernel
+from fake_gpu import FakeGPU, install  # noqa: E402  (needs CuPy, checked above)
 
 
 @pytest.fixture
 def gpu(monkeypatch):
-    from linscan.backends.cuda import backend, source
-
-    fake = FakeGPU()
-    monkeypatch.setattr(cupy, "empty", fake.empty)
-    monkeypatch.setattr(cupy.cuda.runtime, "getDevice", lambda: 0)
-    monkeypatch.setattr(cupy.cuda.runtime, "memsetAsync", lambda *a: fake.memsets.append(a))
-    monkeypatch.setattr(cupy.cuda, "get_current_stream", lambda: type("S", (), {"ptr": 77})())
-    monkeypatch.setattr(source, "function", fake.launch)
-    monkeypatch.setitem(backend._sms, 0, 132)
-    return fake
+    return install(monkeypatch.setattr, monkeypatch.setitem, FakeGPU())
 
 
 def _args(launch):
