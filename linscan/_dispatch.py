@@ -8,6 +8,7 @@ host and device behind the caller's back.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 
 import numpy as np
@@ -69,16 +70,30 @@ def backend(device: int | None):
     backend for a host call, else the CUDA backend, with a context that makes the arrays'
     device current while it runs (a context that does nothing where it already is)."""
     if device is None:
-        from .backends.cpu.backend import backend as cpu
-
-        return cpu, _HOST
-    import cupy
-
-    from .backends.cuda.backend import backend as cuda
-
+        return _cpu(), _HOST
+    cupy, cuda = _cuda()
     if cupy.cuda.runtime.getDevice() == device:
         return cuda, _HOST
     return cuda, cupy.cuda.Device(device)
+
+
+@functools.cache
+def _cpu():
+    """The CPU backend, imported on first use (an import statement per call costs a small
+    call a microsecond)."""
+    from .backends.cpu.backend import backend
+
+    return backend
+
+
+@functools.cache
+def _cuda():
+    """``(cupy, the CUDA backend)``, imported on first use."""
+    import cupy
+
+    from .backends.cuda.backend import backend
+
+    return cupy, backend
 
 
 def gpu_status() -> tuple:

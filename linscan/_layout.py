@@ -116,6 +116,8 @@ def _address(arr) -> int:
 def _extent(arr) -> tuple:
     """The byte range ``[lo, hi)`` a CuPy array's elements lie in."""
     lo = hi = arr.data.ptr
+    if arr.flags.c_contiguous:  # (the common case, without a loop)
+        return lo, lo + arr.nbytes
     for n, stride in zip(arr.shape, arr.strides):
         if n == 0:
             return lo, lo

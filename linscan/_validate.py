@@ -315,7 +315,7 @@ def check_out(out, shape: tuple, dtype: np.dtype, name: str = "out", device=None
         raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {out.shape}")
     if out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
-    if not getattr(out.flags, "writeable", True):  # CuPy arrays are always writeable
+    if device is None and not out.flags.writeable:  # (CuPy arrays are always writeable)
         raise ValueError(f"{name} must be writeable, got a read-only array")
     return out
 

@@ -259,3 +259,55 @@ def test_the_row_kernel_is_opt_in(gpu, monkeypatch):
     monkeypatch.setattr(plan, "FAST", False)
     linscan.scan(0.5, gpu.empty((3, 5000), np.float32))
     assert gpu.launches[-1]["lp"].kernel == "tile_scan"
+
+
+def test_scratch_is_kept_per_stream_and_zeroed_before_each_launch(gpu):
+    """The look-back scratch is allocated once per device and stream (a small call must not
+    pay for it), grown when a call needs more, zeroed before every launch, and let go with
+    its stream."""
+    import gc
+
+    from linscan.backends.cuda import backend
+
+    x, big = gpu.empty((3, 5000), np.float32), gpu.empty((3, 500_000), np.float32)
+    for _ in range(2):
+        linscan.scan(0.5, x)
+    first, second = (_ptr(_args(launch)["status"]) for launch in gpu.launches)
+    assert first == second and [m[0] for m in gpu.memsets] == [first, second]
+    linscan.scan(0.5, big)  # more tiles than the scratch holds: a larger one
+    grown = _args(gpu.launches[-1])["status"]
+    assert len(gpu.memsets) == 3 and gpu.memsets[-1][0] == grown
+    held = backend._SCRATCH._held[(0, 77)][1]
+    assert held.data.ptr == grown and held.nbytes >= gpu.launches[-1]["lp"].scratch_bytes
+    linscan.scan(0.5, x)  # a smaller call keeps the larger scratch
+    assert _args(gpu.launches[-1])["status"] == grown
+
+    other = type("Stream", (), {"ptr": 78})()  # another stream: its own scratch
+    cupy.cuda.get_current_stream = lambda: other
+    linscan.scan(0.5, x)
+    assert _args(gpu.launches[-1])["status"] != grown and gpu.memsets[-1][3] == 78
+    assert (0, 78) in backend._SCRATCH._held
+    del other
+    cupy.cuda.get_current_stream = lambda: gpu.stream
+    gc.collect()
+    assert (0, 78) not in backend._SCRATCH._held and (0, 77) in backend._SCRATCH._held
+
+
+def test_memset_and_launch_happen_under_one_lock(gpu):
+    """Threads sharing a stream must not interleave one call's memset with another's launch
+    (the second memset would land after the first launch was queued, or before it ran)."""
+    from linscan.backends.cuda import backend
+
+    held = []
+    launch = gpu.launch
+
+    def checking(dtype, mode, lp, device_id):
+        kernel = launch(dtype, mode, lp, device_id)
+        return lambda *args, **kw: (held.append(backend._SCRATCH.lock.locked()), kernel(*args, **kw))
+
+    from linscan.backends.cuda import source
+
+    source.function = checking
+    linscan.scan(0.5, gpu.empty((3, 5000), np.float32))  # several tiles: scratch
+    linscan.scan(0.5, gpu.empty((3, 50), np.float32))  # one tile: none, no lock needed
+    assert held == [True, False] and not backend._SCRATCH.lock.locked()

@@ -2,11 +2,17 @@
 
 Imported only when a call has CuPy arrays; implements the contract of
 ``linscan.backends.base``. The launch plan comes from ``plan``, the kernels from ``source``,
-their parameter lists from ``abi``. Kernels run on CuPy's current stream, scratch comes from
-CuPy's memory pool, and nothing on this path waits for the device.
+their parameter lists from ``abi``. Kernels run on CuPy's current stream; the look-back's
+scratch comes from CuPy's memory pool and is kept per stream (``_Scratch``); nothing on this
+path waits for the device. Small calls are Python-bound, so what a call's signature fixes is
+planned once (``_prepare``).
 """
 
 from __future__ import annotations
+
+import functools
+import threading
+import weakref
 
 import cupy
 import numpy as np
@@ -37,70 +43,120 @@ def _pointer(arr):
     return abi.NULL if arr is None else arr
 
 
-def _elements(arr) -> tuple:
-    """The strides of ``arr`` in elements."""
-    return tuple(stride // arr.itemsize for stride in arr.strides)
+def _elements(strides, itemsize: int):
+    """Byte ``strides`` in elements (``None`` stays ``None``)."""
+    return None if strides is None else tuple(stride // itemsize for stride in strides)
 
 
-def _flat(arr, O: int, T: int) -> bool:
-    """Whether a canonical ``(O, T, 1)`` view is laid out as ``x``, element ``(o, t)`` at
-    ``o * T + t`` (``row_scan`` reads it so), or is a value (a decay given by value)."""
-    if not isinstance(arr, cupy.ndarray):
+def _flat(strides, O: int, T: int) -> bool:
+    """Whether a canonical ``(O, T, 1)`` view with ``strides`` (in elements; ``None``: a decay
+    given by value) is laid out as ``x``, element ``(o, t)`` at ``o * T + t``, as
+    ``row_scan`` reads it."""
+    if strides is None:
         return True
-    so, st, _ = _elements(arr)
+    so, st, _ = strides
     return (T == 1 or st == 1) and (O == 1 or so == T)
 
 
-def _scratch(launch: plan.Launch) -> dict:
-    """The look-back's scratch of a chained launch, its status words zeroed on the current
-    stream (the layout of ``plan.Launch``: status, A, B, prefix, then the reset flags)."""
-    scratch = cupy.empty(launch.scratch_bytes, np.uint8)
-    base = scratch.data.ptr
-    stream = cupy.cuda.get_current_stream()
-    cupy.cuda.runtime.memsetAsync(base, 0, launch.status_bytes, stream.ptr)
-    values, step = base + launch.status_bytes, launch.values_bytes
-    # (Python ints go as 64-bit integers: the same bits as the pointers.)
-    return dict(status=base, agg_a=values, agg_b=values + step, incl=values + 2 * step,
-                agg_r=values + 3 * step)  # fmt: skip
+class _Scratch:
+    """The look-back's scratch, kept per device and stream between calls (allocating it anew
+    cost a small call as much as the rest of its launch), its status words zeroed on the
+    stream before each launch. Calls on one stream run in order, so each finds the scratch
+    free; ``lock`` holds each call's memset and launch together where threads share a stream.
+    A stream's scratch is let go when the stream is; it only grows (to the largest call's)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self._held: dict = {}  # (device, stream pointer) -> (weak reference to stream, array)
+
+    def _buffer(self, nbytes: int, device: int, stream):
+        key = (device, stream.ptr)
+        held = self._held.get(key)
+        if held is not None and held[0]() is stream:
+            if held[1].nbytes >= nbytes:
+                return held[1]
+            nbytes = max(nbytes, 2 * held[1].nbytes)
+
+        def forget(ref, key=key):  # the stream is gone (unless its pointer was reused since)
+            if self._held.get(key, (None,))[0] is ref:
+                del self._held[key]
+
+        buffer = cupy.empty(nbytes, np.uint8)
+        self._held[key] = (weakref.ref(stream, forget), buffer)
+        return buffer
+
+    def take(self, launch: plan.Launch, device: int) -> dict:
+        """The scratch pointers of a chained launch (the layout of ``plan.Launch``: status, A,
+        B, prefix, then the reset flags), its status words zeroed on the current stream. Call
+        with ``lock`` held, and launch before letting it go."""
+        stream = cupy.cuda.get_current_stream()
+        base = self._buffer(launch.scratch_bytes, device, stream).data.ptr
+        cupy.cuda.runtime.memsetAsync(base, 0, launch.status_bytes, stream.ptr)
+        values, step = base + launch.status_bytes, launch.values_bytes
+        # (Python ints go as 64-bit integers: the same bits as the pointers.)
+        return dict(status=base, agg_a=values, agg_b=values + step, incl=values + 2 * step,
+                    agg_r=values + 3 * step)  # fmt: skip
 
 
+_SCRATCH = _Scratch()
 #: A launch whose tiles do not look back, a call without resets, a decay given by value.
 _NO_SCRATCH = dict(status=abi.NULL, agg_a=abi.NULL, agg_b=abi.NULL, incl=abi.NULL, agg_r=abi.NULL)
 _NO_FLAGS = dict(r=abi.NULL, r_so=0, r_st=0, r_si=0)
 _NO_DECAYS = dict(a=abi.NULL, a_so=0, a_st=0, a_si=0)  # a_value: the decay, by value
 
 
+@functools.lru_cache(maxsize=512)
+def _prepare(mode, shape, dtype, a_strides, h0_strides, r_strides, down, method, sms, fast):
+    """The launch of a call and the kernel arguments its signature fixes (all but the arrays'
+    pointers and a decay given by value), planned once per signature: small calls are
+    Python-bound. Strides in bytes, ``None`` for an absent array or a decay by value."""
+    O, T, I = shape
+    arith = _dtypes.accumulator(dtype)
+    a_so_st_si = _elements(a_strides, dtype.itemsize)
+    flat = (
+        fast and I == 1 and mode in plan.ROW_MODES and _flat(a_so_st_si, O, T)
+        and (r_strides is None or _flat(r_strides, O, T))
+    )  # fmt: skip
+    launch = plan.launch(O, T, I, arith.itemsize, mode, method, sms, None, r_strides is not None,
+                         flat)  # fmt: skip
+    h0_so, h0_si = _elements(h0_strides, dtype.itemsize) or (0, 0)
+    args = dict(
+        h0_so=h0_so, h0_si=h0_si, O=O, Tn=T, I=I, down=abi.DOWN[down], a_value=_ZERO[arith],
+        log2s=launch.log2s_c, groups=launch.groups, N=O * T, **_NO_SCRATCH, **_NO_FLAGS,
+        **_NO_DECAYS,
+    )  # fmt: skip
+    if a_so_st_si is not None:
+        args["a_so"], args["a_st"], args["a_si"] = a_so_st_si
+    if r_strides is not None:  # strides in bytes: the flags are bytes
+        args["r_so"], args["r_st"], args["r_si"] = r_strides
+    return launch, args
+
+
 def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str, r=None) -> None:
     """Launch one kernel of ``mode`` over the canonical arrays (``None`` for unused ones)."""
-    O, T, I = v.shape
-    arith = _dtypes.accumulator(v.dtype)
-    device_id, sms = _multiprocessors()
-    flat = (
-        plan.FAST and I == 1 and mode in plan.ROW_MODES and _flat(a, O, T)
-        and (r is None or _flat(r, O, T))
+    device, sms = _multiprocessors()
+    on_device = isinstance(a, cupy.ndarray)
+    launch, fixed = _prepare(
+        mode, v.shape, v.dtype, a.strides if on_device else None,
+        None if h0 is None else h0.strides, None if r is None else r.strides, down, method,
+        sms, plan.FAST,
     )  # fmt: skip
-    launch = plan.launch(O, T, I, arith.itemsize, mode, method, sms, None, r is not None, flat)
-    kernel = source.function(v.dtype, mode, launch, device_id)
-    h0_so, h0_si = (0, 0) if h0 is None else _elements(h0)
-    args = dict(
-        v=v, hf=_pointer(hf), h0=_pointer(h0), h0_so=h0_so, h0_si=h0_si, y=_pointer(y),
-        ga=_pointer(ga), s_out=_pointer(s_out), O=O, Tn=T, I=I, down=abi.DOWN[down],
-    )  # fmt: skip
-    if isinstance(a, cupy.ndarray):
-        args["a"], args["a_value"] = a, _ZERO[arith]
-        args["a_so"], args["a_st"], args["a_si"] = _elements(a)
+    args = dict(fixed, v=v, hf=_pointer(hf), h0=_pointer(h0), y=_pointer(y), ga=_pointer(ga),
+                s_out=_pointer(s_out))  # fmt: skip
+    if on_device:
+        args["a"] = a
     else:
-        args.update(_NO_DECAYS)
-        args["a_value"] = arith.type(a)
-    if r is None:
-        args.update(_NO_FLAGS)
-    else:  # strides in bytes: the flags are bytes
-        args["r"], (args["r_so"], args["r_st"], args["r_si"]) = r, r.strides
-    if launch.kernel != "serial_scan":
-        args.update(_scratch(launch) if launch.chained else _NO_SCRATCH)
-        args["log2s"], args["groups"], args["N"] = launch.log2s_c, launch.groups, O * T
-    block = (launch.threads,)
-    kernel((launch.grid,), block, abi.pack(launch.kernel, args), shared_mem=launch.smem)
+        args["a_value"] = _dtypes.accumulator(v.dtype).type(a)
+    if r is not None:
+        args["r"] = r
+    kernel = source.function(v.dtype, mode, launch, device)
+    grid, block = (launch.grid,), (launch.threads,)
+    if not launch.chained:
+        kernel(grid, block, abi.pack(launch.kernel, args), shared_mem=launch.smem)
+        return
+    with _SCRATCH.lock:
+        args.update(_SCRATCH.take(launch, device))
+        kernel(grid, block, abi.pack(launch.kernel, args), shared_mem=launch.smem)
 
 
 class CUDA(base.Backend):

@@ -87,19 +87,20 @@ class CompileError(RuntimeError):
 
 _lock = threading.Lock()
 _modules: dict = {}  # (device id, dtype, mode) -> cupy.RawModule
-_functions: dict = {}  # (device id, name) -> (cupy.RawKernel, dynamic smem limit set)
+#: (device id, dtype, mode, kernel, channel width) -> [cupy.RawKernel, dynamic smem limit set]
+_functions: dict = {}
 
 
 def function(dtype, mode: int, launch: plan.Launch, device_id: int):
     """The compiled kernel for a launch; its module compiles on first use (then from CuPy's
     disk cache). Raises ``CompileError`` with the compiler's log."""
-    name = kernel_name(dtype, mode, launch)
-    key = (device_id, name)
+    key = (device_id, dtype, mode, launch.kernel, launch.cw)  # (no name formatted per call)
     entry = _functions.get(key)
     if entry is None:
         with _lock:
             entry = _functions.get(key)
             if entry is None:
+                name = kernel_name(dtype, mode, launch)
                 entry = [_module(dtype, mode, device_id).get_function(name), plan.DEFAULT_SMEM]
                 _functions[key] = entry
     if launch.smem > entry[1]:
