@@ -17,6 +17,8 @@
 //   steps in turn: inf and NaN land where the serial loop puts them.
 // serial_scan: one thread per (row, channel) walking time: the serial baseline of Martin &
 //   Cundy, kept for comparison (method="sequential").
+// row_scan (rows.cuh) and chan_scan (channels.cuh): lean tile kernels for calls whose arrays
+//   are all laid out as x, time-contiguous rows and time-major channels; opt-in (issue 17).
 //
 // MODE FORWARD writes h; FINAL writes only each row's last state; BACKWARD runs the
 // vector-Jacobian product of a forward scan walked the other way: g[u] = grad_h[u] +
@@ -52,6 +54,7 @@
 //                                 single tile covers all of flat time.
 #include "lookback.cuh"
 #include "rows.cuh"
+#include "channels.cuh"
 
 namespace linscan {
 

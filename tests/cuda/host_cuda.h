@@ -1,10 +1,11 @@
-// Just enough CUDA to run linscan's row_scan on the host: every GPU thread of a block is a
-// host thread, __syncthreads and __syncwarp are barriers, warp shuffles go through a per-warp
-// buffer. Blocks run one after another in launch order, so a look-back always finds its
-// predecessors published; to reach the paths where a predecessor has published only its map,
-// a prefix published over a map may be hidden (`hide`): a status read then shows the map
-// instead, at random, until a spin loop reads again. Memory `__shared__` is static: one block
-// at a time uses it. Test code only (tests/cuda/test_cuda_host.py); not a CUDA emulator.
+// Just enough CUDA to run linscan's lean kernels (row_scan, chan_scan) on the host: every GPU
+// thread of a block is a host thread, __syncthreads and __syncwarp are barriers, warp shuffles
+// and votes go through a per-warp buffer. Blocks run one after another in launch order, so a
+// look-back always finds its predecessors published; to reach the paths where a predecessor
+// has published only its map, a prefix published over a map may be hidden (`hide`): a status
+// read then shows the map instead, at random, until a spin loop reads again. Memory
+// `__shared__` is static: one block at a time uses it. Test code only
+// (tests/cuda/test_cuda_host.py); not a CUDA emulator.
 #pragma once
 
 #include <algorithm>
@@ -78,6 +79,31 @@ inline V __shfl_down_sync(unsigned, V v, int delta) {
 template <typename V>
 inline V __shfl_sync(unsigned, V v, int source) {
     return host_shuffle(v, [source](int) { return source; });
+}
+
+// Warp votes, through the same buffer.
+template <typename F>
+inline int host_vote(int predicate, F combine) {
+    HostWarp& warp = host_warp();
+    const int lane = threadIdx.x % 32;
+    std::memcpy(warp.lanes[lane], &predicate, sizeof predicate);
+    warp.sync.arrive_and_wait();
+    int result = 0;
+    std::memcpy(&result, warp.lanes[0], sizeof result);
+    result = result != 0;
+    for (int other = 1; other < 32; ++other) {
+        int p = 0;
+        std::memcpy(&p, warp.lanes[other], sizeof p);
+        result = combine(result, p != 0);
+    }
+    warp.sync.arrive_and_wait();
+    return result;
+}
+inline int __all_sync(unsigned, int predicate) {
+    return host_vote(predicate, [](int p, int q) { return p && q; });
+}
+inline int __any_sync(unsigned, int predicate) {
+    return host_vote(predicate, [](int p, int q) { return p || q; });
 }
 
 template <typename V>

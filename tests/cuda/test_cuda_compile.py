@@ -13,8 +13,8 @@ cupy = pytest.importorskip("cupy", reason="CuPy (the nvrtc extra) is needed to c
 
 
 #: The architectures built: by default the lent GPUs' (H100 and H200, sm_90); a deliberate run
-#: adds others, e.g. LINSCAN_ARCHS="sm_80 sm_90" (A100). The lean row kernels are built for
-#: sm_80 as well in every run (they are few and cheap to build).
+#: adds others, e.g. LINSCAN_ARCHS="sm_80 sm_90" (A100). The lean kernels (row_scan,
+#: chan_scan) are built for sm_80 as well in every run (they are few and cheap to build).
 ARCHS = tuple(os.environ.get("LINSCAN_ARCHS", "sm_90").split())
 ROW_ARCHS = tuple(sorted(set(ARCHS) | {"sm_80", "sm_90"}))
 #: Registers and shared memory of an SM by architecture (for the occupancy the plan assumes).
@@ -26,20 +26,20 @@ ITEMSIZES = {"f": 4, "d": 8, "NS_6half_tE": 4, "NS_6bf16_tE": 4, "NS_7ComplexIfE
              "NS_7ComplexIdEE": 16}  # fmt: skip
 
 
-def _row_names():
-    return [n for n in source.all_name_expressions() if "row_scan" in n]
+def _lean_names():
+    return [n for n in source.all_name_expressions() if "row_scan" in n or "chan_scan" in n]
 
 
 @pytest.fixture(scope="module")
 def builds():
     """Each architecture's instantiations in two interleaved halves, compiled at once (NVRTC
     runs outside the GIL: two cores, half the time of one build), and the row kernels for the
-    architectures of ``ROW_ARCHS`` not in ``ARCHS``. ``{arch: (cubins, log)}``."""
+    architectures of ``ROW_ARCHS`` not in ``ARCHS``: the lean kernels. ``{arch: (cubins, log)}``."""
     import concurrent.futures
 
     names = source.all_name_expressions()
     jobs = [(arch, names[k::2]) for arch in ARCHS for k in range(2)]
-    jobs += [(arch, _row_names()) for arch in ROW_ARCHS if arch not in ARCHS]
+    jobs += [(arch, _lean_names()) for arch in ROW_ARCHS if arch not in ARCHS]
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             done = list(pool.map(lambda job: source.compile_offline(*job), jobs))
@@ -87,7 +87,7 @@ def _entries(log) -> list:
 def test_every_instantiation_is_built_without_spills(compiled):
     arch, _, log = compiled
     entries = re.findall(r"Compiling entry function '(\w+)'", log)
-    built = source.all_name_expressions() if arch in ARCHS else _row_names()
+    built = source.all_name_expressions() if arch in ARCHS else _lean_names()
     assert len(entries) == len(built)
     spills = re.findall(
         r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill", log
@@ -99,13 +99,14 @@ def test_every_instantiation_is_built_without_spills(compiled):
 def test_resources_allow_the_occupancy_the_plan_assumes(compiled):
     """Registers and shared memory of each kernel leave room for the resident blocks its
     launch bounds name (tile_scan: MIN_BLOCKS of 256 threads, its shared memory from the plan;
-    row_scan: ROW_MIN_BLOCKS of 128 threads by arithmetic type, static shared memory)."""
+    row_scan and chan_scan: ROW_MIN_BLOCKS and CHAN_MIN_BLOCKS of 128 threads by arithmetic
+    type, static shared memory)."""
     from linscan.backends.cuda import plan
 
     arch, _, log = compiled
     entries = _entries(log)
     assert len(entries) == len(re.findall("Compiling entry function", log))
-    rows = 0
+    rows = chans = 0
     for name, regs, smem in entries:
         if "row_scan" in name:
             rows += 1
@@ -113,9 +114,15 @@ def test_resources_allow_the_occupancy_the_plan_assumes(compiled):
             blocks = plan.ROW_MIN_BLOCKS[ITEMSIZES[stored]]
             assert regs * plan.ROW_THREADS * blocks <= REGISTERS, (name, regs)
             assert (smem + SMEM_PER_BLOCK_RESERVED) * blocks <= SMEM_PER_SM[arch], (name, smem)
+        elif "chan_scan" in name:
+            chans += 1
+            stored = re.search(r"chan_scanI(.+?)Li\d+EE", name).group(1)
+            blocks = plan.CHAN_MIN_BLOCKS[ITEMSIZES[stored]]
+            assert regs * plan.CHAN_THREADS * blocks <= REGISTERS, (name, regs)
+            assert (smem + SMEM_PER_BLOCK_RESERVED) * blocks <= SMEM_PER_SM[arch], (name, smem)
         elif "tile_scan" in name:
             assert regs * plan.BLOCK * plan.MIN_BLOCKS <= REGISTERS, (name, regs)
-    assert rows == len(_row_names())
+    assert rows + chans == len(_lean_names()) and rows == chans
 
 
 def test_a_broken_source_fails_with_the_compiler_log(tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
-"""row_scan's CUDA source (``kernels_cu/rows.cuh``) built for the host and run, each GPU thread
-a host thread (``host_cuda.h``), against the serial oracle: the kernel's own index arithmetic,
-exchanges, shuffles, look-back and non-finite paths execute without a GPU. What it cannot
-show: blocks running at once, the GPU's memory model, speed. Needs a C++20 compiler."""
+"""The lean kernels' CUDA source (``kernels_cu/rows.cuh``, ``channels.cuh``) built for the host
+and run, each GPU thread a host thread (``host_cuda.h``), against the serial oracle: the
+kernels' own index arithmetic, exchanges, shuffles, votes, look-back and non-finite paths
+execute without a GPU. What it cannot show: blocks running at once, the GPU's memory model,
+speed. Needs a C++20 compiler."""
 
 import ctypes
 import shutil
@@ -26,24 +27,27 @@ TYPES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.complex64
 def library(tmp_path_factory):
     compiler = shutil.which("g++") or shutil.which("clang++")
     if compiler is None:
-        pytest.skip("no C++ compiler to build row_scan for the host")
-    kernels = source.assemble("rows.cuh")
+        pytest.skip("no C++ compiler to build the lean kernels for the host")
+    folder = tmp_path_factory.mktemp("host_kernels")
+    for path in source.kernel_dir().iterdir():
+        (folder / path.name).write_text(path.read_text())
+    (folder / "lean.cuh").write_text('#include "rows.cuh"\n#include "channels.cuh"\n')
+    kernels = source.assemble("lean.cuh", folder)
     acquire = 'asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");'
     assert acquire in kernels, "load_acquire changed: update the host build"
     kernels = kernels.replace(acquire, "v = host_load_acquire(p);")
-    text = (HERE / "host_rows.cpp").read_text()
+    text = (HERE / "host_kernels.cpp").read_text()
     text = text.replace("// @KERNELS@", '#include "host_cuda.h"\n' + kernels)
-    folder = tmp_path_factory.mktemp("host_rows")
-    (folder / "host_rows.cpp").write_text(text)
-    built = folder / "host_rows.so"
+    (folder / "host_kernels.cpp").write_text(text)
+    built = folder / "host_kernels.so"
     done = subprocess.run(
         [compiler, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-I", str(HERE),
-         "-o", str(built), str(folder / "host_rows.cpp")],
+         "-o", str(built), str(folder / "host_kernels.cpp")],
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-5000:]
     lib = ctypes.CDLL(str(built))
-    lib.run_row_scan.restype = ctypes.c_int
+    lib.run_row_scan.restype = lib.run_chan_scan.restype = ctypes.c_int
     return lib
 
 
@@ -65,23 +69,68 @@ def row_scan(lib, a, x, h0=None, resets=None, *, mode="forward", down=False, hid
     h0_so = 0 if h0_arr is not None and h0_arr.shape == (1,) else 1  # (1,): broadcast to rows
     y = np.full((O, T), np.nan, dtype)
     s_out = np.full(O, np.nan, dtype)
-    grid = launch.grid
-    status = np.zeros(1 + grid, np.uint32)
-    agg_a, agg_b, incl = (np.zeros(grid, dtype) for _ in range(3))
-    agg_r = np.zeros(grid, np.int32)
-
-    def ptr(arr):
-        return None if arr is None else arr.ctypes.data_as(ctypes.c_void_p)
-
+    status, agg_a, agg_b, agg_r, incl = scratch = _scratch(launch, dtype)
     err = lib.run_row_scan(
-        TYPES[dtype], code, ptr(a_arr), ptr(value), ptr(r), ptr(x), ptr(h0_arr),
-        ctypes.c_longlong(h0_so), ptr(y), ptr(s_out), ctypes.c_longlong(O * T), ctypes.c_longlong(T),
-        int(down), ctypes.c_longlong(grid), ptr(status) if launch.chained else None, ptr(agg_a),
-        ptr(agg_b), ptr(agg_r), ptr(incl), ctypes.c_uint(seed), int(hide),
+        TYPES[dtype], code, _ptr(a_arr), _ptr(value), _ptr(r), _ptr(x), _ptr(h0_arr),
+        ctypes.c_longlong(h0_so), _ptr(y), _ptr(s_out), ctypes.c_longlong(O * T),
+        ctypes.c_longlong(T), int(down), ctypes.c_longlong(launch.grid),
+        _ptr(status) if launch.chained else None, _ptr(agg_a), _ptr(agg_b), _ptr(agg_r),
+        _ptr(incl), ctypes.c_uint(seed), int(hide),
     )  # fmt: skip
     assert err == 0
+    _check_published(launch, scratch[0])
+    return y if mode == "forward" else s_out
+
+
+def _ptr(arr):
+    return None if arr is None else arr.ctypes.data_as(ctypes.c_void_p)
+
+
+def _scratch(launch, dtype) -> tuple:
+    """status (zeroed), agg_a, agg_b, agg_r, incl: ``launch.cw`` values a tile."""
+    values = launch.grid * launch.cw
+    agg_a, agg_b, incl = (np.zeros(values, dtype) for _ in range(3))
+    return np.zeros(1 + launch.grid, np.uint32), agg_a, agg_b, np.zeros(values, np.int32), incl
+
+
+def _check_published(launch, status):
     if launch.chained:  # every tile took a number and published its prefix
-        assert status[0] == grid and np.all(status[1:] == 2)
+        assert status[0] == launch.grid and np.all(status[1:] == 2)
+
+
+def chan_scan(lib, a, x, h0=None, resets=None, *, mode="forward", down=False, hide=True,
+              seed=0):  # fmt: skip
+    """chan_scan on ``(O, T, I)`` arrays, as the CUDA backend would launch it: ``a`` an array
+    laid out as ``x`` or a scalar (by value), ``h0`` an array that broadcasts to ``(O, I)``
+    (read through its strides) or None."""
+    x = np.ascontiguousarray(x)
+    O, T, I = x.shape
+    dtype = x.dtype
+    code = plan.FORWARD if mode == "forward" else plan.FINAL
+    launch = plan.launch(O, T, I, dtype.itemsize, code, "parallel", flat=True,
+                         resets=resets is not None)  # fmt: skip
+    assert launch.kernel == "chan_scan" and launch.threads == 128
+    by_value = np.ndim(a) == 0
+    a_arr = None if by_value else np.ascontiguousarray(a, dtype)
+    value = np.array(a if by_value else 0, dtype)
+    r = None if resets is None else np.ascontiguousarray(resets, np.uint8)
+    h0_so = h0_si = 0
+    if h0 is not None:
+        h0 = np.broadcast_to(np.asarray(h0, dtype), (O, I))
+        h0_so, h0_si = (stride // dtype.itemsize for stride in h0.strides)
+    y = np.full((O, T, I), np.nan, dtype)
+    s_out = np.full((O, I), np.nan, dtype)
+    scratch = status, agg_a, agg_b, agg_r, incl = _scratch(launch, dtype)
+    h0_ptr = None if h0 is None else ctypes.c_void_p(h0.__array_interface__["data"][0])
+    err = lib.run_chan_scan(
+        TYPES[dtype], code, _ptr(a_arr), _ptr(value), _ptr(r), _ptr(x), h0_ptr,
+        ctypes.c_longlong(h0_so), ctypes.c_longlong(h0_si), _ptr(y), _ptr(s_out),
+        ctypes.c_longlong(O), ctypes.c_longlong(T), ctypes.c_longlong(I), int(down),
+        ctypes.c_longlong(launch.grid), _ptr(status) if launch.chained else None, _ptr(agg_a),
+        _ptr(agg_b), _ptr(agg_r), _ptr(incl), ctypes.c_uint(seed), int(hide),
+    )  # fmt: skip
+    assert err == 0
+    _check_published(launch, scratch[0])
     return y if mode == "forward" else s_out
 
 
@@ -191,3 +240,102 @@ def test_a_broadcast_initial_state_enters_every_row(library):
         h = row_scan(library, a, x, np.array([2.5]), down=down)
         want = reference.scan(a, x, np.full(5, 2.5), axis=1, reverse=down)
         np.testing.assert_allclose(h, want, rtol=1e-12, atol=1e-12)
+
+
+@st.composite
+def channel_cases(draw):
+    dtype = np.dtype(draw(st.sampled_from(sorted(TYPES, key=str))))
+    O = draw(st.integers(1, 3))
+    T = draw(st.sampled_from([32, 33, 47, 64, 100, 257]))
+    I = draw(st.sampled_from([107, 128, 214, 256, 320]))  # groups with <= 1/5 idle lanes
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    complex_ = dtype.kind == "c"
+    if draw(st.booleans()):
+        a = dtype.type(0.9 + 0.1j) if complex_ else dtype.type(rng.uniform(0.5, 1.0))
+    else:
+        a = rng.uniform(-1, 1, (O, T, I))
+        if complex_:
+            a = a * np.exp(1j * rng.uniform(-np.pi, np.pi, a.shape))
+        a = a.astype(dtype)
+    x = rng.normal(size=(O, T, I)) + (1j * rng.normal(size=(O, T, I)) if complex_ else 0)
+    h0_shape = draw(st.sampled_from([None, (O, I), (I,), (O, 1), (1, 1)]))
+    h0 = None
+    if h0_shape is not None:
+        h0 = (rng.normal(size=h0_shape) + (1j if complex_ else 0)).astype(dtype)
+    density = draw(st.sampled_from([None, 0.01, 0.3]))
+    resets = None if density is None else rng.random((O, T, I)) < density
+    return dict(a=a, x=x.astype(dtype), h0=h0, resets=resets, down=draw(st.booleans()),
+                hide=draw(st.booleans()), seed=draw(st.integers(0, 1000)))  # fmt: skip
+
+
+def _channel_oracle(case):
+    x = case["x"]
+    O, _, I = x.shape
+    h0 = None if case["h0"] is None else np.broadcast_to(case["h0"], (O, I))
+    return (np.broadcast_to(case["a"], x.shape), x, h0), dict(
+        axis=1, reverse=case["down"], resets=case["resets"]
+    )
+
+
+@given(case=channel_cases())
+def test_chan_scan_matches_the_oracle(library, case):
+    """Every dtype chan_scan computes in (16-bit storage aside), decays by array or value,
+    channel counts that leave idle lanes, rows shorter than a tile's steps at their end,
+    resets, h0 full or broadcast either way, both directions, prefixes hidden or not."""
+    options = dict(down=case["down"], hide=case["hide"], seed=case["seed"])
+    h = chan_scan(library, case["a"], case["x"], case["h0"], case["resets"], **options)
+    state = chan_scan(library, case["a"], case["x"], case["h0"], case["resets"], mode="final",
+                      **options)  # fmt: skip
+    args, kwargs = _channel_oracle(case)
+    assert_scan_close(h, *args, **kwargs)
+    assert_final_state_close(state, *args, **kwargs)
+
+
+@pytest.mark.parametrize("down", [False, True])
+def test_chan_scan_looks_back_along_a_long_row(library, down):
+    """200 tiles of float64 along one row with decays near one, prefixes hidden: look-backs
+    compose many published maps per channel before reaching a prefix."""
+    rng = np.random.default_rng(6)
+    T, I = 200 * 16, 128
+    a, x = rng.uniform(0.999, 1.0, (1, T, I)), rng.normal(size=(1, T, I))
+    h = chan_scan(library, a, x, down=down, hide=True, seed=4)
+    want = reference.scan(a, x, axis=1, reverse=down)
+    np.testing.assert_allclose(h, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_chan_scan_puts_non_finite_values_where_the_loop_does(library, seed):
+    """inf and NaN decays, inputs and states, products that underflow or overflow, in some
+    channels: inexact maps make the warps walk in turn and look-backs wait for prefixes."""
+    rng = np.random.default_rng(seed)
+    O, T, I = 2, 400, 128
+    a, x = rng.uniform(0.5, 1.0, (O, T, I)), rng.normal(size=(O, T, I))
+    for kind in rng.choice(POISONS, 4):
+        poison(kind, a, x, rng)
+    h0 = rng.normal(size=(O, I))
+    h0[rng.random((O, I)) < 0.3] = np.inf
+    resets = rng.random((O, T, I)) < 0.002
+    for down in (False, True):
+        kwargs = dict(down=down, hide=True, seed=seed)
+        h = chan_scan(library, a, x, h0, resets, **kwargs)
+        state = chan_scan(library, a, x, h0, resets, mode="final", **kwargs)
+        options = dict(axis=1, reverse=down, resets=resets)
+        assert_scan_close(h, a, x, h0, **options)
+        assert_final_state_close(state, a, x, h0, **options)
+
+
+@pytest.mark.parametrize("down", [False, True])
+def test_chan_scan_waits_for_the_prefix_after_a_zero_map(library, down):
+    """An infinite state, then a tile whose decays' product underflows to zero (in every
+    channel): the loop keeps inf, composing the maps gives 0 * inf = NaN, so a look-back that
+    composed that map must wait for its predecessor's walked prefix."""
+    tile = 4 * 4  # float64: four warps of four steps
+    a, x = np.ones((1, 12 * tile, 128)), np.zeros((1, 12 * tile, 128))
+    x[0, 3] = np.inf
+    a[0, 5 * tile + 2 : 5 * tile + 4] = 1e-200
+    if down:
+        a, x = a[:, ::-1].copy(), x[:, ::-1].copy()
+    for seed in range(4):
+        h = chan_scan(library, a, x, down=down, hide=True, seed=seed)
+        np.testing.assert_array_equal(h, reference.scan(a, x, axis=1, reverse=down))

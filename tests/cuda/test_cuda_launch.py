@@ -214,6 +214,34 @@ def test_rows_take_the_row_kernel_with_its_short_argument_list(fast):
     assert _ptr(args["s_out"]) == state.data.ptr
 
 
+def test_time_major_channels_take_the_channel_kernel(fast):
+    """Many channels laid out as x (time-major): chan_scan, with its short argument list and
+    h0 through its strides; a broadcast decay or too few channels take tile_scan."""
+    x = fast.empty((2, 300, 256), np.float32)
+    a = fast.empty((2, 300, 256), np.float32)
+    h0 = fast.empty((256,), np.float32)  # broadcast over the rows: a zero row stride
+    h = linscan.scan(a, x, h0, axis=1, reverse=True)
+    launch = fast.launches[-1]
+    args, lp = _args(launch), launch["lp"]
+    assert lp.kernel == "chan_scan" and launch["block"] == (128,) and launch["smem"] == 0
+    _check_types(args, np.dtype(np.float32))
+    assert launch["grid"] == (lp.grid,) == (2 * 2 * -(-300 // 32),)
+    assert _ptr(args["a"]) == a.data.ptr and _ptr(args["v"]) == x.data.ptr
+    assert _ptr(args["y"]) == h.data.ptr and _ptr(args["h0"]) == h0.data.ptr
+    assert (args["O"], args["Tn"], args["I"], int(args["down"])) == (2, 300, 256, 1)
+    assert (args["h0_so"], args["h0_si"]) == (0, 1)
+    ((ptr, _, nbytes, _),) = fast.memsets  # several tiles along time: scratch, one memset
+    assert _ptr(args["status"]) == ptr and nbytes == lp.status_bytes
+    state = linscan.final_state(0.5, x, axis=1, resets=fast.empty((2, 300, 256), np.bool_))
+    args = _args(fast.launches[-1])
+    assert fast.launches[-1]["lp"].kernel == "chan_scan" and fast.launches[-1]["mode"] == 1
+    assert _ptr(args["a"]) == 0 and args["a_value"] == 0.5 and _ptr(args["r"]) != 0
+    assert _ptr(args["s_out"]) == state.data.ptr
+    linscan.scan(fast.empty((256,), np.float32), x, axis=1)  # a decay per channel
+    linscan.scan(0.5, fast.empty((300, 40), np.float32), axis=0)  # 40 channels: idle lanes
+    assert [launch["lp"].kernel for launch in fast.launches[-2:]] == ["tile_scan"] * 2
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float64, np.complex64, np.complex128])
 def test_row_kernel_items_by_arithmetic_type(fast, dtype):
     x = fast.empty((1, 100000), dtype)
@@ -282,13 +310,13 @@ def test_scratch_is_kept_per_stream_and_zeroed_before_each_launch(gpu):
     linscan.scan(0.5, x)  # a smaller call keeps the larger scratch
     assert _args(gpu.launches[-1])["status"] == grown
 
-    other = type("Stream", (), {"ptr": 78})()  # another stream: its own scratch
-    cupy.cuda.get_current_stream = lambda: other
+    others = [type("Stream", (), {"ptr": 78})()]  # another stream: its own scratch
+    cupy.cuda.get_current_stream = lambda: others[0]
     linscan.scan(0.5, x)
     assert _args(gpu.launches[-1])["status"] != grown and gpu.memsets[-1][3] == 78
     assert (0, 78) in backend._SCRATCH._held
-    del other
     cupy.cuda.get_current_stream = lambda: gpu.stream
+    others.clear()  # the stream is gone
     gc.collect()
     assert (0, 78) not in backend._SCRATCH._held and (0, 77) in backend._SCRATCH._held
 

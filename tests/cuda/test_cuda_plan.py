@@ -85,6 +85,35 @@ def test_row_plan_takes_one_channel_forward_and_final(O, T, I, mode, itemsize):
     assert plan.launch(O, T, I, itemsize, mode, "sequential", flat=True).kernel == "serial_scan"
 
 
+@pytest.mark.parametrize("itemsize", [4, 8, 16])
+@pytest.mark.parametrize("mode", plan.MODES)
+@pytest.mark.parametrize(
+    "O, T, I", [(1, 2**16, 1024), (3, 1000, 128), (1, 33, 200), (2, 5, 1024), (1, 4000, 100),
+                (1, 4000, 129), (1, 4000, 250), (7, 64, 107)],
+)  # fmt: skip
+def test_channel_plan_takes_many_channels_forward_and_final(O, T, I, mode, itemsize):
+    """chan_scan: tiles of 128 channels by four warps' items of one row, time tiles fastest;
+    only where few of its lanes idle and a row fills a tile's steps."""
+    lp = plan.launch(O, T, I, itemsize, mode, "auto", flat=True)
+    tile_t = plan.CHAN_THREADS // plan.WARP * plan.CHAN_ITEMS[itemsize]
+    groups = -(-I // plan.CHAN_WIDTH)
+    fits = 5 * groups * plan.CHAN_WIDTH <= 6 * I and T >= tile_t
+    assert plan.chan_fits(T, I, itemsize) == fits
+    if not fits or mode not in plan.ROW_MODES:
+        assert lp.kernel == "tile_scan"
+        return
+    assert lp.kernel == "chan_scan" and lp.threads == plan.CHAN_THREADS and lp.smem == 0
+    assert lp.steps == plan.CHAN_ITEMS[itemsize] and lp.cw == plan.CHAN_WIDTH
+    assert lp.steps * itemsize == 32 and lp.tile_steps == tile_t
+    assert lp.groups == groups and lp.tiles_t * tile_t >= T > (lp.tiles_t - 1) * tile_t
+    assert lp.grid == O * groups * lp.tiles_t and lp.chained == (lp.tiles_t > 1)
+    if lp.chained:  # a status word a tile, CHAN_WIDTH channels of values and flags
+        assert lp.status_bytes >= 4 * (1 + lp.grid)
+        assert lp.values_bytes >= lp.grid * plan.CHAN_WIDTH * itemsize
+        assert lp.resets_bytes >= lp.grid * plan.CHAN_WIDTH * 4
+    assert plan.launch(O, T, I, itemsize, mode, "auto").kernel == "tile_scan"  # not flat
+
+
 def test_sequential_plan_is_one_thread_per_lane():
     lp = plan.launch(5, 1000, 300, 8, plan.BACKWARD, "sequential")
     assert lp.kernel == "serial_scan" and not lp.chained and lp.smem == 0
@@ -102,7 +131,7 @@ def test_bad_plans_raise():
 
 def test_plan_constants_match_the_kernel_source():
     text = source.assemble()
-    for name in ("BLOCK", "MIN_BLOCKS", "BATCH", "WARP", "ROW_THREADS"):
+    for name in ("BLOCK", "MIN_BLOCKS", "BATCH", "WARP", "ROW_THREADS", "CHAN_THREADS"):
         found = re.search(rf"constexpr int {name} = (\d+);", text)
         assert found and int(found.group(1)) == getattr(plan, name), name
     # row_scan's items (64 bytes of each array) and launch bounds, by arithmetic itemsize
@@ -112,6 +141,15 @@ def test_plan_constants_match_the_kernel_source():
     assert bounds, "ROW_MIN_BLOCKS changed: update plan.ROW_MIN_BLOCKS and this test"
     wide, narrow = map(int, bounds.groups())
     assert plan.ROW_MIN_BLOCKS == {4: narrow, 8: narrow, 16: wide}
+    # chan_scan's items (32 bytes of each array per channel) and channels per lane
+    assert "constexpr int CHAN_ITEMS = 32 / static_cast<int>(sizeof(T));" in text
+    assert plan.CHAN_ITEMS == {size: 32 // size for size in plan.STEPS}
+    assert "constexpr int CHAN_WIDTH = WARP * CHAN_LANE;" in text
+    assert "constexpr int CHAN_LANE = 4;" in text and plan.CHAN_WIDTH == 4 * plan.WARP
+    bounds = re.search(r"constexpr int CHAN_MIN_BLOCKS = sizeof\(T\) > 4 \? (\d+) : (\d+);", text)
+    assert bounds, "CHAN_MIN_BLOCKS changed: update plan.CHAN_MIN_BLOCKS and this test"
+    wide, narrow = map(int, bounds.groups())
+    assert plan.CHAN_MIN_BLOCKS == {4: narrow, 8: wide, 16: wide}
     assert "FORWARD = 0, FINAL = 1, BACKWARD = 2" in text
     assert (plan.FORWARD, plan.FINAL, plan.BACKWARD) == (0, 1, 2)
 
@@ -128,11 +166,13 @@ def test_assemble_pastes_local_headers_once(tmp_path):
 
 def test_name_expressions_come_from_the_tables():
     names = source.all_name_expressions()
-    per_dtype = 3 * (len(plan.CHANNEL_WIDTHS) + 1) + len(plan.ROW_MODES)
+    per_dtype = 3 * (len(plan.CHANNEL_WIDTHS) + 1) + 2 * len(plan.ROW_MODES)
     assert len(names) == len(set(names)) == len(source.C_TYPES) * per_dtype
     assert "linscan::tile_scan<double, 32, 2>" in names
     assert "linscan::row_scan<linscan::half_t, 1>" in names
-    assert "linscan::row_scan<float, 2>" not in names  # no backward row kernel yet
+    assert "linscan::chan_scan<linscan::Complex<double>, 0>" in names
+    assert "linscan::row_scan<float, 2>" not in names  # no backward lean kernels yet
+    assert "linscan::chan_scan<float, 2>" not in names
     assert "linscan::serial_scan<float, 1>" in names
 
 

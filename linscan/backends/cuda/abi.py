@@ -53,7 +53,18 @@ ROW_SCAN = (
     ("incl", POINTER),
 )  # fmt: skip
 
-PARAMETERS = {"serial_scan": SERIAL_SCAN, "tile_scan": TILE_SCAN, "row_scan": ROW_SCAN}
+#: ``chan_scan``: time-major channels (``kernels_cu/channels.cuh``), every array laid out as
+#: ``x``, so no strides but h0's.
+CHAN_SCAN = (
+    ("a", POINTER), ("a_value", VALUE), ("r", POINTER), ("v", POINTER), ("h0", POINTER),
+    ("h0_so", LONG), ("h0_si", LONG), ("y", POINTER), ("s_out", POINTER),
+    ("O", LONG), ("Tn", LONG), ("I", LONG), ("down", INT),
+    ("status", POINTER), ("agg_a", POINTER), ("agg_b", POINTER), ("agg_r", POINTER),
+    ("incl", POINTER),
+)  # fmt: skip
+
+PARAMETERS = {"serial_scan": SERIAL_SCAN, "tile_scan": TILE_SCAN, "row_scan": ROW_SCAN,
+              "chan_scan": CHAN_SCAN}  # fmt: skip
 #: Each kernel's argument tuple from a dict of its parameters by name (KeyError for a missing
 #: one; names the kernel does not take are left out), in the table's order.
 _IN_ORDER = {kernel: operator.itemgetter(*(name for name, _ in table))

@@ -48,14 +48,14 @@ def _elements(strides, itemsize: int):
     return None if strides is None else tuple(stride // itemsize for stride in strides)
 
 
-def _flat(strides, O: int, T: int) -> bool:
-    """Whether a canonical ``(O, T, 1)`` view with ``strides`` (in elements; ``None``: a decay
-    given by value) is laid out as ``x``, element ``(o, t)`` at ``o * T + t``, as
-    ``row_scan`` reads it."""
+def _flat(strides, O: int, T: int, I: int) -> bool:
+    """Whether a canonical ``(O, T, I)`` view with ``strides`` (in elements; ``None``: a decay
+    given by value) is laid out as ``x``, element ``(o, t, i)`` at ``(o * T + t) * I + i``,
+    as the lean kernels read it."""
     if strides is None:
         return True
-    so, st, _ = strides
-    return (T == 1 or st == 1) and (O == 1 or so == T)
+    so, st, si = strides
+    return (I == 1 or si == 1) and (T == 1 or st == I) and (O == 1 or so == T * I)
 
 
 class _Scratch:
@@ -114,8 +114,8 @@ def _prepare(mode, shape, dtype, a_strides, h0_strides, r_strides, down, method,
     arith = _dtypes.accumulator(dtype)
     a_so_st_si = _elements(a_strides, dtype.itemsize)
     flat = (
-        fast and I == 1 and mode in plan.ROW_MODES and _flat(a_so_st_si, O, T)
-        and (r_strides is None or _flat(r_strides, O, T))
+        fast and mode in plan.ROW_MODES and _flat(a_so_st_si, O, T, I)
+        and (r_strides is None or _flat(r_strides, O, T, I))
     )  # fmt: skip
     launch = plan.launch(O, T, I, arith.itemsize, mode, method, sms, None, r_strides is not None,
                          flat)  # fmt: skip

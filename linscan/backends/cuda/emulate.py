@@ -47,7 +47,10 @@ def run(a, v, h0=None, *, mode="forward", down=False, hf=None, resets=None, step
     dtype = v.dtype
     itemsize = np.promote_types(dtype, np.float32).itemsize  # of the arithmetic type
     has_resets = resets is not None
-    launch = plan.launch(O, T, I, itemsize, code, "parallel", sms, steps, has_resets, flat)
+    # (chan_scan's decomposition, tiles within a row, is not emulated: the host build of its
+    # source runs it, tests/cuda/test_cuda_host.py)
+    launch = plan.launch(O, T, I, itemsize, code, "parallel", sms, steps, has_resets,
+                         flat and I == 1)  # fmt: skip
     CW, S = launch.cw, launch.steps
     NS = (launch.threads if block is None else block) // CW
     window = plan.WARP if launch.kernel == "row_scan" else 1  # predecessors read at once

@@ -1,15 +1,16 @@
 """Launch planning for the CUDA kernels: plain Python, tested on machines without a GPU.
 
-The numbers here must agree with ``kernels_cu/scan.cu`` and ``kernels_cu/rows.cuh``
-(``BLOCK``, ``BATCH``, ``ROW_THREADS``, the items per thread, the shared memory layout, the
-scratch layout); ``linscan.backends.cuda.emulate`` runs the kernels' algorithm with the same
+The numbers here must agree with ``kernels_cu/scan.cu``, ``rows.cuh`` and ``channels.cuh``
+(``BLOCK``, ``BATCH``, ``ROW_THREADS``, ``CHAN_WIDTH``, the items per thread, the shared memory
+layout, the scratch layout); ``linscan.backends.cuda.emulate`` runs the kernels' algorithm with the same
 plan, so a wrong decomposition fails on the CPU.
 
-Two tile kernels: ``tile_scan``, general (any strides, channels, modes), and ``row_scan``,
-lean, for time-contiguous rows (one channel, decays and resets laid out as ``x`` or absent,
-the forward and final modes). ``row_scan`` has not run on a GPU yet: it is opt-in
+Three tile kernels: ``tile_scan``, general (any strides, channels, modes), and two lean ones
+for calls whose decays and resets are laid out as ``x`` or absent, in the forward and final
+modes: ``row_scan`` for time-contiguous rows (one channel) and ``chan_scan`` for time-major
+channels (many). The lean kernels have not run on a GPU yet: they are opt-in
 (``LINSCAN_FAST_KERNELS=1`` in the environment, read at import; ``FAST``) until a GPU run shows
-it correct and faster (issue 17).
+them correct and faster (issue 17).
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ ROW_THREADS = 128  # threads per row_scan block
 #: launch bounds ask the register budget to allow, by the arithmetic type's itemsize.
 ROW_ITEMS = {4: 16, 8: 8, 16: 4}
 ROW_MIN_BLOCKS = {4: 6, 8: 6, 16: 4}
-ROW_MODES = (FORWARD, FINAL)
+ROW_MODES = (FORWARD, FINAL)  # the lean kernels' modes
+CHAN_THREADS = 128  # threads per chan_scan block: CHAN_THREADS // WARP warps stacked in time
+CHAN_WIDTH = 128  # chan_scan's channels per tile (four per lane)
+#: chan_scan's steps per warp (32 bytes of each array per channel), by arithmetic itemsize,
+#: and the resident blocks per SM its launch bounds ask for.
+CHAN_ITEMS = {4: 8, 8: 4, 16: 2}
+CHAN_MIN_BLOCKS = {4: 4, 8: 3, 16: 3}
 DEFAULT_SMEM = 48 * 1024  # dynamic shared memory a launch gets without opting in
 TILES_PER_SM = 4  # aim for at least this many tiles per multiprocessor before shrinking S
 MAX_GRID = 2**31 - 1
@@ -52,8 +59,8 @@ class Launch:
     """One kernel launch. ``kernel`` is ``"tile_scan"``, ``"row_scan"`` or ``"serial_scan"``."""
 
     kernel: str
-    cw: int  # channels per tile (tile_scan; 1 for row_scan)
-    steps: int  # S, steps per thread (tile_scan; row_scan's items)
+    cw: int  # channels per tile (tile_scan, chan_scan; 1 for row_scan)
+    steps: int  # S, steps per thread (tile_scan; the lean kernels' items)
     groups: int  # channel groups, ceil(I / cw)
     tiles_t: int  # tiles along flat time
     grid: int  # blocks
@@ -64,7 +71,7 @@ class Launch:
     # Derived once (a launch is planned once per shape and reused: calls are Python-bound):
     log2s: int = field(init=False)
     log2s_c: np.int32 = field(init=False)  # as the kernel's int argument
-    tile_steps: int = field(init=False)  # NS * S, with NS = threads / cw threads per channel
+    tile_steps: int = field(init=False)  # NS * S, NS = threads / cw (chan_scan: warps) a channel
     status_bytes: int = field(init=False)  # zeroed scratch: a tile counter, a flag per tile
     values_bytes: int = field(init=False)  # each of three per-tile arrays: A, B, prefix
     resets_bytes: int = field(init=False)  # the per-tile reset flags of published maps (int)
@@ -75,7 +82,8 @@ class Launch:
         derived = dict(
             log2s=self.steps.bit_length() - 1,
             log2s_c=np.int32(self.steps.bit_length() - 1),
-            tile_steps=self.threads // self.cw * self.steps,
+            # (chan_scan: each warp holds all the tile's channels, the warps stacked in time)
+            tile_steps=self.threads // (WARP if self.kernel == "chan_scan" else self.cw) * self.steps,
             status_bytes=_round(4 * (1 + self.grid)) if chained else 0,
             values_bytes=_round(self.grid * self.cw * self.itemsize) if chained else 0,
             resets_bytes=_round(self.grid * self.cw * 4) if chained else 0,
@@ -122,9 +130,10 @@ def launch(
 
     ``method`` is ``"sequential"`` (one thread per lane), or ``"parallel"`` / ``"auto"``
     (tiles). ``sms`` is the device's multiprocessor count; ``steps`` forces S (tests);
-    ``resets``: the call has a resets mask; ``flat``: the lean ``row_scan`` is wanted and the
-    call's decays and resets are laid out as ``x`` or absent (``row_scan`` then takes calls
-    of one channel in its modes; others take ``tile_scan``).
+    ``resets``: the call has a resets mask; ``flat``: the lean kernels are wanted and the
+    call's decays and resets are laid out as ``x`` or absent (in their modes ``row_scan``
+    then takes calls of one channel, ``chan_scan`` calls of many channels (:func:`chan_fits`);
+    others take ``tile_scan``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -140,6 +149,14 @@ def launch(
         tiles = -(-O * T // (ROW_THREADS * items))
         _check_grid(tiles)
         return Launch("row_scan", 1, items, 1, tiles, tiles, 0, tiles > 1, itemsize, ROW_THREADS)
+    if flat and mode in ROW_MODES and chan_fits(T, I, itemsize):
+        items = CHAN_ITEMS[itemsize]
+        tiles_t = -(-T // (CHAN_THREADS // WARP * items))  # per row: tiles never cross rows
+        groups = -(-I // CHAN_WIDTH)
+        grid = O * groups * tiles_t
+        _check_grid(grid)
+        return Launch("chan_scan", CHAN_WIDTH, items, groups, tiles_t, grid, 0, tiles_t > 1,
+                      itemsize, CHAN_THREADS)  # fmt: skip
     cw = channel_width(I)
     groups = -(-I // cw)
     flat = O * T
@@ -156,6 +173,14 @@ def launch(
         "tile_scan", cw, s, groups, tiles_t, grid, smem_bytes(mode, s, itemsize, resets),
         tiles_t > 1, itemsize,
     )  # fmt: skip
+
+
+def chan_fits(T: int, I: int, itemsize: int) -> bool:
+    """Whether ``chan_scan`` suits a call of ``I`` channels over rows of ``T`` steps: its
+    groups of 128 channels leave at most a fifth of their lanes idle, and a row fills at least
+    one tile's steps (shorter rows, strung along flat time, suit ``tile_scan``)."""
+    groups = -(-I // CHAN_WIDTH)
+    return 5 * groups * CHAN_WIDTH <= 6 * I and T >= CHAN_THREADS // WARP * CHAN_ITEMS[itemsize]
 
 
 def _check_grid(grid: int) -> None:

@@ -61,12 +61,12 @@ def assemble(name: str = FILE, directory: Path | None = None) -> str:
 
 
 def name_expressions(dtype, mode: int) -> list:
-    """Every kernel of one dtype and mode: ``tile_scan`` per channel width, ``row_scan`` (in
-    its modes) and ``serial_scan``."""
+    """Every kernel of one dtype and mode: ``tile_scan`` per channel width, the lean
+    ``row_scan`` and ``chan_scan`` (in their modes) and ``serial_scan``."""
     ctype = C_TYPES[np.dtype(dtype)]
     names = [f"linscan::tile_scan<{ctype}, {cw}, {mode}>" for cw in plan.CHANNEL_WIDTHS]
     if mode in plan.ROW_MODES:
-        names.append(f"linscan::row_scan<{ctype}, {mode}>")
+        names += [f"linscan::{lean}<{ctype}, {mode}>" for lean in ("row_scan", "chan_scan")]
     return names + [f"linscan::serial_scan<{ctype}, {mode}>"]
 
 
