@@ -1,12 +1,13 @@
-"""The lean row kernel (row_scan, opt-in) against the general tile kernel (tile_scan) on the
-same GPU in one run: correctness first, then time, both as fractions of a device-to-device
-copy of the same bytes, interleaved in triples (copy, tile_scan, row_scan), device events,
-medians. Run from the source tree on a GPU machine:
+"""The lean kernels (opt-in: row_scan for rows, chan_scan for time-major channels) against the
+general tile kernel (tile_scan) on the same GPU in one run: correctness first, then time, both
+as fractions of a device-to-device copy of the same bytes, interleaved in triples (copy,
+tile_scan, the lean kernel), device events, medians. Run from the source tree on a GPU machine:
 
     PYTHONPATH=. python benchmarks/gpu_ab.py [--size 67108864] [--repeat 15] [--json FILE]
 
-Before any timing, each case is computed by the row kernel on a smaller array of the same
-layout (rows of 2^18 steps; the float64 oracle loops in Python) and checked against the
+Before any timing, each case is computed by the lean kernel on a smaller array of the same
+layout (rows of 2^16-2^18 steps, or 2^12 steps of 1024 channels; the float64 oracle loops in
+Python) and checked against the
 serial oracle (``linscan.testing``); a case that fails is reported and not timed. At the
 timed size, the largest difference between the two kernels' results relative to the
 largest result is reported (not asserted: their rounding orders differ). ``cupy.cumsum``
@@ -36,11 +37,16 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the rows as JSON to this file")
     args = parser.parse_args(argv)
     n = args.size
-    shapes = {"one row": (1, n), "1024 rows": (1024, n // 1024)}
+    # case: (shape, time axis, the smaller shape checked against the oracle first)
+    shapes = {
+        "one row": ((1, n), -1, (1, 1 << 18)),
+        "1024 rows": ((1024, n // 1024), -1, (4, 1 << 16)),
+        "time-major 1024 channels": ((n // 1024, 1024), 0, (1 << 12, 1024)),
+    }
     dtypes = (np.float32, np.float16, np.float64)
 
     def kernels(fn):
-        """``fn`` with the tile kernel, and with the row kernel (plan.FAST switched per call)."""
+        """``fn`` with the tile kernel, and with the lean kernel (plan.FAST switched per call)."""
 
         def run(fast):
             plan.FAST = fast
@@ -52,25 +58,25 @@ def main(argv=None) -> int:
         return partial(run, False), partial(run, True)
 
     rows, failures = [], []
-    for case, shape in shapes.items():
+    for case, (shape, axis, small) in shapes.items():
         for dtype in dtypes:
             a = gpu._typed(shape, dtype, 0.999, 1.0, seed=1)
             x = gpu._typed(shape, dtype, seed=2)
             h = cupy.empty(shape, dtype)
             size = np.dtype(dtype).itemsize
             ops = (
-                ("scan", 3 * size, partial(linscan.scan, a, x, out=h)),
-                ("scan reverse", 3 * size, partial(linscan.scan, a, x, reverse=True, out=h)),
-                ("final_state", 2 * size, partial(linscan.final_state, a, x)),
-            )
-            small = (shape[0], 1 << 18) if shape[0] == 1 else (4, 1 << 16)
+                ("scan", 3 * size, partial(linscan.scan, a, x, axis=axis, out=h)),
+                ("scan reverse", 3 * size,
+                 partial(linscan.scan, a, x, axis=axis, reverse=True, out=h)),
+                ("final_state", 2 * size, partial(linscan.final_state, a, x, axis=axis)),
+            )  # fmt: skip
             a_small = gpu._typed(small, dtype, 0.999, 1.0, seed=3)
             x_small = gpu._typed(small, dtype, seed=4)
             for op, per, fn in ops:
                 old, new = kernels(fn)
                 name = f"{case} {np.dtype(dtype).name} {op}"
                 try:
-                    _check(kernels, a_small, x_small, op, dtype)
+                    _check(kernels, a_small, x_small, op, dtype, axis)
                 except AssertionError as exc:
                     failures.append(f"{name}: {exc}")
                     print(f"FAILED {name}: {str(exc)[:300]}", flush=True)
@@ -80,8 +86,8 @@ def main(argv=None) -> int:
                 times = _triples(old, new, per * a.size, args.repeat, gpu, common, cupy)
                 rows.append(dict(case=case, shape=list(shape), dtype=np.dtype(dtype).name, op=op,
                                  bytes_per_elem=per, differ=differ, **times))  # fmt: skip
-                print(f"{name:34s} tile {times['tile_of_copy']:.2f}  row "
-                      f"{times['row_of_copy']:.2f} of copy  row/tile speed "
+                print(f"{name:48s} tile {times['tile_of_copy']:.2f}  lean "
+                      f"{times['lean_of_copy']:.2f} of copy  lean/tile speed "
                       f"{times['speedup']:.2f}x", flush=True)  # fmt: skip
     # The peer: cupy.cumsum over one float32 row of the same size.
     x = gpu._typed((n,), np.float32, seed=2)
@@ -98,8 +104,8 @@ def main(argv=None) -> int:
     return 1 if failures else 0
 
 
-def _check(kernels, a, x, op, dtype):
-    """The row kernel's ``op`` on ``a``, ``x`` against the serial float64 oracle."""
+def _check(kernels, a, x, op, dtype, axis):
+    """The lean kernel's ``op`` on ``a``, ``x`` against the serial float64 oracle."""
     import cupy
 
     import linscan
@@ -107,13 +113,13 @@ def _check(kernels, a, x, op, dtype):
 
     reverse = op == "scan reverse"
     call = linscan.final_state if op == "final_state" else partial(linscan.scan, reverse=reverse)
-    _, row = kernels(partial(call, a, x))
-    got = cupy.asnumpy(row())
+    _, lean = kernels(partial(call, a, x, axis=axis))
+    got = cupy.asnumpy(lean())
     args = [cupy.asnumpy(v).astype(np.float64) for v in (a, x)]
     if op == "final_state":
-        assert_final_state_close(got, *args, axis=-1, dtype=dtype)
+        assert_final_state_close(got, *args, axis=axis, dtype=dtype)
     else:
-        assert_scan_close(got, *args, axis=-1, reverse=reverse, dtype=dtype)
+        assert_scan_close(got, *args, axis=axis, reverse=reverse, dtype=dtype)
 
 
 def _triples(old, new, moved, repeat, gpu, common, cupy):
@@ -129,22 +135,22 @@ def _triples(old, new, moved, repeat, gpu, common, cupy):
         olds.append(gpu._device_clock(old))
         news.append(gpu._device_clock(new))
     return dict(
-        tile_ms=common.median(olds) * 1e3, row_ms=common.median(news) * 1e3,
+        tile_ms=common.median(olds) * 1e3, lean_ms=common.median(news) * 1e3,
         tile_of_copy=common.median([c / t for c, t in zip(copies, olds)]),
-        row_of_copy=common.median([c / t for c, t in zip(copies, news)]),
+        lean_of_copy=common.median([c / t for c, t in zip(copies, news)]),
         speedup=common.median([t / u for t, u in zip(olds, news)]),
     )  # fmt: skip
 
 
 def _markdown(rows) -> str:
-    lines = ["| case | dtype | op | B/elem | tile_scan ms | row_scan ms | tile of copy | "
-             "row of copy | row speedup | max rel. difference |",
+    lines = ["| case | dtype | op | B/elem | tile_scan ms | lean ms | tile of copy | "
+             "lean of copy | lean speedup | max rel. difference |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         if "speedup" in r:
             lines.append(f"| {r['case']} | {r['dtype']} | {r['op']} | {r['bytes_per_elem']} | "
-                         f"{r['tile_ms']:.3f} | {r['row_ms']:.3f} | {r['tile_of_copy']:.2f} | "
-                         f"{r['row_of_copy']:.2f} | {r['speedup']:.2f}x | "
+                         f"{r['tile_ms']:.3f} | {r['lean_ms']:.3f} | {r['tile_of_copy']:.2f} | "
+                         f"{r['lean_of_copy']:.2f} | {r['speedup']:.2f}x | "
                          f"{r['differ']:.1e} |")  # fmt: skip
         else:
             lines.append(f"| {r['case']} | {r['dtype']} | {r['op']} | {r['bytes_per_elem']} | "

@@ -35,10 +35,11 @@ SHAPES = [
     ((1,), 0), ((7,), 0), ((3000,), 0), ((5, 301), 1), ((301, 2), 0), ((97, 3), 0),
     ((2, 150, 5), 1), ((130, 12), 0), ((70, 20), 0), ((3, 40, 33), 1), ((45, 64), 0),
     ((2, 9000), 1),  # rows across many tiles (the row kernel's look-back, LINSCAN_FAST_KERNELS=1)
+    ((2, 100, 128), 1), ((150, 107), 0),  # time-major channels (chan_scan, with idle lanes)
 ]  # fmt: skip
 
 
-SUBSET = [SHAPES[k] for k in (2, 3, 4, 7, 9)]
+SUBSET = [SHAPES[k] for k in (2, 3, 4, 7, 9, 13)]
 PLANS = [
     (np.float32, SHAPES, ("parallel", "sequential")),
     (np.float64, SHAPES, ("parallel", "sequential")),
@@ -96,7 +97,7 @@ def non_finite(rng) -> int:
     inf and NaN in the same places. Returns the number of GPU calls."""
     calls = 0
     for dtype in (np.float32, np.float64):
-        for shape in ((1, 3000, 1), (1, 20000, 1), (2, 301, 3), (3, 40, 33)):
+        for shape in ((1, 3000, 1), (1, 20000, 1), (2, 301, 3), (3, 40, 33), (1, 200, 128)):
             for reverse in (False, True):
                 a, x, h0, gh = poisoned(rng, shape, dtype, clean_first=reverse)
                 serial = dict(axis=1, reverse=reverse, method="sequential")

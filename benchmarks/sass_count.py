@@ -1,16 +1,16 @@
-"""SASS instructions per element of the lean row kernel's phases, read statically (no GPU).
+"""SASS instructions per element of the lean kernels' phases, read statically (no GPU).
 
     python benchmarks/sass_count.py [--arch sm_90] [--nvdisasm PATH]
 
 Needs nvcc and nvdisasm (``pip install nvidia-cuda-nvdisasm`` provides it; found on PATH or
-in that wheel). The row kernel's source (``kernels_cu/rows.cuh``) is copied with a
-``pmevent`` marker after each phase comment, compiled with nvcc for ``--arch``, and
+in that wheel). The kernels' source (``kernels_cu/rows.cuh``, ``channels.cuh``) is copied with
+a ``pmevent`` marker after each phase comment, compiled with nvcc for ``--arch``, and
 disassembled; the instructions between two markers are that phase's (NOPs left out). The
 probe is specialized to a forward walk without resets (the other direction's and the
-resets' code drop out). The row kernel's per-element phases are unrolled, so a phase's count
-divided by the items per thread is its cost per element where a thread runs all of it; the
-phases that hold branches (``BRA``) also hold code that most threads skip (row starts, the
-general map and walk beside the plain ones, the look-back, the walk in turn), so their
+resets' code drop out). The lean kernels' per-element phases are unrolled, so a phase's count
+divided by the elements a thread holds is its cost per element where a thread runs all of
+it; the phases that hold branches (``BRA``) also hold code that most threads skip (row
+starts, the general map and walk beside the plain ones, the look-back, the walk in turn), so their
 figures are upper bounds; the memory and floating-point columns count LDG/STG/LDS/STS and
 FFMA/FMUL/FADD/DFMA/DMUL/DADD per element. The markers stop
 the compiler moving code across phases, so the totals are a little above the unmarked
@@ -32,16 +32,38 @@ from pathlib import Path
 
 from linscan.backends.cuda import plan, source
 
-#: The comment lines of rows.cuh after which a phase begins, with the phase's name.
-PHASES = (
-    ("    // Both arrays loaded", "load a and x, hand over"),
-    ("    // This thread's items:", "row starts (h0)"),
-    ("    // The map of this thread's items", "thread map"),
-    ("    // Block scan of the maps", "block scan"),
-    ("    // Publish what the tile can", "publish + look-back"),
-    ("    // The states entering this thread's items", "entering state"),
-    ("    // Walk the items again", "walk + store"),
-)
+#: Per lean kernel: the comment lines after which a phase begins, with the phase's names; the
+#: line the probe's specialization follows; the elements a thread holds, by arithmetic
+#: itemsize.
+KERNELS = {
+    "row_scan": dict(
+        phases=(
+            ("    // Both arrays loaded", "load a and x, hand over"),
+            ("    // This thread's items:", "row starts (h0)"),
+            ("    // The map of this thread's items", "thread map"),
+            ("    // Block scan of the maps", "block scan"),
+            ("    // Publish what the tile can", "publish + look-back"),
+            ("    // The states entering this thread's items", "entering state"),
+            ("    // Walk the items again", "walk + store"),
+        ),
+        first="    using T = typename Num<S>::T;\n    constexpr int ITEMS = ROW_ITEMS<T>;",
+        elements=plan.ROW_ITEMS,
+    ),
+    "chan_scan": dict(
+        phases=(
+            ("    // This warp's steps:", "addresses"),
+            ("    // Every step of every channel loaded", "load a and x"),
+            ("    // The row's first step:", "row start (h0)"),
+            ("    // Each channel's map of this warp's steps", "maps + warp scan"),
+            ("    // Publish what the tile can", "publish"),
+            ("    // Warp 0 looks back", "look-back"),
+            ("    // The states entering this warp's steps", "entering state"),
+            ("    // Walk the steps again", "walk + store"),
+        ),
+        first="    using T = typename Num<S>::T;\n    constexpr int ITEMS = CHAN_ITEMS<T>;",
+        elements={size: 4 * items for size, items in plan.CHAN_ITEMS.items()},
+    ),
+}
 TYPES = {"float": 4, "double": 8}
 FP = ("FFMA", "FMUL", "FADD", "DFMA", "DMUL", "DADD")
 
@@ -61,18 +83,19 @@ def nvdisasm_path(given=None) -> str:
 
 #: The probe's call: a forward walk (down = 0) without resets, so that the code of the other
 #: direction and of resets drops out (both are runtime arguments of the real kernel).
-SPECIALIZE = ("    using T = typename Num<S>::T;\n    constexpr int ITEMS = ROW_ITEMS<T>;",
-              "    down = 0;\n    r = nullptr;\n")
+SPECIALIZE = "    down = 0;\n    r = nullptr;\n"
 
 
 def marked_source() -> str:
     text = source.assemble()
-    line, fixed = SPECIALIZE
-    assert line in text, "row_scan's first lines changed: update SPECIALIZE"
-    text = text.replace(line, line + "\n" + fixed, 1)
-    for k, (line, _) in enumerate(PHASES, start=1):
-        assert line in text, f"phase marker {line!r} is gone from rows.cuh: update PHASES"
-        text = text.replace(line, f'    asm volatile("pmevent {k};");\n{line}', 1)
+    for kernel, spec in KERNELS.items():
+        assert spec["first"] in text, f"{kernel}'s first lines changed: update KERNELS"
+        head, _, body = text.partition(spec["first"])  # each marker after the kernel's start
+        body = SPECIALIZE + body
+        for k, (line, _) in enumerate(spec["phases"], start=1):
+            assert line in body, f"phase marker {line!r} is gone from {kernel}: update KERNELS"
+            body = body.replace(line, f'    asm volatile("pmevent {k};");\n{line}', 1)
+        text = head + spec["first"] + "\n" + body
     return text
 
 
@@ -108,20 +131,22 @@ def main(argv=None) -> int:
     parser.add_argument("--nvdisasm")
     args = parser.parse_args(argv)
     tool = nvdisasm_path(args.nvdisasm)
-    kernels = [f"linscan::row_scan<{t}, {plan.FORWARD}>" for t in TYPES]
+    kernels = [f"linscan::{k}<{t}, {plan.FORWARD}>" for k in KERNELS for t in TYPES]
     kernels += [f"linscan::tile_scan<float, 1, {plan.FORWARD}>"]
     found = functions(disassemble(marked_source(), kernels, args.arch, tool))
     print(f"SASS for {args.arch}, static counts (see the docstring for how to read them)\n")
     for name, ops in sorted(found.items()):
-        if "row_scan" not in name:
+        kernel = next((k for k in KERNELS if k in name), None)
+        if kernel is None:
             continue
-        ctype = "float" if "row_scanIf" in name else "double"
-        items = plan.ROW_ITEMS[TYPES[ctype]]
-        print(f"row_scan<{ctype}, FORWARD>: {len(ops)} instructions, {items} items a thread")
+        ctype = "float" if f"{kernel}If" in name else "double"
+        spec = KERNELS[kernel]
+        items = spec["elements"][TYPES[ctype]]
+        print(f"{kernel}<{ctype}, FORWARD>: {len(ops)} instructions, {items} elements a thread")
         print(f"  {'phase':22s} {'instr':>6s} {'per elem':>9s} {'memory':>7s} {'fp':>5s}  branches")
         cuts = [k for k, op in enumerate(ops) if op == "PMTRIG"]
         bounds = [0] + cuts + [len(ops)]
-        names = ["set-up"] + [phase for _, phase in PHASES]
+        names = ["set-up"] + [phase for _, phase in spec["phases"]]
         body = 0
         for k, phase in enumerate(names):
             part = [op for op in ops[bounds[k] : bounds[k + 1]] if op != "PMTRIG"]

@@ -96,20 +96,42 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
 #pragma unroll
     for (int c = 0; c < CHAN_LANE; ++c) valid[c] = c0 + c * WARP < I;
 
+    // Every step of every channel loaded at once (one wait for memory), each load instruction
+    // of the warp 32 consecutive elements.
+    // Most threads hold ITEMS steps of four channels: their loads go unguarded.
+    const bool full = steps == ITEMS && valid[CHAN_LANE - 1];
     T d[ITEMS][CHAN_LANE], x[ITEMS][CHAN_LANE];
     unsigned cut[CHAN_LANE];  // steps that ignore the state before them (bit j: item j)
 #pragma unroll
     for (int c = 0; c < CHAN_LANE; ++c) cut[c] = valid[c] ? 0u : ~0u;  // idle lanes: cut
+    if (full) {
 #pragma unroll
-    for (int j = 0; j < ITEMS; ++j) {
-        const long long at = base + j * step;
+        for (int j = 0; j < ITEMS; ++j) {
 #pragma unroll
-        for (int c = 0; c < CHAN_LANE; ++c) {
-            const bool here = j < steps && valid[c];
-            x[j][c] = here ? Num<S>::load(v[at + c * WARP]) : T(0);
-            d[j][c] = !a ? a_value : here ? Num<S>::load(a[at + c * WARP]) : T(1);
-            if (r && here && r[at + c * WARP]) cut[c] |= 1u << j;
+            for (int c = 0; c < CHAN_LANE; ++c) {
+                const long long at = base + j * step + c * WARP;
+                x[j][c] = Num<S>::load(v[at]);
+                d[j][c] = a ? Num<S>::load(a[at]) : a_value;
+            }
         }
+    } else {
+#pragma unroll
+        for (int j = 0; j < ITEMS; ++j) {
+#pragma unroll
+            for (int c = 0; c < CHAN_LANE; ++c) {
+                const long long at = base + j * step + c * WARP;
+                const bool here = j < steps && valid[c];
+                x[j][c] = here ? Num<S>::load(v[at]) : T(0);
+                d[j][c] = !a ? a_value : here ? Num<S>::load(a[at]) : T(1);
+            }
+        }
+    }
+    if (r) {
+#pragma unroll
+        for (int j = 0; j < ITEMS; ++j)
+#pragma unroll
+            for (int c = 0; c < CHAN_LANE; ++c)
+                if (j < steps && valid[c] && r[base + j * step + c * WARP]) cut[c] |= 1u << j;
     }
     // The row's first step: h0 enters there (folded into x: 0 * inf is NaN, as in the loop).
     if (s0 == 0 && steps > 0) {
@@ -124,17 +146,29 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
     }
 
     // Each channel's map of this warp's steps (walked: exact), then the scan over the warps.
+    // Threads whose steps neither start the row nor reset (most) take a multiply and a
+    // multiply-add a step.
+    const bool plain = full && (cut[0] | cut[1] | cut[2] | cut[3]) == 0u;
+    static_assert(CHAN_LANE == 4, "plain reads the four channels' cuts");
 #pragma unroll
     for (int c = 0; c < CHAN_LANE; ++c) {
         Affine<T> m = identity_map<T>();
+        if (plain) {
 #pragma unroll
-        for (int j = 0; j < ITEMS; ++j) {
-            if (j < steps) {
-                if (cut[c] >> j & 1u) {
-                    m = {T(0), x[j][c], RESET};
-                } else {
-                    m.A = m.A * d[j][c];
-                    m.B = muladd(d[j][c], m.B, x[j][c]);
+            for (int j = 0; j < ITEMS; ++j) {
+                m.A = m.A * d[j][c];
+                m.B = muladd(d[j][c], m.B, x[j][c]);
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < ITEMS; ++j) {
+                if (j < steps) {
+                    if (cut[c] >> j & 1u) {
+                        m = {T(0), x[j][c], RESET};
+                    } else {
+                        m.A = m.A * d[j][c];
+                        m.B = muladd(d[j][c], m.B, x[j][c]);
+                    }
                 }
             }
         }
@@ -259,7 +293,17 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
 
     // Walk the steps again from the state entering them: FORWARD writes every state, FINAL
     // the row's last (held by the warp whose steps reach Tn - 1).
-    if (MODE == FORWARD || s0 + steps == Tn) {
+    if (MODE == FORWARD && plain) {
+#pragma unroll
+        for (int c = 0; c < CHAN_LANE; ++c) {
+            T state = entering[c];
+#pragma unroll
+            for (int j = 0; j < ITEMS; ++j) {
+                state = muladd(d[j][c], state, x[j][c]);
+                y[base + j * step + c * WARP] = Num<S>::store(state);
+            }
+        }
+    } else if (MODE == FORWARD || s0 + steps == Tn) {
 #pragma unroll
         for (int c = 0; c < CHAN_LANE; ++c) {
             T state = entering[c];

@@ -43,11 +43,14 @@ def test_gpu_view_helper_keeps_strides():
     "shape, axis, decay_form",
     [((1, 200_000), 1, "full"), ((37, 5000), 1, "per_step"), ((5000, 37), 0, "per_channel"),
      ((3, 2000, 33), 1, "full"), ((2000, 1024), 0, "per_step"), ((4096, 1, 4), 0, "scalar"),
-     ((300, 7, 200), 0, "per_channel"), ((2**19,), 0, "scalar")],
+     ((300, 7, 200), 0, "per_channel"), ((2**19,), 0, "scalar"), ((3000, 256), 0, "full"),
+     ((2, 1000, 107), 1, "scalar")],
 )  # fmt: skip
 def test_long_sequences_every_layout(method, reverse, shape, axis, decay_form):
     """Many tiles along time (look-back across windows), many channel groups, rows strung
-    along flat time, both directions, broadcast decays read through their strides."""
+    along flat time, both directions, broadcast decays read through their strides; with
+    LINSCAN_FAST_KERNELS=1 the lean kernels take the rows and the time-major channels laid
+    out as x (the last two layouts: chan_scan)."""
     rng = np.random.default_rng(sum(shape) + axis)
     full = rng.uniform(0.99, 1.0, shape).astype(np.float32)
     if decay_form == "per_step":
@@ -84,8 +87,9 @@ def _drawn(rng, shape, dtype, low, high):
 @pytest.mark.parametrize("dtype", ALL)
 @pytest.mark.parametrize(
     "shape, axis, per_step",
-    [((1, 60_000), 1, True), ((20_000, 33), 0, False), ((3, 20_000, 2), 1, True)],
-)
+    [((1, 60_000), 1, True), ((20_000, 33), 0, False), ((3, 20_000, 2), 1, True),
+     ((2000, 128), 0, False)],
+)  # fmt: skip
 def test_long_sequences_every_dtype_with_resets(reverse, dtype, shape, axis, per_step):
     """Many tiles with resets per step (packed rows) or per element: tiles whose map ignores
     its input in some channels only, look-back that stops channel by channel."""
