@@ -48,6 +48,10 @@ KERNELS = {
         ),
         first="    using T = typename Num<S>::T;\n    constexpr int ITEMS = ROW_ITEMS<T>;",
         elements=plan.ROW_ITEMS,
+        hot=(
+            ("        if (q == 0 || q + steps >= Tn) {", "        if (false) {"),
+            ("    const bool plain = steps == ITEMS && cut == 0u;", "    const bool plain = true;"),
+        ),
     ),
     "chan_scan": dict(
         phases=(
@@ -55,13 +59,19 @@ KERNELS = {
             ("    // Every step of every channel loaded", "load a and x"),
             ("    // The row's first step:", "row start (h0)"),
             ("    // Each channel's map of this warp's steps", "maps + warp scan"),
-            ("    // Publish what the tile can", "publish"),
+            ("    // Warp 0 speaks for the tile", "publish"),
             ("    // Warp 0 looks back", "look-back"),
             ("    // The states entering this warp's steps", "entering state"),
             ("    // Walk the steps again", "walk + store"),
         ),
         first="    using T = typename Num<S>::T;\n    constexpr int ITEMS = CHAN_ITEMS<T>;",
         elements={size: 4 * items for size, items in plan.CHAN_ITEMS.items()},
+        hot=(
+            ("valid[c] = c0 + c * WARP < I;", "valid[c] = true;"),
+            ("    const bool full = steps == ITEMS && valid[CHAN_LANE - 1];",
+             "    const bool full = true;"),
+            ("    if (s0 == 0 && steps > 0) {", "    if (false) {"),
+        ),
     ),
 }
 TYPES = {"float": 4, "double": 8}
@@ -86,12 +96,23 @@ def nvdisasm_path(given=None) -> str:
 SPECIALIZE = "    down = 0;\n    r = nullptr;\n"
 
 
-def marked_source() -> str:
+#: The hot path's probe also never walks in turn (every map exact).
+HOT = (("    if (__syncthreads_or(", "    if (false && __syncthreads_or("),)
+
+
+def marked_source(hot: bool = False) -> str:
+    """The kernels' source with the phase markers; ``hot``: specialized further to a thread
+    in the middle of a long row, holding all its steps (and channels), no row start, every
+    map exact, by the ``hot`` replacements of ``KERNELS`` and ``HOT`` (the look-back stays:
+    the per-tile fixed cost, run by one warp)."""
     text = source.assemble()
     for kernel, spec in KERNELS.items():
         assert spec["first"] in text, f"{kernel}'s first lines changed: update KERNELS"
         head, _, body = text.partition(spec["first"])  # each marker after the kernel's start
         body = SPECIALIZE + body
+        for line, fixed in (spec["hot"] + HOT) if hot else ():
+            assert line in body, f"hot-path line {line!r} is gone from {kernel}: update KERNELS"
+            body = body.replace(line, fixed, 1)
         for k, (line, _) in enumerate(spec["phases"], start=1):
             assert line in body, f"phase marker {line!r} is gone from {kernel}: update KERNELS"
             body = body.replace(line, f'    asm volatile("pmevent {k};");\n{line}', 1)
@@ -133,8 +154,19 @@ def main(argv=None) -> int:
     tool = nvdisasm_path(args.nvdisasm)
     kernels = [f"linscan::{k}<{t}, {plan.FORWARD}>" for k in KERNELS for t in TYPES]
     kernels += [f"linscan::tile_scan<float, 1, {plan.FORWARD}>"]
-    found = functions(disassemble(marked_source(), kernels, args.arch, tool))
-    print(f"SASS for {args.arch}, static counts (see the docstring for how to read them)\n")
+    for hot in (False, True):
+        found = functions(disassemble(marked_source(hot), kernels, args.arch, tool))
+        what = "the hot path" if hot else "every path"
+        print(f"SASS for {args.arch}, static counts of {what} (see the docstring)\n")
+        _report(found)
+    for name, ops in sorted(found.items()):
+        if "tile_scan" in name:
+            print(f"tile_scan<float, 1, FORWARD>: {len(ops)} instructions, per-step loops not "
+                  f"unrolled (S = 32 steps a thread at large sizes)")  # fmt: skip
+    return 0
+
+
+def _report(found: dict) -> None:
     for name, ops in sorted(found.items()):
         kernel = next((k for k in KERNELS if k in name), None)
         if kernel is None:
@@ -157,11 +189,6 @@ def main(argv=None) -> int:
                   f"{memory / items:7.1f} {fp / items:5.1f}  {branches}")  # fmt: skip
             body += len(part)
         print(f"  {'all':22s} {body:6d} {body / items:9.1f}\n")
-    for name, ops in sorted(found.items()):
-        if "tile_scan" in name:
-            print(f"tile_scan<float, 1, FORWARD>: {len(ops)} instructions, per-step loops not "
-                  f"unrolled (S = 32 steps a thread at large sizes)")  # fmt: skip
-    return 0
 
 
 if __name__ == "__main__":

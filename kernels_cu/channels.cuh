@@ -187,32 +187,32 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
             if (q < upto) m = compose(m, Affine<T>{warp_A[q][k], warp_B[q][k], warp_flags[q][k]});
         return m;
     };
-    bool inexact = false, absolute = true;  // over the tile's channels (their tile maps)
-#pragma unroll
-    for (int c = 0; c < CHAN_LANE; ++c) {
-        const int flags = scan_map(c, CHAN_WARPS).flags;
-        inexact = inexact || (flags & INEXACT);
-        absolute = absolute && (flags & RESET);
-    }
-    // Publish what the tile can at once (tile_scan's rule): warp 0's lanes write their
-    // channels, then the tile's status word.
+    // Warp 0 speaks for the tile (its lanes hold all 128 channels): it publishes what the tile
+    // can at once (tile_scan's rule), then the tile's status word. Each lane writes its
+    // channels' maps, and their B as a prefix too: a reader takes a tile's prefix only once
+    // the status says PREFIX, by when a tile that was not ABSOLUTE has written the true one.
     constexpr int ABSOLUTE = 0, MAPPED = 1, HELD = 2;
-    const int kind = __syncthreads_or(inexact) ? HELD : !__syncthreads_or(!absolute) ? ABSOLUTE
-                                                                                       : MAPPED;
+    int kind = MAPPED;
     const long long slot = jt * CHAN_WIDTH + lane;  // this lane's first channel in scratch
-    if (status && w == 0 && kind != HELD) {
+    if (w == 0) {
+        bool inexact = false, absolute = true;  // over the tile's channels (their tile maps)
 #pragma unroll
         for (int c = 0; c < CHAN_LANE; ++c) {
             const Affine<T> agg = scan_map(c, CHAN_WARPS);
-            if (kind == ABSOLUTE) {
-                incl[slot + c * WARP] = agg.B;
-            } else {
+            inexact = inexact || (agg.flags & INEXACT);
+            absolute = absolute && (agg.flags & RESET);
+            if (status) {
                 agg_a[slot + c * WARP] = agg.A;
                 agg_b[slot + c * WARP] = agg.B;
                 agg_r[slot + c * WARP] = agg.flags;
+                incl[slot + c * WARP] = agg.B;
             }
         }
-        publish(status + 1 + jt, kind == ABSOLUTE ? PREFIX : AGGREGATE, lane);
+        kind = __any_sync(0xffffffffu, inexact)    ? HELD
+               : __all_sync(0xffffffffu, absolute) ? ABSOLUTE
+                                                   : MAPPED;
+        if (status && kind != HELD)
+            publish(status + 1 + jt, kind == ABSOLUTE ? PREFIX : AGGREGATE, lane);
     }
 
     // Warp 0 looks back along the row's earlier tiles of this group, nearest first, until
@@ -257,15 +257,20 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
 
     // The states entering this warp's steps and leaving the tile, from the maps; where a map
     // cannot give the loop's result, the warps walk their steps in turn.
+    // (leaving: warp 0's, which publishes it)
     T entering[CHAN_LANE], leaving[CHAN_LANE];
     bool off = false;
 #pragma unroll
     for (int c = 0; c < CHAN_LANE; ++c) {
         const T h = carry[lane + c * WARP];
-        const Affine<T> excl = scan_map(c, w), agg = scan_map(c, CHAN_WARPS);
+        const Affine<T> excl = scan_map(c, w);
         entering[c] = apply(excl, h);
-        leaving[c] = apply(agg, h);
-        off = off || !exact(excl, h) || !exact(agg, h);
+        off = off || !exact(excl, h);
+        if (w == 0) {
+            const Affine<T> agg = scan_map(c, CHAN_WARPS);
+            leaving[c] = apply(agg, h);
+            off = off || !exact(agg, h);
+        }
     }
     if (__syncthreads_or(off)) {
         for (int q = 0; q < CHAN_WARPS; ++q) {
