@@ -7,15 +7,20 @@ in that wheel). The kernels' source (``kernels_cu/rows.cuh``, ``channels.cuh``) 
 a ``pmevent`` marker after each phase comment, compiled with nvcc for ``--arch``, and
 disassembled; the instructions between two markers are that phase's (NOPs left out). The
 probe is specialized to a forward walk without resets (the other direction's and the
-resets' code drop out). The lean kernels' per-element phases are unrolled, so a phase's count
-divided by the elements a thread holds is its cost per element where a thread runs all of
-it; the phases that hold branches (``BRA``) also hold code that most threads skip (row
-starts, the general map and walk beside the plain ones, the look-back, the walk in turn), so their
-figures are upper bounds; the memory and floating-point columns count LDG/STG/LDS/STS and
-FFMA/FMUL/FADD/DFMA/DMUL/DADD per element. The markers stop
-the compiler moving code across phases, so the totals are a little above the unmarked
-kernel's. tile_scan (the general kernel) is reported whole: its per-step loops are not
-unrolled, so a static count says nothing per element (the issue's reading: ~150).
+resets' code drop out). The per-element phases are unrolled, so a phase's count divided by
+the elements a thread holds is its cost per element where a thread runs all of it.
+
+Two readings. "Every path": phases with branches (``BRA``) also hold code that most threads
+skip (row starts, the guarded loads, maps and walks beside the plain ones, the look-back, the
+walk in turn), so their figures are upper bounds. "The hot path": the probe further fixed to
+a thread in the middle of a long row holding all its steps (and channels), with no row start
+and every map exact (``KERNELS``' ``hot`` lines, ``HOT``); code that only one warp runs (the
+look-back; in chan_scan also the publishing) is still counted as if every thread ran it, and
+the compiler may place an out-of-line block after a later marker. The memory and
+floating-point columns count LDG/STG/LDS/STS and FFMA/FMUL/FADD/DFMA/DMUL/DADD per element.
+The markers stop the compiler moving code across phases, so the totals are a little above
+the unmarked kernel's. tile_scan (the general kernel) is reported whole: its per-step loops
+are not unrolled, so a static count says nothing per element (the issue's reading: ~150).
 """
 
 from __future__ import annotations

@@ -93,8 +93,8 @@ def sum_to_shape(full: np.ndarray, target: tuple, dtype: np.dtype) -> np.ndarray
     axes = tuple(range(lead)) + tuple(
         lead + k for k, n in enumerate(target) if n == 1 and full.shape[lead + k] != 1
     )
-    if not axes:
-        return cast(full.reshape(target), dtype)
+    if not axes:  # (a reshape costs a CuPy call a microsecond: none where none is needed)
+        return cast(full if full.shape == tuple(target) else full.reshape(target), dtype)
     acc = np.promote_types(full.dtype, np.float64)  # float64 or complex128
     # keepdims: an array even where every axis is summed (NumPy would give a scalar).
     return cast(full.sum(axis=axes, dtype=acc, keepdims=True).reshape(target), dtype)

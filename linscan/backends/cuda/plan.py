@@ -177,8 +177,9 @@ def launch(
 
 def chan_fits(T: int, I: int, itemsize: int) -> bool:
     """Whether ``chan_scan`` suits a call of ``I`` channels over rows of ``T`` steps: its
-    groups of 128 channels leave at most a fifth of their lanes idle, and a row fills at least
-    one tile's steps (shorter rows, strung along flat time, suit ``tile_scan``)."""
+    groups of 128 channels hold at most one idle lane for five channels (so ``I >= 107``),
+    and a row fills at least one tile's steps (shorter rows, strung along flat time, suit
+    ``tile_scan``)."""
     groups = -(-I // CHAN_WIDTH)
     return 5 * groups * CHAN_WIDTH <= 6 * I and T >= CHAN_THREADS // WARP * CHAN_ITEMS[itemsize]
 
