@@ -58,9 +58,9 @@ template <typename S, int MODE>
 __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>::T>)
     chan_scan(const S* a, typename Num<S>::T a_value, const unsigned char* r, const S* v,
               const S* h0, long long h0_so, long long h0_si, S* y, typename Num<S>::T* s_out,
-              long long O, long long Tn, long long I, int down, unsigned* status,
-              typename Num<S>::T* agg_a, typename Num<S>::T* agg_b, int* agg_r,
-              typename Num<S>::T* incl) {
+              long long O, long long Tn, long long I, int down, unsigned epoch, unsigned tile0,
+              unsigned* status, typename Num<S>::T* agg_a, typename Num<S>::T* agg_b,
+              int* agg_r, typename Num<S>::T* incl) {
     using T = typename Num<S>::T;
     constexpr int ITEMS = CHAN_ITEMS<T>;
     constexpr int TILE_T = CHAN_WARPS * ITEMS;  // steps per tile
@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
 
     // Tiles are numbered in the order blocks start (predecessors are running or done), time
     // tiles fastest: tile jt is time tile tt of channel group g of row o.
-    if (tid == 0) tile_s = status ? atomicAdd(status, 1u) : blockIdx.x;
+    if (tid == 0) tile_s = status ? atomicAdd(status, 1u) - tile0 : blockIdx.x;
     __syncthreads();
     const long long jt = tile_s;
     const long long tiles_t = (Tn + TILE_T - 1) / TILE_T;
@@ -212,7 +212,8 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
                : __all_sync(0xffffffffu, absolute) ? ABSOLUTE
                                                    : MAPPED;
         if (status && kind != HELD)
-            publish(status + 1 + jt, kind == ABSOLUTE ? PREFIX : AGGREGATE, lane);
+            publish(status + 1 + jt, tagged(epoch, kind == ABSOLUTE ? PREFIX : AGGREGATE),
+                    lane);
     }
 
     // Warp 0 looks back along the row's earlier tiles of this group, nearest first, until
@@ -224,7 +225,7 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
         int ended = 0;  // 1: acc holds the carry; 2: acc composed an inexact map
         for (long long pj = jt - 1; !ended && pj >= jt - tt; --pj) {
             unsigned fl;
-            while ((fl = load_acquire(status + 1 + pj)) == 0u) __nanosleep(32);
+            while ((fl = flag_of(load_acquire(status + 1 + pj), epoch)) == 0u) __nanosleep(32);
             bool all_reset = true, any_inexact = false;
 #pragma unroll
             for (int c = 0; c < CHAN_LANE; ++c) {
@@ -243,7 +244,7 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
         }
         if (ended == 2) {
             // An inexact composition: the predecessor's own prefix instead.
-            while (load_acquire(status + jt) != PREFIX) __nanosleep(32);
+            while (flag_of(load_acquire(status + jt), epoch) != PREFIX) __nanosleep(32);
 #pragma unroll
             for (int c = 0; c < CHAN_LANE; ++c)
                 carry[lane + c * WARP] = load_cg(incl + (jt - 1) * CHAN_WIDTH + lane + c * WARP);
@@ -293,7 +294,7 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
     if (status && kind != ABSOLUTE && w == 0) {
 #pragma unroll
         for (int c = 0; c < CHAN_LANE; ++c) incl[slot + c * WARP] = leaving[c];
-        publish(status + 1 + jt, PREFIX, lane);
+        publish(status + 1 + jt, tagged(epoch, PREFIX), lane);
     }
 
     // Walk the steps again from the state entering them: FORWARD writes every state, FINAL

@@ -109,8 +109,9 @@ template <typename S, int MODE>
 __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T>)
     row_scan(const S* a, typename Num<S>::T a_value, const unsigned char* r, const S* v,
              const S* h0, long long h0_so, S* y, typename Num<S>::T* s_out, long long N,
-             long long Tn, int down, unsigned* status, typename Num<S>::T* agg_a,
-             typename Num<S>::T* agg_b, int* agg_r, typename Num<S>::T* incl) {
+             long long Tn, int down, unsigned epoch, unsigned tile0, unsigned* status,
+             typename Num<S>::T* agg_a, typename Num<S>::T* agg_b, int* agg_r,
+             typename Num<S>::T* incl) {
     using T = typename Num<S>::T;
     constexpr int ITEMS = ROW_ITEMS<T>;
     constexpr int SPAN = WARP * ITEMS;  // steps per warp
@@ -130,7 +131,7 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
     const long long o_step = down ? -1 : 1;  // the row after, walking
 
     // Tiles are numbered in the order blocks start (predecessors are running or done).
-    if (tid == 0) tile_s = status ? atomicAdd(status, 1u) : blockIdx.x;
+    if (tid == 0) tile_s = status ? atomicAdd(status, 1u) - tile0 : blockIdx.x;
     __syncthreads();
     const long long jt = tile_s;
     const long long wb = jt * TILE + static_cast<long long>(w) * SPAN;  // the warp's first step
@@ -272,7 +273,7 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
             agg_r[jt] = agg.flags;
         }
         __threadfence();
-        atomicExch(status + 1 + jt, kind == ABSOLUTE ? PREFIX : AGGREGATE);
+        atomicExch(status + 1 + jt, tagged(epoch, kind == ABSOLUTE ? PREFIX : AGGREGATE));
     }
     if (tid == 0) carry = T(0);  // stays so where the tile's first step ignores the state
     if (status && !head_cut && w == 0) {
@@ -285,7 +286,8 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
             Affine<T> e{T(1), T(0), RESET};  // before the first tile (never reached)
             if (pj >= 0) {
                 unsigned fl;
-                while ((fl = load_acquire(status + 1 + pj)) == 0u) __nanosleep(32);
+                while ((fl = flag_of(load_acquire(status + 1 + pj), epoch)) == 0u)
+                    __nanosleep(32);
                 if (fl == PREFIX)
                     e = Affine<T>{T(0), load_cg(incl + pj), RESET};
                 else
@@ -303,7 +305,7 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
         if (lane == 0) {
             if (ended == 2) {
                 // An inexact composition: the predecessor's own prefix instead.
-                while (load_acquire(status + jt) != PREFIX) __nanosleep(32);
+                while (flag_of(load_acquire(status + jt), epoch) != PREFIX) __nanosleep(32);
                 carry = load_cg(incl + jt - 1);
             } else {
                 carry = acc.B;  // acc ignores its input: B is the state itself
@@ -337,7 +339,7 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
     if (status && kind != ABSOLUTE && tid == 0) {
         incl[jt] = leaving;
         __threadfence();
-        atomicExch(status + 1 + jt, PREFIX);
+        atomicExch(status + 1 + jt, tagged(epoch, PREFIX));
     }
 
     // Walk the items again from the state entering them, writing the results (FINAL: only

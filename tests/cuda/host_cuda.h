@@ -14,7 +14,7 @@
 #include <cstring>
 #include <mutex>
 #include <random>
-#include <set>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -118,9 +118,10 @@ inline float __uint_as_float(unsigned u) {
     return f;
 }
 
-// Status words: atomics (tid 0 of one block at a time) and the hidden prefixes.
+// Status words: atomics (one thread of one block at a time) and the hidden prefixes (each
+// with the map's word it hides behind: flags in the low two bits, AGGREGATE 1, PREFIX 2).
 inline std::mutex host_status_lock;
-inline std::set<const unsigned*> host_hidden;
+inline std::map<const unsigned*, unsigned> host_hidden;
 inline std::mt19937 host_rng{0};
 inline bool host_hide = false;
 
@@ -133,13 +134,14 @@ inline unsigned atomicAdd(unsigned* p, unsigned v) {
 inline unsigned atomicExch(unsigned* p, unsigned v) {
     std::lock_guard<std::mutex> guard(host_status_lock);
     const unsigned old = *p;
-    if (host_hide && old == 1u && v == 2u && host_rng() % 2) host_hidden.insert(p);
+    if (host_hide && (old & 3u) == 1u && (v & 3u) == 2u && host_rng() % 2) host_hidden[p] = old;
     *p = v;
     return old;
 }
 inline unsigned host_load_acquire(const unsigned* p) {
     std::lock_guard<std::mutex> guard(host_status_lock);
-    if (host_hidden.count(p) && host_rng() % 2) return 1u;  // the map, not yet the prefix
+    const auto hidden = host_hidden.find(p);
+    if (hidden != host_hidden.end() && host_rng() % 2) return hidden->second;  // the map still
     return *p;
 }
 

@@ -46,8 +46,9 @@ void seed_status(unsigned seed, int hide) {
 extern "C" int run_row_scan(int type, int mode, const void* a, const void* a_value,
                             const unsigned char* r, const void* v, const void* h0,
                             long long h0_so, void* y, void* s_out, long long N, long long Tn,
-                            int down, long long grid, unsigned* status, void* agg_a,
-                            void* agg_b, int* agg_r, void* incl, unsigned seed, int hide) {
+                            int down, unsigned epoch, unsigned tile0, long long grid,
+                            unsigned* status, void* agg_a, void* agg_b, int* agg_r, void* incl,
+                            unsigned seed, int hide) {
     seed_status(seed, hide);
     return by_type(type, mode, [&](auto stored, auto mode_constant) {
         using S = decltype(stored);
@@ -56,8 +57,8 @@ extern "C" int run_row_scan(int type, int mode, const void* a, const void* a_val
             linscan::row_scan<S, decltype(mode_constant)::value>(
                 static_cast<const S*>(a), *static_cast<const T*>(a_value), r,
                 static_cast<const S*>(v), static_cast<const S*>(h0), h0_so, static_cast<S*>(y),
-                static_cast<T*>(s_out), N, Tn, down, status, static_cast<T*>(agg_a),
-                static_cast<T*>(agg_b), agg_r, static_cast<T*>(incl));
+                static_cast<T*>(s_out), N, Tn, down, epoch, tile0, status,
+                static_cast<T*>(agg_a), static_cast<T*>(agg_b), agg_r, static_cast<T*>(incl));
         });
     });
 }
@@ -65,9 +66,9 @@ extern "C" int run_row_scan(int type, int mode, const void* a, const void* a_val
 extern "C" int run_chan_scan(int type, int mode, const void* a, const void* a_value,
                              const unsigned char* r, const void* v, const void* h0,
                              long long h0_so, long long h0_si, void* y, void* s_out, long long O,
-                             long long Tn, long long I, int down, long long grid,
-                             unsigned* status, void* agg_a, void* agg_b, int* agg_r, void* incl,
-                             unsigned seed, int hide) {
+                             long long Tn, long long I, int down, unsigned epoch,
+                             unsigned tile0, long long grid, unsigned* status, void* agg_a,
+                             void* agg_b, int* agg_r, void* incl, unsigned seed, int hide) {
     seed_status(seed, hide);
     return by_type(type, mode, [&](auto stored, auto mode_constant) {
         using S = decltype(stored);
@@ -76,8 +77,9 @@ extern "C" int run_chan_scan(int type, int mode, const void* a, const void* a_va
             linscan::chan_scan<S, decltype(mode_constant)::value>(
                 static_cast<const S*>(a), *static_cast<const T*>(a_value), r,
                 static_cast<const S*>(v), static_cast<const S*>(h0), h0_so, h0_si,
-                static_cast<S*>(y), static_cast<T*>(s_out), O, Tn, I, down, status,
-                static_cast<T*>(agg_a), static_cast<T*>(agg_b), agg_r, static_cast<T*>(incl));
+                static_cast<S*>(y), static_cast<T*>(s_out), O, Tn, I, down, epoch, tile0,
+                status, static_cast<T*>(agg_a), static_cast<T*>(agg_b), agg_r,
+                static_cast<T*>(incl));
         });
     });
 }

@@ -51,34 +51,49 @@ def library(tmp_path_factory):
     return lib
 
 
-def row_scan(lib, a, x, h0=None, resets=None, *, mode="forward", down=False, hide=True, seed=0):
+def row_scan(lib, a, x, h0=None, resets=None, *, mode="forward", down=False, hide=True, seed=0,
+             scratch=None, epoch=1):  # fmt: skip
     """row_scan on ``(O, T)`` arrays of one channel, as the CUDA backend would launch it:
-    ``a`` an array laid out as ``x`` or a scalar (by value), ``h0`` ``(O,)`` or None."""
+    ``a`` an array laid out as ``x`` or a scalar (by value), ``h0`` ``(O,)`` or None;
+    ``scratch`` (:func:`new_scratch`) kept from earlier calls, their epochs before ``epoch``."""
     x = np.ascontiguousarray(x)
     O, T = x.shape
-    dtype = x.dtype
-    code = plan.FORWARD if mode == "forward" else plan.FINAL
-    launch = plan.launch(O, T, 1, dtype.itemsize, code, "parallel", flat=True,
-                         resets=resets is not None)  # fmt: skip
-    assert launch.kernel == "row_scan" and launch.threads == 128
-    by_value = np.ndim(a) == 0
-    a_arr = None if by_value else np.ascontiguousarray(a, dtype)
-    value = np.array(a if by_value else 0, dtype)
-    r = None if resets is None else np.ascontiguousarray(resets, np.uint8)
-    h0_arr = None if h0 is None else np.ascontiguousarray(h0, dtype)
+    call = _Call(x, a, resets, mode, (O, T, 1), "row_scan", scratch, epoch)
+    h0_arr = None if h0 is None else np.ascontiguousarray(h0, x.dtype)
     h0_so = 0 if h0_arr is not None and h0_arr.shape == (1,) else 1  # (1,): broadcast to rows
-    y = np.full((O, T), np.nan, dtype)
-    s_out = np.full(O, np.nan, dtype)
-    status, agg_a, agg_b, agg_r, incl = scratch = _scratch(launch, dtype)
+    y = np.full((O, T), np.nan, x.dtype)
+    s_out = np.full(O, np.nan, x.dtype)
     err = lib.run_row_scan(
-        TYPES[dtype], code, _ptr(a_arr), _ptr(value), _ptr(r), _ptr(x), _ptr(h0_arr),
-        ctypes.c_longlong(h0_so), _ptr(y), _ptr(s_out), ctypes.c_longlong(O * T),
-        ctypes.c_longlong(T), int(down), ctypes.c_longlong(launch.grid),
-        _ptr(status) if launch.chained else None, _ptr(agg_a), _ptr(agg_b), _ptr(agg_r),
-        _ptr(incl), ctypes.c_uint(seed), int(hide),
+        *call.head, _ptr(h0_arr), ctypes.c_longlong(h0_so), _ptr(y), _ptr(s_out),
+        ctypes.c_longlong(O * T), ctypes.c_longlong(T), int(down), *call.tail(seed, hide),
     )  # fmt: skip
     assert err == 0
-    _check_published(launch, scratch[0])
+    call.check_published()
+    return y if mode == "forward" else s_out
+
+
+def chan_scan(lib, a, x, h0=None, resets=None, *, mode="forward", down=False, hide=True,
+              seed=0, scratch=None, epoch=1):  # fmt: skip
+    """chan_scan on ``(O, T, I)`` arrays, as the CUDA backend would launch it: ``a`` an array
+    laid out as ``x`` or a scalar (by value), ``h0`` an array that broadcasts to ``(O, I)``
+    (read through its strides) or None; ``scratch`` and ``epoch`` as for :func:`row_scan`."""
+    x = np.ascontiguousarray(x)
+    O, T, I = x.shape
+    call = _Call(x, a, resets, mode, (O, T, I), "chan_scan", scratch, epoch)
+    h0_so = h0_si = 0
+    if h0 is not None:
+        h0 = np.broadcast_to(np.asarray(h0, x.dtype), (O, I))
+        h0_so, h0_si = (stride // x.itemsize for stride in h0.strides)
+    y = np.full((O, T, I), np.nan, x.dtype)
+    s_out = np.full((O, I), np.nan, x.dtype)
+    h0_ptr = None if h0 is None else ctypes.c_void_p(h0.__array_interface__["data"][0])
+    err = lib.run_chan_scan(
+        *call.head, h0_ptr, ctypes.c_longlong(h0_so), ctypes.c_longlong(h0_si), _ptr(y),
+        _ptr(s_out), ctypes.c_longlong(O), ctypes.c_longlong(T), ctypes.c_longlong(I),
+        int(down), *call.tail(seed, hide),
+    )  # fmt: skip
+    assert err == 0
+    call.check_published()
     return y if mode == "forward" else s_out
 
 
@@ -86,52 +101,49 @@ def _ptr(arr):
     return None if arr is None else arr.ctypes.data_as(ctypes.c_void_p)
 
 
-def _scratch(launch, dtype) -> tuple:
-    """status (zeroed), agg_a, agg_b, agg_r, incl: ``launch.cw`` values a tile."""
-    values = launch.grid * launch.cw
+def new_scratch(tiles: int, dtype) -> tuple:
+    """status (zeroed: a fresh scratch), agg_a, agg_b, agg_r, incl, room for ``tiles`` tiles of
+    up to 128 channels."""
+    values = tiles * 128
     agg_a, agg_b, incl = (np.zeros(values, dtype) for _ in range(3))
-    return np.zeros(1 + launch.grid, np.uint32), agg_a, agg_b, np.zeros(values, np.int32), incl
+    return np.zeros(1 + tiles, np.uint32), agg_a, agg_b, np.zeros(values, np.int32), incl
 
 
-def _check_published(launch, status):
-    if launch.chained:  # every tile took a number and published its prefix
-        assert status[0] == launch.grid and np.all(status[1:] == 2)
+class _Call:
+    """What both runners pass alike: the plan, decays, resets, x, and the look-back's scratch
+    with the call's epoch and its first tile number (the scratch's counter so far)."""
 
+    def __init__(self, x, a, resets, mode, shape, kernel, scratch, epoch):
+        dtype = x.dtype
+        self.code = plan.FORWARD if mode == "forward" else plan.FINAL
+        self.launch = plan.launch(*shape, dtype.itemsize, self.code, "parallel", flat=True,
+                                  resets=resets is not None)  # fmt: skip
+        assert self.launch.kernel == kernel and self.launch.threads == 128
+        by_value = np.ndim(a) == 0
+        self.a = None if by_value else np.ascontiguousarray(a, dtype)
+        self.value = np.array(a if by_value else 0, dtype)
+        self.r = None if resets is None else np.ascontiguousarray(resets, np.uint8)
+        self.x = x
+        self.scratch = new_scratch(self.launch.grid, dtype) if scratch is None else scratch
+        assert len(self.scratch[0]) >= 1 + self.launch.grid
+        self.epoch, self.base = epoch, int(self.scratch[0][0])
+        self.head = (TYPES[dtype], self.code, _ptr(self.a), _ptr(self.value), _ptr(self.r),
+                     _ptr(x))  # fmt: skip
 
-def chan_scan(lib, a, x, h0=None, resets=None, *, mode="forward", down=False, hide=True,
-              seed=0):  # fmt: skip
-    """chan_scan on ``(O, T, I)`` arrays, as the CUDA backend would launch it: ``a`` an array
-    laid out as ``x`` or a scalar (by value), ``h0`` an array that broadcasts to ``(O, I)``
-    (read through its strides) or None."""
-    x = np.ascontiguousarray(x)
-    O, T, I = x.shape
-    dtype = x.dtype
-    code = plan.FORWARD if mode == "forward" else plan.FINAL
-    launch = plan.launch(O, T, I, dtype.itemsize, code, "parallel", flat=True,
-                         resets=resets is not None)  # fmt: skip
-    assert launch.kernel == "chan_scan" and launch.threads == 128
-    by_value = np.ndim(a) == 0
-    a_arr = None if by_value else np.ascontiguousarray(a, dtype)
-    value = np.array(a if by_value else 0, dtype)
-    r = None if resets is None else np.ascontiguousarray(resets, np.uint8)
-    h0_so = h0_si = 0
-    if h0 is not None:
-        h0 = np.broadcast_to(np.asarray(h0, dtype), (O, I))
-        h0_so, h0_si = (stride // dtype.itemsize for stride in h0.strides)
-    y = np.full((O, T, I), np.nan, dtype)
-    s_out = np.full((O, I), np.nan, dtype)
-    scratch = status, agg_a, agg_b, agg_r, incl = _scratch(launch, dtype)
-    h0_ptr = None if h0 is None else ctypes.c_void_p(h0.__array_interface__["data"][0])
-    err = lib.run_chan_scan(
-        TYPES[dtype], code, _ptr(a_arr), _ptr(value), _ptr(r), _ptr(x), h0_ptr,
-        ctypes.c_longlong(h0_so), ctypes.c_longlong(h0_si), _ptr(y), _ptr(s_out),
-        ctypes.c_longlong(O), ctypes.c_longlong(T), ctypes.c_longlong(I), int(down),
-        ctypes.c_longlong(launch.grid), _ptr(status) if launch.chained else None, _ptr(agg_a),
-        _ptr(agg_b), _ptr(agg_r), _ptr(incl), ctypes.c_uint(seed), int(hide),
-    )  # fmt: skip
-    assert err == 0
-    _check_published(launch, scratch[0])
-    return y if mode == "forward" else s_out
+    def tail(self, seed, hide) -> tuple:
+        status, agg_a, agg_b, agg_r, incl = self.scratch
+        return (
+            ctypes.c_uint(self.epoch), ctypes.c_uint(self.base),
+            ctypes.c_longlong(self.launch.grid), _ptr(status) if self.launch.chained else None,
+            _ptr(agg_a), _ptr(agg_b), _ptr(agg_r), _ptr(incl), ctypes.c_uint(seed), int(hide),
+        )  # fmt: skip
+
+    def check_published(self):
+        """Every tile took a number and published its prefix under this call's epoch."""
+        status, grid = self.scratch[0], self.launch.grid
+        if self.launch.chained:
+            assert status[0] == (self.base + grid) % 2**32  # (the counter wraps)
+            assert np.all(status[1 : 1 + grid] == (self.epoch << 2 | 2))
 
 
 @st.composite
@@ -339,3 +351,27 @@ def test_chan_scan_waits_for_the_prefix_after_a_zero_map(library, down):
     for seed in range(4):
         h = chan_scan(library, a, x, down=down, hide=True, seed=seed)
         np.testing.assert_array_equal(h, reference.scan(a, x, axis=1, reverse=down))
+
+
+def test_scratch_kept_between_calls_needs_no_zeroing(library):
+    """The lean kernels' scratch as the backend keeps it: never zeroed between calls, status
+    words of other epochs left everywhere (flags that would read as published maps and
+    prefixes), the tile counter running on from where the last call left it and wrapping
+    past 2^32. Each call, row_scan and chan_scan in turn, sees only its own epoch's words."""
+    rng = np.random.default_rng(11)
+    scratch = new_scratch(400, np.float64)
+    status = scratch[0]
+    stale = rng.integers(0, 7, status.size - 1).astype(np.uint32)  # epochs 0-6, any flag
+    status[1:] = stale << 2 | rng.integers(0, 4, status.size - 1).astype(np.uint32)
+    status[0] = 2**32 - 150  # a counter about to wrap
+    for k in range(6):
+        epoch = 7 + k
+        options = dict(down=bool(k % 2), hide=True, seed=k, scratch=scratch, epoch=epoch)
+        if k % 3 == 2:
+            a, x = rng.uniform(0.99, 1.0, (2, 300, 128)), rng.normal(size=(2, 300, 128))
+            h = chan_scan(library, a, x, **options)
+        else:
+            a, x = rng.uniform(0.99, 1.0, (3, 9000)), rng.normal(size=(3, 9000))
+            h = row_scan(library, a, x, **options)
+        want = reference.scan(a, x, axis=1, reverse=options["down"])
+        np.testing.assert_allclose(h, want, rtol=1e-12, atol=1e-12)

@@ -33,7 +33,7 @@ def _check_types(args, dtype):
     """Every argument has its parameter's C type (CuPy does not look at the signature)."""
     from linscan.backends.cuda import abi
 
-    for name, kind in abi.TILE_SCAN + abi.ROW_SCAN:
+    for name, kind in abi.TILE_SCAN + abi.ROW_SCAN + abi.CHAN_SCAN:
         value = args.get(name)
         if name not in args:
             continue
@@ -41,6 +41,8 @@ def _check_types(args, dtype):
             assert type(value) is int, name  # CuPy passes a Python int as long long
         elif kind == abi.INT:
             assert type(value) is np.int32, name
+        elif kind == abi.UINT:
+            assert type(value) is np.uint32, name
         elif kind == abi.VALUE:
             assert type(value) is dtype.type, name  # the arithmetic type
         else:
@@ -167,7 +169,9 @@ def test_parameter_table_matches_the_kernel_source(kernel):
         elif "Num::T" in declaration:
             kind = abi.VALUE
         else:
-            kind = {"long long": abi.LONG, "int": abi.INT}[" ".join(declaration.split())]
+            kind = {"long long": abi.LONG, "int": abi.INT, "unsigned": abi.UINT}[
+                " ".join(declaration.split())
+            ]
         found.append((name.lstrip("*"), kind))
     assert tuple(found) == abi.PARAMETERS[kernel]
 
@@ -305,7 +309,7 @@ def test_scratch_is_kept_per_stream_and_zeroed_before_each_launch(gpu):
     linscan.scan(0.5, big)  # more tiles than the scratch holds: a larger one
     grown = _args(gpu.launches[-1])["status"]
     assert len(gpu.memsets) == 3 and gpu.memsets[-1][0] == grown
-    held = backend._SCRATCH._held[(0, 77)][1]
+    held = backend._SCRATCH._held[(0, 77, False)].values
     assert held.data.ptr == grown and held.nbytes >= gpu.launches[-1]["lp"].scratch_bytes
     linscan.scan(0.5, x)  # a smaller call keeps the larger scratch
     assert _args(gpu.launches[-1])["status"] == grown
@@ -314,11 +318,12 @@ def test_scratch_is_kept_per_stream_and_zeroed_before_each_launch(gpu):
     cupy.cuda.get_current_stream = lambda: others[0]
     linscan.scan(0.5, x)
     assert _args(gpu.launches[-1])["status"] != grown and gpu.memsets[-1][3] == 78
-    assert (0, 78) in backend._SCRATCH._held
+    assert (0, 78, False) in backend._SCRATCH._held
     cupy.cuda.get_current_stream = lambda: gpu.stream
     others.clear()  # the stream is gone
     gc.collect()
-    assert (0, 78) not in backend._SCRATCH._held and (0, 77) in backend._SCRATCH._held
+    assert (0, 78, False) not in backend._SCRATCH._held
+    assert (0, 77, False) in backend._SCRATCH._held
 
 
 def test_memset_and_launch_happen_under_one_lock(gpu):
@@ -339,3 +344,59 @@ def test_memset_and_launch_happen_under_one_lock(gpu):
     linscan.scan(0.5, gpu.empty((3, 5000), np.float32))  # several tiles: scratch
     linscan.scan(0.5, gpu.empty((3, 50), np.float32))  # one tile: none, no lock needed
     assert held == [True, False] and not backend._SCRATCH.lock.locked()
+
+
+def test_lean_kernels_keep_status_words_without_a_memset_per_call(fast, monkeypatch):
+    """row_scan and chan_scan tag their status words with the call's epoch and run their tile
+    counter on: their scratch is zeroed when first allocated, when grown, and when the epochs
+    run out; each call gets the next epoch and the counter the calls before it left. A launch
+    that fails forgets the scratch (its counter is then unknown). tile_scan keeps its own."""
+    from linscan.backends.cuda import backend, plan, source
+
+    x = fast.empty((3, 5000), np.float32)
+    linscan.scan(0.5, x)
+    first = _args(fast.launches[-1])
+    lp = fast.launches[-1]["lp"]
+    assert lp.kernel == "row_scan" and len(fast.memsets) == 1
+    assert fast.memsets[0][0] == _ptr(first["status"]) and fast.memsets[0][2] >= lp.status_bytes
+    assert (first["epoch"], first["tile0"]) == (1, 0)
+    linscan.scan(0.5, x)
+    second = _args(fast.launches[-1])
+    assert len(fast.memsets) == 1  # no memset for the second call
+    assert (second["epoch"], second["tile0"]) == (2, lp.grid)
+    assert _ptr(second["status"]) == _ptr(first["status"])
+    assert _ptr(second["agg_a"]) != _ptr(second["status"]) + lp.status_bytes  # apart
+
+    chans = fast.empty((2, 300, 256), np.float32)  # chan_scan: the same scratch, on it runs
+    linscan.scan(0.5, chans, axis=1)
+    third = _args(fast.launches[-1])
+    assert fast.launches[-1]["lp"].kernel == "chan_scan" and len(fast.memsets) == 1
+    assert (third["epoch"], third["tile0"]) == (3, 2 * lp.grid)
+
+    linscan.scan(0.5, fast.empty((3, 500_000), np.float32))  # more tiles: grown and zeroed
+    grown = _args(fast.launches[-1])
+    assert len(fast.memsets) == 2 and (grown["epoch"], grown["tile0"]) == (1, 0)
+
+    monkeypatch.setattr(plan, "MAX_EPOCH", 2)
+    linscan.scan(0.5, x)
+    assert len(fast.memsets) == 2 and _args(fast.launches[-1])["epoch"] == 2
+    linscan.scan(0.5, x)  # out of epochs: zeroed, from 1 again
+    assert len(fast.memsets) == 3 and _args(fast.launches[-1])["epoch"] == 1
+
+    linscan.scan(fast.empty((3, 5000), np.float32)[:, ::-1], x)  # tile_scan: its own, zeroed
+    assert fast.launches[-1]["lp"].kernel == "tile_scan" and len(fast.memsets) == 4
+    assert _ptr(_args(fast.launches[-1])["status"]) != _ptr(grown["status"])
+
+    def failing(dtype, mode, lp, device_id):
+        def kernel(*args, **kwargs):
+            raise RuntimeError("launch failed")
+
+        return kernel
+
+    monkeypatch.setattr(source, "function", failing)
+    with pytest.raises(RuntimeError, match="launch failed"):
+        linscan.scan(0.5, x)
+    assert (0, 77, True) not in backend._SCRATCH._held
+    monkeypatch.setattr(source, "function", fast.launch)
+    linscan.scan(0.5, x)
+    assert len(fast.memsets) == 5 and _args(fast.launches[-1])["epoch"] == 1

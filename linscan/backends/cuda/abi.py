@@ -6,7 +6,7 @@ source).
 CuPy passes a Python int as ``long long`` and a Python float as ``double`` without looking at
 the kernel's signature, so every argument is given its exact C type here: ``POINTER`` a CuPy
 array or a ``numpy.uint64`` address (0: none), ``LONG`` a Python int, ``INT`` a
-``numpy.int32``, ``VALUE`` a scalar of the arithmetic type.
+``numpy.int32``, ``UINT`` a ``numpy.uint32``, ``VALUE`` a scalar of the arithmetic type.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import operator
 
 import numpy as np
 
-POINTER, LONG, INT, VALUE = "pointer", "long long", "int", "value"
+POINTER, LONG, INT, UINT, VALUE = "pointer", "long long", "int", "unsigned", "value"
 
 NULL = np.uint64(0)  # a null pointer
 DOWN = {False: np.int32(0), True: np.int32(1)}  # the kernels' `down`: walk against address order
@@ -49,6 +49,8 @@ ROW_SCAN = (
     ("h0_so", LONG), ("y", POINTER), ("s_out", POINTER),
     # flat time N = O * T, the row length and the direction
     ("N", LONG), ("Tn", LONG), ("down", INT),
+    # scratch kept between calls: the call's epoch and its first tile number (lookback.cuh)
+    ("epoch", UINT), ("tile0", UINT),
     ("status", POINTER), ("agg_a", POINTER), ("agg_b", POINTER), ("agg_r", POINTER),
     ("incl", POINTER),
 )  # fmt: skip
@@ -58,7 +60,7 @@ ROW_SCAN = (
 CHAN_SCAN = (
     ("a", POINTER), ("a_value", VALUE), ("r", POINTER), ("v", POINTER), ("h0", POINTER),
     ("h0_so", LONG), ("h0_si", LONG), ("y", POINTER), ("s_out", POINTER),
-    ("O", LONG), ("Tn", LONG), ("I", LONG), ("down", INT),
+    ("O", LONG), ("Tn", LONG), ("I", LONG), ("down", INT), ("epoch", UINT), ("tile0", UINT),
     ("status", POINTER), ("agg_a", POINTER), ("agg_b", POINTER), ("agg_r", POINTER),
     ("incl", POINTER),
 )  # fmt: skip

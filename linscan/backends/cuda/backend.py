@@ -58,49 +58,96 @@ def _flat(strides, O: int, T: int, I: int) -> bool:
     return (I == 1 or si == 1) and (T == 1 or st == I) and (O == 1 or so == T * I)
 
 
+class _Held:
+    """One stream's look-back scratch for one kind of kernel."""
+
+    __slots__ = ("stream", "status", "values", "epoch", "tiles")
+
+    def __init__(self, stream_ref):
+        self.stream = stream_ref  # a weak reference
+        self.status = self.values = None  # CuPy byte arrays, grown as calls need
+        self.epoch = 0  # the last call's epoch (tagged kernels)
+        self.tiles = 0  # the tile counter after the last call, modulo 2^32 (tagged kernels)
+
+
+def _grown(array, nbytes: int):
+    """``(array, False)`` if it holds ``nbytes``, else ``(a new array, True)`` of at least
+    twice its size."""
+    if array is not None and array.nbytes >= nbytes:
+        return array, False
+    size = nbytes if array is None else max(nbytes, 2 * array.nbytes)
+    return cupy.empty(size, np.uint8), True
+
+
 class _Scratch:
     """The look-back's scratch, kept per device and stream between calls (allocating it anew
-    cost a small call as much as the rest of its launch), its status words zeroed on the
-    stream before each launch. Calls on one stream run in order, so each finds the scratch
-    free; ``lock`` holds each call's memset and launch together where threads share a stream.
-    A stream's scratch is let go when the stream is; it only grows (to the largest call's)."""
+    cost a small call as much as the rest of its launch). Calls on one stream run in order,
+    so each finds the scratch free; ``lock`` holds each call's preparation and launch together
+    where threads share a stream. A stream's scratch is let go when the stream is; it only
+    grows (to the largest call's).
+
+    tile_scan's status words (a tile counter, a flag per tile) are zeroed on the stream before
+    each launch. The lean kernels' (``plan.TAGGED``) carry the call's epoch above the flag and
+    their counter runs on from call to call (``lookback.cuh``): they live apart from the
+    values and are zeroed only when first allocated, grown, or out of epochs."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self._held: dict = {}  # (device, stream pointer) -> (weak reference to stream, array)
+        self._held: dict = {}  # (device, stream pointer, tagged) -> _Held
 
-    def _buffer(self, nbytes: int, device: int, stream):
-        key = (device, stream.ptr)
+    def _entry(self, device: int, stream, tagged: bool) -> _Held:
+        key = (device, stream.ptr, tagged)
         held = self._held.get(key)
-        if held is not None and held[0]() is stream:
-            if held[1].nbytes >= nbytes:
-                return held[1]
-            nbytes = max(nbytes, 2 * held[1].nbytes)
+        if held is None or held.stream() is not stream:
 
-        def forget(ref, key=key):  # the stream is gone (unless its pointer was reused since)
-            if self._held.get(key, (None,))[0] is ref:
-                del self._held[key]
+            def forget(ref, key=key):  # the stream is gone (unless its pointer was reused)
+                if getattr(self._held.get(key), "stream", None) is ref:
+                    del self._held[key]
 
-        buffer = cupy.empty(nbytes, np.uint8)
-        self._held[key] = (weakref.ref(stream, forget), buffer)
-        return buffer
+            held = self._held[key] = _Held(weakref.ref(stream, forget))
+        return held
 
     def take(self, launch: plan.Launch, device: int) -> dict:
-        """The scratch pointers of a chained launch (the layout of ``plan.Launch``: status, A,
-        B, prefix, then the reset flags), its status words zeroed on the current stream. Call
-        with ``lock`` held, and launch before letting it go."""
+        """The scratch arguments of a chained launch (the layout of ``plan.Launch``: status,
+        then A, B, prefix and the reset flags), its status words ready on the current stream.
+        Call with ``lock`` held, and launch before letting it go (or :meth:`drop` it)."""
         stream = cupy.cuda.get_current_stream()
-        base = self._buffer(launch.scratch_bytes, device, stream).data.ptr
-        cupy.cuda.runtime.memsetAsync(base, 0, launch.status_bytes, stream.ptr)
-        values, step = base + launch.status_bytes, launch.values_bytes
+        tagged = launch.kernel in plan.TAGGED
+        held = self._entry(device, stream, tagged)
+        if tagged:
+            held.status, fresh = _grown(held.status, launch.status_bytes)
+            if fresh or held.epoch == plan.MAX_EPOCH:
+                cupy.cuda.runtime.memsetAsync(held.status.data.ptr, 0, held.status.nbytes,
+                                              stream.ptr)  # fmt: skip
+                held.epoch = held.tiles = 0
+            held.values, _ = _grown(held.values, launch.scratch_bytes - launch.status_bytes)
+            status, values = held.status.data.ptr, held.values.data.ptr
+            held.epoch += 1
+            epoch, tile0 = held.epoch, held.tiles
+            held.tiles = (held.tiles + launch.grid) % 2**32
+        else:
+            held.values, _ = _grown(held.values, launch.scratch_bytes)
+            status = held.values.data.ptr
+            cupy.cuda.runtime.memsetAsync(status, 0, launch.status_bytes, stream.ptr)
+            values, epoch, tile0 = status + launch.status_bytes, 0, 0
+        step = launch.values_bytes
         # (Python ints go as 64-bit integers: the same bits as the pointers.)
-        return dict(status=base, agg_a=values, agg_b=values + step, incl=values + 2 * step,
-                    agg_r=values + 3 * step)  # fmt: skip
+        return dict(
+            status=status, agg_a=values, agg_b=values + step, incl=values + 2 * step,
+            agg_r=values + 3 * step, epoch=np.uint32(epoch), tile0=np.uint32(tile0),
+        )  # fmt: skip
+
+    def drop(self, launch: plan.Launch, device: int) -> None:
+        """Forget the current stream's scratch for ``launch``'s kind: a launch that failed
+        after :meth:`take` left its counter where the next call cannot know it."""
+        stream = cupy.cuda.get_current_stream()
+        self._held.pop((device, stream.ptr, launch.kernel in plan.TAGGED), None)
 
 
 _SCRATCH = _Scratch()
 #: A launch whose tiles do not look back, a call without resets, a decay given by value.
-_NO_SCRATCH = dict(status=abi.NULL, agg_a=abi.NULL, agg_b=abi.NULL, incl=abi.NULL, agg_r=abi.NULL)
+_NO_SCRATCH = dict(status=abi.NULL, agg_a=abi.NULL, agg_b=abi.NULL, incl=abi.NULL, agg_r=abi.NULL,
+                   epoch=np.uint32(0), tile0=np.uint32(0))  # fmt: skip
 _NO_FLAGS = dict(r=abi.NULL, r_so=0, r_st=0, r_si=0)
 _NO_DECAYS = dict(a=abi.NULL, a_so=0, a_st=0, a_si=0)  # a_value: the decay, by value
 
@@ -156,7 +203,11 @@ def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str, r=None) -> N
         return
     with _SCRATCH.lock:
         args.update(_SCRATCH.take(launch, device))
-        kernel(grid, block, abi.pack(launch.kernel, args), shared_mem=launch.smem)
+        try:
+            kernel(grid, block, abi.pack(launch.kernel, args), shared_mem=launch.smem)
+        except BaseException:
+            _SCRATCH.drop(launch, device)
+            raise
 
 
 class CUDA(base.Backend):

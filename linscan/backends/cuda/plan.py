@@ -1,9 +1,9 @@
 """Launch planning for the CUDA kernels: plain Python, tested on machines without a GPU.
 
 The numbers here must agree with ``kernels_cu/scan.cu``, ``rows.cuh`` and ``channels.cuh``
-(``BLOCK``, ``BATCH``, ``ROW_THREADS``, ``CHAN_WIDTH``, the items per thread, the shared memory
-layout, the scratch layout); ``linscan.backends.cuda.emulate`` runs the kernels' algorithm with the same
-plan, so a wrong decomposition fails on the CPU.
+(``BLOCK``, ``BATCH``, ``ROW_THREADS``, ``CHAN_WIDTH``, the items per thread, the shared
+memory layout, the scratch layout); ``linscan.backends.cuda.emulate`` runs the kernels'
+algorithm with the same plan, so a wrong decomposition fails on the CPU.
 
 Three tile kernels: ``tile_scan``, general (any strides, channels, modes), and two lean ones
 for calls whose decays and resets are laid out as ``x`` or absent, in the forward and final
@@ -42,6 +42,10 @@ ROW_THREADS = 128  # threads per row_scan block
 ROW_ITEMS = {4: 16, 8: 8, 16: 4}
 ROW_MIN_BLOCKS = {4: 6, 8: 6, 16: 4}
 ROW_MODES = (FORWARD, FINAL)  # the lean kernels' modes
+#: The kernels whose status words carry the call's epoch (kernels_cu/lookback.cuh): their
+#: scratch is kept zeroed once, not per call; epochs run 1 .. MAX_EPOCH, then it is zeroed.
+TAGGED = ("row_scan", "chan_scan")
+MAX_EPOCH = 2**30 - 1
 CHAN_THREADS = 128  # threads per chan_scan block: CHAN_THREADS // WARP warps stacked in time
 CHAN_WIDTH = 128  # chan_scan's channels per tile (four per lane)
 #: chan_scan's steps per warp (32 bytes of each array per channel), by arithmetic itemsize,
@@ -83,7 +87,8 @@ class Launch:
             log2s=self.steps.bit_length() - 1,
             log2s_c=np.int32(self.steps.bit_length() - 1),
             # (chan_scan: each warp holds all the tile's channels, the warps stacked in time)
-            tile_steps=self.threads // (WARP if self.kernel == "chan_scan" else self.cw) * self.steps,
+            tile_steps=self.threads // (WARP if self.kernel == "chan_scan" else self.cw)
+            * self.steps,
             status_bytes=_round(4 * (1 + self.grid)) if chained else 0,
             values_bytes=_round(self.grid * self.cw * self.itemsize) if chained else 0,
             resets_bytes=_round(self.grid * self.cw * 4) if chained else 0,
