@@ -10,8 +10,10 @@ layout (rows of 2^16-2^18 steps, or 2^12 steps of 1024 channels; the float64 ora
 Python) and checked against the
 serial oracle (``linscan.testing``); a case that fails is reported and not timed. At the
 timed size, the largest difference between the two kernels' results relative to the
-largest result is reported (not asserted: their rounding orders differ). ``cupy.cumsum``
-over the same elements (a plain prefix sum, 8 bytes per element) is timed as a peer.
+largest result is reported (not asserted: their rounding orders differ). Then the peers
+on one float32 row of the same size, against the lean kernel: ``cupy.cumsum``, CUB's
+single-pass scan with the affine operator through ``cuda.compute`` (package ``cuda-cccl``,
+where installed: see ``gpu_check.sh``), JAX's and PyTorch's associative scans.
 """
 
 from __future__ import annotations
@@ -89,18 +91,28 @@ def main(argv=None) -> int:
                 print(f"{name:48s} tile {times['tile_of_copy']:.2f}  lean "
                       f"{times['lean_of_copy']:.2f} of copy  lean/tile speed "
                       f"{times['speedup']:.2f}x", flush=True)  # fmt: skip
-    # The peer: cupy.cumsum over one float32 row of the same size.
-    x = gpu._typed((n,), np.float32, seed=2)
-    y = cupy.empty_like(x)
-    ms, ratio = gpu._against_copy(partial(cupy.cumsum, x, out=y), 8 * n, args.repeat)
-    rows.append(dict(case="one row", shape=[n], dtype="float32", op="cupy.cumsum",
-                     bytes_per_elem=8, ms=ms, of_copy=ratio))  # fmt: skip
-    print(f"cupy.cumsum float32 one row: {ratio:.2f} of copy", flush=True)
+    # The peers on one float32 row of the same size, against the lean kernel: cupy.cumsum,
+    # CUB's scan with the affine operator (cuda.compute, where cuda-cccl is installed), JAX's
+    # and PyTorch's associative scans (linscan._bench.gpu.peer_rows).
+    plan.FAST = True
+    try:
+        peers = gpu.peer_rows(n, print, args.repeat)
+    finally:
+        plan.FAST = False
     print(_markdown(rows))
+    print()
+    print("| peer (one float32 row) | peer ms | lean kernel ms | peer / lean |")
+    print("|---|---|---|---|")
+    for p in peers:
+        if "error" in p:
+            print(f"| {p['peer']} | not measured: {p['error'][:120]} | | |")
+        else:
+            print(f"| {p['peer']} | {p['peer_ms']:.3f} | {p['ours_ms']:.3f} | "
+                  f"{p['peer_over_ours']:.2f} |")  # fmt: skip
     if args.json:
         with open(args.json, "w") as out:
-            json.dump(dict(environment=gpu.environment(), rows=rows, failures=failures), out,
-                      indent=1)  # fmt: skip
+            json.dump(dict(environment=gpu.environment(), rows=rows, peers=peers,
+                           failures=failures), out, indent=1)  # fmt: skip
     return 1 if failures else 0
 
 
@@ -147,14 +159,10 @@ def _markdown(rows) -> str:
              "lean of copy | lean speedup | max rel. difference |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        if "speedup" in r:
-            lines.append(f"| {r['case']} | {r['dtype']} | {r['op']} | {r['bytes_per_elem']} | "
-                         f"{r['tile_ms']:.3f} | {r['lean_ms']:.3f} | {r['tile_of_copy']:.2f} | "
-                         f"{r['lean_of_copy']:.2f} | {r['speedup']:.2f}x | "
-                         f"{r['differ']:.1e} |")  # fmt: skip
-        else:
-            lines.append(f"| {r['case']} | {r['dtype']} | {r['op']} | {r['bytes_per_elem']} | "
-                         f"{r['ms']:.3f} | | {r['of_copy']:.2f} | | | |")  # fmt: skip
+        lines.append(f"| {r['case']} | {r['dtype']} | {r['op']} | {r['bytes_per_elem']} | "
+                     f"{r['tile_ms']:.3f} | {r['lean_ms']:.3f} | {r['tile_of_copy']:.2f} | "
+                     f"{r['lean_of_copy']:.2f} | {r['speedup']:.2f}x | "
+                     f"{r['differ']:.1e} |")  # fmt: skip
     return "\n".join(lines)
 
 

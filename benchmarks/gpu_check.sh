@@ -21,7 +21,11 @@
 #   STEPS="warm suite_memcheck suite_synccheck suite_initcheck".
 # The device machine has no Dask: for the Dask tests with CuPy chunks, install it here into a
 # folder (`pip install --target .device-site "dask[array]"`, pure Python; .device-site is
-# git-ignored), carry that folder, and run with PYTHONPATH=.:.device-site.
+# git-ignored), carry that folder, and run with PYTHONPATH=.:.device-site. Likewise for the
+# CUB peer of fast_ab and gpu_bench (cuda.compute; skipped where missing): `pip install
+# --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_26_x86_64
+# --target .device-site cuda-cccl==1.1.1` (32 MB installed; it uses the machine's numba-cuda,
+# cuda-bindings and cuda-core; cuda-cccl 1.2 wants numba-cuda-mlir, a 71 MB wheel).
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUTDIR}
 mkdir -p "$out"

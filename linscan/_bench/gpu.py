@@ -9,7 +9,8 @@ of the same bytes). The layout cases are the CPU benchmark's, at 2^26 elements b
 every dtype (and float32 with resets) against the bytes it moves. Also: the paper's Table 1
 grid (parallel against the serial kernel, and ``"auto"``); the wall time of small calls,
 Python included; and peers on a one-row array of the same size where installed
-(``cupy.cumsum``, ``jax.lax.associative_scan``, PyTorch's ``associative_scan``).
+(``cupy.cumsum``, CUB's scan through ``cuda.compute``, ``jax.lax.associative_scan``,
+PyTorch's ``associative_scan``).
 
 ``--case`` chooses among the layout cases and the two fixed grids, ``"paper table 1"`` and
 ``"small calls"`` (their sizes are their own; ``--size`` sets the layout cases' and the
@@ -242,9 +243,9 @@ def latency_rows(progress, repeat=50, calls=2000) -> list:
 
 
 def peer_rows(size, progress, repeat=10) -> list:
-    """Same data, same recurrence, one row of ``size`` steps: cupy.cumsum (a = 1), JAX and
-    PyTorch associative scans. A peer that fails (not installed, no GPU backend for it) is
-    a row with its error."""
+    """Same data, same recurrence, one row of ``size`` steps: cupy.cumsum (a = 1), CUB's
+    inclusive_scan with the affine operator (``cuda.compute``), JAX and PyTorch associative
+    scans. A peer that fails (not installed, no GPU backend for it) is a row with its error."""
     import cupy
 
     a = _random((size,), low=0.999, high=1.0, seed=5)
@@ -275,6 +276,38 @@ def peer_rows(size, progress, repeat=10) -> list:
         progress(f"  jax associative_scan {theirs:.3f} ms vs ours {ours:.3f} ms")
         return row(f"jax.lax.associative_scan (jax {jax.__version__})", theirs, ours)
 
+    def cub_scan():
+        # CUB's single-pass scan (decoupled look-back) with the same affine operator, through
+        # cuda.compute (package cuda-cccl): the generic GPU scan a user could pick instead.
+        from importlib.metadata import version
+
+        import cuda.compute as compute
+
+        @compute.gpu_struct
+        class Map:
+            A: np.float32
+            B: np.float32
+
+        def then(p, q):  # p's steps, then q's
+            return Map(q.A * p.A, q.A * p.B + q.B)
+
+        out = cupy.empty(size, Map.dtype)
+        pairs = compute.ZipIterator(a, x)  # (a[t], x[t]) read as the map of step t
+        start = Map(1.0, 0.0)  # the identity map
+
+        def run():
+            compute.inclusive_scan(pairs, out, then, start, size)
+
+        run()
+        got = out.view(np.float32)[1::2]  # the B of each prefix map: h[t]
+        np.testing.assert_allclose(
+            cupy.asnumpy(got[-4:]), cupy.asnumpy(h[-4:]), rtol=1e-3, atol=1e-3
+        )
+        theirs = _median_ms(run, repeat)
+        progress(f"  CUB inclusive_scan {theirs:.3f} ms vs ours {ours:.3f} ms")
+        name = f"CUB inclusive_scan, affine struct (cuda.compute, cuda-cccl {version('cuda-cccl')})"
+        return row(name, theirs, ours)
+
     def torch_associative_scan():
         import torch
         from torch._higher_order_ops.associative_scan import associative_scan
@@ -298,6 +331,7 @@ def peer_rows(size, progress, repeat=10) -> list:
     found = common.peers(
         {
             "cupy.cumsum": cumsum,
+            "CUB inclusive_scan": cub_scan,
             "jax.lax.associative_scan": associative_scan,
             "torch associative_scan": torch_associative_scan,
         },
