@@ -18,9 +18,12 @@
 // map waits for its predecessor's prefix, and where a map cannot give the loop's result the
 // threads walk their items in turn.
 //
-// Modes FORWARD (writes h) and FINAL (writes each row's last state); a decay array read as x
-// is (the same flat layout) or a decay by value; resets laid out as x, or none. Other calls
-// take tile_scan.
+// Modes FORWARD (writes h), FINAL (writes each row's last state) and BACKWARD (the forward
+// scan's vector-Jacobian product, walked the other way as in tile_scan: writes grad_x and
+// grad_a, and the gradient for h0 where asked; the shifted decays, flags and forward states
+// come from the neighbouring lane, across warps from one element loaded beside); a decay array
+// read as x is (the same flat layout) or a decay by value; resets laid out as x, or none.
+// Other calls take tile_scan.
 #pragma once
 
 #include "lookback.cuh"
@@ -33,6 +36,9 @@ constexpr int ROW_WARPS = ROW_THREADS / WARP;
 // complex128), 768 threads an SM (512).
 template <typename T>
 constexpr int ROW_MIN_BLOCKS = sizeof(T) > 8 ? 4 : 6;
+// The backward pass holds a third array (the forward states): 128 registers (170).
+template <typename T>
+constexpr int ROW_BACKWARD_MIN_BLOCKS = sizeof(T) > 8 ? 3 : 4;
 
 // Items per thread: 64 bytes of each array (16 float, 8 double or complex64, 4 complex128).
 template <typename T>
@@ -106,9 +112,12 @@ __device__ __forceinline__ void scatter(S* p, int count, T* exchange, int lane,
 }
 
 template <typename S, int MODE>
-__global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T>)
+__global__ void __launch_bounds__(ROW_THREADS, MODE == BACKWARD
+                                                    ? ROW_BACKWARD_MIN_BLOCKS<typename Num<S>::T>
+                                                    : ROW_MIN_BLOCKS<typename Num<S>::T>)
     row_scan(const S* a, typename Num<S>::T a_value, const unsigned char* r, const S* v,
-             const S* h0, long long h0_so, S* y, typename Num<S>::T* s_out, long long N,
+             const S* hf, const S* h0, long long h0_so, S* y, typename Num<S>::T* ga,
+             typename Num<S>::T* s_out, long long N,
              long long Tn, int down, unsigned epoch, unsigned tile0, unsigned* status,
              typename Num<S>::T* agg_a, typename Num<S>::T* agg_b, int* agg_r,
              typename Num<S>::T* incl) {
@@ -125,7 +134,7 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
     __shared__ T carry;
     __shared__ unsigned tile_s;
     __shared__ int head_cut;
-    __shared__ long long end_row[MODE == FINAL ? ROW_THREADS : 1];  // a thread's first end's row
+    __shared__ long long end_row[MODE != FORWARD ? ROW_THREADS : 1];  // a thread's first end's row
 
     const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP;
     const long long o_step = down ? -1 : 1;  // the row after, walking
@@ -138,8 +147,9 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
     const int count = static_cast<int>(max(0LL, min(static_cast<long long>(SPAN), N - wb)));
     const long long at = down ? N - 1 - wb : wb;  // its flat index (unused past the end)
 
-    // Both arrays loaded before either is handed over: one wait for memory, not two.
-    T d[ITEMS], x[ITEMS];
+    // The arrays loaded before any is handed over: one wait for memory, not two or three.
+    // (BACKWARD: p holds the forward states h.)
+    T d[ITEMS], x[ITEMS], p[ITEMS];  // (p: BACKWARD only; elsewhere the compiler drops it)
     auto load = [&](const S* array, T fill, T(&out)[ITEMS]) {
         if (down)
             load_striped<-1>(array + at, count, fill, lane, out);
@@ -148,6 +158,7 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
     };
     load(v, T(0), x);
     if (a) load(a, T(1), d);
+    if (MODE == BACKWARD) load(hf, T(0), p);
     to_blocked<T, ITEMS>(exchange[w], lane, x);
     if (a) {
         to_blocked<T, ITEMS>(exchange[w], lane, d);
@@ -155,10 +166,41 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
 #pragma unroll
         for (int j = 0; j < ITEMS; ++j) d[j] = a_value;
     }
+    if (MODE == BACKWARD) to_blocked<T, ITEMS>(exchange[w], lane, p);
     unsigned cut = 0;  // items that ignore the state before them: resets, then row starts
     if (r)
         cut = down ? gather_flags<-1, ITEMS>(r + at, count, exchange_flags[w], lane)
                    : gather_flags<1, ITEMS>(r + at, count, exchange_flags[w], lane);
+    // BACKWARD walks against the forward scan: g[u] = grad_h[u] + conj(a[u-1]) g[u-1] in
+    // logical order, with the flags of step u-1 (a reset there passes nothing back), and writes
+    // grad_a[u] = g[u] conj(h[u+1]) (h0 at a row's last step) unless step u itself resets
+    // (`mute`). So the decays and flags move one item up and the forward states one item down:
+    // from the neighbouring lane's registers, across warps from one element loaded beside.
+    unsigned mute = 0;
+    if (MODE == BACKWARD) {
+        mute = cut;
+        const long long before = wb - 1, after = wb + SPAN;  // logical steps beside the warp's
+        const long long at_before = down ? N - 1 - before : before;
+        const long long at_after = down ? N - 1 - after : after;
+        T d_in = shfl_up(d[ITEMS - 1], 1);
+        unsigned cut_in = __shfl_up_sync(0xffffffffu, cut >> (ITEMS - 1), 1) & 1u;
+        T p_in = shfl_down(p[0], 1);
+        if (lane == 0) {  // (a warp past the end, in the last tile, reads nothing)
+            const bool inside = before >= 0 && before < N;
+            d_in = a && inside ? Num<S>::load(a[at_before]) : a_value;
+            cut_in = r && inside ? r[at_before] != 0 : 0u;
+        }
+        if (lane == WARP - 1) p_in = after < N ? Num<S>::load(hf[at_after]) : T(0);
+#pragma unroll
+        for (int j = ITEMS - 1; j > 0; --j) d[j] = d[j - 1];
+        d[0] = d_in;
+#pragma unroll
+        for (int j = 0; j < ITEMS; ++j) d[j] = conj_of(d[j]);
+#pragma unroll
+        for (int j = 0; j + 1 < ITEMS; ++j) p[j] = p[j + 1];
+        p[ITEMS - 1] = p_in;
+        cut = (cut << 1 | cut_in) & ((1u << ITEMS) - 1u);
+    }
 
     // This thread's items: `steps` of them from logical step ub. Where rows start among them,
     // h0 enters (folded into x: 0 * inf is NaN, as in the loop) and the walk is cut.
@@ -187,11 +229,11 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
             const unsigned held = (1u << steps) - 1u;  // this thread's items
             const unsigned starts = marks & held;
             ends = (marks >> 1) & held;
-            if (MODE == FINAL && ends) end_row[tid] = row;  // kept out of registers
+            if (MODE != FORWARD && ends) end_row[tid] = row;  // kept out of registers
             if (q != 0) row += o_step;  // the row of the first start
 #pragma unroll
             for (int j = 0; j < ITEMS; ++j) {
-                if (starts >> j & 1u) {
+                if (MODE != BACKWARD && (starts >> j & 1u)) {
                     if (!(cut >> j & 1u)) {
                         const T start = h0 ? Num<S>::load(h0[row * h0_so]) : T(0);
                         x[j] = muladd(d[j], start, x[j]);
@@ -206,7 +248,7 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
 
     // The map of this thread's items (walked: exact). Most threads hold ITEMS steps that
     // neither start a row nor reset: for them, a multiply and a multiply-add a step.
-    const bool plain = steps == ITEMS && cut == 0u;
+    const bool plain = steps == ITEMS && cut == 0u && (MODE != BACKWARD || (mute | ends) == 0u);
     Affine<T> m = identity_map<T>();
     if (plain) {
 #pragma unroll
@@ -348,25 +390,46 @@ __global__ void __launch_bounds__(ROW_THREADS, ROW_MIN_BLOCKS<typename Num<S>::T
     if (MODE == FORWARD && plain) {
 #pragma unroll
         for (int j = 0; j < ITEMS; ++j) x[j] = state = muladd(d[j], state, x[j]);
-    } else if (MODE == FORWARD || ends) {
-        long long o = MODE == FINAL ? end_row[tid] : 0;  // FINAL: the row of the next end
+    } else if (MODE == BACKWARD && plain) {
+#pragma unroll
+        for (int j = 0; j < ITEMS; ++j) {
+            x[j] = state = muladd(d[j], state, x[j]);
+            p[j] = state * conj_of(p[j]);
+        }
+    } else if (MODE != FINAL || ends) {
+        long long o = ends ? end_row[tid] : 0;  // the row of the next end
 #pragma unroll
         for (int j = 0; j < ITEMS; ++j) {
             if (j < steps) {
                 state = (cut >> j & 1u) ? x[j] : muladd(d[j], state, x[j]);
                 x[j] = state;
-                if (MODE == FINAL && (ends >> j & 1u)) {
-                    s_out[o] = state;
-                    o += o_step;
+                const bool end = ends >> j & 1u;
+                if (MODE == FINAL && end) s_out[o] = state;
+                if (MODE == BACKWARD) {
+                    const bool muted = mute >> j & 1u;
+                    const T before = !end ? p[j] : h0 ? Num<S>::load(h0[o * h0_so]) : T(0);
+                    p[j] = muted ? T(0) : state * conj_of(before);
+                    if (end && s_out) {  // the gradient for h0: the row's first forward step's
+                        const long long n = down ? N - 1 - (ub + j) : ub + j;
+                        const T da = conj_of(a ? Num<S>::load(a[n]) : a_value);
+                        s_out[o] = muted ? T(0) : da * state;
+                    }
                 }
+                if (end) o += o_step;
             }
         }
     }
-    if (MODE == FORWARD) {
+    if (MODE != FINAL) {
         if (down)
             scatter<-1>(y + at, count, exchange[w], lane, x);
         else
             scatter<1>(y + at, count, exchange[w], lane, x);
+    }
+    if (MODE == BACKWARD) {
+        if (down)
+            scatter<-1>(ga + at, count, exchange[w], lane, p);
+        else
+            scatter<1>(ga + at, count, exchange[w], lane, p);
     }
 }
 

@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 
 from linscan import reference
 from linscan.backends.cuda import plan, source
-from linscan.testing import POISONS, assert_final_state_close, assert_scan_close, poison
+from linscan.testing import (
+    POISONS,
+    assert_final_state_close,
+    assert_scan_backward_close,
+    assert_scan_close,
+    poison,
+)
 
 HERE = Path(__file__).resolve().parent
 TYPES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.complex64): 2,
@@ -58,18 +64,39 @@ def row_scan(lib, a, x, h0=None, resets=None, *, mode="forward", down=False, hid
     ``scratch`` (:func:`new_scratch`) kept from earlier calls, their epochs before ``epoch``."""
     x = np.ascontiguousarray(x)
     O, T = x.shape
+    return _row_call(lib, a, x, None, h0, resets, mode, down, hide, seed, scratch, epoch)[0]
+
+
+def row_backward(lib, a, h, grad_h, h0=None, resets=None, *, reverse=False, want_h0=True,
+                 hide=True, seed=0):  # fmt: skip
+    """row_scan's BACKWARD mode as ``scan_backward`` launches it on ``(O, T)`` arrays (walking
+    against a forward scan of direction ``reverse``): ``(grad_a, grad_x, grad_h0)``."""
+    grad_x, grad_a, grad_h0 = _row_call(lib, a, grad_h, h, h0, resets, "backward",
+                                        not reverse, hide, seed, None, 1, want_h0)  # fmt: skip
+    return grad_a, grad_x, grad_h0
+
+
+def _row_call(lib, a, x, hf, h0, resets, mode, down, hide, seed, scratch, epoch, want_h0=True):
+    """(the forward states, or grad_x; grad_a; the final states, or grad_h0)."""
+    x = np.ascontiguousarray(x)
+    O, T = x.shape
     call = _Call(x, a, resets, mode, (O, T, 1), "row_scan", scratch, epoch)
+    hf = None if hf is None else np.ascontiguousarray(hf, x.dtype)
     h0_arr = None if h0 is None else np.ascontiguousarray(h0, x.dtype)
     h0_so = 0 if h0_arr is not None and h0_arr.shape == (1,) else 1  # (1,): broadcast to rows
     y = np.full((O, T), np.nan, x.dtype)
-    s_out = np.full(O, np.nan, x.dtype)
+    ga = np.full((O, T), np.nan, x.dtype)
+    s_out = np.full(O, np.nan, x.dtype) if want_h0 else None
     err = lib.run_row_scan(
-        *call.head, _ptr(h0_arr), ctypes.c_longlong(h0_so), _ptr(y), _ptr(s_out),
-        ctypes.c_longlong(O * T), ctypes.c_longlong(T), int(down), *call.tail(seed, hide),
+        *call.head, _ptr(hf), _ptr(h0_arr), ctypes.c_longlong(h0_so), _ptr(y), _ptr(ga),
+        _ptr(s_out), ctypes.c_longlong(O * T), ctypes.c_longlong(T), int(down),
+        *call.tail(seed, hide),
     )  # fmt: skip
     assert err == 0
     call.check_published()
-    return y if mode == "forward" else s_out
+    if mode == "final":
+        return s_out, None, None
+    return y, ga, s_out
 
 
 def chan_scan(lib, a, x, h0=None, resets=None, *, mode="forward", down=False, hide=True,
@@ -115,7 +142,7 @@ class _Call:
 
     def __init__(self, x, a, resets, mode, shape, kernel, scratch, epoch):
         dtype = x.dtype
-        self.code = plan.FORWARD if mode == "forward" else plan.FINAL
+        self.code = {"forward": plan.FORWARD, "final": plan.FINAL, "backward": plan.BACKWARD}[mode]
         self.launch = plan.launch(*shape, dtype.itemsize, self.code, "parallel", flat=True,
                                   resets=resets is not None)  # fmt: skip
         assert self.launch.kernel == kernel and self.launch.threads == 128
@@ -375,3 +402,23 @@ def test_scratch_kept_between_calls_needs_no_zeroing(library):
             h = row_scan(library, a, x, **options)
         want = reference.scan(a, x, axis=1, reverse=options["down"])
         np.testing.assert_allclose(h, want, rtol=1e-12, atol=1e-12)
+
+
+@given(case=cases())
+def test_row_scan_backward_matches_the_oracle(library, case):
+    """The backward pass on rows: decays, flags and forward states shifted across lanes, warps
+    and tiles; resets (which mute grad_a and pass nothing back), h0 and its gradient, both
+    directions, published prefixes hidden or not."""
+    a, x, h0, resets, reverse = case["a"], case["x"], case["h0"], case["resets"], case["down"]
+    rng = np.random.default_rng(case["seed"])
+    grad_h = (rng.normal(size=x.shape) + (1j * rng.normal(size=x.shape) if x.dtype.kind == "c"
+                                           else 0)).astype(x.dtype)  # fmt: skip
+    args, kwargs = _oracle_args(case)
+    h = reference.scan(*args, **kwargs)[..., 0].astype(x.dtype)
+    grads = row_backward(library, a, h, grad_h, h0, resets, reverse=reverse, hide=case["hide"],
+                         seed=case["seed"], want_h0=h0 is not None)  # fmt: skip
+    a_full = np.broadcast_to(a, x.shape)
+    got = (grads[0][..., None], grads[1][..., None], None if h0 is None else grads[2][:, None])
+    assert_scan_backward_close(
+        got, a_full[..., None], h[..., None], grad_h[..., None], args[2], **kwargs,
+    )  # fmt: skip

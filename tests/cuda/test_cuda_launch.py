@@ -246,6 +246,22 @@ def test_time_major_channels_take_the_channel_kernel(fast):
     assert [launch["lp"].kernel for launch in fast.launches[-2:]] == ["tile_scan"] * 2
 
 
+def test_the_backward_pass_on_rows_takes_the_row_kernel(fast):
+    a, h, gh = (fast.empty((2, 3000), np.float32) for _ in range(3))
+    h0 = fast.empty((2,), np.float32)
+    grad_a, grad_x, grad_h0 = linscan.scan_backward(a, h, gh, h0, reverse=True)
+    launch = fast.launches[-1]
+    args = _args(launch)
+    assert launch["lp"].kernel == "row_scan" and launch["mode"] == 2
+    _check_types(args, np.dtype(np.float32))
+    assert int(args["down"]) == 0  # walks against the forward scan
+    assert _ptr(args["v"]) == gh.data.ptr and _ptr(args["hf"]) == h.data.ptr
+    assert _ptr(args["y"]) == grad_x.data.ptr and _ptr(args["ga"]) == grad_a.data.ptr
+    assert _ptr(args["h0"]) == h0.data.ptr and _ptr(args["s_out"]) != 0
+    linscan.scan_backward(a, h, gh)  # no h0: no gradient for it
+    assert _ptr(_args(fast.launches[-1])["s_out"]) == 0
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float64, np.complex64, np.complex128])
 def test_row_kernel_items_by_arithmetic_type(fast, dtype):
     x = fast.empty((1, 100000), dtype)
@@ -264,7 +280,7 @@ def test_calls_the_row_kernel_does_not_fit_take_the_tile_kernel(fast):
         lambda: linscan.scan(base[:, ::-1], x),  # decays read backwards
         lambda: linscan.scan(0.5, x, resets=fast.empty((5000,), np.bool_)),  # resets broadcast
         lambda: linscan.scan(0.5, fast.empty((300, 8), np.float32), axis=0),  # eight channels
-        lambda: linscan.scan_backward(base, x, x),  # the backward pass
+        lambda: linscan.scan_backward(x, x, x, axis=0),  # the backward pass on channels
         lambda: linscan.scan(0.5, x, method="sequential"),
     ]
     for call in calls:
@@ -336,6 +352,7 @@ def test_memset_and_launch_happen_under_one_lock(gpu):
 
     def checking(dtype, mode, lp, device_id):
         kernel = launch(dtype, mode, lp, device_id)
+        # 
         return lambda *args, **kw: (held.append(backend._SCRATCH.lock.locked()), kernel(*args, **kw))
 
     from linscan.backends.cuda import source

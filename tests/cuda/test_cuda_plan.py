@@ -99,7 +99,7 @@ def test_channel_plan_takes_many_channels_forward_and_final(O, T, I, mode, items
     groups = -(-I // plan.CHAN_WIDTH)
     fits = 5 * groups * plan.CHAN_WIDTH <= 6 * I and T >= tile_t
     assert plan.chan_fits(T, I, itemsize) == fits
-    if not fits or mode not in plan.ROW_MODES:
+    if not fits or mode not in plan.CHAN_MODES:
         assert lp.kernel == "tile_scan"
         return
     assert lp.kernel == "chan_scan" and lp.threads == plan.CHAN_THREADS and lp.smem == 0
@@ -141,6 +141,12 @@ def test_plan_constants_match_the_kernel_source():
     assert bounds, "ROW_MIN_BLOCKS changed: update plan.ROW_MIN_BLOCKS and this test"
     wide, narrow = map(int, bounds.groups())
     assert plan.ROW_MIN_BLOCKS == {4: narrow, 8: narrow, 16: wide}
+    bounds = re.search(
+        r"constexpr int ROW_BACKWARD_MIN_BLOCKS = sizeof\(T\) > 8 \? (\d+) : (\d+);", text
+    )
+    assert bounds, "ROW_BACKWARD_MIN_BLOCKS changed: update plan and this test"
+    wide, narrow = map(int, bounds.groups())
+    assert plan.ROW_BACKWARD_MIN_BLOCKS == {4: narrow, 8: narrow, 16: wide}
     # chan_scan's items (32 bytes of each array per channel) and channels per lane
     assert "constexpr int CHAN_ITEMS = 32 / static_cast<int>(sizeof(T));" in text
     assert plan.CHAN_ITEMS == {size: 32 // size for size in plan.STEPS}
@@ -166,13 +172,13 @@ def test_assemble_pastes_local_headers_once(tmp_path):
 
 def test_name_expressions_come_from_the_tables():
     names = source.all_name_expressions()
-    per_dtype = 3 * (len(plan.CHANNEL_WIDTHS) + 1) + 2 * len(plan.ROW_MODES)
+    per_dtype = 3 * (len(plan.CHANNEL_WIDTHS) + 1) + len(plan.ROW_MODES) + len(plan.CHAN_MODES)
     assert len(names) == len(set(names)) == len(source.C_TYPES) * per_dtype
     assert "linscan::tile_scan<double, 32, 2>" in names
     assert "linscan::row_scan<linscan::half_t, 1>" in names
     assert "linscan::chan_scan<linscan::Complex<double>, 0>" in names
-    assert "linscan::row_scan<float, 2>" not in names  # no backward lean kernels yet
-    assert "linscan::chan_scan<float, 2>" not in names
+    assert "linscan::row_scan<float, 2>" in names  # the backward pass on rows
+    assert "linscan::chan_scan<float, 2>" not in names  # not yet on time-major channels
     assert "linscan::serial_scan<float, 1>" in names
 
 

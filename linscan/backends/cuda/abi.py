@@ -45,8 +45,8 @@ TILE_SCAN = SERIAL_SCAN + (
 #: ``row_scan``: time-contiguous rows (``kernels_cu/rows.cuh``): every array laid out as ``x``
 #: along flat time, so no strides but h0's.
 ROW_SCAN = (
-    ("a", POINTER), ("a_value", VALUE), ("r", POINTER), ("v", POINTER), ("h0", POINTER),
-    ("h0_so", LONG), ("y", POINTER), ("s_out", POINTER),
+    ("a", POINTER), ("a_value", VALUE), ("r", POINTER), ("v", POINTER), ("hf", POINTER),
+    ("h0", POINTER), ("h0_so", LONG), ("y", POINTER), ("ga", POINTER), ("s_out", POINTER),
     # flat time N = O * T, the row length and the direction
     ("N", LONG), ("Tn", LONG), ("down", INT),
     # scratch kept between calls: the call's epoch and its first tile number (lookback.cuh)

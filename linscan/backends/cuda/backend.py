@@ -97,6 +97,8 @@ class _Scratch:
 
     def _entry(self, device: int, stream, tagged: bool) -> _Held:
         key = (device, stream.ptr, tagged)
+        if stream.ptr == _PER_THREAD:  # one handle, but each thread's own stream: not shared
+            key += (threading.get_ident(),)
         held = self._held.get(key)
         if held is None or held.stream() is not stream:
 
@@ -115,11 +117,12 @@ class _Scratch:
         tagged = launch.kernel in plan.TAGGED
         held = self._entry(device, stream, tagged)
         if tagged:
-            held.status, fresh = _grown(held.status, launch.status_bytes)
+            status, fresh = _grown(held.status, launch.status_bytes)
             if fresh or held.epoch == plan.MAX_EPOCH:
-                cupy.cuda.runtime.memsetAsync(held.status.data.ptr, 0, held.status.nbytes,
-                                              stream.ptr)  # fmt: skip
+                held.status = None  # (until the memset is queued: an interrupt leaves none)
+                cupy.cuda.runtime.memsetAsync(status.data.ptr, 0, status.nbytes, stream.ptr)
                 held.epoch = held.tiles = 0
+            held.status = status
             held.values, _ = _grown(held.values, launch.scratch_bytes - launch.status_bytes)
             status, values = held.status.data.ptr, held.values.data.ptr
             held.epoch += 1
@@ -141,9 +144,11 @@ class _Scratch:
         """Forget the current stream's scratch for ``launch``'s kind: a launch that failed
         after :meth:`take` left its counter where the next call cannot know it."""
         stream = cupy.cuda.get_current_stream()
-        self._held.pop((device, stream.ptr, launch.kernel in plan.TAGGED), None)
+        key = (device, stream.ptr, launch.kernel in plan.TAGGED)
+        self._held.pop(key + (threading.get_ident(),) if stream.ptr == _PER_THREAD else key, None)
 
 
+_PER_THREAD = 2  # cudaStreamPerThread: each host thread's default stream, one handle
 _SCRATCH = _Scratch()
 #: A launch whose tiles do not look back, a call without resets, a decay given by value.
 _NO_SCRATCH = dict(status=abi.NULL, agg_a=abi.NULL, agg_b=abi.NULL, incl=abi.NULL, agg_r=abi.NULL,
@@ -161,7 +166,7 @@ def _prepare(mode, shape, dtype, a_strides, h0_strides, r_strides, down, method,
     arith = _dtypes.accumulator(dtype)
     a_so_st_si = _elements(a_strides, dtype.itemsize)
     flat = (
-        fast and mode in plan.ROW_MODES and _flat(a_so_st_si, O, T, I)
+        fast and _flat(a_so_st_si, O, T, I)
         and (r_strides is None or _flat(r_strides, O, T, I))
     )  # fmt: skip
     launch = plan.launch(O, T, I, arith.itemsize, mode, method, sms, None, r_strides is not None,
@@ -202,8 +207,8 @@ def _run(mode, a, v, hf, h0, y, ga, s_out, down: bool, method: str, r=None) -> N
         kernel(grid, block, abi.pack(launch.kernel, args), shared_mem=launch.smem)
         return
     with _SCRATCH.lock:
-        args.update(_SCRATCH.take(launch, device))
         try:
+            args.update(_SCRATCH.take(launch, device))
             kernel(grid, block, abi.pack(launch.kernel, args), shared_mem=launch.smem)
         except BaseException:
             _SCRATCH.drop(launch, device)

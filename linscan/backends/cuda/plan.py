@@ -6,9 +6,9 @@ memory layout, the scratch layout); ``linscan.backends.cuda.emulate`` runs the k
 algorithm with the same plan, so a wrong decomposition fails on the CPU.
 
 Three tile kernels: ``tile_scan``, general (any strides, channels, modes), and two lean ones
-for calls whose decays and resets are laid out as ``x`` or absent, in the forward and final
-modes: ``row_scan`` for time-contiguous rows (one channel) and ``chan_scan`` for time-major
-channels (many). The lean kernels have not run on a GPU yet: they are opt-in
+for calls whose decays and resets are laid out as ``x`` or absent: ``row_scan`` for
+time-contiguous rows (one channel; every mode) and ``chan_scan`` for time-major channels
+(many; the forward and final modes). The lean kernels have not run on a GPU yet: they are opt-in
 (``LINSCAN_FAST_KERNELS=1`` in the environment, read at import; ``FAST``) until a GPU run shows
 them correct and faster (issue 17).
 """
@@ -41,7 +41,9 @@ ROW_THREADS = 128  # threads per row_scan block
 #: launch bounds ask the register budget to allow, by the arithmetic type's itemsize.
 ROW_ITEMS = {4: 16, 8: 8, 16: 4}
 ROW_MIN_BLOCKS = {4: 6, 8: 6, 16: 4}
-ROW_MODES = (FORWARD, FINAL)  # the lean kernels' modes
+ROW_BACKWARD_MIN_BLOCKS = {4: 4, 8: 4, 16: 3}  # the backward pass: three arrays in registers
+ROW_MODES = (FORWARD, FINAL, BACKWARD)  # the lean kernels' modes: row_scan's, chan_scan's
+CHAN_MODES = (FORWARD, FINAL)
 #: The kernels whose status words carry the call's epoch (kernels_cu/lookback.cuh): their
 #: scratch is kept zeroed once, not per call; epochs run 1 .. MAX_EPOCH, then it is zeroed.
 TAGGED = ("row_scan", "chan_scan")
@@ -154,7 +156,7 @@ def launch(
         tiles = -(-O * T // (ROW_THREADS * items))
         _check_grid(tiles)
         return Launch("row_scan", 1, items, 1, tiles, tiles, 0, tiles > 1, itemsize, ROW_THREADS)
-    if flat and mode in ROW_MODES and chan_fits(T, I, itemsize):
+    if flat and mode in CHAN_MODES and chan_fits(T, I, itemsize):
         items = CHAN_ITEMS[itemsize]
         tiles_t = -(-T // (CHAN_THREADS // WARP * items))  # per row: tiles never cross rows
         groups = -(-I // CHAN_WIDTH)

@@ -66,7 +66,9 @@ def name_expressions(dtype, mode: int) -> list:
     ctype = C_TYPES[np.dtype(dtype)]
     names = [f"linscan::tile_scan<{ctype}, {cw}, {mode}>" for cw in plan.CHANNEL_WIDTHS]
     if mode in plan.ROW_MODES:
-        names += [f"linscan::{lean}<{ctype}, {mode}>" for lean in ("row_scan", "chan_scan")]
+        names.append(f"linscan::row_scan<{ctype}, {mode}>")
+    if mode in plan.CHAN_MODES:
+        names.append(f"linscan::chan_scan<{ctype}, {mode}>")
     return names + [f"linscan::serial_scan<{ctype}, {mode}>"]
 
 
