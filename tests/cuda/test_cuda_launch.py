@@ -352,8 +352,12 @@ def test_memset_and_launch_happen_under_one_lock(gpu):
 
     def checking(dtype, mode, lp, device_id):
         kernel = launch(dtype, mode, lp, device_id)
-        # 
-        return lambda *args, **kw: (held.append(backend._SCRATCH.lock.locked()), kernel(*args, **kw))
+
+        def launching(*args, **kw):
+            held.append(backend._SCRATCH.lock.locked())
+            return kernel(*args, **kw)
+
+        return launching
 
     from linscan.backends.cuda import source
 
