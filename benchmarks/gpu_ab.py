@@ -1,7 +1,8 @@
 """The lean kernels (opt-in: row_scan for rows, chan_scan for time-major channels) against the
 general tile kernel (tile_scan) on the same GPU in one run: correctness first, then time, both
 as fractions of a device-to-device copy of the same bytes, interleaved in triples (copy,
-tile_scan, the lean kernel), device events, medians. Run from the source tree on a GPU machine:
+tile_scan, the lean kernel), device events, medians: scan both ways, final_state and
+scan_backward. Run from the source tree on a GPU machine:
 
     PYTHONPATH=. python benchmarks/gpu_ab.py [--size 67108864] [--repeat 15] [--json FILE]
 
@@ -30,6 +31,7 @@ def main(argv=None) -> int:
     import cupy
 
     import linscan
+    from linscan import _dtypes
     from linscan._bench import common, gpu
     from linscan.backends.cuda import plan
 
@@ -65,12 +67,18 @@ def main(argv=None) -> int:
             a = gpu._typed(shape, dtype, 0.999, 1.0, seed=1)
             x = gpu._typed(shape, dtype, seed=2)
             h = cupy.empty(shape, dtype)
+            gh, gx = gpu._typed(shape, dtype, seed=5), cupy.empty(shape, dtype)
             size = np.dtype(dtype).itemsize
+            wide = _dtypes.accumulator(np.dtype(dtype)).itemsize  # grad_a, written unrounded
             ops = (
                 ("scan", 3 * size, partial(linscan.scan, a, x, axis=axis, out=h)),
                 ("scan reverse", 3 * size,
                  partial(linscan.scan, a, x, axis=axis, reverse=True, out=h)),
                 ("final_state", 2 * size, partial(linscan.final_state, a, x, axis=axis)),
+                # reads a, h, grad_h, writes grad_x and grad_a (h: the scan above's x, any
+                # values serve the timing)
+                ("scan_backward", 4 * size + wide,
+                 partial(linscan.scan_backward, a, x, gh, axis=axis, out=(None, gx, None))),
             )  # fmt: skip
             a_small = gpu._typed(small, dtype, 0.999, 1.0, seed=3)
             x_small = gpu._typed(small, dtype, seed=4)
@@ -83,7 +91,7 @@ def main(argv=None) -> int:
                     failures.append(f"{name}: {exc}")
                     print(f"FAILED {name}: {str(exc)[:300]}", flush=True)
                     continue
-                want, got = (cupy.asarray(f()).astype(np.float64) for f in (old, new))
+                want, got = (_first(f()).astype(np.float64) for f in (old, new))
                 differ = float(cupy.abs(got - want).max() / cupy.abs(want).max())
                 times = _triples(old, new, per * a.size, args.repeat, gpu, common, cupy)
                 rows.append(dict(case=case, shape=list(shape), dtype=np.dtype(dtype).name, op=op,
@@ -116,18 +124,40 @@ def main(argv=None) -> int:
     return 1 if failures else 0
 
 
+def _first(result):
+    """A call's result, or the first of its results not ``None`` (scan_backward's grad_x
+    when grad_a is not asked for), as a CuPy array."""
+    import cupy
+
+    if isinstance(result, tuple):
+        result = next(r for r in result if r is not None)
+    return cupy.asarray(result)
+
+
 def _check(kernels, a, x, op, dtype, axis):
-    """The lean kernel's ``op`` on ``a``, ``x`` against the serial float64 oracle."""
+    """The lean kernel's ``op`` on ``a``, ``x`` against the serial float64 oracle (the
+    backward pass: ``x`` taken as the forward states, ``x`` again as their gradient)."""
     import cupy
 
     import linscan
-    from linscan.testing import assert_final_state_close, assert_scan_close
+    from linscan.testing import (
+        assert_final_state_close,
+        assert_scan_backward_close,
+        assert_scan_close,
+    )
 
     reverse = op == "scan reverse"
-    call = linscan.final_state if op == "final_state" else partial(linscan.scan, reverse=reverse)
+    call = {"final_state": linscan.final_state, "scan_backward": linscan.scan_backward}.get(
+        op, partial(linscan.scan, reverse=reverse)
+    )
+    args = [cupy.asnumpy(v).astype(np.float64) for v in (a, x)]
+    if op == "scan_backward":
+        _, lean = kernels(partial(call, a, x, x, axis=axis))
+        got = tuple(None if g is None else cupy.asnumpy(g) for g in lean())
+        assert_scan_backward_close(got, args[0], args[1], args[1], axis=axis, dtype=dtype)
+        return
     _, lean = kernels(partial(call, a, x, axis=axis))
     got = cupy.asnumpy(lean())
-    args = [cupy.asnumpy(v).astype(np.float64) for v in (a, x)]
     if op == "final_state":
         assert_final_state_close(got, *args, axis=axis, dtype=dtype)
     else:

@@ -1,12 +1,12 @@
 """SASS instructions per element of the lean kernels' phases, read statically (no GPU).
 
-    python benchmarks/sass_count.py [--arch sm_90] [--nvdisasm PATH]
+    python benchmarks/sass_count.py [--arch sm_90] [--mode forward|backward] [--nvdisasm PATH]
 
 Needs nvcc and nvdisasm (``pip install nvidia-cuda-nvdisasm`` provides it; found on PATH or
 in that wheel). The kernels' source (``kernels_cu/rows.cuh``, ``channels.cuh``) is copied with
 a ``pmevent`` marker after each phase comment, compiled with nvcc for ``--arch``, and
 disassembled; the instructions between two markers are that phase's (NOPs left out). The
-probe is specialized to a forward walk without resets (the other direction's and the
+probe is specialized to one direction (``down = 0``) without resets (the other direction's and the
 resets' code drop out). The per-element phases are unrolled, so a phase's count divided by
 the elements a thread holds is its cost per element where a thread runs all of it.
 
@@ -43,7 +43,8 @@ from linscan.backends.cuda import plan, source
 KERNELS = {
     "row_scan": dict(
         phases=(
-            ("    // Both arrays loaded", "load a and x, hand over"),
+            ("    // The arrays loaded before", "load, hand over"),
+            ("    // BACKWARD walks against", "backward: shift"),
             ("    // This thread's items:", "row starts (h0)"),
             ("    // The map of this thread's items", "thread map"),
             ("    // Block scan of the maps", "block scan"),
@@ -55,13 +56,14 @@ KERNELS = {
         elements=plan.ROW_ITEMS,
         hot=(
             ("        if (q == 0 || q + steps >= Tn) {", "        if (false) {"),
-            ("    const bool plain = steps == ITEMS && cut == 0u;", "    const bool plain = true;"),
+            ("    const bool plain = steps == ITEMS && cut == 0u &&",
+             "    const bool plain = true ||"),
         ),
     ),
     "chan_scan": dict(
         phases=(
             ("    // This warp's steps:", "addresses"),
-            ("    // Every step of every channel loaded", "load a and x"),
+            ("    // Every step of every channel loaded", "load"),
             ("    // The row's first step:", "row start (h0)"),
             ("    // Each channel's map of this warp's steps", "maps + warp scan"),
             ("    // Warp 0 speaks for the tile", "publish"),
@@ -73,8 +75,8 @@ KERNELS = {
         elements={size: 4 * items for size, items in plan.CHAN_ITEMS.items()},
         hot=(
             ("valid[c] = c0 + c * WARP < I;", "valid[c] = true;"),
-            ("    const bool full = steps == ITEMS && valid[CHAN_LANE - 1];",
-             "    const bool full = true;"),
+            ("    const bool full = steps == ITEMS && valid[CHAN_LANE - 1] &&",
+             "    const bool full = true ||"),
             ("    if (s0 == 0 && steps > 0) {", "    if (false) {"),
         ),
     ),
@@ -154,24 +156,26 @@ def functions(sass: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--mode", choices=("forward", "backward"), default="forward")
     parser.add_argument("--nvdisasm")
     args = parser.parse_args(argv)
     tool = nvdisasm_path(args.nvdisasm)
-    kernels = [f"linscan::{k}<{t}, {plan.FORWARD}>" for k in KERNELS for t in TYPES]
-    kernels += [f"linscan::tile_scan<float, 1, {plan.FORWARD}>"]
+    mode = plan.BACKWARD if args.mode == "backward" else plan.FORWARD
+    kernels = [f"linscan::{k}<{t}, {mode}>" for k in KERNELS for t in TYPES]
+    kernels += [f"linscan::tile_scan<float, 1, {mode}>"]
     for hot in (False, True):
         found = functions(disassemble(marked_source(hot), kernels, args.arch, tool))
         what = "the hot path" if hot else "every path"
-        print(f"SASS for {args.arch}, static counts of {what} (see the docstring)\n")
-        _report(found)
+        print(f"SASS for {args.arch}, {args.mode}, static counts of {what} (see the docstring)\n")
+        _report(found, args.mode.upper())
     for name, ops in sorted(found.items()):
         if "tile_scan" in name:
-            print(f"tile_scan<float, 1, FORWARD>: {len(ops)} instructions, per-step loops not "
-                  f"unrolled (S = 32 steps a thread at large sizes)")  # fmt: skip
+            print(f"tile_scan<float, 1, {args.mode.upper()}>: {len(ops)} instructions, per-step "
+                  f"loops not unrolled (S = 32 steps a thread at large sizes)")  # fmt: skip
     return 0
 
 
-def _report(found: dict) -> None:
+def _report(found: dict, mode: str) -> None:
     for name, ops in sorted(found.items()):
         kernel = next((k for k in KERNELS if k in name), None)
         if kernel is None:
@@ -179,7 +183,7 @@ def _report(found: dict) -> None:
         ctype = "float" if f"{kernel}If" in name else "double"
         spec = KERNELS[kernel]
         items = spec["elements"][TYPES[ctype]]
-        print(f"{kernel}<{ctype}, FORWARD>: {len(ops)} instructions, {items} elements a thread")
+        print(f"{kernel}<{ctype}, {mode}>: {len(ops)} instructions, {items} elements a thread")
         print(f"  {'phase':22s} {'instr':>6s} {'per elem':>9s} {'memory':>7s} {'fp':>5s}  branches")
         cuts = [k for k, op in enumerate(ops) if op == "PMTRIG"]
         bounds = [0] + cuts + [len(ops)]

@@ -19,8 +19,12 @@
 // prefix, a look-back that composed an inexact map waits for its predecessor's prefix, and
 // where a map cannot give the loop's result the warps walk their steps in turn.
 //
-// Modes FORWARD (writes h) and FINAL (writes each row's last state per channel); decays laid
-// out as x or by value, resets laid out as x or none, h0 through its strides. Other calls take
+// Modes FORWARD (writes h), FINAL (writes each row's last state per channel) and BACKWARD
+// (the forward scan's vector-Jacobian product, walked the other way as in row_scan: writes
+// grad_x and grad_a, and the gradient for h0 where asked). A warp's steps lie along time in
+// its own registers, so BACKWARD's shifted arrays are its loads moved by one step: the
+// decays and flags of the step before, the forward states of the step after. Decays laid out
+// as x or by value, resets laid out as x or none, h0 through its strides. Other calls take
 // tile_scan.
 #pragma once
 
@@ -36,6 +40,10 @@ constexpr int CHAN_WIDTH = WARP * CHAN_LANE;  // channels per tile
 // (170 for the wider types).
 template <typename T>
 constexpr int CHAN_MIN_BLOCKS = sizeof(T) > 4 ? 3 : 4;
+// The backward pass holds a third array (the forward states): 170 registers for float (255
+// for the wider types; their 48 loads in flight a thread keep memory busy all the same).
+template <typename T>
+constexpr int CHAN_BACKWARD_MIN_BLOCKS = sizeof(T) > 4 ? 2 : 3;
 
 // Steps per warp: 32 bytes of each array per channel (8 float, 4 double or complex64, 2
 // complex128), so that a thread holds 2 * 4 * ITEMS values.
@@ -55,16 +63,19 @@ __device__ __forceinline__ void publish(unsigned* word, unsigned flag, int lane)
 }
 
 template <typename S, int MODE>
-__global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>::T>)
+__global__ void __launch_bounds__(CHAN_THREADS, MODE == BACKWARD
+                                                     ? CHAN_BACKWARD_MIN_BLOCKS<typename Num<S>::T>
+                                                     : CHAN_MIN_BLOCKS<typename Num<S>::T>)
     chan_scan(const S* a, typename Num<S>::T a_value, const unsigned char* r, const S* v,
-              const S* h0, long long h0_so, long long h0_si, S* y, typename Num<S>::T* s_out,
-              long long O, long long Tn, long long I, int down, unsigned epoch, unsigned tile0,
+              const S* hf, const S* h0, long long h0_so, long long h0_si, S* y,
+              typename Num<S>::T* ga, typename Num<S>::T* s_out, long long O, long long Tn,
+              long long I, int down, unsigned epoch, unsigned tile0,
               unsigned* status, typename Num<S>::T* agg_a, typename Num<S>::T* agg_b,
               int* agg_r, typename Num<S>::T* incl) {
     using T = typename Num<S>::T;
     constexpr int ITEMS = CHAN_ITEMS<T>;
     constexpr int TILE_T = CHAN_WARPS * ITEMS;  // steps per tile
-    static_assert(ITEMS < 32, "a channel's cut steps are bits of a word");
+    static_assert(ITEMS < 31, "a channel's flags (and the one before) are bits of a word");
 
     __shared__ T warp_A[CHAN_WARPS][CHAN_WIDTH], warp_B[CHAN_WARPS][CHAN_WIDTH];
     __shared__ int warp_flags[CHAN_WARPS][CHAN_WIDTH];
@@ -97,11 +108,19 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
     for (int c = 0; c < CHAN_LANE; ++c) valid[c] = c0 + c * WARP < I;
 
     // Every step of every channel loaded at once (one wait for memory), each load instruction
-    // of the warp 32 consecutive elements.
-    // Most threads hold ITEMS steps of four channels: their loads go unguarded.
-    const bool full = steps == ITEMS && valid[CHAN_LANE - 1];
-    T d[ITEMS][CHAN_LANE], x[ITEMS][CHAN_LANE];
+    // of the warp 32 consecutive elements. BACKWARD walks against the forward scan:
+    // g[u] = grad_h[u] + conj(a[u-1]) g[u-1] in logical order, with the flags of step u-1 (a
+    // reset there passes nothing back), and writes grad_a[u] = g[u] conj(h[u+1]) (h0 at a
+    // row's last step) unless step u itself resets (`mute`): its decays and flags are loaded
+    // one step back, its forward states (p) one step on.
+    constexpr int BEHIND = MODE == BACKWARD ? 1 : 0;  // decays and flags: from step j - BEHIND
+    // Most threads hold ITEMS steps of four channels (and BACKWARD's steps beside them): their
+    // loads go unguarded.
+    const bool full = steps == ITEMS && valid[CHAN_LANE - 1] &&
+                      (MODE != BACKWARD || (s0 > 0 && s0 + ITEMS < Tn));
+    T d[ITEMS][CHAN_LANE], x[ITEMS][CHAN_LANE], p[ITEMS][CHAN_LANE];  // (p: BACKWARD only)
     unsigned cut[CHAN_LANE];  // steps that ignore the state before them (bit j: item j)
+    unsigned mute[CHAN_LANE] = {};  // BACKWARD: steps that reset (no gradient for their decay)
 #pragma unroll
     for (int c = 0; c < CHAN_LANE; ++c) cut[c] = valid[c] ? 0u : ~0u;  // idle lanes: cut
     if (full) {
@@ -111,7 +130,8 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
             for (int c = 0; c < CHAN_LANE; ++c) {
                 const long long at = base + j * step + c * WARP;
                 x[j][c] = Num<S>::load(v[at]);
-                d[j][c] = a ? Num<S>::load(a[at]) : a_value;
+                d[j][c] = a ? Num<S>::load(a[at - BEHIND * step]) : a_value;
+                if (MODE == BACKWARD) p[j][c] = Num<S>::load(hf[at + step]);
             }
         }
     } else {
@@ -122,22 +142,43 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
                 const long long at = base + j * step + c * WARP;
                 const bool here = j < steps && valid[c];
                 x[j][c] = here ? Num<S>::load(v[at]) : T(0);
-                d[j][c] = !a ? a_value : here ? Num<S>::load(a[at]) : T(1);
+                d[j][c] = !a                               ? a_value
+                          : here && (j >= BEHIND || s0 > 0) ? Num<S>::load(a[at - BEHIND * step])
+                                                           : T(1);
+                if (MODE == BACKWARD) {
+                    // (past a row's last step: the state before its first forward step)
+                    const long long h0_at = o * h0_so + (c0 + c * WARP) * h0_si;
+                    p[j][c] = !here              ? T(0)
+                              : s0 + j + 1 < Tn ? Num<S>::load(hf[at + step])
+                              : h0             ? Num<S>::load(h0[h0_at])
+                                               : T(0);
+                }
             }
         }
     }
     if (r) {
+        // Bit j + BEHIND: a reset at step j (BACKWARD: from the step before the first).
+#pragma unroll
+        for (int j = -BEHIND; j < ITEMS; ++j)
+#pragma unroll
+            for (int c = 0; c < CHAN_LANE; ++c)
+                if (j < steps && (j >= 0 || s0 > 0) && valid[c] && r[base + j * step + c * WARP]) {
+                    if (j + BEHIND < ITEMS) cut[c] |= 1u << (j + BEHIND);
+                    if (MODE == BACKWARD && j >= 0) mute[c] |= 1u << j;
+                }
+    }
+    if (MODE == BACKWARD) {
 #pragma unroll
         for (int j = 0; j < ITEMS; ++j)
 #pragma unroll
-            for (int c = 0; c < CHAN_LANE; ++c)
-                if (j < steps && valid[c] && r[base + j * step + c * WARP]) cut[c] |= 1u << j;
+            for (int c = 0; c < CHAN_LANE; ++c) d[j][c] = conj_of(d[j][c]);
     }
-    // The row's first step: h0 enters there (folded into x: 0 * inf is NaN, as in the loop).
+    // The row's first step: h0 enters there (folded into x: 0 * inf is NaN, as in the loop);
+    // BACKWARD's walk starts there from grad_h alone.
     if (s0 == 0 && steps > 0) {
 #pragma unroll
         for (int c = 0; c < CHAN_LANE; ++c) {
-            if (valid[c] && !(cut[c] & 1u)) {
+            if (MODE != BACKWARD && valid[c] && !(cut[c] & 1u)) {
                 const T start = h0 ? Num<S>::load(h0[o * h0_so + (c0 + c * WARP) * h0_si]) : T(0);
                 x[0][c] = muladd(d[0][c], start, x[0][c]);
             }
@@ -148,7 +189,8 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
     // Each channel's map of this warp's steps (walked: exact), then the scan over the warps.
     // Threads whose steps neither start the row nor reset (most) take a multiply and a
     // multiply-add a step.
-    const bool plain = full && (cut[0] | cut[1] | cut[2] | cut[3]) == 0u;
+    const bool plain = full && (cut[0] | cut[1] | cut[2] | cut[3] | mute[0] | mute[1] | mute[2] |
+                                mute[3]) == 0u;
     static_assert(CHAN_LANE == 4, "plain reads the four channels' cuts");
 #pragma unroll
     for (int c = 0; c < CHAN_LANE; ++c) {
@@ -298,7 +340,8 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
     }
 
     // Walk the steps again from the state entering them: FORWARD writes every state, FINAL
-    // the row's last (held by the warp whose steps reach Tn - 1).
+    // the row's last (held by the warp whose steps reach Tn - 1), BACKWARD every gradient
+    // (grad_x the state, grad_a) and the one for h0 at the row's last step.
     if (MODE == FORWARD && plain) {
 #pragma unroll
         for (int c = 0; c < CHAN_LANE; ++c) {
@@ -309,19 +352,42 @@ __global__ void __launch_bounds__(CHAN_THREADS, CHAN_MIN_BLOCKS<typename Num<S>:
                 y[base + j * step + c * WARP] = Num<S>::store(state);
             }
         }
-    } else if (MODE == FORWARD || s0 + steps == Tn) {
+    } else if (MODE == BACKWARD && plain) {
+#pragma unroll
+        for (int c = 0; c < CHAN_LANE; ++c) {
+            T state = entering[c];
+#pragma unroll
+            for (int j = 0; j < ITEMS; ++j) {
+                const long long at = base + j * step + c * WARP;
+                state = muladd(d[j][c], state, x[j][c]);
+                y[at] = Num<S>::store(state);
+                ga[at] = state * conj_of(p[j][c]);
+            }
+        }
+    } else if (MODE != FINAL || s0 + steps == Tn) {
+        const bool ends = s0 + steps == Tn && steps > 0;  // the row's last step is here
 #pragma unroll
         for (int c = 0; c < CHAN_LANE; ++c) {
             T state = entering[c];
 #pragma unroll
             for (int j = 0; j < ITEMS; ++j) {
                 if (j < steps) {
+                    const long long at = base + j * step + c * WARP;
                     state = (cut[c] >> j & 1u) ? x[j][c] : muladd(d[j][c], state, x[j][c]);
-                    if (MODE == FORWARD && valid[c])
-                        y[base + j * step + c * WARP] = Num<S>::store(state);
+                    if (MODE != FINAL && valid[c]) y[at] = Num<S>::store(state);
+                    if (MODE == BACKWARD && valid[c])
+                        ga[at] = (mute[c] >> j & 1u) ? T(0) : state * conj_of(p[j][c]);
                 }
             }
-            if (MODE == FINAL && valid[c] && steps > 0) s_out[o * I + c0 + c * WARP] = state;
+            if (MODE != FORWARD && valid[c] && ends && s_out) {
+                T out = state;
+                if (MODE == BACKWARD) {  // the gradient for h0: through the first forward step
+                    const long long at = base + (steps - 1) * step + c * WARP;
+                    const T da = conj_of(a ? Num<S>::load(a[at]) : a_value);
+                    out = (mute[c] >> (steps - 1) & 1u) ? T(0) : da * state;
+                }
+                if (MODE != FORWARD) s_out[o * I + c0 + c * WARP] = out;
+            }
         }
     }
 }

@@ -100,7 +100,7 @@ def test_resources_allow_the_occupancy_the_plan_assumes(compiled):
     """Registers and shared memory of each kernel leave room for the resident blocks its
     launch bounds name (tile_scan: MIN_BLOCKS of 256 threads, its shared memory from the plan;
     row_scan and chan_scan: ROW_MIN_BLOCKS and CHAN_MIN_BLOCKS of 128 threads by arithmetic
-    type, static shared memory)."""
+    type, their backward passes' own, static shared memory)."""
     from linscan.backends.cuda import plan
 
     arch, _, log = compiled
@@ -117,8 +117,9 @@ def test_resources_allow_the_occupancy_the_plan_assumes(compiled):
             assert (smem + SMEM_PER_BLOCK_RESERVED) * blocks <= SMEM_PER_SM[arch], (name, smem)
         elif "chan_scan" in name:
             chans += 1
-            stored = re.search(r"chan_scanI(.+?)Li\d+EE", name).group(1)
-            blocks = plan.CHAN_MIN_BLOCKS[ITEMSIZES[stored]]
+            stored, mode = re.search(r"chan_scanI(.+?)Li(\d+)EE", name).groups()
+            table = plan.CHAN_BACKWARD_MIN_BLOCKS if int(mode) == 2 else plan.CHAN_MIN_BLOCKS
+            blocks = table[ITEMSIZES[stored]]
             assert regs * plan.CHAN_THREADS * blocks <= REGISTERS, (name, regs)
             assert (smem + SMEM_PER_BLOCK_RESERVED) * blocks <= SMEM_PER_SM[arch], (name, smem)
         elif "tile_scan" in name:

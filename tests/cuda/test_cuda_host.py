@@ -104,24 +104,41 @@ def chan_scan(lib, a, x, h0=None, resets=None, *, mode="forward", down=False, hi
     """chan_scan on ``(O, T, I)`` arrays, as the CUDA backend would launch it: ``a`` an array
     laid out as ``x`` or a scalar (by value), ``h0`` an array that broadcasts to ``(O, I)``
     (read through its strides) or None; ``scratch`` and ``epoch`` as for :func:`row_scan`."""
+    y, _, s_out = _chan_call(lib, a, x, None, h0, resets, mode, down, hide, seed, scratch, epoch)
+    return y if mode == "forward" else s_out
+
+
+def chan_backward(lib, a, h, grad_h, h0=None, resets=None, *, reverse=False, want_h0=True,
+                  hide=True, seed=0):  # fmt: skip
+    """chan_scan's BACKWARD mode as ``scan_backward`` launches it on ``(O, T, I)`` arrays:
+    ``(grad_a, grad_x, grad_h0)``."""
+    grad_x, grad_a, grad_h0 = _chan_call(lib, a, grad_h, h, h0, resets, "backward",
+                                         not reverse, hide, seed, None, 1, want_h0)  # fmt: skip
+    return grad_a, grad_x, grad_h0
+
+
+def _chan_call(lib, a, x, hf, h0, resets, mode, down, hide, seed, scratch, epoch, want_h0=True):
+    """As :func:`_row_call`, on ``(O, T, I)`` arrays."""
     x = np.ascontiguousarray(x)
     O, T, I = x.shape
     call = _Call(x, a, resets, mode, (O, T, I), "chan_scan", scratch, epoch)
+    hf = None if hf is None else np.ascontiguousarray(hf, x.dtype)
     h0_so = h0_si = 0
     if h0 is not None:
         h0 = np.broadcast_to(np.asarray(h0, x.dtype), (O, I))
         h0_so, h0_si = (stride // x.itemsize for stride in h0.strides)
     y = np.full((O, T, I), np.nan, x.dtype)
-    s_out = np.full((O, I), np.nan, x.dtype)
+    ga = np.full((O, T, I), np.nan, x.dtype)
+    s_out = np.full((O, I), np.nan, x.dtype) if want_h0 else None
     h0_ptr = None if h0 is None else ctypes.c_void_p(h0.__array_interface__["data"][0])
     err = lib.run_chan_scan(
-        *call.head, h0_ptr, ctypes.c_longlong(h0_so), ctypes.c_longlong(h0_si), _ptr(y),
-        _ptr(s_out), ctypes.c_longlong(O), ctypes.c_longlong(T), ctypes.c_longlong(I),
-        int(down), *call.tail(seed, hide),
+        *call.head, _ptr(hf), h0_ptr, ctypes.c_longlong(h0_so), ctypes.c_longlong(h0_si),
+        _ptr(y), _ptr(ga), _ptr(s_out), ctypes.c_longlong(O), ctypes.c_longlong(T),
+        ctypes.c_longlong(I), int(down), *call.tail(seed, hide),
     )  # fmt: skip
     assert err == 0
     call.check_published()
-    return y if mode == "forward" else s_out
+    return y, ga, s_out
 
 
 def _ptr(arr):
@@ -410,9 +427,7 @@ def test_row_scan_backward_matches_the_oracle(library, case):
     and tiles; resets (which mute grad_a and pass nothing back), h0 and its gradient, both
     directions, published prefixes hidden or not."""
     a, x, h0, resets, reverse = case["a"], case["x"], case["h0"], case["resets"], case["down"]
-    rng = np.random.default_rng(case["seed"])
-    grad_h = (rng.normal(size=x.shape) + (1j * rng.normal(size=x.shape) if x.dtype.kind == "c"
-                                           else 0)).astype(x.dtype)  # fmt: skip
+    grad_h = _gradient_like(x, np.random.default_rng(case["seed"]))
     args, kwargs = _oracle_args(case)
     h = reference.scan(*args, **kwargs)[..., 0].astype(x.dtype)
     grads = row_backward(library, a, h, grad_h, h0, resets, reverse=reverse, hide=case["hide"],
@@ -422,3 +437,46 @@ def test_row_scan_backward_matches_the_oracle(library, case):
     assert_scan_backward_close(
         got, a_full[..., None], h[..., None], grad_h[..., None], args[2], **kwargs,
     )  # fmt: skip
+
+
+def _gradient_like(x, rng):
+    noise = rng.normal(size=x.shape)
+    if x.dtype.kind == "c":
+        noise = noise + 1j * rng.normal(size=x.shape)
+    return noise.astype(x.dtype)
+
+
+@given(case=channel_cases())
+def test_chan_scan_backward_matches_the_oracle(library, case):
+    """The backward pass on time-major channels: decays and flags read one step back and
+    forward states one step on, across warps and tiles; resets (which mute grad_a and pass
+    nothing back), h0 full or broadcast and its gradient, both directions, idle lanes,
+    published prefixes hidden or not."""
+    a, x, h0, resets, reverse = case["a"], case["x"], case["h0"], case["resets"], case["down"]
+    grad_h = _gradient_like(x, np.random.default_rng(case["seed"]))
+    args, kwargs = _channel_oracle(case)
+    h = reference.scan(*args, **kwargs).astype(x.dtype)
+    grads = chan_backward(library, a, h, grad_h, h0, resets, reverse=reverse,
+                          hide=case["hide"], seed=case["seed"], want_h0=h0 is not None)  # fmt: skip
+    got = grads if h0 is not None else (grads[0], grads[1], None)
+    assert_scan_backward_close(got, args[0], h, grad_h, args[2], **kwargs)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+def test_chan_scan_backward_puts_non_finite_values_where_the_loop_does(library, seed):
+    """inf and NaN decays and gradients, products that underflow or overflow, resets: the
+    backward pass's inexact maps walk and wait as the forward pass's do."""
+    rng = np.random.default_rng(seed)
+    O, T, I = 2, 300, 128
+    a, grad_h = rng.uniform(0.5, 1.0, (O, T, I)), rng.normal(size=(O, T, I))
+    for kind in rng.choice(POISONS, 4):
+        poison(kind, a, grad_h, rng)
+    h0 = rng.normal(size=(O, I))
+    resets = rng.random((O, T, I)) < 0.002
+    for reverse in (False, True):
+        options = dict(axis=1, reverse=reverse, resets=resets)
+        h = reference.scan(a, rng.normal(size=(O, T, I)), h0, **options)
+        got = chan_backward(library, a, h, grad_h, h0, resets, reverse=reverse, seed=seed)
+        assert_scan_backward_close(got, a, h, grad_h, h0, **options)

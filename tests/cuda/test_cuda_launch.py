@@ -246,19 +246,21 @@ def test_time_major_channels_take_the_channel_kernel(fast):
     assert [launch["lp"].kernel for launch in fast.launches[-2:]] == ["tile_scan"] * 2
 
 
-def test_the_backward_pass_on_rows_takes_the_row_kernel(fast):
-    a, h, gh = (fast.empty((2, 3000), np.float32) for _ in range(3))
-    h0 = fast.empty((2,), np.float32)
-    grad_a, grad_x, grad_h0 = linscan.scan_backward(a, h, gh, h0, reverse=True)
+@pytest.mark.parametrize("shape, axis, kernel", [((2, 3000), -1, "row_scan"),
+                                                  ((2, 300, 256), 1, "chan_scan")])  # fmt: skip
+def test_the_backward_pass_takes_the_lean_kernels(fast, shape, axis, kernel):
+    a, h, gh = (fast.empty(shape, np.float32) for _ in range(3))
+    h0 = fast.empty(shape[:1] + shape[2:], np.float32)
+    grad_a, grad_x, grad_h0 = linscan.scan_backward(a, h, gh, h0, axis=axis, reverse=True)
     launch = fast.launches[-1]
     args = _args(launch)
-    assert launch["lp"].kernel == "row_scan" and launch["mode"] == 2
+    assert launch["lp"].kernel == kernel and launch["mode"] == 2
     _check_types(args, np.dtype(np.float32))
     assert int(args["down"]) == 0  # walks against the forward scan
     assert _ptr(args["v"]) == gh.data.ptr and _ptr(args["hf"]) == h.data.ptr
     assert _ptr(args["y"]) == grad_x.data.ptr and _ptr(args["ga"]) == grad_a.data.ptr
     assert _ptr(args["h0"]) == h0.data.ptr and _ptr(args["s_out"]) != 0
-    linscan.scan_backward(a, h, gh)  # no h0: no gradient for it
+    linscan.scan_backward(a, h, gh, axis=axis)  # no h0: no gradient for it
     assert _ptr(_args(fast.launches[-1])["s_out"]) == 0
 
 
@@ -280,7 +282,7 @@ def test_calls_the_row_kernel_does_not_fit_take_the_tile_kernel(fast):
         lambda: linscan.scan(base[:, ::-1], x),  # decays read backwards
         lambda: linscan.scan(0.5, x, resets=fast.empty((5000,), np.bool_)),  # resets broadcast
         lambda: linscan.scan(0.5, fast.empty((300, 8), np.float32), axis=0),  # eight channels
-        lambda: linscan.scan_backward(x, x, x, axis=0),  # the backward pass on channels
+        lambda: linscan.scan_backward(x, x, x, axis=0),  # channels of three steps each
         lambda: linscan.scan(0.5, x, method="sequential"),
     ]
     for call in calls:

@@ -91,7 +91,7 @@ def test_row_plan_takes_one_channel_forward_and_final(O, T, I, mode, itemsize):
     "O, T, I", [(1, 2**16, 1024), (3, 1000, 128), (1, 33, 200), (2, 5, 1024), (1, 4000, 100),
                 (1, 4000, 129), (1, 4000, 250), (7, 64, 107)],
 )  # fmt: skip
-def test_channel_plan_takes_many_channels_forward_and_final(O, T, I, mode, itemsize):
+def test_channel_plan_takes_many_channels(O, T, I, mode, itemsize):
     """chan_scan: tiles of 128 channels by four warps' items of one row, time tiles fastest;
     only where few of its lanes idle and a row fills a tile's steps."""
     lp = plan.launch(O, T, I, itemsize, mode, "auto", flat=True)
@@ -156,6 +156,12 @@ def test_plan_constants_match_the_kernel_source():
     assert bounds, "CHAN_MIN_BLOCKS changed: update plan.CHAN_MIN_BLOCKS and this test"
     wide, narrow = map(int, bounds.groups())
     assert plan.CHAN_MIN_BLOCKS == {4: narrow, 8: wide, 16: wide}
+    bounds = re.search(
+        r"constexpr int CHAN_BACKWARD_MIN_BLOCKS = sizeof\(T\) > 4 \? (\d+) : (\d+);", text
+    )
+    assert bounds, "CHAN_BACKWARD_MIN_BLOCKS changed: update plan and this test"
+    wide, narrow = map(int, bounds.groups())
+    assert plan.CHAN_BACKWARD_MIN_BLOCKS == {4: narrow, 8: wide, 16: wide}
     assert "FORWARD = 0, FINAL = 1, BACKWARD = 2" in text
     assert (plan.FORWARD, plan.FINAL, plan.BACKWARD) == (0, 1, 2)
 
@@ -178,7 +184,7 @@ def test_name_expressions_come_from_the_tables():
     assert "linscan::row_scan<linscan::half_t, 1>" in names
     assert "linscan::chan_scan<linscan::Complex<double>, 0>" in names
     assert "linscan::row_scan<float, 2>" in names  # the backward pass on rows
-    assert "linscan::chan_scan<float, 2>" not in names  # not yet on time-major channels
+    assert "linscan::chan_scan<float, 2>" in names  # and on time-major channels
     assert "linscan::serial_scan<float, 1>" in names
 
 

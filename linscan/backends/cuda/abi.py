@@ -42,6 +42,14 @@ TILE_SCAN = SERIAL_SCAN + (
     ("incl", POINTER),
 )  # fmt: skip
 
+#: The lean kernels' look-back scratch, kept between calls: the call's epoch and its first
+#: tile number (``lookback.cuh``), then tile_scan's layout.
+_KEPT_SCRATCH = (
+    ("epoch", UINT), ("tile0", UINT),
+    ("status", POINTER), ("agg_a", POINTER), ("agg_b", POINTER), ("agg_r", POINTER),
+    ("incl", POINTER),
+)  # fmt: skip
+
 #: ``row_scan``: time-contiguous rows (``kernels_cu/rows.cuh``): every array laid out as ``x``
 #: along flat time, so no strides but h0's.
 ROW_SCAN = (
@@ -49,21 +57,17 @@ ROW_SCAN = (
     ("h0", POINTER), ("h0_so", LONG), ("y", POINTER), ("ga", POINTER), ("s_out", POINTER),
     # flat time N = O * T, the row length and the direction
     ("N", LONG), ("Tn", LONG), ("down", INT),
-    # scratch kept between calls: the call's epoch and its first tile number (lookback.cuh)
-    ("epoch", UINT), ("tile0", UINT),
-    ("status", POINTER), ("agg_a", POINTER), ("agg_b", POINTER), ("agg_r", POINTER),
-    ("incl", POINTER),
-)  # fmt: skip
+) + _KEPT_SCRATCH  # fmt: skip
 
 #: ``chan_scan``: time-major channels (``kernels_cu/channels.cuh``), every array laid out as
 #: ``x``, so no strides but h0's.
 CHAN_SCAN = (
-    ("a", POINTER), ("a_value", VALUE), ("r", POINTER), ("v", POINTER), ("h0", POINTER),
-    ("h0_so", LONG), ("h0_si", LONG), ("y", POINTER), ("s_out", POINTER),
-    ("O", LONG), ("Tn", LONG), ("I", LONG), ("down", INT), ("epoch", UINT), ("tile0", UINT),
-    ("status", POINTER), ("agg_a", POINTER), ("agg_b", POINTER), ("agg_r", POINTER),
-    ("incl", POINTER),
-)  # fmt: skip
+    ("a", POINTER), ("a_value", VALUE), ("r", POINTER), ("v", POINTER), ("hf", POINTER),
+    ("h0", POINTER), ("h0_so", LONG), ("h0_si", LONG), ("y", POINTER), ("ga", POINTER),
+    ("s_out", POINTER),
+    # the canonical shape (O, T, I) and the direction
+    ("O", LONG), ("Tn", LONG), ("I", LONG), ("down", INT),
+) + _KEPT_SCRATCH  # fmt: skip
 
 PARAMETERS = {"serial_scan": SERIAL_SCAN, "tile_scan": TILE_SCAN, "row_scan": ROW_SCAN,
               "chan_scan": CHAN_SCAN}  # fmt: skip

@@ -7,8 +7,8 @@ algorithm with the same plan, so a wrong decomposition fails on the CPU.
 
 Three tile kernels: ``tile_scan``, general (any strides, channels, modes), and two lean ones
 for calls whose decays and resets are laid out as ``x`` or absent: ``row_scan`` for
-time-contiguous rows (one channel; every mode) and ``chan_scan`` for time-major channels
-(many; the forward and final modes). The lean kernels have not run on a GPU yet: they are opt-in
+time-contiguous rows (one channel) and ``chan_scan`` for time-major channels (many), both in
+every mode. The lean kernels have not run on a GPU yet: they are opt-in
 (``LINSCAN_FAST_KERNELS=1`` in the environment, read at import; ``FAST``) until a GPU run shows
 them correct and faster (issue 17).
 """
@@ -43,7 +43,7 @@ ROW_ITEMS = {4: 16, 8: 8, 16: 4}
 ROW_MIN_BLOCKS = {4: 6, 8: 6, 16: 4}
 ROW_BACKWARD_MIN_BLOCKS = {4: 4, 8: 4, 16: 3}  # the backward pass: three arrays in registers
 ROW_MODES = (FORWARD, FINAL, BACKWARD)  # the lean kernels' modes: row_scan's, chan_scan's
-CHAN_MODES = (FORWARD, FINAL)
+CHAN_MODES = (FORWARD, FINAL, BACKWARD)
 #: The kernels whose status words carry the call's epoch (kernels_cu/lookback.cuh): their
 #: scratch is kept zeroed once, not per call; epochs run 1 .. MAX_EPOCH, then it is zeroed.
 TAGGED = ("row_scan", "chan_scan")
@@ -54,6 +54,7 @@ CHAN_WIDTH = 128  # chan_scan's channels per tile (four per lane)
 #: and the resident blocks per SM its launch bounds ask for.
 CHAN_ITEMS = {4: 8, 8: 4, 16: 2}
 CHAN_MIN_BLOCKS = {4: 4, 8: 3, 16: 3}
+CHAN_BACKWARD_MIN_BLOCKS = {4: 3, 8: 2, 16: 2}  # the backward pass: three arrays in registers
 DEFAULT_SMEM = 48 * 1024  # dynamic shared memory a launch gets without opting in
 TILES_PER_SM = 4  # aim for at least this many tiles per multiprocessor before shrinking S
 MAX_GRID = 2**31 - 1
