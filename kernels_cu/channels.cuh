@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(CHAN_THREADS, MODE == BACKWARD
 
     // Tiles are numbered in the order blocks start (predecessors are running or done), time
     // tiles fastest: tile jt is time tile tt of channel group g of row o.
-    if (tid == 0) tile_s = status ? atomicAdd(status, 1u) - tile0 : blockIdx.x;
+    if (tid == 0) tile_s = tile_number(status, tile0);
     __syncthreads();
     const long long jt = tile_s;
     const long long tiles_t = (Tn + TILE_T - 1) / TILE_T;

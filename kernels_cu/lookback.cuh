@@ -24,6 +24,17 @@ __device__ __forceinline__ unsigned flag_of(unsigned word, unsigned epoch) {
     return (word >> 2) == epoch ? (word & 3u) : 0u;
 }
 
+// This block's tile: the number of blocks of this launch that took theirs before it (blocks
+// start in any order, so a tile's predecessors are running or done), or without scratch its
+// index. A number past the grid means that the scratch's counter and the call's tile0
+// disagree (a launch counted that never ran, or one replayed): stop the kernel (the launch
+// fails) rather than compute a tile that is not there and write past the arrays.
+__device__ __forceinline__ unsigned tile_number(unsigned* status, unsigned tile0) {
+    const unsigned tile = status ? atomicAdd(status, 1u) - tile0 : blockIdx.x;
+    if (tile >= gridDim.x) __trap();
+    return tile;
+}
+
 // A flag read that orders the reads after it (the publisher fenced its values before the flag).
 __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
     unsigned v;

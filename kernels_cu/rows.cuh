@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(ROW_THREADS, MODE == BACKWARD
     const long long o_step = down ? -1 : 1;  // the row after, walking
 
     // Tiles are numbered in the order blocks start (predecessors are running or done).
-    if (tid == 0) tile_s = status ? atomicAdd(status, 1u) - tile0 : blockIdx.x;
+    if (tid == 0) tile_s = tile_number(status, tile0);
     __syncthreads();
     const long long jt = tile_s;
     const long long wb = jt * TILE + static_cast<long long>(w) * SPAN;  // the warp's first step

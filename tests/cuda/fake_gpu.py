@@ -14,6 +14,16 @@ memory = cupy.cuda.memory
 BASE = 0x7000_0000_0000  # fake device addresses: nothing reads or writes them
 
 
+class FakeStream:
+    """A stream handle: its pointer, and whether it is capturing a CUDA graph."""
+
+    def __init__(self, ptr: int, capturing: bool = False):
+        self.ptr, self.capturing = ptr, capturing
+
+    def is_capturing(self) -> bool:
+        return self.capturing
+
+
 class FakeGPU:
     def __init__(self, record: bool = True):
         self.memory = memory.UnownedMemory(BASE, 1 << 40, None, device_id=0)
@@ -21,7 +31,7 @@ class FakeGPU:
         self.record = record  # False: launches and memsets only counted (timing)
         self.launches, self.memsets = [], []
         self.calls = 0
-        self.stream = type("Stream", (), {"ptr": 77})()
+        self.stream = FakeStream(77)
 
     def empty(self, shape, dtype=np.float64, order="C"):
         shape = shape if isinstance(shape, tuple) else (shape,)

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <barrier>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <random>
@@ -29,6 +30,8 @@ struct HostDim {
     unsigned x;
 };
 inline thread_local HostDim threadIdx{0}, blockIdx{0};
+inline HostDim gridDim{0};
+[[noreturn]] inline void __trap() { std::abort(); }  // the launch fails: here, the process
 
 struct HostWarp {
     std::barrier<> sync{32};
@@ -157,6 +160,7 @@ template <typename K>
 inline void host_launch(long long grid, K kernel) {
     HostBlock block;
     host_block = &block;
+    gridDim.x = static_cast<unsigned>(grid);
     std::vector<std::thread> threads;
     for (unsigned t = 0; t < 128; ++t)
         threads.emplace_back([&, t] {

@@ -480,3 +480,52 @@ def test_chan_scan_backward_puts_non_finite_values_where_the_loop_does(library, 
         h = reference.scan(a, rng.normal(size=(O, T, I)), h0, **options)
         got = chan_backward(library, a, h, grad_h, h0, resets, reverse=reverse, seed=seed)
         assert_scan_backward_close(got, a, h, grad_h, h0, **options)
+
+
+_SKEWED = """
+import ctypes, sys
+import numpy as np
+sys.path.insert(0, {here!r})
+import test_cuda_host as t
+
+lib = ctypes.CDLL({library!r})
+lib.run_row_scan.restype = lib.run_chan_scan.restype = ctypes.c_int
+start = t._Call.__init__
+
+def skewed(self, *args, **kwargs):  # tile0 moved off the scratch's counter
+    start(self, *args, **kwargs)
+    self.base = (self.base + {shift}) % 2**32
+
+t._Call.__init__ = skewed
+rng = np.random.default_rng(0)
+{call}
+print("returned")
+"""
+
+
+@pytest.mark.parametrize(
+    "shift", ["0", "3", "-self.launch.grid"], ids=["in step", "never ran", "replayed"]
+)
+@pytest.mark.parametrize("kernel", ["row", "chan"])
+def test_a_tile_number_past_the_grid_stops_the_kernel(library, kernel, shift):
+    """A scratch counter out of step with the call's tile0 numbers tiles past the grid (rows
+    that are not there): where a launch was counted that never ran (tile0 ahead of the
+    counter) or a launch is replayed (the counter a grid ahead), the first block traps (on
+    the host, the process aborts) before it reads or writes anything. In step, the call
+    returns."""
+    import signal
+    import sys
+
+    call = {
+        "row": "t.row_scan(lib, rng.uniform(0.5, 1, (2, 5000)), rng.normal(size=(2, 5000)))",
+        "chan": "t.chan_scan(lib, rng.uniform(0.5, 1, (1, 200, 128)), "
+        "rng.normal(size=(1, 200, 128)))",
+    }[kernel]
+    script = _SKEWED.format(here=str(HERE), library=library._name, shift=shift, call=call)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    if shift == "0":
+        assert done.returncode == 0 and "returned" in done.stdout, done.stderr[-2000:]
+    else:
+        assert done.returncode == -signal.SIGABRT, (done.returncode, done.stderr[-2000:])
+        assert "returned" not in done.stdout

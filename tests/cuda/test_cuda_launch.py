@@ -8,7 +8,7 @@ import pytest
 import linscan
 
 cupy = pytest.importorskip("cupy", reason="CuPy (the nvrtc extra) is needed")
-from fake_gpu import FakeGPU, install  # noqa: E402  (needs CuPy, checked above)
+from fake_gpu import FakeGPU, FakeStream, install  # noqa: E402  (needs CuPy, checked above)
 
 
 @pytest.fixture
@@ -332,7 +332,7 @@ def test_scratch_is_kept_per_stream_and_zeroed_before_each_launch(gpu):
     linscan.scan(0.5, x)  # a smaller call keeps the larger scratch
     assert _args(gpu.launches[-1])["status"] == grown
 
-    others = [type("Stream", (), {"ptr": 78})()]  # another stream: its own scratch
+    others = [FakeStream(78)]  # another stream: its own scratch
     cupy.cuda.get_current_stream = lambda: others[0]
     linscan.scan(0.5, x)
     assert _args(gpu.launches[-1])["status"] != grown and gpu.memsets[-1][3] == 78
@@ -423,3 +423,25 @@ def test_lean_kernels_keep_status_words_without_a_memset_per_call(fast, monkeypa
     monkeypatch.setattr(source, "function", fast.launch)
     linscan.scan(0.5, x)
     assert len(fast.memsets) == 5 and _args(fast.launches[-1])["epoch"] == 1
+
+
+@pytest.mark.parametrize("fast_kernels", [False, True])
+def test_chaining_calls_refuse_a_capturing_stream(gpu, monkeypatch, fast_kernels):
+    """While the stream captures a CUDA graph, a call whose tiles chain through the kept
+    scratch raises (a replay would reuse the scratch after later calls): nothing is queued
+    and the call names the way out. Calls of one tile and sequential calls take no scratch
+    and are captured as they are."""
+    from linscan.backends.cuda import plan
+
+    monkeypatch.setattr(plan, "FAST", fast_kernels)
+    gpu.stream.capturing = True
+    x = gpu.empty((3, 5000), np.float32)
+    with pytest.raises(RuntimeError, match="CUDA graph.*method='sequential'"):
+        linscan.scan(0.5, x)
+    assert gpu.launches == [] and gpu.memsets == []
+    linscan.scan(0.5, x, method="sequential")
+    linscan.scan(0.5, gpu.empty((3, 50), np.float32))
+    assert [launch["lp"].chained for launch in gpu.launches] == [False, False]
+    gpu.stream.capturing = False
+    linscan.scan(0.5, x)
+    assert gpu.launches[-1]["lp"].chained and len(gpu.memsets) == 1

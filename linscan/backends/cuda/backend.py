@@ -112,8 +112,14 @@ class _Scratch:
     def take(self, launch: plan.Launch, device: int) -> dict:
         """The scratch arguments of a chained launch (the layout of ``plan.Launch``: status,
         then A, B, prefix and the reset flags), its status words ready on the current stream.
-        Call with ``lock`` held, and launch before letting it go (or :meth:`drop` it)."""
+        Call with ``lock`` held, and launch before letting it go (or :meth:`drop` it).
+
+        Raises ``RuntimeError`` while the stream is capturing a CUDA graph: a replayed graph
+        would run the launch again on this scratch after later calls had taken it (and
+        reallocated it), and the lean kernels' tile counter would not match its tile0."""
         stream = cupy.cuda.get_current_stream()
+        if stream.is_capturing():
+            raise RuntimeError(_CAPTURING)
         tagged = launch.kernel in plan.TAGGED
         held = self._entry(device, stream, tagged)
         if tagged:
@@ -148,6 +154,12 @@ class _Scratch:
         self._held.pop(key + (threading.get_ident(),) if stream.ptr == _PER_THREAD else key, None)
 
 
+_CAPTURING = (
+    "linscan cannot record this call into a CUDA graph (the current stream is capturing): its "
+    "tiles chain through scratch memory that linscan keeps between calls, and a replayed graph "
+    "would reuse it after later calls. Call it outside the capture, or with "
+    "method='sequential' (one thread per lane, no scratch)"
+)
 _PER_THREAD = 2  # cudaStreamPerThread: each host thread's default stream, one handle
 _SCRATCH = _Scratch()
 #: A launch whose tiles do not look back, a call without resets, a decay given by value.
