@@ -103,8 +103,10 @@ class _Scratch:
         if held is None or held.stream() is not stream:
 
             def forget(ref, key=key):  # the stream is gone (unless its pointer was reused)
+                # (Runs at any garbage collection, in any thread, perhaps with `lock` held:
+                # no lock here, and a `drop` in between leaves nothing to remove.)
                 if getattr(self._held.get(key), "stream", None) is ref:
-                    del self._held[key]
+                    self._held.pop(key, None)
 
             held = self._held[key] = _Held(weakref.ref(stream, forget))
         return held
