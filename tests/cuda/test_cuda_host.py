@@ -359,19 +359,25 @@ def test_chan_scan_looks_back_along_a_long_row(library, down):
     np.testing.assert_allclose(h, want, rtol=1e-9, atol=1e-9)
 
 
+def _poisoned_channels(seed, shape):
+    """(rng, decays, inputs, h0, resets) of time-major channels ``shape``: four kinds of
+    non-finite values drawn into the decays and inputs (``linscan.testing.POISONS``), a finite
+    h0, a reset at one step in 500."""
+    rng = np.random.default_rng(seed)
+    a, x = rng.uniform(0.5, 1.0, shape), rng.normal(size=shape)
+    for kind in rng.choice(POISONS, 4):
+        poison(kind, a, x, rng)
+    O, _, I = shape
+    return rng, a, x, rng.normal(size=(O, I)), rng.random(shape) < 0.002
+
+
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
 def test_chan_scan_puts_non_finite_values_where_the_loop_does(library, seed):
     """inf and NaN decays, inputs and states, products that underflow or overflow, in some
     channels: inexact maps make the warps walk in turn and look-backs wait for prefixes."""
-    rng = np.random.default_rng(seed)
-    O, T, I = 2, 400, 128
-    a, x = rng.uniform(0.5, 1.0, (O, T, I)), rng.normal(size=(O, T, I))
-    for kind in rng.choice(POISONS, 4):
-        poison(kind, a, x, rng)
-    h0 = rng.normal(size=(O, I))
-    h0[rng.random((O, I)) < 0.3] = np.inf
-    resets = rng.random((O, T, I)) < 0.002
+    rng, a, x, h0, resets = _poisoned_channels(seed, (2, 400, 128))
+    h0[rng.random(h0.shape) < 0.3] = np.inf
     for down in (False, True):
         kwargs = dict(down=down, hide=True, seed=seed)
         h = chan_scan(library, a, x, h0, resets, **kwargs)
@@ -468,16 +474,10 @@ def test_chan_scan_backward_matches_the_oracle(library, case):
 def test_chan_scan_backward_puts_non_finite_values_where_the_loop_does(library, seed):
     """inf and NaN decays and gradients, products that underflow or overflow, resets: the
     backward pass's inexact maps walk and wait as the forward pass's do."""
-    rng = np.random.default_rng(seed)
-    O, T, I = 2, 300, 128
-    a, grad_h = rng.uniform(0.5, 1.0, (O, T, I)), rng.normal(size=(O, T, I))
-    for kind in rng.choice(POISONS, 4):
-        poison(kind, a, grad_h, rng)
-    h0 = rng.normal(size=(O, I))
-    resets = rng.random((O, T, I)) < 0.002
+    rng, a, grad_h, h0, resets = _poisoned_channels(seed, (2, 300, 128))
     for reverse in (False, True):
         options = dict(axis=1, reverse=reverse, resets=resets)
-        h = reference.scan(a, rng.normal(size=(O, T, I)), h0, **options)
+        h = reference.scan(a, rng.normal(size=a.shape), h0, **options)
         got = chan_backward(library, a, h, grad_h, h0, resets, reverse=reverse, seed=seed)
         assert_scan_backward_close(got, a, h, grad_h, h0, **options)
 
