@@ -1,48 +1,26 @@
-"""linscan inside PyTorch's autograd: a ``torch.autograd.Function`` over ``scan`` and
-``scan_backward``.
+"""linscan inside PyTorch's autograd, through ``linscan.torch``: ``scan`` is a PyTorch
+operator whose backward pass is ``scan_backward`` (one reverse scan), so gradients, gradcheck,
+torch.compile and torch.func work on it as on PyTorch's own operators.
 
 Tensors cross into linscan through DLPack without a copy (CPU tensors as NumPy arrays, CUDA
 tensors as CuPy arrays, on PyTorch's current stream) and come back as tensors on the same
-device. linscan's gradient convention for complex numbers is PyTorch's, so the backward pass is
-``scan_backward`` as it is.
+device. linscan's gradient convention for complex numbers is PyTorch's.
 
 Run it: ``python examples/torch_autograd.py`` (checks the gradients with gradcheck).
 """
 
 import torch
 
-import linscan
-
-
-class LinearScan(torch.autograd.Function):
-    """``h[t] = a[t] * h[t-1] + x[t]`` along ``dim``, differentiable in ``a``, ``x`` and ``h0``.
-
-    ``a`` broadcasts against ``x``; ``h0`` (optional) against ``x`` without ``dim``.
-    """
-
-    @staticmethod
-    def forward(ctx, a, x, h0=None, dim=-1, reverse=False):
-        a_, x_ = a.detach(), x.detach()
-        h0_ = None if h0 is None else h0.detach()
-        h = linscan.scan(a_, x_, h0_, axis=dim, reverse=reverse)
-        ctx.save_for_backward(a_, h, h0_)
-        ctx.options = dict(axis=dim, reverse=reverse)
-        ctx.has_h0 = h0 is not None
-        return h
-
-    @staticmethod
-    def backward(ctx, grad_h):
-        # Saved outputs come back attached to the graph; linscan takes plain tensors.
-        a, h, h0 = (None if t is None else t.detach() for t in ctx.saved_tensors)
-        grad_a, grad_x, grad_h0 = linscan.scan_backward(
-            a, h, grad_h.detach(), h0 if ctx.has_h0 else None, **ctx.options
-        )
-        # grad_x has the broadcast shape; x may have broadcast too.
-        return grad_a, grad_x, grad_h0, None, None
+import linscan.torch as lt
 
 
 def linear_scan(a, x, h0=None, dim=-1, reverse=False):
-    return LinearScan.apply(a, x, h0, dim, reverse)
+    """``h[t] = a[t] * h[t-1] + x[t]`` along ``dim``, differentiable in ``a``, ``x`` and ``h0``.
+
+    ``a`` (a tensor or a number) broadcasts against ``x``; ``h0`` (optional) against ``x``
+    without ``dim``.
+    """
+    return lt.scan(a, x, h0, axis=dim, reverse=reverse)
 
 
 def check(dtype=torch.float64, device="cpu") -> bool:

@@ -13,9 +13,13 @@ def _via_dlpack(function, named, returns_new=True, **options):
     """Run ``function`` on NumPy/CuPy views of the arrays of another library (``named``: the
     ``(name, value)`` array arguments) and return its results in that library
     (``returns_new``: whether some result is not an ``out`` array)."""
-    call = _interop.Call(named, returns_new)
-    arrays = {name: call.bring_in(name, value) for name, value in named}
-    return call.send_back(function(**arrays, **options))
+
+    def work():
+        call = _interop.Call(named, returns_new)
+        arrays = {name: call.bring_in(name, value) for name, value in named}
+        return call.send_back(function(**arrays, **options))
+
+    return _interop.outside_compilers(named, work)
 
 
 def _canonical(backend, args, name: str, work):

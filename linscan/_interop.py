@@ -61,7 +61,66 @@ def _arrays(named):
             yield name, value
 
 
+_USE_TORCH = (
+    "linscan.scan and its siblings take plain arrays and would cut PyTorch's graph; use "
+    "linscan.torch (linscan.torch.scan, final_state, scan_backward: operators that autograd, "
+    "torch.compile and torch.func understand)"
+)
+
+
+def outside_compilers(named, work):
+    """``work()``, run where ``torch.compile`` does not trace it if ``named`` (a call's
+    ``(name, value)`` arguments) holds PyTorch tensors: a compiled function calling linscan on
+    tensors breaks its graph there and runs linscan as it is (Dynamo would otherwise trace
+    linscan's own code with fake tensors, and fail); with ``fullgraph=True`` it raises a
+    ``TypeError`` naming linscan.torch."""
+    if not any(_is_torch(value) for _, value in _arrays(named)):
+        return work()
+    import torch
+
+    if torch.compiler.is_compiling():  # being traced: fullgraph=True stops here with this
+        raise TypeError(_OUTSIDE_GRAPH)  # (otherwise Dynamo runs this function as it is)
+    return torch.compiler.disable(work)()
+
+
+_OUTSIDE_GRAPH = (
+    "linscan.scan and its siblings run PyTorch tensors outside the compiled graph; "
+    "linscan.torch has them as operators that torch.compile (fullgraph=True too) traces"
+)
+
+
+def _not_traced(name, value) -> None:
+    """A ``TypeError`` naming the framework's own linscan operators for a PyTorch tensor that
+    takes part in autograd or a ``torch.func`` transform, and for a JAX tracer (inside
+    ``jit``, ``grad``, ``vmap``): linscan's plain functions see only arrays, which would cut
+    the graph or the trace."""
+    module = type(value).__module__.split(".")[0]
+    if module == "torch":
+        import torch
+
+        why = (
+            "under a torch.func transform"
+            if torch._C._functorch.is_functorch_wrapped_tensor(value)
+            else "that requires a gradient" if value.requires_grad
+            else None
+        )  # fmt: skip
+        if why:
+            raise TypeError(f"{name} is a PyTorch tensor {why}: {_USE_TORCH}")
+    elif module == "jax":
+        import jax
+
+        if isinstance(value, jax.core.Tracer):
+            raise TypeError(
+                f"{name} is a JAX tracer (inside jax.jit, grad or vmap): linscan.scan takes "
+                "concrete arrays; wrap it for JAX as examples/jax_custom_vjp.py does "
+                "(jax.pure_callback with a custom_vjp)"
+            )
+
+
 def _device(value) -> tuple:
+    if _is_torch(value):  # (read without DLPack's enum, which torch.compile cannot trace)
+        device = value.device
+        return (_CUDA, device.index) if device.type == "cuda" else (_CPU, 0)
     try:
         return tuple(int(v) for v in value.__dlpack_device__())
     except Exception as exc:  # a producer's own error, whatever its type
@@ -82,6 +141,8 @@ class Call:
         self.first = next((pair for pair in arrays if foreign(pair[1])), None)
         self.given = {}  # id of a converted array -> the caller's object
         first, like = self.first
+        for name, value in arrays:
+            _not_traced(name, value)
         device = _device(like)
         for name, value in arrays:
             if _library(value) != _library(like):

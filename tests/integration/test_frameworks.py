@@ -60,7 +60,7 @@ def test_torch_errors_name_the_argument():
     x = torch.ones(4)
     with pytest.raises(TypeError, match="a is a numpy.ndarray but x is a torch.Tensor"):
         linscan.scan(np.ones(4, np.float32), x)
-    with pytest.raises(TypeError, match="x: .*require gradient"):
+    with pytest.raises(TypeError, match="x is a PyTorch tensor that requires a gradient"):
         linscan.scan(0.5, torch.ones(4, requires_grad=True))
     with pytest.raises(TypeError, match="x must have a floating-point dtype"):
         linscan.scan(0.5, torch.ones(4, dtype=torch.int32))
@@ -76,6 +76,16 @@ def test_jax_arrays_in_and_out():
     assert hb.dtype == jnp.bfloat16
     with pytest.raises(TypeError, match="x is a jaxlib"):
         linscan.scan(torch.ones(2, 4), x)
+
+
+def test_jax_tracers_are_refused_with_the_way_to_wrap_linscan():
+    """Inside jax.jit, grad or vmap linscan sees tracers, not arrays: a TypeError that says
+    so and points at the wrapping example, not a device error."""
+    jax = pytest.importorskip("jax")
+    x = jax.numpy.ones(3)
+    for transform in (jax.jit, jax.vmap, jax.grad):
+        with pytest.raises(TypeError, match="x is a JAX tracer.*jax_custom_vjp"):
+            transform(lambda x: linscan.scan(0.5, x).sum())(x)
 
 
 @pytest.fixture

@@ -1,0 +1,349 @@
+"""linscan as PyTorch operators: ``scan``, ``final_state`` and ``scan_backward`` registered
+with ``torch.library`` (namespace ``linscan``), so that they run in eager mode, under
+``torch.compile`` (``fullgraph=True``, dynamic shapes), ``torch.func`` (``grad``, ``vjp``,
+``vmap``, ``jacrev``) and ``torch.autograd.gradcheck``, and pass ``torch.library.opcheck``.
+
+    import linscan.torch as lt
+    h = lt.scan(a, x, h0, axis=1)          # differentiable in a, x and h0
+    s = lt.final_state(a, x, h0, axis=1)
+
+Importing this module imports PyTorch; linscan itself never does (PyTorch is no dependency of
+linscan: ``pip install 'linscan[torch]'`` names it). Arguments are those of
+:func:`linscan.scan`: decays ``a`` a tensor or a Python number, broadcast against ``x``; ``h0``
+a tensor, a number or ``None``; ``resets`` a boolean tensor or ``None``; ``axis``, ``reverse``.
+``method`` is left to linscan (``"auto"``). Tensors reach linscan's kernels without a copy
+(through DLPack: CPU tensors as NumPy arrays, CUDA tensors as CuPy arrays); CUDA tensors are
+computed on PyTorch's current stream. Results are new tensors on the inputs' device.
+
+Gradients: the backward pass is :func:`linscan.scan_backward` (one reverse scan), itself an
+operator; ``final_state``'s recomputes the states first. A gradient of a gradient (double
+backward, ``jacfwd``, ``hessian``) raises ``NotImplementedError``: it is not built yet.
+
+``vmap`` moves the batch dimension in front and folds it into the outer dimensions of one
+call (the batch is never looped over).
+"""
+
+import numbers
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import _api
+
+__all__ = ["scan", "final_state", "scan_backward"]
+
+
+def scan(a, x, h0=None, *, axis: int = -1, reverse: bool = False, resets=None) -> Tensor:
+    """:func:`linscan.scan` on tensors, as a PyTorch operator (see the module's docstring)."""
+    a, h0 = _tensors(a, h0, like=x)
+    return _Scan.apply(a, x, h0, resets, axis, reverse)
+
+
+def final_state(a, x, h0=None, *, axis: int = -1, reverse: bool = False, resets=None) -> Tensor:
+    """:func:`linscan.final_state` on tensors, as a PyTorch operator."""
+    a, h0 = _tensors(a, h0, like=x)
+    return _FinalState.apply(a, x, h0, resets, axis, reverse)
+
+
+def scan_backward(a, h, grad_h, h0=None, *, axis: int = -1, reverse: bool = False,
+                  resets=None) -> tuple:  # fmt: skip
+    """:func:`linscan.scan_backward` on tensors: ``(grad_a, grad_x, grad_h0)``, ``grad_h0``
+    ``None`` without ``h0``."""
+    a, h0 = _tensors(a, h0, like=h)
+    grad_a, grad_x, grad_h0 = torch.ops.linscan.scan_backward(a, h, grad_h, h0, resets, axis,
+                                                              reverse)  # fmt: skip
+    return grad_a, grad_x, None if h0 is None else grad_h0
+
+
+def _tensors(a, h0, like: Tensor):
+    """``a`` and ``h0`` as tensors on ``like``'s device: a Python number becomes a 0-d tensor
+    of the dtype linscan gives it: ``like``'s, or for a complex number with real tensors the
+    complex type of their precision (NumPy's promotion of Python numbers)."""
+    if not isinstance(like, Tensor):
+        raise TypeError(f"linscan.torch takes tensors: got {type(like).__name__} for the input")
+
+    def tensor(value):
+        if value is None or isinstance(value, Tensor):
+            return value
+        if isinstance(value, numbers.Number) and not isinstance(value, bool):
+            dtype = like.dtype
+            if not isinstance(value, numbers.Real) and not dtype.is_complex:
+                dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+            return torch.tensor(value, dtype=dtype, device=like.device)
+        raise TypeError(f"linscan.torch takes tensors or Python numbers: got "
+                        f"{type(value).__name__}")  # fmt: skip
+
+    return tensor(a), tensor(h0)
+
+
+# --- the operators ---------------------------------------------------------------------------
+
+
+def _linscan(function, device: torch.device, *args, **kwargs):
+    """``function`` (a linscan call) on tensors of ``device``, detached (DLPack exports no
+    tensor that requires a gradient; the operator's autograd is PyTorch's): on a CUDA device,
+    on its current PyTorch stream."""
+    args = [t.detach() if isinstance(t, Tensor) else t for t in args]
+    if kwargs.get("resets") is not None:
+        kwargs["resets"] = kwargs["resets"].detach()
+    if device.type != "cuda":
+        return function(*args, **kwargs)
+    import cupy
+
+    with cupy.cuda.Device(device.index), _cupy_stream(device):
+        return function(*args, **kwargs)
+
+
+_STREAMS: dict = {}  # (device index, stream pointer) -> cupy.cuda.ExternalStream
+
+
+def _cupy_stream(device: torch.device):
+    """PyTorch's current stream on ``device`` as a CuPy stream, one object per stream (linscan
+    keeps its scratch per stream object: a new object per call would allocate it anew)."""
+    import cupy
+
+    pointer = torch.cuda.current_stream(device).cuda_stream
+    key = (device.index, pointer)
+    stream = _STREAMS.get(key)
+    if stream is None:
+        stream = _STREAMS[key] = cupy.cuda.ExternalStream(pointer, device.index)
+    return stream
+
+
+def _promoted(*tensors) -> torch.dtype:
+    """linscan's result dtype of arrays of these tensors' dtypes (NumPy's promotion, which
+    PyTorch's ``promote_types`` follows for the floating and complex types; float16 with
+    bfloat16 gives float32 in both)."""
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        if t is not None:
+            dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+@torch.library.custom_op("linscan::scan", mutates_args=())
+def _scan(a: Tensor, x: Tensor, h0: Optional[Tensor], resets: Optional[Tensor], axis: int,
+          reverse: bool) -> Tensor:  # fmt: skip
+    return _linscan(_api.scan, x.device, a, x, h0, axis=axis, reverse=reverse, resets=resets)
+
+
+@_scan.register_fake
+def _(a, x, h0, resets, axis, reverse):
+    return x.new_empty(torch.broadcast_shapes(a.shape, x.shape), dtype=_promoted(a, x, h0))
+
+
+@torch.library.custom_op("linscan::final_state", mutates_args=())
+def _final_state(a: Tensor, x: Tensor, h0: Optional[Tensor], resets: Optional[Tensor],
+                 axis: int, reverse: bool) -> Tensor:  # fmt: skip
+    return _linscan(_api.final_state, x.device, a, x, h0, axis=axis, reverse=reverse,
+                    resets=resets)  # fmt: skip
+
+
+@_final_state.register_fake
+def _(a, x, h0, resets, axis, reverse):
+    shape = list(torch.broadcast_shapes(a.shape, x.shape))
+    del shape[_axis(axis, len(shape))]
+    return x.new_empty(shape, dtype=_promoted(a, x, h0))
+
+
+_Three = tuple[Tensor, Tensor, Tensor]
+
+
+@torch.library.custom_op("linscan::scan_backward", mutates_args=())
+def _scan_backward(a: Tensor, h: Tensor, grad_h: Tensor, h0: Optional[Tensor],
+                   resets: Optional[Tensor], axis: int, reverse: bool) -> _Three:  # fmt: skip
+    grad_a, grad_x, grad_h0 = _linscan(_api.scan_backward, h.device, a, h, grad_h, h0, axis=axis,
+                                       reverse=reverse, resets=resets)  # fmt: skip
+    if grad_h0 is None:  # (an operator returns tensors: an empty one stands for none)
+        grad_h0 = h.new_empty((0,))
+    return _own(grad_a, a), _own(grad_x, h), _own(grad_h0, h)
+
+
+def _own(result: Tensor, given: Tensor) -> Tensor:
+    """``result``, copied if it shares ``given``'s memory (an operator's outputs must not be
+    views of its inputs)."""
+    return result.clone() if result.data_ptr() == given.data_ptr() else result
+
+
+@_scan_backward.register_fake
+def _(a, h, grad_h, h0, resets, axis, reverse):
+    grad_h0 = h.new_empty((0,)) if h0 is None else torch.empty_like(h0)
+    return (torch.empty_like(a), h.new_empty(h.shape, dtype=_promoted(a, h, grad_h, h0)),
+            grad_h0)  # fmt: skip
+
+
+def _axis(axis: int, rank: int) -> int:
+    """``axis`` in ``range(rank)`` (a negative one counted from the end)."""
+    if not -rank <= axis < rank:
+        raise np.exceptions.AxisError(axis, rank)
+    return axis % rank
+
+
+# --- gradients -------------------------------------------------------------------------------
+
+
+def _save(ctx, inputs, output):
+    a, x, h0, resets, axis, reverse = inputs
+    ctx.options = dict(axis=axis, reverse=reverse)
+    ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
+    ctx.has_h0 = h0 is not None
+    return a, x, h0, resets
+
+
+def _finish(ctx, grad_a, grad_x, grad_h0):
+    """The gradients for ``(a, x, h0, resets, axis, reverse)``: grad_x summed to ``x``'s shape
+    where ``a`` broadcast it, in ``x``'s dtype."""
+    if grad_x.shape != ctx.x_shape:
+        grad_x = grad_x.sum_to_size(ctx.x_shape)
+    if grad_x.dtype != ctx.x_dtype:
+        grad_x = grad_x.real if not ctx.x_dtype.is_complex and grad_x.is_complex() else grad_x
+        grad_x = grad_x.to(ctx.x_dtype)
+    return grad_a, grad_x, grad_h0 if ctx.has_h0 else None, None, None, None
+
+
+def _scan_setup(ctx, inputs, output):
+    a, _, h0, resets = _save(ctx, inputs, output)
+    ctx.save_for_backward(a, output, h0, resets)
+
+
+def _scan_grad(ctx, grad):
+    a, h, h0, resets = ctx.saved_tensors
+    grads = _ScanBackward.apply(a, h, grad, h0, resets, ctx.options["axis"],
+                                ctx.options["reverse"])  # fmt: skip
+    return _finish(ctx, *grads)
+
+
+_scan.register_autograd(_scan_grad, setup_context=_scan_setup)
+
+
+def _final_setup(ctx, inputs, output):
+    ctx.save_for_backward(*_save(ctx, inputs, output))
+
+
+def _final_grad(ctx, grad):
+    """The states are recomputed (final_state never wrote them); ``grad`` enters at the last
+    step of the walk."""
+    a, x, h0, resets = ctx.saved_tensors
+    axis, reverse = ctx.options["axis"], ctx.options["reverse"]
+    h = _Scan.apply(a, x, h0, resets, axis, reverse)
+    axis = _axis(axis, h.ndim)
+    grad_h = h.new_zeros(h.shape, dtype=grad.dtype)
+    grad_h.select(axis, 0 if reverse else h.shape[axis] - 1).copy_(grad)
+    return _finish(ctx, *_ScanBackward.apply(a, h, grad_h, h0, resets, axis, reverse))
+
+
+_final_state.register_autograd(_final_grad, setup_context=_final_setup)
+
+
+def _no_double_backward(ctx, *grads):
+    raise NotImplementedError(
+        "linscan.torch: a gradient of scan_backward (double backward, jacfwd, hessian) is not "
+        "built yet; differentiate linscan.torch.scan once"
+    )
+
+
+def _nothing_to_save(ctx, inputs, output):
+    pass
+
+
+_scan_backward.register_autograd(_no_double_backward, setup_context=_nothing_to_save)
+
+
+# The public functions go through autograd.Functions with the same formulas: torch.func
+# transforms an operator's registered autograd does not reach (PyTorch issues 168393, 179652:
+# its generated Function has no setup_context), but does reach a Function that has one. Their
+# vmap rule is generated from the operators', which vmap folds into one call. (Spelled out
+# one by one: torch.compile does not trace a Function built by type() with a generic forward.)
+class _Scan(torch.autograd.Function):
+    generate_vmap_rule = True
+    setup_context, backward = staticmethod(_scan_setup), staticmethod(_scan_grad)
+
+    @staticmethod
+    def forward(a, x, h0, resets, axis, reverse):
+        return torch.ops.linscan.scan(a, x, h0, resets, axis, reverse)
+
+
+class _FinalState(torch.autograd.Function):
+    generate_vmap_rule = True
+    setup_context, backward = staticmethod(_final_setup), staticmethod(_final_grad)
+
+    @staticmethod
+    def forward(a, x, h0, resets, axis, reverse):
+        return torch.ops.linscan.final_state(a, x, h0, resets, axis, reverse)
+
+
+class _ScanBackward(torch.autograd.Function):
+    generate_vmap_rule = True
+    setup_context = staticmethod(_nothing_to_save)
+    backward = staticmethod(_no_double_backward)
+
+    @staticmethod
+    def forward(a, h, grad_h, h0, resets, axis, reverse):
+        return torch.ops.linscan.scan_backward(a, h, grad_h, h0, resets, axis, reverse)
+
+
+# --- vmap: the batch folded into the outer dimensions ----------------------------------------
+
+
+def _batch_first(value, bdim, rank: int, size: int):
+    """``value`` with ``rank`` dimensions after a batch dimension of ``size`` in front: its
+    own batch dimension moved there, or (unbatched) the same values for every batch element
+    (a view); its shape padded with leading ones to ``rank``. ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if bdim is None:
+        value = value.expand((size,) + tuple(value.shape))
+    else:
+        value = value.movedim(bdim, 0)
+    logical = tuple(value.shape[1:])
+    return value.reshape((size,) + (1,) * (rank - len(logical)) + logical)
+
+
+def _rank(*values_dims) -> int:
+    """The rank of the broadcast shape of batched or unbatched tensors (without the batch)."""
+    return max(t.ndim - (d is not None) for t, d in values_dims)
+
+
+def _scan_like_vmap(op):
+    def rule(info, in_dims, a, x, h0, resets, axis, reverse):
+        a_d, x_d, h0_d, r_d = in_dims[:4]
+        rank = _rank((a, a_d), (x, x_d))
+        moved = _axis(axis, rank) + 1
+        size = info.batch_size
+        out = op(_batch_first(a, a_d, rank, size), _batch_first(x, x_d, rank, size),
+                 _batch_first(h0, h0_d, rank - 1, size), _batch_first(resets, r_d, rank, size),
+                 moved, reverse)  # fmt: skip
+        return out, 0
+
+    return rule
+
+
+_scan.register_vmap(_scan_like_vmap(torch.ops.linscan.scan))
+_final_state.register_vmap(_scan_like_vmap(torch.ops.linscan.final_state))
+
+
+@_scan_backward.register_vmap
+def _(info, in_dims, a, h, grad_h, h0, resets, axis, reverse):
+    a_d, h_d, g_d, h0_d, r_d = in_dims[:5]
+    rank = _rank((a, a_d), (h, h_d))
+    size = info.batch_size
+    a_b = _batch_first(a, a_d, rank, size)
+    h0_b = _batch_first(h0, h0_d, rank - 1, size)
+    grad_a, grad_x, grad_h0 = torch.ops.linscan.scan_backward(
+        a_b, _batch_first(h, h_d, rank, size), _batch_first(grad_h, g_d, rank, size), h0_b,
+        _batch_first(resets, r_d, rank, size), _axis(axis, rank) + 1, reverse,
+    )  # fmt: skip
+    # Each gradient per batch element, in its input's own (unpadded) shape.
+    grad_a = grad_a.reshape((size,) + tuple(a.shape if a_d is None else _without(a.shape, a_d)))
+    if h0 is None:
+        return (grad_a, grad_x, grad_h0), (0, 0, None)
+    h0_shape = h0.shape if h0_d is None else _without(h0.shape, h0_d)
+    return (grad_a, grad_x, grad_h0.reshape((size,) + tuple(h0_shape))), (0, 0, 0)
+
+
+def _without(shape, dim: int) -> tuple:
+    shape = list(shape)
+    del shape[dim]
+    return tuple(shape)
