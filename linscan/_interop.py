@@ -80,7 +80,17 @@ def outside_compilers(named, work):
 
     if torch.compiler.is_compiling():  # being traced: fullgraph=True stops here with this
         raise TypeError(_OUTSIDE_GRAPH)  # (otherwise Dynamo runs this function as it is)
-    return torch.compiler.disable(work)()
+    global _untraced
+    if _untraced is None:  # (made once: making it costs a small call's time again)
+        _untraced = torch.compiler.disable(_run)
+    return _untraced(work)
+
+
+def _run(work):
+    return work()
+
+
+_untraced = None  # _run, where torch.compile does not trace (made at the first tensor call)
 
 
 _OUTSIDE_GRAPH = (

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import _api
+from . import _api, _dtypes, _interop
 
 __all__ = ["scan", "final_state", "scan_backward"]
 
@@ -38,13 +38,13 @@ __all__ = ["scan", "final_state", "scan_backward"]
 def scan(a, x, h0=None, *, axis: int = -1, reverse: bool = False, resets=None) -> Tensor:
     """:func:`linscan.scan` on tensors, as a PyTorch operator (see the module's docstring)."""
     a, h0 = _tensors(a, h0, like=x)
-    return _Scan.apply(a, x, h0, resets, axis, reverse)
+    return _SCAN[_transforming()](a, x, h0, resets, axis, reverse)
 
 
 def final_state(a, x, h0=None, *, axis: int = -1, reverse: bool = False, resets=None) -> Tensor:
     """:func:`linscan.final_state` on tensors, as a PyTorch operator."""
     a, h0 = _tensors(a, h0, like=x)
-    return _FinalState.apply(a, x, h0, resets, axis, reverse)
+    return _FINAL_STATE[_transforming()](a, x, h0, resets, axis, reverse)
 
 
 def scan_backward(a, h, grad_h, h0=None, *, axis: int = -1, reverse: bool = False,
@@ -52,9 +52,20 @@ def scan_backward(a, h, grad_h, h0=None, *, axis: int = -1, reverse: bool = Fals
     """:func:`linscan.scan_backward` on tensors: ``(grad_a, grad_x, grad_h0)``, ``grad_h0``
     ``None`` without ``h0``."""
     a, h0 = _tensors(a, h0, like=h)
-    grad_a, grad_x, grad_h0 = torch.ops.linscan.scan_backward(a, h, grad_h, h0, resets, axis,
+    grad_a, grad_x, grad_h0 = _SCAN_BACKWARD[_transforming()](a, h, grad_h, h0, resets, axis,
                                                               reverse)  # fmt: skip
     return grad_a, grad_x, None if h0 is None else grad_h0
+
+
+def _transforming() -> bool:
+    """Whether calls go through the autograd.Functions below rather than to the operators:
+    under torch.func transforms, which an operator's registered autograd does not reach, and
+    under torch.compile (traced so). Elsewhere the operator's own autograd serves, at a third
+    of the Function's cost per call."""
+    return torch.compiler.is_compiling() or _functorch_active()
+
+
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
 
 
 def _tensors(a, h0, like: Tensor):
@@ -82,18 +93,49 @@ def _tensors(a, h0, like: Tensor):
 
 
 def _linscan(function, device: torch.device, *args, **kwargs):
-    """``function`` (a linscan call) on tensors of ``device``, detached (DLPack exports no
-    tensor that requires a gradient; the operator's autograd is PyTorch's): on a CUDA device,
-    on its current PyTorch stream."""
-    args = [t.detach() if isinstance(t, Tensor) else t for t in args]
-    if kwargs.get("resets") is not None:
-        kwargs["resets"] = kwargs["resets"].detach()
+    """``function`` (a linscan call) on NumPy (CPU) or CuPy (CUDA) views of the tensors among
+    ``args`` and ``kwargs`` (detached: no copy), its array results back as tensors; on a CUDA
+    device, on its current PyTorch stream. (Straight through DLPack rather than linscan's
+    path for foreign arrays, which checks what an operator's inputs already are.)"""
     if device.type != "cuda":
-        return function(*args, **kwargs)
+        return _tensors_of(function(*map(_array, args), **_arrays(kwargs)))
     import cupy
 
     with cupy.cuda.Device(device.index), _cupy_stream(device):
-        return function(*args, **kwargs)
+        return _tensors_of(function(*map(_array, args), **_arrays(kwargs)))
+
+
+def _array(value):
+    """A tensor as a NumPy or CuPy array viewing its memory; anything else as it is."""
+    if not isinstance(value, Tensor):
+        return value
+    value = value.detach()
+    if value.device.type == "cpu":
+        if value.dtype != torch.bfloat16:
+            return value.numpy()  # (a third of DLPack's time)
+        return _interop._from_dlpack(np, value)
+    import cupy
+
+    return _interop._from_dlpack(cupy, value)
+
+
+def _arrays(kwargs: dict) -> dict:
+    return {name: _array(value) for name, value in kwargs.items()}
+
+
+def _tensors_of(result):
+    """linscan's result (an array, ``None`` or a tuple of them) as tensors on the array's
+    device, sharing its memory."""
+    if isinstance(result, tuple):
+        return tuple(_tensors_of(item) for item in result)
+    if result is None:
+        return None
+    if isinstance(result, np.ndarray) and result.dtype != _dtypes.BFLOAT16:
+        return torch.from_numpy(result)
+    return _interop._export(torch, _BF16_LIKE, result)
+
+
+_BF16_LIKE = torch.empty(0)  # (tells _export that results go to PyTorch)
 
 
 _STREAMS: dict = {}  # (device index, stream pointer) -> cupy.cuda.ExternalStream
@@ -210,8 +252,8 @@ def _scan_setup(ctx, inputs, output):
 
 def _scan_grad(ctx, grad):
     a, h, h0, resets = ctx.saved_tensors
-    grads = _ScanBackward.apply(a, h, grad, h0, resets, ctx.options["axis"],
-                                ctx.options["reverse"])  # fmt: skip
+    grads = _SCAN_BACKWARD[_transforming()](a, h, grad, h0, resets, ctx.options["axis"],
+                                            ctx.options["reverse"])  # fmt: skip
     return _finish(ctx, *grads)
 
 
@@ -227,11 +269,11 @@ def _final_grad(ctx, grad):
     step of the walk."""
     a, x, h0, resets = ctx.saved_tensors
     axis, reverse = ctx.options["axis"], ctx.options["reverse"]
-    h = _Scan.apply(a, x, h0, resets, axis, reverse)
+    h = _SCAN[_transforming()](a, x, h0, resets, axis, reverse)
     axis = _axis(axis, h.ndim)
     grad_h = h.new_zeros(h.shape, dtype=grad.dtype)
     grad_h.select(axis, 0 if reverse else h.shape[axis] - 1).copy_(grad)
-    return _finish(ctx, *_ScanBackward.apply(a, h, grad_h, h0, resets, axis, reverse))
+    return _finish(ctx, *_SCAN_BACKWARD[_transforming()](a, h, grad_h, h0, resets, axis, reverse))
 
 
 _final_state.register_autograd(_final_grad, setup_context=_final_setup)
@@ -282,6 +324,12 @@ class _ScanBackward(torch.autograd.Function):
     @staticmethod
     def forward(a, h, grad_h, h0, resets, axis, reverse):
         return torch.ops.linscan.scan_backward(a, h, grad_h, h0, resets, axis, reverse)
+
+
+# Each call by _transforming(): False, the operator; True, its autograd.Function.
+_SCAN = {False: torch.ops.linscan.scan, True: _Scan.apply}
+_FINAL_STATE = {False: torch.ops.linscan.final_state, True: _FinalState.apply}
+_SCAN_BACKWARD = {False: torch.ops.linscan.scan_backward, True: _ScanBackward.apply}
 
 
 # --- vmap: the batch folded into the outer dimensions ----------------------------------------
