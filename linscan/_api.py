@@ -231,7 +231,7 @@ def scan_backward(
     ``z`` is ``dL/dRe(z) + 1j * dL/dIm(z)`` (``conj`` above; for real numbers it does nothing),
     and a real input meeting complex ones gets the real part of its gradient. JAX's
     cotangents are the complex conjugates of these: conjugate ``grad_h`` going in and the
-    gradients coming out (``examples/jax_custom_vjp.py``).
+    gradients coming out (``linscan.jax`` differentiates in JAX's convention itself).
 
     Parameters
     ----------

@@ -122,8 +122,8 @@ def _not_traced(name, value) -> None:
         if isinstance(value, jax.core.Tracer):
             raise TypeError(
                 f"{name} is a JAX tracer (inside jax.jit, grad or vmap): linscan.scan takes "
-                "concrete arrays; wrap it for JAX as examples/jax_custom_vjp.py does "
-                "(jax.pure_callback with a custom_vjp)"
+                "concrete arrays; use linscan.jax (linscan.jax.scan, final_state: JAX "
+                "operations that jit, grad, jvp and vmap understand)"
             )
 
 

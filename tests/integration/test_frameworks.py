@@ -80,11 +80,11 @@ def test_jax_arrays_in_and_out():
 
 def test_jax_tracers_are_refused_with_the_way_to_wrap_linscan():
     """Inside jax.jit, grad or vmap linscan sees tracers, not arrays: a TypeError that says
-    so and points at the wrapping example, not a device error."""
+    so and points at linscan.jax, not a device error."""
     jax = pytest.importorskip("jax")
     x = jax.numpy.ones(3)
     for transform in (jax.jit, jax.vmap, jax.grad):
-        with pytest.raises(TypeError, match="x is a JAX tracer.*jax_custom_vjp"):
+        with pytest.raises(TypeError, match="x is a JAX tracer.*linscan.jax"):
             transform(lambda x: linscan.scan(0.5, x).sum())(x)
 
 
@@ -99,6 +99,6 @@ def jax_x64():
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("dtype", ["float64", "complex128"])
-def test_jax_custom_vjp_matches_jax_grad_of_lax_scan(jax_x64, dtype, reverse):
-    example = load("jax_custom_vjp")
+def test_jax_example_matches_jax_grad_of_lax_scan(jax_x64, dtype, reverse):
+    example = load("jax_transforms")
     assert example.compare(getattr(jax_x64.numpy, dtype), reverse) < 1e-12

@@ -1,63 +1,21 @@
-"""linscan inside JAX: a ``jax.custom_vjp`` function that ``jax.jit`` and ``jax.grad`` accept.
+"""linscan inside JAX through ``linscan.jax``: ``scan`` is a JAX primitive with a JVP rule and a
+transpose rule (the recurrence is linear in ``x`` and ``h0``, and its tangent is another
+recurrence), so ``jax.jit``, ``jax.grad``, ``jax.jvp`` and ``jax.vmap`` work on it as on
+JAX's own operations; XLA's buffers are handed to linscan in place
+(``jax.experimental.buffer_callback``).
 
-linscan runs outside JAX's tracer, so it is called through ``jax.pure_callback``: JAX hands it
-host arrays (NumPy) and takes the results back. The backward pass is ``scan_backward``; JAX's
-cotangents for complex numbers are the conjugates of linscan's (PyTorch's) gradients, so the
-cotangent is conjugated going in and the gradients coming out (nothing happens to real ones).
-
-Run it: ``python examples/jax_custom_vjp.py`` (compares with ``jax.grad`` of a ``lax.scan``).
+Run it: ``python examples/jax_transforms.py`` (compares with ``jax.grad`` of a ``lax.scan``).
 """
-
-from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-import linscan
-
-
-def _host(function, shapes, *args):
-    """``function`` on NumPy copies of ``args``; results of ``shapes`` (ShapeDtypeStruct)."""
-
-    def on_host(*values):
-        return function(*(np.asarray(v) for v in values))
-
-    return jax.pure_callback(on_host, shapes, *args, vmap_method="sequential")
+import linscan.jax as lj
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def linear_scan(a, x, h0, axis=-1, reverse=False):
     """``h[t] = a[t] * h[t-1] + x[t]`` along ``axis``; ``a`` and ``h0`` broadcast."""
-    h, _ = _forward(a, x, h0, axis, reverse)
-    return h
-
-
-def _result(a, x, h0):
-    dtype = jnp.result_type(a, x, h0)
-    return jax.ShapeDtypeStruct(jnp.broadcast_shapes(a.shape, x.shape), dtype)
-
-
-def _forward(a, x, h0, axis, reverse):
-    def run(a, x, h0):
-        return np.asarray(linscan.scan(a, x, h0, axis=axis, reverse=reverse))
-
-    h = _host(run, _result(a, x, h0), a, x, h0)
-    return h, (a, h, h0)
-
-
-def _backward(axis, reverse, saved, cotangent):
-    a, h, h0 = saved
-
-    def run(a, h, g, h0):
-        grads = linscan.scan_backward(a, h, np.conj(g), h0, axis=axis, reverse=reverse)
-        return tuple(np.conj(np.asarray(grad)) for grad in grads)
-
-    shapes = tuple(jax.ShapeDtypeStruct(v.shape, v.dtype) for v in (a, h, h0))
-    return _host(run, shapes, a, h, cotangent, h0)
-
-
-linear_scan.defvjp(_forward, _backward)
+    return lj.scan(a, x, h0, axis=axis, reverse=reverse)
 
 
 def reference(a, x, h0, axis=-1, reverse=False):
