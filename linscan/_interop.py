@@ -13,6 +13,8 @@ copy, CPU only).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from . import _dtypes
@@ -72,31 +74,39 @@ def outside_compilers(named, work):
     """``work()``, run where ``torch.compile`` does not trace it if ``named`` (a call's
     ``(name, value)`` arguments) holds PyTorch tensors: a compiled function calling linscan on
     tensors breaks its graph there and runs linscan as it is (Dynamo would otherwise trace
-    linscan's own code with fake tensors, and fail); with ``fullgraph=True`` it raises a
-    ``TypeError`` naming linscan.torch."""
+    linscan's own code with fake tensors, and fail); with ``fullgraph=True`` the error gives
+    the reason, which names linscan.torch."""
     if not any(_is_torch(value) for _, value in _arrays(named)):
         return work()
-    import torch
+    return _untraced()(work)
 
-    if torch.compiler.is_compiling():  # being traced: fullgraph=True stops here with this
-        raise TypeError(_OUTSIDE_GRAPH)  # (otherwise Dynamo runs this function as it is)
-    global _untraced
-    if _untraced is None:  # (made once: making it costs a small call's time again)
-        _untraced = torch.compiler.disable(_run)
-    return _untraced(work)
+
+def _untraced():
+    """``_run`` wrapped by ``torch.compiler.disable``, made once (making it costs a small
+    call's time again): made when linscan is imported after PyTorch, else at the first call
+    with tensors (if that call is being compiled, Dynamo breaks the graph at the making too)."""
+    global _UNTRACED
+    if _UNTRACED is None:
+        import torch
+
+        try:
+            _UNTRACED = torch.compiler.disable(_run, reason=_OUTSIDE_GRAPH)
+        except TypeError:  # a PyTorch without reason=
+            _UNTRACED = torch.compiler.disable(_run)
+    return _UNTRACED
 
 
 def _run(work):
     return work()
 
 
-_untraced = None  # _run, where torch.compile does not trace (made at the first tensor call)
-
-
+_UNTRACED = None
 _OUTSIDE_GRAPH = (
     "linscan.scan and its siblings run PyTorch tensors outside the compiled graph; "
     "linscan.torch has them as operators that torch.compile (fullgraph=True too) traces"
 )
+if "torch" in sys.modules:  # (never imported here: only found)
+    _untraced()
 
 
 def _not_traced(name, value) -> None:

@@ -37,13 +37,13 @@ __all__ = ["scan", "final_state", "scan_backward"]
 
 def scan(a, x, h0=None, *, axis: int = -1, reverse: bool = False, resets=None) -> Tensor:
     """:func:`linscan.scan` on tensors, as a PyTorch operator (see the module's docstring)."""
-    a, h0 = _tensors(a, h0, like=x)
+    a, h0 = _tensors(a, h0, like=x, axis=axis, reverse=reverse)
     return _SCAN[_transforming()](a, x, h0, resets, axis, reverse)
 
 
 def final_state(a, x, h0=None, *, axis: int = -1, reverse: bool = False, resets=None) -> Tensor:
     """:func:`linscan.final_state` on tensors, as a PyTorch operator."""
-    a, h0 = _tensors(a, h0, like=x)
+    a, h0 = _tensors(a, h0, like=x, axis=axis, reverse=reverse)
     return _FINAL_STATE[_transforming()](a, x, h0, resets, axis, reverse)
 
 
@@ -51,7 +51,7 @@ def scan_backward(a, h, grad_h, h0=None, *, axis: int = -1, reverse: bool = Fals
                   resets=None) -> tuple:  # fmt: skip
     """:func:`linscan.scan_backward` on tensors: ``(grad_a, grad_x, grad_h0)``, ``grad_h0``
     ``None`` without ``h0``."""
-    a, h0 = _tensors(a, h0, like=h)
+    a, h0 = _tensors(a, h0, like=h, axis=axis, reverse=reverse)
     grad_a, grad_x, grad_h0 = _SCAN_BACKWARD[_transforming()](a, h, grad_h, h0, resets, axis,
                                                               reverse)  # fmt: skip
     return grad_a, grad_x, None if h0 is None else grad_h0
@@ -68,21 +68,27 @@ def _transforming() -> bool:
 _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
 
 
-def _tensors(a, h0, like: Tensor):
+def _tensors(a, h0, like: Tensor, axis, reverse):
     """``a`` and ``h0`` as tensors on ``like``'s device: a Python number becomes a 0-d tensor
     of the dtype linscan gives it: ``like``'s, or for a complex number with real tensors the
     complex type of their precision (NumPy's promotion of Python numbers)."""
     if not isinstance(like, Tensor):
         raise TypeError(f"linscan.torch takes tensors: got {type(like).__name__} for the input")
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
 
     def tensor(value):
         if value is None or isinstance(value, Tensor):
             return value
-        if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        if type(value) in (int, float, complex):  # (NumPy scalars keep their dtype, below)
             dtype = like.dtype
             if not isinstance(value, numbers.Real) and not dtype.is_complex:
                 dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
             return torch.tensor(value, dtype=dtype, device=like.device)
+        if isinstance(value, np.generic) and np.dtype(value.dtype).kind in "fc":
+            return torch.as_tensor(np.asarray(value), device=like.device)
         raise TypeError(f"linscan.torch takes tensors or Python numbers: got "
                         f"{type(value).__name__}")  # fmt: skip
 
@@ -179,8 +185,8 @@ def _(a, x, h0, resets, axis, reverse):
 @torch.library.custom_op("linscan::final_state", mutates_args=())
 def _final_state(a: Tensor, x: Tensor, h0: Optional[Tensor], resets: Optional[Tensor],
                  axis: int, reverse: bool) -> Tensor:  # fmt: skip
-    return _linscan(_api.final_state, x.device, a, x, h0, axis=axis, reverse=reverse,
-                    resets=resets)  # fmt: skip
+    return _own(_linscan(_api.final_state, x.device, a, x, h0, axis=axis, reverse=reverse,
+                         resets=resets), x)  # fmt: skip
 
 
 @_final_state.register_fake
@@ -204,15 +210,18 @@ def _scan_backward(a: Tensor, h: Tensor, grad_h: Tensor, h0: Optional[Tensor],
 
 
 def _own(result: Tensor, given: Tensor) -> Tensor:
-    """``result``, copied if it shares ``given``'s memory (an operator's outputs must not be
-    views of its inputs)."""
-    return result.clone() if result.data_ptr() == given.data_ptr() else result
+    """``result`` as the operators promise it (their fake implementations say so): a
+    contiguous tensor of its own (linscan may return a state laid out by a broadcast ``h0``,
+    a ``.real`` view, or, in principle, memory of an input)."""
+    if result.data_ptr() == given.data_ptr() and result.numel():
+        return result.clone(memory_format=torch.contiguous_format)
+    return result.contiguous()
 
 
 @_scan_backward.register_fake
 def _(a, h, grad_h, h0, resets, axis, reverse):
-    grad_h0 = h.new_empty((0,)) if h0 is None else torch.empty_like(h0)
-    return (torch.empty_like(a), h.new_empty(h.shape, dtype=_promoted(a, h, grad_h, h0)),
+    grad_h0 = h.new_empty((0,)) if h0 is None else h0.new_empty(h0.shape)  # (contiguous)
+    return (a.new_empty(a.shape), h.new_empty(h.shape, dtype=_promoted(a, h, grad_h, h0)),
             grad_h0)  # fmt: skip
 
 
@@ -237,11 +246,7 @@ def _save(ctx, inputs, output):
 def _finish(ctx, grad_a, grad_x, grad_h0):
     """The gradients for ``(a, x, h0, resets, axis, reverse)``: grad_x summed to ``x``'s shape
     where ``a`` broadcast it, in ``x``'s dtype."""
-    if grad_x.shape != ctx.x_shape:
-        grad_x = grad_x.sum_to_size(ctx.x_shape)
-    if grad_x.dtype != ctx.x_dtype:
-        grad_x = grad_x.real if not ctx.x_dtype.is_complex and grad_x.is_complex() else grad_x
-        grad_x = grad_x.to(ctx.x_dtype)
+    grad_x = _summed(grad_x, ctx.x_shape, ctx.x_dtype)
     return grad_a, grad_x, grad_h0 if ctx.has_h0 else None, None, None, None
 
 
@@ -271,9 +276,25 @@ def _final_grad(ctx, grad):
     axis, reverse = ctx.options["axis"], ctx.options["reverse"]
     h = _SCAN[_transforming()](a, x, h0, resets, axis, reverse)
     axis = _axis(axis, h.ndim)
-    grad_h = h.new_zeros(h.shape, dtype=grad.dtype)
-    grad_h.select(axis, 0 if reverse else h.shape[axis] - 1).copy_(grad)
+    steps = h.shape[axis]
+    if steps == 0:  # the final state is h0 itself
+        grad_h0 = None if h0 is None else _summed(grad, h0.shape, h0.dtype)
+        return _finish(ctx, torch.zeros_like(a), h.new_zeros(h.shape), grad_h0)
+    # grad at the walk's last step, zeros elsewhere (built, not written: vmap batches grad)
+    rest = list(h.shape)
+    rest[axis] = steps - 1
+    parts = [grad.unsqueeze(axis), grad.new_zeros(rest)]
+    grad_h = torch.cat(parts if reverse else parts[::-1], dim=axis)
     return _finish(ctx, *_SCAN_BACKWARD[_transforming()](a, h, grad_h, h0, resets, axis, reverse))
+
+
+def _summed(grad: Tensor, shape, dtype: torch.dtype) -> Tensor:
+    """``grad`` summed to ``shape`` (over what broadcasting added), in ``dtype`` (the real
+    part for a real input)."""
+    grad = grad.sum_to_size(shape) if grad.shape != shape else grad
+    if grad.is_complex() and not dtype.is_complex:
+        grad = grad.real
+    return grad.to(dtype)
 
 
 _final_state.register_autograd(_final_grad, setup_context=_final_setup)

@@ -90,9 +90,21 @@ def test_gradcheck(layout, dtype):
 
         return f
 
-    for reverse in (False, True):
-        assert torch.autograd.gradcheck(call(lt.scan, reverse), tensors)
-        assert torch.autograd.gradcheck(call(lt.final_state, reverse), tensors)
+    for reverse in (False, True):  # (batched: the backward passes under vmap too)
+        for function in (lt.scan, lt.final_state):
+            assert torch.autograd.gradcheck(call(function, reverse), tensors,
+                                            check_batched_grad=True)  # fmt: skip
+
+
+def test_gradients_of_an_empty_time_axis():
+    """No steps: the final state is h0, whose gradient is the incoming one; a and x get
+    zeros."""
+    a = torch.rand(0, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(0, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    (lt.final_state(a, x, h0, axis=0) * torch.arange(3.0, dtype=torch.float64)).sum().backward()
+    torch.testing.assert_close(h0.grad, torch.arange(3.0, dtype=torch.float64))
+    assert a.grad.shape == a.shape and x.grad.shape == x.shape
 
 
 def test_gradcheck_with_resets():
@@ -120,6 +132,26 @@ def test_opcheck(layout):
         torch.library.opcheck(op, args)  # raises on a failed check
 
 
+def test_inductor_compiles_what_the_fake_implementations_promise():
+    """torch.compile's default backend checks strides as well as shapes: real decays with
+    complex inputs (grad_a a real part), h0 broadcast over rows (a state laid out by it), a
+    transposed decay array; forward and backward equal to eager."""
+
+    def model(a, x, h0):
+        h = lt.scan(a.transpose(0, 1), x, h0, axis=1)
+        return (h.abs() ** 2).sum() + lt.final_state(a.transpose(0, 1), x, h0, axis=1).abs().sum()
+
+    a = draw(6, 2, low=0.5).requires_grad_()
+    x = draw(2, 6, 3, dtype=torch.complex128, seed=1).requires_grad_()
+    h0 = draw(3, dtype=torch.complex128, seed=2).requires_grad_()
+    a = a.unsqueeze(-1)  # (6, 2, 1): per row and step, transposed to (2, 6, 1)
+    compiled = torch.compile(model, fullgraph=True)
+    got, want = compiled(a, x, h0), model(a, x, h0)
+    torch.testing.assert_close(got, want)
+    for g, w in zip(torch.autograd.grad(got, (a, x, h0)), torch.autograd.grad(want, (a, x, h0))):
+        torch.testing.assert_close(g, w)
+
+
 def test_compile_fullgraph_forward_and_backward_match_eager():
     """torch.compile with fullgraph=True (no graph break), dynamic shapes: a model around
     scan and final_state, forward and gradients equal to eager mode."""
@@ -142,6 +174,11 @@ def test_compile_fullgraph_forward_and_backward_match_eager():
 
 def test_torch_func_grad_and_jacrev():
     from torch.func import grad, jacrev
+
+    a_ = draw(4, 5, low=0.5)
+    jac = jacrev(lambda x: lt.final_state(a_, x, axis=0))(draw(4, 5, seed=3))
+    assert jac.shape == (5, 4, 5)  # d final[i] / d x[t, j]: a[t+1..] products where i == j
+    torch.testing.assert_close(jac[:, -1, :], torch.eye(5, dtype=torch.float64))
 
     a, x, h0 = draw(5, low=0.5), draw(5, seed=1), draw(seed=2)
     g = grad(lambda x: lt.scan(a, x, h0).pow(2).sum())(x)
@@ -216,6 +253,8 @@ def test_bad_arguments_are_named():
         lt.scan(0.5, x, draw(5))
     with pytest.raises(np.exceptions.AxisError):
         lt.final_state(0.5, x, axis=2)
+    with pytest.raises(TypeError, match="reverse must be a bool, got int"):
+        lt.scan(0.5, x, reverse=1)
 
 
 def test_inputs_are_left_as_they_were():
@@ -233,6 +272,8 @@ def test_python_numbers_take_the_tensor_dtype():
     assert lt.scan(0.5, x).dtype == torch.float32
     assert lt.scan(0.5 + 0.1j, x).dtype == torch.complex64
     assert lt.scan(0.5, x, 1.0).dtype == torch.float32
+    assert lt.scan(np.float64(0.5), x).dtype == torch.float64  # NumPy scalars keep their dtype
+    assert linscan.scan(np.float64(0.5), x.numpy()).dtype == np.float64
     np.testing.assert_allclose(lt.scan(0.5, x, 1.0).numpy(),
                                linscan.scan(0.5, x.numpy(), 1.0), rtol=1e-6)  # fmt: skip
 
@@ -241,8 +282,15 @@ def test_plain_linscan_on_tensors_in_compiled_code_breaks_the_graph():
     """linscan.scan itself (not linscan.torch) inside torch.compile: the graph breaks around
     it and it runs as in eager mode; with fullgraph=True the error names linscan.torch."""
     a, x = torch.full((3, 4), 0.5), draw(3, 4, dtype=torch.float32)
-    f = lambda a, x: linscan.scan(a, x) * 2  # noqa: E731
-    torch.testing.assert_close(torch.compile(f, backend="eager")(a, x), f(a, x))
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    f = lambda a, x: torch.cos(linscan.scan(a, torch.sin(x) + 1)) * 2  # noqa: E731
+    torch.testing.assert_close(torch.compile(f, backend=backend)(a, x), f(a, x))
+    assert len(graphs) == 2  # the code before the call and after it, compiled
     g = lambda a, x: linscan.scan(a, x) * 3  # noqa: E731  (a code object not compiled yet)
     with pytest.raises(Exception, match="linscan.torch"):
         torch.compile(g, fullgraph=True, backend="eager")(a, x)
