@@ -1,5 +1,5 @@
-"""linscan.torch against direct linscan and against PyTorch's own associative scan, on the CPU,
-in one run (issue 18's bench line):
+"""linscan.torch and linscan.jax against direct linscan and against each framework's own
+associative scan, on the CPU, in one run (issue 18's bench lines):
 
     python benchmarks/frameworks.py [--rounds 7] [--size 1048576]
 
@@ -12,6 +12,10 @@ in one run (issue 18's bench line):
    ``linscan.torch.scan`` against ``torch._higher_order_ops.associative_scan`` (eager,
    ``combine_mode="generic"``) with the affine operator on the same tensors, results checked
    to agree first; forward only (PyTorch's scan has no backward rule for a generic combine).
+
+3. The same for JAX: ``linscan.jax.scan`` eager and jitted, and ``jax.grad`` through it
+   (jitted) against linscan's forward and backward on NumPy; then ``--size`` elements against
+   ``jax.lax.associative_scan`` (jitted) on the same arrays.
 
 The machine's CPU model is printed first: figures from different machines do not compare.
 """
@@ -123,7 +127,72 @@ def main(argv=None) -> int:
         ratio = np.median([t / o for t, o in zip(t_theirs, t_ours)])
         print(f"| {label} {shape} | {np.median(t_ours) * 1e3:.2f} | "
               f"{np.median(t_theirs) * 1e3:.2f} | {ratio:.1f} |")  # fmt: skip
+    _jax(args, rng, common)
     return 0
+
+
+def _jax(args, rng, common) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    import linscan
+    import linscan.jax as lj
+
+    a = rng.uniform(0.9, 1.0, (4, 256)).astype(np.float32)
+    x = rng.normal(size=(4, 256)).astype(np.float32)
+    ja, jx = jnp.asarray(a), jnp.asarray(x)
+    g = np.ones_like(x)
+    jitted = jax.jit(lambda a, x: lj.scan(a, x))
+    grad = jax.jit(jax.grad(lambda a, x: jnp.sum(lj.scan(a, x)), argnums=(0, 1)))
+
+    def numpy_both():
+        h = linscan.scan(a, x)
+        linscan.scan_backward(a, h, g)
+
+    small = {
+        "linscan.scan, NumPy arrays (baseline)": partial(linscan.scan, a, x),
+        "linscan.jax.scan, eager": lambda: lj.scan(ja, jx).block_until_ready(),
+        "linscan.jax.scan, jitted": lambda: jitted(ja, jx).block_until_ready(),
+        "linscan.scan + scan_backward, NumPy": numpy_both,
+        "jax.grad through linscan.jax.scan, jitted": lambda: jax.block_until_ready(grad(ja, jx)),
+    }
+    for fn in small.values():
+        fn()
+    rounds = {name: [] for name in small}
+    for _ in range(args.rounds):
+        for name, fn in small.items():
+            rounds[name].append(_per_call(fn, args.calls))
+    base = rounds["linscan.scan, NumPy arrays (baseline)"]
+    base_both = rounds["linscan.scan + scan_backward, NumPy"]
+    print(f"\n3. JAX {jax.__version__} ({lj.CALLBACK}), small calls, 4 x 256 float32, "
+          f"{args.rounds} interleaved rounds\n")  # fmt: skip
+    print("| call | us per call (median) | ratio to its baseline (median of rounds) |")
+    print("|---|---|---|")
+    for name, times in rounds.items():
+        ref = base_both if ("backward" in name or "grad" in name) else base
+        ratio = np.median([t / r for t, r in zip(times, ref)])
+        print(f"| {name} | {np.median(times) * 1e6:.1f} | {ratio:.2f} |")
+
+    print(f"\n{args.size} float32 elements, linscan.jax.scan vs jax.lax.associative_scan "
+          f"(both jitted), {args.rounds} interleaved rounds\n")  # fmt: skip
+    print("| layout | linscan.jax ms | associative_scan ms | associative_scan / linscan |")
+    print("|---|---|---|---|")
+    for label, shape, axis in (("one row", (1, args.size), 1),
+                               ("1024 channels, time-major", (args.size // 1024, 1024), 0)):
+        big_a = jnp.asarray(rng.uniform(0.999, 1.0, shape).astype(np.float32))
+        big_x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+        ours_fn = jax.jit(partial(lj.scan, axis=axis))
+        theirs_fn = common.jax_scan(axis)
+        ours = lambda: ours_fn(big_a, big_x).block_until_ready()  # noqa: E731
+        theirs = lambda: theirs_fn(big_a, big_x).block_until_ready()  # noqa: E731
+        np.testing.assert_allclose(np.asarray(theirs()), np.asarray(ours()), rtol=2e-3, atol=2e-3)
+        t_ours, t_theirs = [], []
+        for _ in range(args.rounds):
+            t_ours.append(common.median_time(ours, 1))
+            t_theirs.append(common.median_time(theirs, 1))
+        ratio = np.median([t / o for t, o in zip(t_theirs, t_ours)])
+        print(f"| {label} {shape} | {np.median(t_ours) * 1e3:.2f} | "
+              f"{np.median(t_theirs) * 1e3:.2f} | {ratio:.1f} |")  # fmt: skip
 
 
 if __name__ == "__main__":
