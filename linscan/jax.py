@@ -133,25 +133,21 @@ def _callback(function, result, a, x, h0, flags, axis, reverse):
         return jax.pure_callback(on_host, struct, a, x, h0, *flags, vmap_method="sequential")
 
     def in_place(ctx, out, a, x, h0, *flags):
-        on_gpu = int(out.__dlpack_device__()[0]) != 1  # (1: DLPack's CPU)
-        view = _gpu_view if on_gpu else np.asarray
-        arrays = [view(v) for v in (a, x, h0)]
-        resets = view(flags[0]) if flags else None
-        if not on_gpu:
-            function(*arrays, resets=resets, out=view(out), **options)
+        kind, device = (int(v) for v in out.__dlpack_device__())
+        if kind == 1:  # DLPack's CPU: NumPy views
+            resets = np.asarray(flags[0]) if flags else None
+            function(*map(np.asarray, (a, x, h0)), resets=resets, out=np.asarray(out), **options)
             return
-        import cupy
+        import cupy  # a GPU: CuPy views (__cuda_array_interface__), on XLA's stream
 
-        with cupy.cuda.ExternalStream(ctx.stream):
-            function(*arrays, resets=resets, out=view(out), **options)
+        from .backends.cuda.backend import external_stream
+
+        with cupy.cuda.Device(device), external_stream(int(ctx.stream), device):
+            resets = cupy.asarray(flags[0]) if flags else None
+            function(*map(cupy.asarray, (a, x, h0)), resets=resets, out=cupy.asarray(out),
+                     **options)  # fmt: skip
 
     return _buffer_callback(in_place, struct)(a, x, h0, *flags)
-
-
-def _gpu_view(buffer):
-    import cupy
-
-    return cupy.asarray(buffer)  # (__cuda_array_interface__: a view, no copy)
 
 
 def _final_state_out(a, x, h0, *, resets, axis, reverse, out=None):

@@ -144,20 +144,11 @@ def _tensors_of(result):
 _BF16_LIKE = torch.empty(0)  # (tells _export that results go to PyTorch)
 
 
-_STREAMS: dict = {}  # (device index, stream pointer) -> cupy.cuda.ExternalStream
-
-
 def _cupy_stream(device: torch.device):
-    """PyTorch's current stream on ``device`` as a CuPy stream, one object per stream (linscan
-    keeps its scratch per stream object: a new object per call would allocate it anew)."""
-    import cupy
+    """PyTorch's current stream on ``device`` as a CuPy stream (one object per stream)."""
+    from .backends.cuda.backend import external_stream
 
-    pointer = torch.cuda.current_stream(device).cuda_stream
-    key = (device.index, pointer)
-    stream = _STREAMS.get(key)
-    if stream is None:
-        stream = _STREAMS[key] = cupy.cuda.ExternalStream(pointer, device.index)
-    return stream
+    return external_stream(torch.cuda.current_stream(device).cuda_stream, device.index)
 
 
 def _promoted(*tensors) -> torch.dtype:

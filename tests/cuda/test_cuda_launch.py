@@ -445,3 +445,19 @@ def test_chaining_calls_refuse_a_capturing_stream(gpu, monkeypatch, fast_kernels
     gpu.stream.capturing = False
     linscan.scan(0.5, x)
     assert gpu.launches[-1]["lp"].chained and len(gpu.memsets) == 1
+
+
+def test_another_librarys_stream_is_one_cupy_stream(gpu, monkeypatch):
+    """PyTorch's and XLA's streams reach linscan as pointers, call after call: each becomes
+    one CuPy stream object, so that the look-back scratch kept per stream object is found
+    again (a new object per call allocated and zeroed it each time)."""
+    import contextlib
+
+    from linscan.backends.cuda import backend
+
+    monkeypatch.setattr(cupy.cuda, "Device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(backend, "_EXTERNAL", {})
+    first = backend.external_stream(0x1234, 0)
+    assert first.ptr == 0x1234 and backend.external_stream(0x1234, 0) is first
+    assert backend.external_stream(0x1234, 1) is not first  # another device's
+    assert backend.external_stream(0x5678, 0).ptr == 0x5678

@@ -222,3 +222,27 @@ def test_pure_callback_where_buffer_callback_is_missing(monkeypatch):
     close(got, want)
     jaxpr = str(jax.make_jaxpr(lambda x: lj.scan(a, x))(x))
     assert "linscan_scan" in jaxpr
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_results_stay_on_the_device():
+    """JAX on a GPU: linscan works on XLA's device buffers (CuPy views, XLA's stream), so a
+    jitted call and its gradient make no transfer to the host (JAX's transfer guard would
+    raise), and agree with the oracle."""
+    from linscan._dispatch import gpu_status
+
+    gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    if not gpus or not gpu_status()[0]:
+        pytest.skip("needs a GPU that JAX and CuPy can use")
+    a, x, h0, r, axis = draw(((4, 50_000),) * 2 + ((4,), -1), resets=True)
+    a, x, h0, r = (jax.device_put(v, gpus[0]) for v in (a, x, h0, r))
+    f = jax.jit(lambda a, x, h0: lj.scan(a, x, h0, resets=r))
+    g = jax.jit(jax.grad(lambda a, x, h0: jnp.sum(lj.scan(a, x, h0, resets=r) ** 2)))
+    f(a, x, h0).block_until_ready(), g(a, x, h0).block_until_ready()  # compiled outside
+    with jax.transfer_guard("disallow"):
+        h = f(a, x, h0).block_until_ready()
+        grad_a = g(a, x, h0).block_until_ready()
+    host = [np.asarray(v) for v in (a, x, h0, r)]
+    close(h, reference.scan(*host[:3], resets=host[3]), 1e-8)
+    want = jax.grad(lambda a: jnp.sum(loop(a, host[1], host[2], -1, False, host[3]) ** 2))(host[0])
+    close(grad_a, want, 1e-8)

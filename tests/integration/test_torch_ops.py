@@ -309,3 +309,40 @@ def test_plain_linscan_under_autograd_and_transforms_names_linscan_torch():
                                         "linscan.torch"):  # fmt: skip
         linscan.scan(a, x.clone().requires_grad_())
     np.testing.assert_allclose(linscan.scan(a, x).numpy(), linscan.scan(0.5, x.numpy()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a GPU that PyTorch and CuPy can use")
+def test_cuda_tensors_cross_without_copies_on_torchs_stream(monkeypatch):
+    """On a GPU: linscan sees CuPy views of the tensors' own memory, runs on PyTorch's current
+    stream (a non-default one here, with work queued before the call), and the result is a
+    tensor over the memory linscan wrote."""
+    import cupy
+
+    seen = []
+    run = lt._linscan
+
+    def spying(function, device, *args, **kwargs):
+        def spy(*arrays, **options):
+            seen.append(dict(stream=cupy.cuda.get_current_stream().ptr,
+                             pointers=[v.data.ptr for v in arrays if v is not None]))  # fmt: skip
+            result = function(*arrays, **options)
+            seen[-1]["result"] = result.data.ptr
+            return result
+
+        return run(spy, device, *args, **kwargs)
+
+    monkeypatch.setattr(lt, "_linscan", spying)
+    a = torch.full((4, 200_000), 0.999, device="cuda")
+    x = torch.randn(4, 200_000, device="cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        y = x * 2 + 1  # queued on the stream just before the call
+        h = lt.scan(a, y)
+    stream.synchronize()
+    (call,) = seen
+    assert call["stream"] == stream.cuda_stream
+    assert call["pointers"][:2] == [a.data_ptr(), y.data_ptr()]
+    assert h.data_ptr() == call["result"]
+    want = reference.scan(a.cpu().numpy(), (x * 2 + 1).cpu().numpy())
+    np.testing.assert_allclose(h.cpu().numpy(), want, rtol=1e-4, atol=1e-4)

@@ -162,6 +162,35 @@ _CAPTURING = (
     "would reuse it after later calls. Call it outside the capture, or with "
     "method='sequential' (one thread per lane, no scratch)"
 )
+_EXTERNAL: dict = {}  # (device, stream pointer) -> cupy.cuda.ExternalStream
+
+
+def external_stream(pointer: int, device: int):
+    """Another library's CUDA stream (PyTorch's, XLA's) as a CuPy stream, one object per
+    stream: the look-back scratch is kept per stream object, so a new object per call would
+    allocate and zero it anew. Kept for the process (a handful of streams)."""
+    key = (device, pointer)
+    stream = _EXTERNAL.get(key)
+    if stream is None:
+        if hasattr(cupy.cuda.Stream, "from_external"):  # CuPy 14 on (ExternalStream deprecated)
+            with cupy.cuda.Device(device):
+                stream = cupy.cuda.Stream.from_external(_StreamHandle(pointer))
+        else:
+            stream = cupy.cuda.ExternalStream(pointer, device)
+        _EXTERNAL[key] = stream
+    return stream
+
+
+class _StreamHandle:
+    """A stream pointer that speaks the CUDA stream protocol (``__cuda_stream__``)."""
+
+    def __init__(self, pointer: int):
+        self.pointer = pointer
+
+    def __cuda_stream__(self):
+        return (0, self.pointer)
+
+
 _PER_THREAD = 2  # cudaStreamPerThread: each host thread's default stream, one handle
 _SCRATCH = _Scratch()
 #: A launch whose tiles do not look back, a call without resets, a decay given by value.
