@@ -59,6 +59,11 @@ def _per_call(fn, calls: int) -> float:
     return float(np.median(times))
 
 
+BASELINE = "linscan.scan, NumPy arrays (baseline)"
+BASELINE_BOTH = "linscan.scan + scan_backward, NumPy"
+LAYOUTS = (("one row", 1, 1), ("1024 channels, time-major", 1024, 0))  # (label, lanes, axis)
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -78,54 +83,71 @@ def main(argv=None) -> int:
     x = rng.normal(size=(4, 256)).astype(np.float32)
     ta, tx = torch.from_numpy(a), torch.from_numpy(x)
     ga, gx = ta.clone().requires_grad_(), tx.clone().requires_grad_()
+    _small_calls("1. Small calls", args, a, x, {
+        "linscan.scan, CPU tensors (DLPack)": partial(linscan.scan, ta, tx),
+        "linscan.torch.scan (operator, eager)": partial(lt.scan, ta, tx),
+        "linscan.torch.scan forward + backward": lambda: lt.scan(ga, gx).sum().backward(),
+    })  # fmt: skip
+
+    from torch._higher_order_ops.associative_scan import associative_scan
+
+    combine = partial(common.combine, mul=torch.mul, add=torch.add)
+
+    def torch_pair(big_a, big_x, axis):
+        big_a, big_x = torch.from_numpy(big_a), torch.from_numpy(big_x)
+        ours = partial(lt.scan, big_a, big_x, axis=axis)
+        theirs = partial(lambda: associative_scan(combine, (big_a, big_x), dim=axis,
+                                                  combine_mode="generic")[1])  # fmt: skip
+        return ours, theirs, lambda t: t.numpy()
+
+    _against_peer(f"2. {args.size} float32 elements, linscan.torch.scan vs torch "
+                  "associative_scan (eager, generic)", "linscan.torch", args, rng, common,
+                  torch_pair, PEER_WARMUP)  # fmt: skip
+    _jax(args, rng, common)
+    return 0
+
+
+def _small_calls(title, args, a, x, calls: dict) -> None:
+    """Per-call times of ``calls`` beside linscan's forward (``BASELINE``) and forward +
+    backward (``BASELINE_BOTH``) on the NumPy arrays ``a``, ``x``, interleaved in rounds; a
+    call whose name says backward or grad is compared with the second."""
+    import linscan
+
     g = np.ones_like(x)
 
     def numpy_both():
-        h = linscan.scan(a, x)
-        linscan.scan_backward(a, h, g)
+        linscan.scan_backward(a, linscan.scan(a, x), g)
 
-    def torch_both():
-        lt.scan(ga, gx).sum().backward()
-
-    small = {
-        "linscan.scan, NumPy arrays (baseline)": partial(linscan.scan, a, x),
-        "linscan.scan, CPU tensors (DLPack)": partial(linscan.scan, ta, tx),
-        "linscan.torch.scan (operator, eager)": partial(lt.scan, ta, tx),
-        "linscan.scan + scan_backward, NumPy": numpy_both,
-        "linscan.torch.scan forward + backward": torch_both,
-    }
+    small = {BASELINE: partial(linscan.scan, a, x), BASELINE_BOTH: numpy_both, **calls}
     for fn in small.values():  # warm-up (compilation, caches)
         fn()
     rounds = {name: [] for name in small}
     for _ in range(args.rounds):
         for name, fn in small.items():
             rounds[name].append(_per_call(fn, args.calls))
-    base = rounds["linscan.scan, NumPy arrays (baseline)"]
-    base_both = rounds["linscan.scan + scan_backward, NumPy"]
-    print(f"\n1. Small calls, 4 x 256 float32, {args.rounds} interleaved rounds\n")
+    print(f"\n{title}, 4 x 256 float32, {args.rounds} interleaved rounds\n")
     print("| call | us per call (median) | ratio to its baseline (median of rounds) |")
     print("|---|---|---|")
     for name, times in rounds.items():
-        ref = base_both if "backward" in name else base
+        ref = rounds[BASELINE_BOTH if ("backward" in name or "grad" in name) else BASELINE]
         ratio = np.median([t / r for t, r in zip(times, ref)])
         print(f"| {name} | {np.median(times) * 1e6:.1f} | {ratio:.2f} |")
 
-    from torch._higher_order_ops.associative_scan import associative_scan
 
-    combine = partial(common.combine, mul=torch.mul, add=torch.add)
-    print(f"\n2. {args.size} float32 elements, linscan.torch.scan vs torch associative_scan "
-          f"(eager, generic), {args.rounds} interleaved rounds\n")  # fmt: skip
-    print("| layout | linscan.torch ms | associative_scan ms | associative_scan / linscan |")
+def _against_peer(title, ours_name, args, rng, common, pair, warmup: int = 1) -> None:
+    """linscan against a peer on ``--size`` elements of each of ``LAYOUTS``: ``pair(a, x,
+    axis)`` gives (ours, theirs, to_numpy); results checked to agree, then interleaved
+    rounds."""
+    print(f"\n{title}, {args.rounds} interleaved rounds\n")
+    print(f"| layout | {ours_name} ms | peer ms | peer / linscan |")
     print("|---|---|---|---|")
-    for label, shape, axis in (("one row", (1, args.size), 1),
-                               ("1024 channels, time-major", (args.size // 1024, 1024), 0)):
-        big_a = torch.from_numpy(rng.uniform(0.999, 1.0, shape).astype(np.float32))
-        big_x = torch.from_numpy(rng.normal(size=shape).astype(np.float32))
-        ours = partial(lt.scan, big_a, big_x, axis=axis)
-        theirs = partial(lambda: associative_scan(combine, (big_a, big_x), dim=axis,
-                                                  combine_mode="generic")[1])  # fmt: skip
-        np.testing.assert_allclose(theirs().numpy(), ours().numpy(), rtol=2e-3, atol=2e-3)
-        for _ in range(PEER_WARMUP):
+    for label, lanes, axis in LAYOUTS:
+        shape = (1, args.size) if axis else (args.size // lanes, lanes)
+        big_a = rng.uniform(0.999, 1.0, shape).astype(np.float32)
+        big_x = rng.normal(size=shape).astype(np.float32)
+        ours, theirs, to_numpy = pair(big_a, big_x, axis)
+        np.testing.assert_allclose(to_numpy(theirs()), to_numpy(ours()), rtol=2e-3, atol=2e-3)
+        for _ in range(warmup):
             theirs()
         t_ours, t_theirs = [], []
         for _ in range(args.rounds):
@@ -134,72 +156,33 @@ def main(argv=None) -> int:
         ratio = np.median([t / o for t, o in zip(t_theirs, t_ours)])
         print(f"| {label} {shape} | {np.median(t_ours) * 1e3:.2f} | "
               f"{np.median(t_theirs) * 1e3:.2f} | {ratio:.1f} |")  # fmt: skip
-    _jax(args, rng, common)
-    return 0
 
 
 def _jax(args, rng, common) -> None:
     import jax
     import jax.numpy as jnp
 
-    import linscan
     import linscan.jax as lj
 
     a = rng.uniform(0.9, 1.0, (4, 256)).astype(np.float32)
     x = rng.normal(size=(4, 256)).astype(np.float32)
     ja, jx = jnp.asarray(a), jnp.asarray(x)
-    g = np.ones_like(x)
     jitted = jax.jit(lambda a, x: lj.scan(a, x))
     grad = jax.jit(jax.grad(lambda a, x: jnp.sum(lj.scan(a, x)), argnums=(0, 1)))
-
-    def numpy_both():
-        h = linscan.scan(a, x)
-        linscan.scan_backward(a, h, g)
-
-    small = {
-        "linscan.scan, NumPy arrays (baseline)": partial(linscan.scan, a, x),
+    _small_calls(f"3. JAX {jax.__version__} ({lj.CALLBACK}), small calls", args, a, x, {
         "linscan.jax.scan, eager": lambda: lj.scan(ja, jx).block_until_ready(),
         "linscan.jax.scan, jitted": lambda: jitted(ja, jx).block_until_ready(),
-        "linscan.scan + scan_backward, NumPy": numpy_both,
         "jax.grad through linscan.jax.scan, jitted": lambda: jax.block_until_ready(grad(ja, jx)),
-    }
-    for fn in small.values():
-        fn()
-    rounds = {name: [] for name in small}
-    for _ in range(args.rounds):
-        for name, fn in small.items():
-            rounds[name].append(_per_call(fn, args.calls))
-    base = rounds["linscan.scan, NumPy arrays (baseline)"]
-    base_both = rounds["linscan.scan + scan_backward, NumPy"]
-    print(f"\n3. JAX {jax.__version__} ({lj.CALLBACK}), small calls, 4 x 256 float32, "
-          f"{args.rounds} interleaved rounds\n")  # fmt: skip
-    print("| call | us per call (median) | ratio to its baseline (median of rounds) |")
-    print("|---|---|---|")
-    for name, times in rounds.items():
-        ref = base_both if ("backward" in name or "grad" in name) else base
-        ratio = np.median([t / r for t, r in zip(times, ref)])
-        print(f"| {name} | {np.median(times) * 1e6:.1f} | {ratio:.2f} |")
+    })  # fmt: skip
 
-    print(f"\n{args.size} float32 elements, linscan.jax.scan vs jax.lax.associative_scan "
-          f"(both jitted), {args.rounds} interleaved rounds\n")  # fmt: skip
-    print("| layout | linscan.jax ms | associative_scan ms | associative_scan / linscan |")
-    print("|---|---|---|---|")
-    for label, shape, axis in (("one row", (1, args.size), 1),
-                               ("1024 channels, time-major", (args.size // 1024, 1024), 0)):
-        big_a = jnp.asarray(rng.uniform(0.999, 1.0, shape).astype(np.float32))
-        big_x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
-        ours_fn = jax.jit(partial(lj.scan, axis=axis))
-        theirs_fn = common.jax_scan(axis)
-        ours = lambda: ours_fn(big_a, big_x).block_until_ready()  # noqa: E731
-        theirs = lambda: theirs_fn(big_a, big_x).block_until_ready()  # noqa: E731
-        np.testing.assert_allclose(np.asarray(theirs()), np.asarray(ours()), rtol=2e-3, atol=2e-3)
-        t_ours, t_theirs = [], []
-        for _ in range(args.rounds):
-            t_ours.append(common.median_time(ours, 1))
-            t_theirs.append(common.median_time(theirs, 1))
-        ratio = np.median([t / o for t, o in zip(t_theirs, t_ours)])
-        print(f"| {label} {shape} | {np.median(t_ours) * 1e3:.2f} | "
-              f"{np.median(t_theirs) * 1e3:.2f} | {ratio:.1f} |")  # fmt: skip
+    def jax_pair(big_a, big_x, axis):
+        big_a, big_x = jnp.asarray(big_a), jnp.asarray(big_x)
+        ours_fn, theirs_fn = jax.jit(partial(lj.scan, axis=axis)), common.jax_scan(axis)
+        return (lambda: ours_fn(big_a, big_x).block_until_ready(),
+                lambda: theirs_fn(big_a, big_x).block_until_ready(), np.asarray)  # fmt: skip
+
+    _against_peer(f"{args.size} float32 elements, linscan.jax.scan vs jax.lax.associative_scan "
+                  "(both jitted)", "linscan.jax", args, rng, common, jax_pair)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -61,27 +61,61 @@ def final_state(a, x, h0=None, *, axis: int = -1, reverse: bool = False, resets=
 
 
 def _bind(primitive, a, x, h0, axis, reverse, resets):
-    x = jnp.asarray(x)
-    a = _operand(a, x.dtype)
-    shape = jnp.broadcast_shapes(jnp.shape(a), x.shape)
-    axis = _axis(axis, len(shape))
-    dtype = _result_dtype(a, x, None if h0 is None else _operand(h0, x.dtype))
+    """The primitive's operands, checked as linscan checks them (before any callback runs):
+    arrays of floating or complex dtypes; Python numbers (and JAX's weakly typed scalars) in
+    the dtype of the arrays among ``a``, ``x``, ``h0``, as linscan gives them."""
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    named = {"a": a, "x": x, "h0": h0}
+    numbers = {n for n, v in named.items() if v is not None and _is_number(v)}
+    arrays = {n: jnp.asarray(v) for n, v in named.items() if v is not None and n not in numbers}
+    for name, value in arrays.items():
+        if np.dtype(value.dtype) not in _dtypes.SUPPORTED:
+            raise TypeError(f"{name} must have a floating-point or complex dtype "
+                            f"({_dtypes.TEXT}), got {value.dtype}")  # fmt: skip
+    base = _dtypes.promote([np.dtype(v.dtype) for v in arrays.values()])
+    for name in numbers:
+        value = named[name]
+        complex_ = jnp.iscomplexobj(value) and base.kind != "c"
+        arrays[name] = jnp.asarray(value, _dtypes.complex_of(base) if complex_ else base)
+    a, x = arrays["a"], arrays["x"]
+    shape = jnp.broadcast_shapes(a.shape, x.shape)
+    axis = _axis(int(axis), len(shape))
     state = shape[:axis] + shape[axis + 1 :]
+    dtype = _result_dtype(a, x, arrays.get("h0"))
     # No h0: zeros (the same recurrence; an array keeps the primitive's operands fixed).
-    h0 = jnp.zeros(state, dtype) if h0 is None else _operand(h0, x.dtype)
-    flags = () if resets is None else (jnp.asarray(resets, bool),)
-    return primitive.bind(a, x, h0, *flags, axis=axis, reverse=bool(reverse))
+    h0 = arrays.get("h0", None)
+    if h0 is None:
+        h0 = jnp.zeros(state, dtype)
+    elif not _broadcasts(h0.shape, state):
+        raise ValueError(f"h0 must broadcast to shape {state} (the result's shape {shape} "
+                         f"without axis {axis}), got shape {h0.shape}")  # fmt: skip
+    flags = ()
+    if resets is not None:
+        resets = jnp.asarray(resets)
+        if resets.dtype != bool:
+            raise TypeError(f"resets must be a boolean array, got dtype {resets.dtype}")
+        if not _broadcasts(resets.shape, shape):
+            raise ValueError(f"resets must broadcast to the result's shape {shape}, got "
+                             f"shape {resets.shape}")  # fmt: skip
+        flags = (resets,)
+    return primitive.bind(a, x, h0, *flags, axis=axis, reverse=reverse)
 
 
-def _operand(value, like):
-    """An array; a Python number takes the arrays' dtype (a complex one with real arrays, the
-    complex type of their precision)."""
-    if isinstance(value, (int, float, complex)) and not isinstance(value, bool):
-        dtype = np.dtype(like)
-        if isinstance(value, complex) and dtype.kind != "c":
-            dtype = _dtypes.complex_of(dtype)
-        return jnp.asarray(value, dtype)
-    return jnp.asarray(value)
+def _broadcasts(shape, to) -> bool:
+    try:
+        return jnp.broadcast_shapes(shape, to) == to
+    except ValueError:
+        return False
+
+
+def _is_number(value) -> bool:
+    """A Python number (not a bool) or a weakly typed JAX scalar (one, or a tracer of one)."""
+    if type(value) in (int, float, complex):
+        return True
+    return bool(getattr(value, "weak_type", False)) and jnp.ndim(value) == 0
 
 
 def _axis(axis: int, rank: int) -> int:
@@ -172,8 +206,13 @@ mlir.register_lowering(_scan_p, _lower(_api.scan))
 mlir.register_lowering(_final_p, _lower(_final_state_out))
 
 
-def _impl(primitive):
+def _impl(primitive, function):
     def impl(*args, axis, reverse):
+        if jax.config.jax_disable_jit:  # (jit would call bind again, and so this)
+            a, x, h0, *flags = (np.asarray(v) for v in args)
+            out = function(a, x, h0, resets=flags[0] if flags else None, axis=axis,
+                           reverse=reverse)  # fmt: skip
+            return jnp.asarray(out)
         return _jitted(primitive, axis, reverse)(*args)
 
     return impl
@@ -186,8 +225,8 @@ def _jitted(primitive, axis: int, reverse: bool):
     return jax.jit(partial(primitive.bind, axis=axis, reverse=reverse))
 
 
-_scan_p.def_impl(_impl(_scan_p))
-_final_p.def_impl(_impl(_final_p))
+_scan_p.def_impl(_impl(_scan_p, _api.scan))
+_final_p.def_impl(_impl(_final_p, _final_state_out))
 
 
 # --- differentiation ---------------------------------------------------------------------------
@@ -197,22 +236,27 @@ def _before(h, h0, axis, reverse):
     """The state before each step: ``h`` moved one step on along the walk, ``h0`` first."""
     first = jnp.expand_dims(jnp.broadcast_to(h0, h.shape[:axis] + h.shape[axis + 1 :]), axis)
     n = h.shape[axis]
+    if n == 0:
+        return h
     if reverse:
         return jnp.concatenate([jax.lax.slice_in_dim(h, 1, n, axis=axis), first], axis=axis)
     return jnp.concatenate([first, jax.lax.slice_in_dim(h, 0, n - 1, axis=axis)], axis=axis)
 
 
-def _tangent_input(a, x, h0, flags, da, dx, axis, reverse, dtype, shape):
-    """``dx + da * h[t-1]`` (zero where a step resets), the input of the tangent recurrence."""
+def _tangent_input(states, h0, flags, da, dx, axis, reverse, dtype, shape):
+    """``dx + da * h[t-1]`` (zero where a step resets), the input of the tangent recurrence;
+    ``states()`` gives the forward states."""
     u = jnp.zeros(shape, dtype)
     if type(dx) is not ad.Zero:
         u = u + dx.astype(dtype)
     if type(da) is not ad.Zero:
-        h = _scan_p.bind(a, x, h0, *flags, axis=axis, reverse=reverse)
-        change = da * _before(h, h0, axis, reverse)
-        if flags:
-            change = jnp.where(flags[0], jnp.zeros((), dtype), change)
-        u = u + change
+        before = _before(states(), h0, axis, reverse)
+        if flags:  # (masked before the product too: its transpose meets no inf * 0 there)
+            zero = jnp.zeros((), before.dtype)
+            before = jnp.where(flags[0], zero, before)
+            u = u + jnp.where(flags[0], zero, da * before)
+        else:
+            u = u + da * before
     return u
 
 
@@ -222,7 +266,13 @@ def _jvp(primitive):
         da, dx, dh0 = tangents[:3]
         out = primitive.bind(a, x, h0, *flags, axis=axis, reverse=reverse)
         shape, dtype = _shapes(a, x, h0, axis)
-        u = _tangent_input(a, x, h0, flags, da, dx, axis, reverse, dtype, shape)
+
+        def states():  # (scan's own result; final_state's need computing)
+            if primitive is _scan_p:
+                return out
+            return _scan_p.bind(a, x, h0, *flags, axis=axis, reverse=reverse)
+
+        u = _tangent_input(states, h0, flags, da, dx, axis, reverse, dtype, shape)
         dh0 = jnp.zeros(h0.shape, dtype) if type(dh0) is ad.Zero else dh0.astype(dtype)
         return out, primitive.bind(a, u, dh0, *flags, axis=axis, reverse=reverse)
 
@@ -251,6 +301,10 @@ def _transpose_scan(ct, a, x, h0, flags, axis, reverse):
     shape = ct.shape
     n = shape[axis]
     rank = len(shape)
+    if n == 0:  # no steps: nothing reaches x, and h0 reaches no state
+        return (_sum_to(ct, x.aval.shape, x.aval.dtype) if ad.is_undefined_primal(x) else None,
+                jnp.zeros(h0.aval.shape, h0.aval.dtype) if ad.is_undefined_primal(h0)
+                else None)  # fmt: skip
     a_full = jnp.reshape(a, (1,) * (rank - jnp.ndim(a)) + jnp.shape(a))
     a_on = _step_on(a_full, axis, n, reverse, 0)
     # The walk's last step takes nothing from after it; resets stop g one step before them.
@@ -308,6 +362,11 @@ def _final_transpose(ct, a, x, h0, *flags, axis, reverse):
     shape = jnp.broadcast_shapes(*shapes)
     ct = jnp.zeros(ct.aval.shape, ct.aval.dtype) if type(ct) is ad.Zero else ct
     n = shape[axis]
+    if n == 0:  # no steps: the final state is h0 itself
+        return [None, _sum_to(jnp.zeros(shape, ct.dtype), x.aval.shape, x.aval.dtype)
+                if ad.is_undefined_primal(x) else None,
+                _sum_to(ct, h0.aval.shape, h0.aval.dtype) if ad.is_undefined_primal(h0)
+                else None] + [None] * len(flags)  # fmt: skip
     full = jnp.zeros(shape, ct.dtype)
     full = jax.lax.dynamic_update_index_in_dim(full, jnp.expand_dims(ct, axis),
                                                0 if reverse else n - 1, axis)  # fmt: skip

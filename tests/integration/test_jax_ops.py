@@ -246,3 +246,68 @@ def test_on_a_gpu_results_stay_on_the_device():
     close(h, reference.scan(*host[:3], resets=host[3]), 1e-8)
     want = jax.grad(lambda a: jnp.sum(loop(a, host[1], host[2], -1, False, host[3]) ** 2))(host[0])
     close(grad_a, want, 1e-8)
+
+
+def test_python_numbers_take_the_dtype_of_all_the_arrays():
+    """As linscan: a Python number (or a weakly typed JAX scalar, as a traced number is)
+    takes the arrays' promoted dtype, not x's alone, and is not rounded to x's first."""
+    x32 = np.ones((4, 2), np.float32)
+    h = lj.scan(0.1, x32, np.zeros(2), axis=0)  # the float64 h0 makes it float64
+    assert h.dtype == np.float64
+    close(h, reference.scan(0.1, x32, np.zeros(2), axis=0), 1e-15)
+    assert lj.scan(np.full(4, 0.5, np.float32), 1.0).dtype == np.float32
+    assert lj.scan(jnp.asarray(0.5), x32).dtype == np.float32
+    _, tangent = jax.jvp(lambda a: lj.scan(a, x32), (0.5,), (1.0,))
+    assert tangent.dtype == np.float32
+
+
+def test_bad_arguments_are_named_before_any_callback():
+    x = np.ones((3, 4))
+    for kwargs, error, words in [
+        (dict(h0=np.ones(4)), ValueError, "h0 must broadcast to shape"),
+        (dict(resets=np.ones((2, 4), bool)), ValueError, "resets must broadcast"),
+        (dict(resets=np.zeros((3, 4))), TypeError, "resets must be a boolean array"),
+        (dict(reverse=1), TypeError, "reverse must be a bool"),
+        (dict(axis=1.0), TypeError, "axis must be an int"),
+    ]:
+        with pytest.raises(error, match=words):
+            lj.scan(0.5, x, **kwargs)
+    with pytest.raises(TypeError, match="x must have a floating-point or complex dtype"):
+        lj.scan(0.5, np.ones(3, np.int32))
+    with pytest.raises(TypeError, match="a must have a floating-point or complex dtype"):
+        jax.jit(lambda a: lj.scan(a, x))(np.ones((3, 4), bool))
+
+
+def test_an_empty_time_axis_differentiates():
+    """No steps: the final state is h0 (its derivative the identity), scan's result is empty;
+    every derivative exists."""
+    a = x = jnp.ones((0, 2))
+    h0 = jnp.array([3.0, 4.0])
+    close(jax.grad(lambda h0: lj.final_state(a, x, h0, axis=0).sum())(h0), [1.0, 1.0])
+    for f in (lj.scan, lj.final_state):
+        for reverse in (False, True):
+            g = jax.grad(lambda a, x, h0: jnp.sum(f(a, x, h0, axis=0, reverse=reverse)),
+                         argnums=(0, 1))(a, x, h0)  # fmt: skip
+            assert [v.shape for v in g] == [(0, 2), (0, 2)]
+            _, t = jax.jvp(lambda a: f(a, x, h0, axis=0, reverse=reverse), (a,), (a,))
+            assert t.shape == ((0, 2) if f is lj.scan else (2,))
+
+
+def test_disable_jit_runs_the_call_directly():
+    a, x, h0, r, axis = draw(LAYOUTS[0], resets=True)
+    with jax.disable_jit():
+        h = lj.scan(a, x, h0, resets=r)
+        s = lj.final_state(a, x, h0, resets=r)
+        g = jax.grad(lambda x: jnp.sum(lj.scan(a, x, h0, resets=r)))(jnp.asarray(x))
+    close(h, reference.scan(a, x, h0, resets=r))
+    close(s, reference.scan(a, x, h0, resets=r)[:, -1])
+    close(g, jax.grad(lambda x: jnp.sum(loop(a, x, h0, -1, False, r)))(jnp.asarray(x)))
+
+
+def test_no_nan_gradient_at_a_reset_after_an_infinite_state():
+    """A reset drops the infinite state before it: the decay there gets gradient 0 (as
+    linscan.scan_backward says), not 0 * inf."""
+    x = jnp.array([1.0, jnp.inf, 1.0, 1.0])
+    r = np.array([False, False, True, False])
+    g = jax.grad(lambda a: jnp.sum(lj.scan(a, x, resets=r)[2:]))(jnp.full(4, 0.5))
+    np.testing.assert_array_equal(np.asarray(g)[2:], [0.0, 1.0])
