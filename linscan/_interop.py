@@ -203,6 +203,13 @@ class Call:
 
 
 def _view(name, value):
+    if _is_torch(value) and (value.is_neg() or value.is_conj()):
+        # PyTorch's lazy negation and conjugation (x.conj(), its .imag): DLPack would hand
+        # over the memory without them. An input is resolved into a copy; out cannot be.
+        if name.startswith("out"):
+            raise TypeError(f"{name} is a PyTorch view with its negative or conjugate bit set, "
+                            "which linscan cannot write through; pass a plain tensor")
+        value = value.resolve_neg().resolve_conj()
     device_type, device_id = _device(value)
     try:
         if device_type == _CPU:

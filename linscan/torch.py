@@ -115,7 +115,7 @@ def _array(value):
     """A tensor as a NumPy or CuPy array viewing its memory; anything else as it is."""
     if not isinstance(value, Tensor):
         return value
-    value = value.detach()
+    value = value.detach().resolve_neg().resolve_conj()  # (lazy views: a copy; else itself)
     if value.device.type == "cpu":
         if value.dtype != torch.bfloat16:
             return value.numpy()  # (a third of DLPack's time)

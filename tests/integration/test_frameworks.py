@@ -102,3 +102,17 @@ def jax_x64():
 def test_jax_example_matches_jax_grad_of_lax_scan(jax_x64, dtype, reverse):
     example = load("jax_transforms")
     assert example.compare(getattr(jax_x64.numpy, dtype), reverse) < 1e-12
+
+
+def test_torch_lazy_negation_and_conjugation_are_honoured():
+    """x.conj() and x.conj().imag are views with PyTorch's conjugate or negative bit: DLPack
+    would hand over the memory without the sign, so linscan resolves them (a copy) as inputs
+    and refuses them as out."""
+    z = torch.tensor([1 + 2j, 3 - 1j, -2 + 0.5j], dtype=torch.complex128)
+    for view in (z.conj().imag, z.conj()):
+        want = linscan.scan(0.5, view.resolve_neg().resolve_conj().numpy())
+        np.testing.assert_array_equal(linscan.scan(0.5, view).numpy(), want)
+        lt = pytest.importorskip("linscan.torch")
+        np.testing.assert_array_equal(lt.scan(0.5, view).numpy(), want)
+    with pytest.raises(TypeError, match="out is a PyTorch view with its negative"):
+        linscan.scan(0.5, z.real.clone(), out=z.conj().imag)
