@@ -37,13 +37,13 @@ __all__ = ["scan", "final_state", "scan_backward"]
 
 def scan(a, x, h0=None, *, axis: int = -1, reverse: bool = False, resets=None) -> Tensor:
     """:func:`linscan.scan` on tensors, as a PyTorch operator (see the module's docstring)."""
-    a, h0 = _tensors(a, h0, like=x, axis=axis, reverse=reverse)
+    a, h0 = _tensors(a, h0, like=x, axis=axis, reverse=reverse, resets=resets)
     return _SCAN[_transforming()](a, x, h0, resets, axis, reverse)
 
 
 def final_state(a, x, h0=None, *, axis: int = -1, reverse: bool = False, resets=None) -> Tensor:
     """:func:`linscan.final_state` on tensors, as a PyTorch operator."""
-    a, h0 = _tensors(a, h0, like=x, axis=axis, reverse=reverse)
+    a, h0 = _tensors(a, h0, like=x, axis=axis, reverse=reverse, resets=resets)
     return _FINAL_STATE[_transforming()](a, x, h0, resets, axis, reverse)
 
 
@@ -51,7 +51,7 @@ def scan_backward(a, h, grad_h, h0=None, *, axis: int = -1, reverse: bool = Fals
                   resets=None) -> tuple:  # fmt: skip
     """:func:`linscan.scan_backward` on tensors: ``(grad_a, grad_x, grad_h0)``, ``grad_h0``
     ``None`` without ``h0``."""
-    a, h0 = _tensors(a, h0, like=h, axis=axis, reverse=reverse)
+    a, h0 = _tensors(a, h0, like=h, axis=axis, reverse=reverse, resets=resets, grad_h=grad_h)
     grad_a, grad_x, grad_h0 = _SCAN_BACKWARD[_transforming()](a, h, grad_h, h0, resets, axis,
                                                               reverse)  # fmt: skip
     return grad_a, grad_x, None if h0 is None else grad_h0
@@ -68,10 +68,12 @@ def _transforming() -> bool:
 _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
 
 
-def _tensors(a, h0, like: Tensor, axis, reverse):
+def _tensors(a, h0, like: Tensor, axis, reverse, **others):
     """``a`` and ``h0`` as tensors on ``like``'s device: a Python number becomes a 0-d tensor
     of the dtype linscan gives it: ``like``'s, or for a complex number with real tensors the
-    complex type of their precision (NumPy's promotion of Python numbers)."""
+    complex type of their precision (NumPy's promotion of Python numbers). Every tensor among
+    them and ``others`` must be on ``like``'s device (the dispatcher would otherwise pick a
+    kernel by one of them: a ``meta`` decay gave an unfilled CPU result)."""
     if not isinstance(like, Tensor):
         raise TypeError(f"linscan.torch takes tensors: got {type(like).__name__} for the input")
     if not isinstance(reverse, bool):
@@ -92,7 +94,12 @@ def _tensors(a, h0, like: Tensor, axis, reverse):
         raise TypeError(f"linscan.torch takes tensors or Python numbers: got "
                         f"{type(value).__name__}")  # fmt: skip
 
-    return tensor(a), tensor(h0)
+    a, h0 = tensor(a), tensor(h0)
+    for name, value in dict(a=a, h0=h0, **others).items():
+        if isinstance(value, Tensor) and value.device != like.device:
+            raise TypeError(f"{name} is on {value.device} but the input is on {like.device}: "
+                            "linscan never moves tensors between devices")  # fmt: skip
+    return a, h0
 
 
 # --- the operators ---------------------------------------------------------------------------

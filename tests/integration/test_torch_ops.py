@@ -255,6 +255,10 @@ def test_bad_arguments_are_named():
         lt.final_state(0.5, x, axis=2)
     with pytest.raises(TypeError, match="reverse must be a bool, got int"):
         lt.scan(0.5, x, reverse=1)
+    with pytest.raises(TypeError, match="a is on meta but the input is on cpu"):
+        lt.scan(torch.rand(3, 4, device="meta"), x)
+    with pytest.raises(TypeError, match="resets is on meta"):
+        lt.final_state(0.5, x, resets=torch.zeros(3, 4, dtype=torch.bool, device="meta"))
 
 
 def test_inputs_are_left_as_they_were():
