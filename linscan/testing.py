@@ -122,11 +122,14 @@ def _tolerance(bound, steps, dtype, flushed, scale, expected):
 
 
 def _compare_real(name, actual, expected, bound, steps, dtype, flushed, scale=1.0):
-    info = _dtypes.finfo(dtype)
     tol = _tolerance(bound, steps, dtype, flushed, scale, expected)
     got = actual.astype(np.float64)
-    # Where the float64 result overflows the dtype, the dtype's result must be inf too.
-    expect = np.where(np.abs(expected) > float(info.max), np.copysign(np.inf, expected), expected)
+    # Where the float64 result overflows the dtype, the dtype's result must be inf too: where
+    # it rounds to inf (round to nearest: float16's 65504 holds up to 65520, not only to 65504).
+    with np.errstate(over="ignore"):
+        rounded = np.asarray(expected).astype(dtype)
+    overflow = np.isinf(rounded.astype(np.float64)) & np.isfinite(expected)
+    expect = np.where(overflow, np.copysign(np.inf, expected), expected)
     finite = np.isfinite(expect)
     with np.errstate(invalid="ignore"):  # inf - inf where both overflowed
         close = np.abs(got - expect) <= tol

@@ -41,3 +41,18 @@ def test_few_and_many_lane_loops_agree(case):
             assert a is None
         else:
             np.testing.assert_array_equal(f, a)
+
+
+def test_the_overflow_rule_rounds_as_the_dtype_does():
+    """float16 holds 65512 as 65504 (round to nearest; inf only from 65520): the checks of
+    linscan.testing expect inf only where the float64 result rounds to inf."""
+    import pytest
+
+    from linscan.testing import assert_scan_close
+
+    a, x = np.ones(2, np.float16), np.array([65504, 8], np.float16)  # float64: 65504, 65512
+    assert_scan_close(np.array([65504, 65504], np.float16), a, x)
+    x = np.array([65504, 32], np.float16)  # 65536: inf in float16
+    assert_scan_close(np.array([65504, np.inf], np.float16), a, x)
+    with pytest.raises(AssertionError):
+        assert_scan_close(np.array([65504, 65504], np.float16), a, x)
