@@ -134,18 +134,18 @@ _scan_p = Primitive("linscan_scan")
 _final_p = Primitive("linscan_final_state")
 
 
-def _shapes(a, x, h0, axis):
+def _shapes(a, x, h0):
     shape = jnp.broadcast_shapes(a.shape, x.shape)
     return shape, _result_dtype(a, x, h0)
 
 
 def _scan_abstract(a, x, h0, *flags, axis, reverse):
-    shape, dtype = _shapes(a, x, h0, axis)
+    shape, dtype = _shapes(a, x, h0)
     return jax.core.ShapedArray(shape, dtype)
 
 
 def _final_abstract(a, x, h0, *flags, axis, reverse):
-    shape, dtype = _shapes(a, x, h0, axis)
+    shape, dtype = _shapes(a, x, h0)
     return jax.core.ShapedArray(shape[:axis] + shape[axis + 1 :], dtype)
 
 
@@ -192,18 +192,19 @@ def _final_state_out(a, x, h0, *, resets, axis, reverse, out=None):
     out[...] = state
 
 
-def _lower(function):
+def _lower(function, abstract):
+    """The lowering of a primitive: ``function`` (linscan's) called back into a buffer of the
+    primitive's ``abstract`` result."""
+
     def run(a, x, h0, *flags, axis, reverse):
-        result = (_scan_abstract if function is _api.scan else _final_abstract)(
-            a, x, h0, *flags, axis=axis, reverse=reverse
-        )
+        result = abstract(a, x, h0, *flags, axis=axis, reverse=reverse)
         return _callback(function, result, a, x, h0, flags, axis, reverse)
 
     return mlir.lower_fun(run, multiple_results=False)
 
 
-mlir.register_lowering(_scan_p, _lower(_api.scan))
-mlir.register_lowering(_final_p, _lower(_final_state_out))
+mlir.register_lowering(_scan_p, _lower(_api.scan, _scan_abstract))
+mlir.register_lowering(_final_p, _lower(_final_state_out, _final_abstract))
 
 
 def _impl(primitive, function):
@@ -265,7 +266,7 @@ def _jvp(primitive):
         a, x, h0, *flags = primals
         da, dx, dh0 = tangents[:3]
         out = primitive.bind(a, x, h0, *flags, axis=axis, reverse=reverse)
-        shape, dtype = _shapes(a, x, h0, axis)
+        shape, dtype = _shapes(a, x, h0)
 
         def states():  # (scan's own result; final_state's need computing)
             if primitive is _scan_p:
