@@ -1,4 +1,5 @@
-"""Command line: ``python -m linscan info`` and ``python -m linscan bench``."""
+"""Command line: ``python -m linscan info``, ``python -m linscan bench`` and
+``python -m linscan tune``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import re
 import sys
 import warnings
 from fractions import Fraction
+
+from . import _host
 
 
 def _info() -> int:
@@ -25,6 +28,8 @@ def _info() -> int:
         print(f"CPU backend: unavailable, Numba does not import ({exc})")
     else:
         print(f"CPU backend: Numba {numba.__version__}, {_threads_status()}")
+        print(f"CPU: {_host.summary()}")
+        print(f"CPU method='auto': {_tuning_status()}")
     print(f"GPU backend: {_gpu_status()}")
     return 0
 
@@ -49,6 +54,18 @@ def _threads_status() -> str:
             f"{_plan.MAX_THREADS_PER_CPU} per usable CPU)"
         )
     return f"{threads} threads (LINSCAN_NUM_THREADS={env})"
+
+
+def _tuning_status() -> str:
+    """Whether ``method="auto"`` on the CPU follows a tuning table of this machine; a bad
+    ``LINSCAN_TUNING`` or thread setting is reported, not raised."""
+    from .backends.cpu import plan as _plan
+    from .backends.cpu import tuning
+
+    try:
+        return tuning.status(_plan.num_threads())
+    except ValueError as exc:
+        return f"invalid setting: {exc}"
 
 
 def _gpu_status() -> str:
@@ -105,6 +122,39 @@ def _bench(args) -> int:
     if args.plot:
         cpu.plot(report, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _tune(args) -> int:
+    from .backends.cpu import calibrate
+
+    width = 30
+
+    def progress(done, total, probe, choice, static):
+        if args.quiet:
+            return
+        filled = width * done // total
+        changed = f"{choice} (static: {static})" if choice != static else choice
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {probe.label()}: {changed}"
+        print(f"\r{line[:110]:110s}", end="" if done < total else "\n", file=sys.stderr,
+              flush=True)  # fmt: skip
+
+    print(f"CPU: {_host.summary()}; {_threads_status()}", file=sys.stderr)
+    print(
+        f"timing every strategy of method='auto' on arrays of {args.size or calibrate.DEFAULT_SIZE}"
+        f" elements, {args.repeat or calibrate.DEFAULT_REPEAT} interleaved rounds each "
+        "(about a minute)",
+        file=sys.stderr,
+    )
+    file, entries = calibrate.run(
+        size=args.size or calibrate.DEFAULT_SIZE,
+        repeat=args.repeat or calibrate.DEFAULT_REPEAT,
+        progress=progress,
+    )
+    print("\n".join(calibrate.choices_table(entries)))
+    changed = sum(e["strategy"] != e["static"] for e in entries)
+    print(f"\n{changed} of {len(entries)} choices differ from the static cost model; "
+          f"stored in {file}")  # fmt: skip
     return 0
 
 
@@ -276,9 +326,24 @@ def main(argv=None) -> int:
     bench.add_argument(
         "--gpu", action="store_true", help="benchmark the CUDA kernels on CuPy arrays instead"
     )
+    tune = sub.add_parser(
+        "tune",
+        help="time the CPU strategies on this machine; method='auto' then follows the fastest",
+        description="Time each strategy of the CPU backend's method='auto' on this machine "
+        "(about a minute) and store the fastest per kind of problem in a per-user cache file, "
+        "which every later process on this machine reads (for the same CPU, thread count and "
+        "versions). LINSCAN_TUNING=off ignores it.",
+    )
+    tune.add_argument(
+        "--size", type=parse_size, help="elements per array (default 2**22; forms as for bench)"
+    )
+    tune.add_argument("--repeat", type=positive_int, help="rounds per problem (default 5)")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(argv)
     if args.command == "info":
         return _info()
+    if args.command == "tune":
+        return _tune(args)
     problem = _bench_problem(args)
     if problem:
         bench.error(problem)  # usage and message on stderr, exit status 2

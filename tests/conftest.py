@@ -2,6 +2,8 @@
 ``long`` (deliberate runs) and ``sanitize`` (the GPU suite under compute-sanitizer, which
 slows every kernel launch). Choose with ``--hypothesis-profile NAME``."""
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -16,6 +18,11 @@ settings.register_profile("ci", max_examples=200, print_blob=True, **_common)
 settings.register_profile("long", max_examples=2000, **_common)
 settings.register_profile("sanitize", max_examples=10, **_common)
 settings.load_profile("default")
+
+# method="auto" on the CPU follows this machine's tuning table where `python -m linscan tune`
+# wrote one: the tests see the static cost model everywhere (tests of the table enable it in
+# a directory of their own).
+os.environ["LINSCAN_TUNING"] = "off"
 
 
 @pytest.fixture(scope="session")

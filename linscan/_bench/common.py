@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _host
+
 
 @dataclass(frozen=True)
 class Case:
@@ -93,13 +95,13 @@ def lanes(arr, axis: int):
 
 def environment(versions: dict, hardware: dict) -> dict:
     """The record of where and how a benchmark ran: Python and NumPy, then ``versions`` (the
-    backend's libraries), the host, ``hardware`` (threads, or the GPU), and the command."""
+    backend's libraries), the host's CPU (model, CPUs, vector extensions: see
+    :func:`linscan._host.cpu`), ``hardware`` (threads, or the GPU), and the command."""
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
         **versions,
-        "machine": platform.machine(),
-        "processor": platform.processor() or "unknown",
+        **_host.cpu(),
         **hardware,
         "command": " ".join(["python -m linscan"] + sys.argv[1:]),
     }

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import testing
+from .. import _host, testing
 from .._api import final_state, scan, scan_backward
 from . import common
 
@@ -168,9 +168,13 @@ def _time_case(case, a, x, grad_h, repeat, progress):
 def environment() -> dict:
     import numba
 
-    from ..backends.cpu import plan as _plan  # the CPU backend's module, imported here only
+    from ..backends.cpu import plan as _plan  # the CPU backend's modules, imported here only
+    from ..backends.cpu import tuning
 
-    return common.environment({"numba": numba.__version__}, {"threads": _plan.num_threads()})
+    threads = _plan.num_threads()
+    return common.environment(
+        {"numba": numba.__version__}, {"threads": threads, "tuning": tuning.status(threads)}
+    )
 
 
 def markdown(report: dict) -> str:
@@ -179,7 +183,8 @@ def markdown(report: dict) -> str:
     return "\n".join(
         [
             f"\n{env['command']}: float32, {env['threads']} threads, NumPy {env['numpy']}, "
-            f"Numba {env['numba']}, {env['processor']} ({env['machine']})",
+            f"Numba {env['numba']}",
+            f"CPU: {_host.summary(env)}; method='auto': {env['tuning']}",
             "x floor: time / time of np.add(a, x, out=h) on the same arrays, measured in "
             "interleaved pairs (scan_backward: / that time x 20/12)",
             table(report["rows"]),

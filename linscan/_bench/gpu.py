@@ -29,6 +29,7 @@ from functools import partial
 import numpy as np
 
 from .._api import final_state, scan, scan_backward
+from .. import _host
 from . import common
 
 DEFAULT_SIZE = 1 << 26
@@ -379,7 +380,11 @@ def run(size=None, repeat=None, cases=None, peers=True, check=True, progress=pri
 
 def markdown(report: dict) -> str:
     env = report["environment"]
-    lines = [f"{env['command']}: {env['device']} ({env['sms']} SMs), CuPy {env['cupy']}", ""]
+    lines = [
+        f"{env['command']}: {env['device']} ({env['sms']} SMs), CuPy {env['cupy']}",
+        f"host CPU: {_host.summary(env)}",
+        "",
+    ]
     tables = []
     if "bandwidth" in report:
         head = ["case", "shape", "op", "bytes/elem", "ms", "of D2D copy"]

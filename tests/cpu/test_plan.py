@@ -33,12 +33,13 @@ sizes = st.integers(1, 40)
     threads=st.integers(1, 9),
     method=st.sampled_from(["auto", "sequential", "parallel"]),
     down=st.booleans(),
-    writes=st.booleans(),
+    op=st.sampled_from(["scan", "backward", "final_state"]),
     min_segment=st.integers(1, 64),
 )
-def test_plan_covers_every_cell_once(O, T, I, threads, method, down, writes, min_segment):
+def test_plan_covers_every_cell_once(O, T, I, threads, method, down, op, min_segment):
+    writes = op != "final_state"
     with _plan.forced(threads=threads, min_threaded=0, min_segment=min_segment):
-        plan = _plan.make_plan(O, T, I, down=down, method=method, writes=writes)
+        plan = _plan.make_plan(O, T, I, down=down, method=method, op=op)
     cells = _cells(plan, O, T, I)
     assert len(cells) == O * T * I and set(cells.values()) == {1}
     if not plan.split:

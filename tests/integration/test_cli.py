@@ -1,4 +1,4 @@
-"""python -m linscan info / bench."""
+"""python -m linscan info / bench / tune."""
 
 import argparse
 import json
@@ -21,6 +21,41 @@ def test_info():
     assert done.returncode == 0, done.stderr
     assert "linscan" in done.stdout and "Numba" in done.stdout and "threads" in done.stdout
     assert "GPU backend:" in done.stdout
+    # The CPU by model and vector extensions, and what method='auto' follows (the tests run
+    # with LINSCAN_TUNING=off: see conftest).
+    assert "CPU: " in done.stdout and "CPUs (" in done.stdout
+    assert "CPU method='auto': static cost model (LINSCAN_TUNING=off)" in done.stdout
+
+
+def test_tune_stores_the_table_that_info_and_bench_then_report(tmp_path, monkeypatch, capsys):
+    from linscan._bench import cpu as cpu_bench
+    from linscan.backends.cpu import calibrate, tuning
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("LINSCAN_TUNING", "on")
+    monkeypatch.setattr(calibrate, "CHANNELS", (16,))
+    monkeypatch.setattr(calibrate, "row_counts", lambda threads: (1,))
+
+    def timer(probe, strategies, arrays, repeat):  # lanes wins everywhere, by far
+        return {s: [1.0 if s == "lanes" else 3.0] * repeat for s in strategies}
+
+    monkeypatch.setattr(calibrate, "measure", timer)
+    tuning.forget()
+    try:
+        assert cli.main(["tune", "--size", "2**16", "--repeat", "2"]) == 0
+        out, err = capsys.readouterr()
+        assert "| 1 rows, scan up, float32 | lanes" in out and "stored in" in out
+        assert "[" in err and "24/24" in err  # the progress bar reached the end
+        file = out.rsplit("stored in ", 1)[1].strip()
+        assert file.startswith(str(tmp_path)) and json.loads(open(file).read())["size"] == 2**16
+        assert cli.main(["info"]) == 0
+        assert f"tuned on this machine ({file})" in capsys.readouterr().out
+        env = cpu_bench.environment()
+        assert env["cpu"] and env["vector"] and env["tuning"].startswith("tuned")
+        heading = cpu_bench.markdown({"environment": env, "rows": []})
+        assert f"CPU: {env['cpu']}" in heading and "method='auto': tuned" in heading
+    finally:
+        tuning.forget()
 
 
 def test_bench_json_small():

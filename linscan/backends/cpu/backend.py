@@ -175,7 +175,7 @@ class CPU(base.Backend):
     def scan(self, a, x, h, h0, reverse: bool, method: str, resets=None) -> None:
         s = _start(h0, x)
         k = _kernels()
-        plan = _plan.make_plan(*x.shape, down=reverse, method=method)
+        plan = _plan.make_plan(*x.shape, down=reverse, method=method, itemsize=x.itemsize)
         if x.shape[2] == 1:
             a2, x2, h2, r2 = _rows(a, x, h, resets)
 
@@ -196,7 +196,9 @@ class CPU(base.Backend):
     def final_state(self, a, x, h0, reverse: bool, method: str, resets=None) -> np.ndarray:
         s = _start(h0, x)
         k = _kernels()
-        plan = _plan.make_plan(*x.shape, down=reverse, method=method, writes=False)
+        plan = _plan.make_plan(
+            *x.shape, down=reverse, method=method, op="final_state", itemsize=x.itemsize
+        )
         reduce = _reducer(k, a, x, resets, reverse, plan, back=False)
         _drive(plan, x.shape, s, None, reduce, resets)
         return s
@@ -207,7 +209,9 @@ class CPU(base.Backend):
         c = np.zeros_like(hb)
         k = _kernels()
         down = not reverse  # the backward pass walks against the forward scan
-        plan = _plan.make_plan(*h.shape, down=down, method=method)
+        plan = _plan.make_plan(
+            *h.shape, down=down, method=method, op="backward", itemsize=h.itemsize
+        )
         if h.shape[2] == 1:
             a2, h2, gh2, gx2, ga2, r2 = _rows(a, h, gh, gx, ga, resets)
             hb1 = hb[:, 0]
@@ -238,7 +242,7 @@ class CPU(base.Backend):
         down = reverse != back  # the backward carry walks against the forward scan
         # Lanes only: the runs that ``linscan.dask`` summarizes are its chunks, which run in
         # parallel already. The 8-chain blocks as in ``final_state`` (``plan``).
-        plan = _plan.make_plan(O, T, I, down=down, method="sequential", writes=False)
+        plan = _plan.make_plan(O, T, I, down=down, method="sequential", op="final_state")
         blocked = I == 1 and (method == "parallel" or (method == "auto" and not down))
         k = _kernels()
         if I == 1:

@@ -14,8 +14,10 @@ A problem in the canonical layout ``(O, T, I)`` runs in one of two modes:
 
 ``method="sequential"`` is the paper's serial baseline (lanes, one plain loop per lane);
 ``"parallel"`` always chunks time (8-chain blocks within a row, and split mode when there is
-more than one thread); ``"auto"`` picks lanes or split mode with the cost model below, and
-chains only for upward walks in split mode.
+more than one thread); ``"auto"`` takes the strategy this machine's tuning table holds for
+the problem (``tuning``, written by ``python -m linscan tune``), and without one picks lanes
+or split mode with the static cost model below, and chains only for upward walks in split
+mode.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import threading
 from dataclasses import dataclass
 
 from ... import _validate
+from . import tuning
 
 #: Below this many elements a call runs on the calling thread alone (thread hand-off costs
 #: tens of microseconds).
@@ -47,8 +50,10 @@ _overrides = threading.local()
 
 @contextlib.contextmanager
 def forced(**settings):
-    """Private test knob: override ``threads``, ``min_threaded``, ``min_segment`` or ``tile``
-    on this thread, e.g. to force split mode with three segments on a ten-step problem."""
+    """Private test knob: override ``threads``, ``min_threaded``, ``min_segment``, ``tile``,
+    ``strategy`` (what ``"auto"`` uses, one of ``tuning.STRATEGIES``; the calibration times
+    each this way) or ``tuned`` (``False``: ``"auto"`` ignores the tuning table) on this
+    thread, e.g. to force split mode with three segments on a ten-step problem."""
     old = dict(getattr(_overrides, "settings", {}))
     _overrides.settings = {**old, **settings}
     try:
@@ -216,25 +221,52 @@ def _split_pays(O: int, I: int, boxes: tuple, segments: int, writes: bool, down:
     return (1 + extra) / segments < lanes_time
 
 
-def make_plan(O: int, T: int, I: int, *, down: bool, method: str, writes: bool = True) -> Plan:
-    """Choose how to run a problem of canonical shape ``(O, T, I)`` (all sizes positive).
+def strategy(plan: Plan) -> str:
+    """The name of ``plan``'s strategy (``tuning.STRATEGIES``)."""
+    name = "split" if plan.split else "lanes"
+    if plan.blocked:
+        return "chains" if name == "lanes" else "split+chains"
+    return name
 
-    ``down``: time is walked downwards. ``writes``: the pass writes a result at every step
-    (``False`` for ``final_state``, whose split mode needs one reducing phase only)."""
+
+def _static(O, I, boxes, segments, op, down) -> str:
+    """The strategy of ``method="auto"`` without a tuning table."""
+    split = segments >= 2 and _split_pays(O, I, boxes, segments, op != "final_state", down)
+    # Chains pay when a thread owns one long row walked upwards; with many rows per thread
+    # memory is the bottleneck, and walking down the chains' eight interleaved descending
+    # streams per array lost to the plain loop (benchmarks/cpu-kernel-design-2026-11-26.md).
+    if I == 1 and split and not down:
+        return "split+chains"
+    return "split" if split else "lanes"
+
+
+def make_plan(
+    O: int, T: int, I: int, *, down: bool, method: str, op: str = "scan", itemsize: int = 4
+) -> Plan:
+    """Choose how to run a problem of canonical shape ``(O, T, I)`` (all sizes positive) of
+    ``itemsize``-byte elements.
+
+    ``down``: time is walked downwards. ``op``: ``"scan"``, ``"backward"`` or
+    ``"final_state"`` (which writes no result per step, so its split mode needs one reducing
+    phase only)."""
     tile = _setting("tile", TILE)
     threads = num_threads()
     if O * T * I < _setting("min_threaded", MIN_THREADED):  # small: this thread, one box
         return Plan(method == "parallel" and I == 1, tile, boxes=(Box(0, O, 0, I),))
     boxes = _lane_boxes(O, I, threads)
     segments = min(threads, T // _setting("min_segment", MIN_SEGMENT))
-    split = method == "parallel" and segments >= 2
-    if method == "auto" and segments >= 2:
-        split = _split_pays(O, I, boxes, segments, writes, down)
-    # Chains pay when a thread owns one long row walked upwards; with many rows per thread
-    # memory is the bottleneck, and walking down the chains' eight interleaved descending
-    # streams per array lost to the plain loop (benchmarks/cpu-kernel-design-2026-11-26.md).
-    blocked = I == 1 and (method == "parallel" or (method == "auto" and split and not down))
+    if method == "auto":
+        layout = "rows" if I == 1 else "cols"
+        table = tuning.table(threads) if _setting("tuned", True) else None
+        name = _setting("strategy", None) or tuning.lookup(
+            table, layout, itemsize, op, down, O * I
+        )
+        name = name or _static(O, I, boxes, segments, op, down)
+    else:
+        name = "split+chains" if method == "parallel" else "lanes"
+    split = "split" in name and segments >= 2
+    blocked = I == 1 and "chains" in name
     if not split:
         return Plan(blocked, tile, boxes=boxes)
-    segs, pieces = _split(T, down, segments, writes)
+    segs, pieces = _split(T, down, segments, op != "final_state")
     return Plan(blocked, tile, segments=segs, pieces=pieces)

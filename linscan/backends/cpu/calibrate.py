@@ -1,0 +1,211 @@
+"""``python -m linscan tune``: time every strategy of ``method="auto"`` on this machine and
+store the fastest per kind of problem in the tuning table (``tuning``).
+
+A *probe* is one kind of problem: a layout (``rows``: time-contiguous rows, ``cols``:
+time-major channels), a lane count (rows, or channels), an operation (``scan``,
+``final_state``, ``backward``), a walk direction and a dtype class (float32 for elements of 4
+bytes or fewer, float64 for the rest). Each probe runs the real API call on arrays of ``size``
+elements under each strategy that gives it a different plan, in interleaved rounds (every
+strategy once per round, the order rotating), so that all of them see the same machine. A
+strategy replaces the static choice only when the median over the rounds of its time divided
+by the static choice's time in the same round is below ``1 - margin``: noise alone should not
+move ``auto`` away from the cost model.
+
+Measuring takes about a minute on a 2-core machine; nothing else in linscan ever measures.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import plan as _plan
+from . import tuning
+
+#: Elements per array of a probe: beyond the last-level caches of small machines (three
+#: float32 arrays of 2**22 elements are 48 MiB), yet quick to time.
+DEFAULT_SIZE = 1 << 22
+DEFAULT_REPEAT = 5
+#: A strategy must beat the static choice by this fraction to replace it.
+MARGIN = 0.05
+#: Channel counts probed for the time-major layout.
+CHANNELS = (16, 1024)
+DTYPES = {"4": np.float32, "8": np.float64}
+
+
+@dataclass(frozen=True)
+class Probe:
+    layout: str
+    lanes: int
+    op: str
+    down: bool
+    dtype: str  # dtype class, "4" or "8"
+
+    def shape(self, size: int, threads: int) -> tuple:
+        """``(O, T, I)``: rows are ``(lanes, T, 1)``, channels ``(1, T, lanes)``; about
+        ``size`` elements, but at least as many as a call needs to be threaded at all, and
+        steps enough for split mode to cut time into segments (up to 4 of them, so that many
+        threads do not make the arrays huge)."""
+        least = max(-(-_plan.MIN_THREADED // self.lanes), min(threads, 4) * _plan.MIN_SEGMENT)
+        steps = max(size // self.lanes, least)
+        return (self.lanes, steps, 1) if self.layout == "rows" else (1, steps, self.lanes)
+
+    def label(self) -> str:
+        kind = "rows" if self.layout == "rows" else "channels"
+        walk = "down" if self.down else "up"
+        return f"{self.lanes} {kind}, {self.op} {walk}, {np.dtype(DTYPES[self.dtype]).name}"
+
+
+def row_counts(threads: int) -> tuple:
+    """Row counts probed: one row, one per thread, and many (16 and 1024)."""
+    return tuple(sorted({1, threads, 16, 1024}))
+
+
+def probes(threads: int, dtypes=("4", "8")) -> list:
+    """Every probe, grouped by arrays (layout, lanes, dtype) so that each group allocates once."""
+    found = []
+    for dtype in dtypes:
+        for layout, counts in (("rows", row_counts(threads)), ("cols", CHANNELS)):
+            for lanes in counts:
+                for op in tuning.OPS:
+                    for down in (False, True):
+                        found.append(Probe(layout, lanes, op, down, dtype))
+    return found
+
+
+def candidates(probe: Probe, size: int) -> tuple:
+    """``(static choice, strategies)``: the strategy ``auto`` takes without a table, and
+    every strategy whose plan for the probe's shape differs from the others' (a split that
+    the shape does not allow is the same plan as lanes)."""
+    O, T, I = probe.shape(size, _plan.num_threads())
+    itemsize = np.dtype(DTYPES[probe.dtype]).itemsize
+
+    def plan_of(strategy):
+        with _plan.forced(strategy=strategy):
+            return _plan.make_plan(O, T, I, down=probe.down, method="auto", op=probe.op,
+                                   itemsize=itemsize)  # fmt: skip
+
+    with _plan.forced(tuned=False):
+        static = _plan.strategy(_plan.make_plan(O, T, I, down=probe.down, method="auto",
+                                                op=probe.op, itemsize=itemsize))  # fmt: skip
+    plans = {static: plan_of(static)}
+    for strategy in tuning.STRATEGIES[probe.layout]:
+        p = plan_of(strategy)
+        if p not in plans.values():
+            plans[strategy] = p
+    return static, tuple(plans)
+
+
+def decide(static: str, times: dict, margin: float = MARGIN) -> tuple:
+    """``(choice, ratios)``: ``times`` maps each strategy to its times over the same rounds;
+    ``ratios`` each strategy's median over the rounds of its time / the static choice's time.
+    The fastest by ratio wins if its ratio is below ``1 - margin``, else ``static`` stays."""
+    base = times[static]
+    ratios = {s: float(np.median([t / b for t, b in zip(ts, base)])) for s, ts in times.items()}
+    best = min(ratios, key=lambda s: (ratios[s], s != static))
+    return (best if ratios[best] < 1 - margin else static), ratios
+
+
+def _arrays(probe: Probe, size: int, rng) -> dict:
+    """Inputs and preallocated outputs of a probe's shape, as the user would pass them:
+    rows ``(lanes, T)`` scanned along ``axis=-1``, channels ``(T, lanes)`` along ``axis=0``."""
+    O, T, I = probe.shape(size, _plan.num_threads())
+    shape, axis = ((O, T), -1) if probe.layout == "rows" else ((T, I), 0)
+    dtype = DTYPES[probe.dtype]
+    a = rng.uniform(0.9, 1.0, shape).astype(dtype)
+    x = rng.standard_normal(shape).astype(dtype)
+    return dict(a=a, x=x, h=np.empty_like(x), gh=x.copy(), ga=np.empty_like(a),
+                gx=np.empty_like(x), axis=axis)  # fmt: skip
+
+
+def _call(probe: Probe, v: dict):
+    """The API call a probe times. ``down`` is the walk: the backward pass walks against its
+    forward scan, so a backward probe walking down is ``scan_backward`` of a forward scan."""
+    from ..._api import final_state, scan, scan_backward
+
+    a, x, axis = v["a"], v["x"], v["axis"]
+    if probe.op == "scan":
+        return lambda: scan(a, x, axis=axis, reverse=probe.down, out=v["h"])
+    if probe.op == "final_state":
+        return lambda: final_state(a, x, axis=axis, reverse=probe.down)
+    return lambda: scan_backward(a, x, v["gh"], axis=axis, reverse=not probe.down,
+                                 out=(v["ga"], v["gx"], None))  # fmt: skip
+
+
+def measure(probe: Probe, strategies, v: dict, repeat: int) -> dict:
+    """Times of the probe's call under each strategy: one warm-up round, then ``repeat``
+    rounds, each running every strategy once in an order that rotates from round to round."""
+    call = _call(probe, v)
+    times = {s: [] for s in strategies}
+    order = list(strategies)
+    for r in range(repeat + 1):
+        for strategy in order:
+            with _plan.forced(strategy=strategy):
+                t0 = time.perf_counter()
+                call()
+                elapsed = time.perf_counter() - t0
+            if r:  # round 0 warms up (first calls compile or load kernels)
+                times[strategy].append(elapsed)
+        order = order[1:] + order[:1]
+    return times
+
+
+def calibrate(size=DEFAULT_SIZE, repeat=DEFAULT_REPEAT, margin=MARGIN, dtypes=("4", "8"),
+              progress=None, timer=None) -> list:  # fmt: skip
+    """Time every probe (``timer``, default :func:`measure`, as it is called) and return the
+    table's entries: per probe its choice, the static choice and the ratios."""
+    timer = timer or measure
+    threads = _plan.num_threads()
+    todo = probes(threads, dtypes)
+    rng = np.random.default_rng(0)
+    entries, arrays, group = [], None, None
+    for n, probe in enumerate(todo):
+        if (probe.layout, probe.lanes, probe.dtype) != group:
+            group = (probe.layout, probe.lanes, probe.dtype)
+            arrays = None  # free the last group's arrays before allocating the next
+            arrays = _arrays(probe, size, rng)
+        static, strategies = candidates(probe, size)
+        if len(strategies) > 1:
+            choice, ratios = decide(static, timer(probe, strategies, arrays, repeat), margin)
+        else:
+            choice, ratios = static, {static: 1.0}
+        entries.append({**asdict(probe), "strategy": choice, "static": static,
+                        "ratios": {s: round(r, 3) for s, r in ratios.items()}})  # fmt: skip
+        if progress:
+            progress(n + 1, len(todo), probe, choice, static)
+    return entries
+
+
+def run(size=DEFAULT_SIZE, repeat=DEFAULT_REPEAT, margin=MARGIN, progress=None) -> tuple:
+    """Calibrate and store the table for this machine: ``(file, entries)``."""
+    threads = _plan.num_threads()
+    t0 = time.perf_counter()
+    entries = calibrate(size, repeat, margin, progress=progress)
+    record = {
+        "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "size": size,
+        "repeat": repeat,
+        "margin": margin,
+    }
+    file = tuning.path(threads)
+    tuning.write(file, tuning.key(threads), entries, record)
+    return file, entries
+
+
+def choices_table(entries) -> list:
+    """Markdown lines: per probe the choice, the static one, and each strategy's ratio."""
+    from ..._bench import common
+
+    rows = []
+    for e in entries:
+        probe = Probe(e["layout"], e["lanes"], e["op"], e["down"], e["dtype"])
+        ratios = ", ".join(f"{s} {r:.2f}" for s, r in sorted(e["ratios"].items(),
+                                                              key=lambda kv: kv[1]))  # fmt: skip
+        mark = "" if e["strategy"] == e["static"] else " (changed)"
+        rows.append([probe.label(), e["strategy"] + mark, e["static"], ratios])
+    head = ["problem", "auto uses", "static model", "time / static model's (median)"]
+    return common.markdown_table(head, rows)
+

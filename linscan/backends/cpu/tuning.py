@@ -1,0 +1,206 @@
+"""The CPU tuning table: which strategy ``method="auto"`` uses, as measured on this machine.
+
+Which way of running a scan is fastest depends on the CPU, not only on the problem's shape:
+on one 2-core AMD EPYC the 8-chain row kernels that a long row's split mode used were twice
+as slow as the plain loop, while the cost model had them faster. ``python -m linscan tune``
+(:mod:`.calibrate`) therefore times the strategies on the machine itself and stores its
+choices here, in a per-user cache file; ``make_plan`` looks a problem up in it and falls back
+to its static cost model for what the table does not cover, or when there is no table.
+Looking up never measures anything, so no call ever waits for a calibration.
+
+A table belongs to one CPU model, thread count, linscan and Numba version (its *key*, which
+also names the file): a table measured with other settings is simply not found. An
+unreadable or malformed file counts as absent, with one warning per process.
+
+The strategies (see ``plan``): ``lanes`` (each thread walks whole lanes), ``chains`` (lanes,
+rows by the 8-chain kernels), ``split`` (time cut into one segment per thread) and
+``split+chains``. Channels (``cols``) have only ``lanes`` and ``split``.
+
+``LINSCAN_TUNING=off`` ignores any table (the static cost model alone); ``on`` (the default)
+uses the table where there is one.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import sys
+import threading
+import warnings
+
+from ... import _host
+
+#: The format of the file; a file of another format is not read.
+FORMAT = 1
+STRATEGIES = {"rows": ("lanes", "chains", "split", "split+chains"), "cols": ("lanes", "split")}
+OPS = ("scan", "final_state", "backward")
+_ENV = "LINSCAN_TUNING"
+_lock = threading.Lock()
+_warned = set()
+
+
+class TuningFileWarning(RuntimeWarning):
+    """The tuning file could not be read; ``method="auto"`` uses its static cost model."""
+
+
+def enabled() -> bool:
+    """Whether ``LINSCAN_TUNING`` allows the table (``on``, unset or empty: yes; ``off``:
+    no). Raises ``ValueError`` naming the variable for any other setting."""
+    value = os.environ.get(_ENV, "").strip().lower()
+    if value in ("", "on"):
+        return True
+    if value == "off":
+        return False
+    raise ValueError(f"{_ENV} must be 'on' or 'off', got {os.environ[_ENV]!r}")
+
+
+def cache_dir() -> str:
+    """Where tuning files live: ``$XDG_CACHE_HOME/linscan`` (default ``~/.cache/linscan``;
+    ``%LOCALAPPDATA%\\linscan`` on Windows)."""
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        base = os.environ["LOCALAPPDATA"]
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "linscan")
+
+
+def key(threads: int) -> dict:
+    """What a table is valid for: the CPU (model and vector extensions), the thread count and
+    the versions of linscan and Numba (the kernels' code)."""
+    import numba
+
+    from ... import __version__
+
+    cpu = _host.cpu()
+    return {
+        "cpu": cpu["cpu"],
+        "vector": cpu["vector"],
+        "threads": threads,
+        "linscan": __version__,
+        "numba": numba.__version__,
+    }
+
+
+def path(threads: int, directory: str | None = None) -> str:
+    """The tuning file for ``threads`` threads on this machine (in ``directory``, default
+    :func:`cache_dir`)."""
+    digest = hashlib.sha256(json.dumps(key(threads), sort_keys=True).encode()).hexdigest()
+    return os.path.join(directory or cache_dir(), f"cpu-tuning-{digest[:16]}.json")
+
+
+def dtype_class(itemsize: int) -> str:
+    """Tables are measured in float32 and float64: an element of 4 bytes or fewer is looked
+    up under ``"4"``, a larger one (float64, complex) under ``"8"``."""
+    return "4" if itemsize <= 4 else "8"
+
+
+def _check_entries(entries) -> dict:
+    """The lookup index ``(layout, dtype class, op, down) -> [(lanes, strategy), ...]``
+    (sorted by lanes) of a file's entries; ``ValueError`` on anything malformed."""
+    index = {}
+    for e in entries:
+        layout, strategy = e["layout"], e["strategy"]
+        if layout not in STRATEGIES or strategy not in STRATEGIES[layout]:
+            raise ValueError(f"unknown layout or strategy in {e!r}")
+        if e["op"] not in OPS or e["dtype"] not in ("4", "8") or not isinstance(e["down"], bool):
+            raise ValueError(f"unknown op, dtype class or direction in {e!r}")
+        lanes = e["lanes"]
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+            raise ValueError(f"lanes must be a positive integer in {e!r}")
+        index.setdefault((layout, e["dtype"], e["op"], e["down"]), []).append((lanes, strategy))
+    return {k: sorted(v) for k, v in index.items()}
+
+
+def _warn_once(file: str, why: str) -> None:
+    with _lock:
+        if file in _warned:
+            return
+        _warned.add(file)
+    warnings.warn(
+        f"linscan's CPU tuning file {file} could not be used ({why}); method='auto' uses its "
+        f"static cost model. Run `python -m linscan tune` to measure this machine again.",
+        TuningFileWarning,
+        stacklevel=2,
+    )
+
+
+def read(file: str, expected_key: dict):
+    """The lookup index stored in ``file`` for ``expected_key``; ``None`` if there is no such
+    file or it was written for another key. A file that cannot be read or decoded warns once
+    and counts as absent."""
+    try:
+        with open(file, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # unreadable, or not JSON (UnicodeDecodeError too)
+        _warn_once(file, f"{type(exc).__name__}: {exc}")
+        return None
+    try:
+        if data["format"] != FORMAT or data["key"] != expected_key:
+            return None
+        return _check_entries(data["entries"])
+    except (KeyError, TypeError, ValueError) as exc:
+        _warn_once(file, f"malformed: {type(exc).__name__}: {exc}")
+        return None
+
+
+def write(file: str, expected_key: dict, entries: list, record: dict) -> None:
+    """Store ``entries`` (dicts: layout, dtype, op, down, lanes, strategy, and what else the
+    calibration recorded) for ``expected_key``, replacing ``file`` whole (a temporary file
+    renamed over it: a reader sees the old table or the new one)."""
+    _check_entries(entries)
+    os.makedirs(os.path.dirname(file), exist_ok=True)
+    tmp = f"{file}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"format": FORMAT, "key": expected_key, **record, "entries": entries}, f,
+                  indent=1)  # fmt: skip
+    os.replace(tmp, file)
+    forget()
+
+
+@functools.lru_cache(maxsize=4)
+def _index(threads: int, directory: str):
+    """Read once per thread count and directory: every threaded ``auto`` call asks."""
+    return read(path(threads, directory), key(threads))
+
+
+def forget() -> None:
+    """Drop the tables read so far (after writing a new one, or in tests)."""
+    _index.cache_clear()
+    with _lock:
+        _warned.clear()
+
+
+def table(threads: int):
+    """The lookup index for ``threads`` threads, or ``None`` (tuning off, or no table)."""
+    if not enabled():
+        return None
+    return _index(threads, cache_dir())
+
+
+def nearest(measured, lanes: int):
+    """The strategy measured at the lane count nearest to ``lanes`` in ratio (``measured``:
+    sorted ``(lanes, strategy)`` pairs); the smaller count on a tie."""
+    return min(measured, key=lambda m: (abs(math.log(m[0]) - math.log(lanes)), m[0]))[1]
+
+
+def lookup(index, layout: str, itemsize: int, op: str, down: bool, lanes: int):
+    """The strategy the table holds for this kind of problem, or ``None`` where it has none."""
+    measured = index.get((layout, dtype_class(itemsize), op, down)) if index else None
+    return nearest(measured, lanes) if measured else None
+
+
+def status(threads: int) -> str:
+    """One line: whether ``method="auto"`` follows a table for ``threads`` threads, and which."""
+    if not enabled():
+        return "static cost model (LINSCAN_TUNING=off)"
+    if table(threads) is None:
+        return (
+            f"static cost model (not tuned on this machine for {threads} threads: "
+            "run `python -m linscan tune`)"
+        )
+    return f"tuned on this machine ({path(threads)})"

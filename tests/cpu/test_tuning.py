@@ -1,0 +1,275 @@
+"""The CPU tuning table and its calibration: decisions from injected timings, the cache file
+(key, absence, corruption), ``LINSCAN_TUNING``, and every strategy computing the same
+recurrence. Nothing here times anything."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import linscan
+from linscan import testing
+from linscan.backends.cpu import calibrate, tuning
+from linscan.backends.cpu import plan as _plan
+
+
+@pytest.fixture
+def tuned_home(tmp_path, monkeypatch):
+    """Tuning enabled, with its cache directory in ``tmp_path``; no table read before."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("LINSCAN_TUNING", "on")
+    tuning.forget()
+    yield tmp_path / "linscan"
+    tuning.forget()
+
+
+# --- decisions from timings -------------------------------------------------------------------
+
+
+def test_decide_takes_the_fastest_beyond_the_margin():
+    times = {"lanes": [10, 11, 9], "split": [6, 7, 5], "chains": [8, 8, 8]}
+    choice, ratios = calibrate.decide("lanes", times, margin=0.05)
+    assert choice == "split"
+    assert ratios["lanes"] == 1.0 and ratios["split"] == pytest.approx(0.6, abs=0.05)
+
+
+def test_decide_keeps_the_static_choice_within_the_margin():
+    times = {"lanes": [10, 10, 10], "split": [9.7, 9.6, 9.8]}
+    assert calibrate.decide("lanes", times, margin=0.05)[0] == "lanes"
+    assert calibrate.decide("lanes", times, margin=0.01)[0] == "split"
+
+
+def test_decide_compares_within_rounds():
+    # The machine slowed down in the last two rounds: split beats lanes in every round,
+    # although its overall median time is above lanes' overall median.
+    times = {"lanes": [10, 30, 30], "split": [8, 24, 24]}
+    assert calibrate.decide("lanes", times)[0] == "split"
+
+
+def test_measure_interleaves_rotating_rounds(monkeypatch):
+    order = []
+
+    def fake_call(probe, v):
+        return lambda: order.append(_plan._setting("strategy", None))
+
+    monkeypatch.setattr(calibrate, "_call", fake_call)
+    probe = calibrate.Probe("rows", 1, "scan", False, "4")
+    times = calibrate.measure(probe, ("lanes", "split", "chains"), {}, repeat=3)
+    assert {s: len(t) for s, t in times.items()} == {"lanes": 3, "split": 3, "chains": 3}
+    # One warm-up round, then three timed ones; each round runs every strategy once and the
+    # first of a round is a different strategy each time.
+    rounds = [order[k : k + 3] for k in range(0, 12, 3)]
+    assert all(sorted(r) == ["chains", "lanes", "split"] for r in rounds)
+    assert [r[0] for r in rounds] == ["lanes", "split", "chains", "lanes"]
+
+
+def test_candidates_drop_strategies_with_the_same_plan():
+    with _plan.forced(threads=2):
+        probe = calibrate.Probe("cols", 16, "scan", False, "4")
+        static, strategies = calibrate.candidates(probe, 1 << 16)
+        assert static == "lanes" and set(strategies) == {"lanes", "split"}
+    with _plan.forced(threads=1):  # one thread: no split mode
+        probe = calibrate.Probe("rows", 1, "scan", False, "4")
+        static, strategies = calibrate.candidates(probe, 1 << 16)
+        assert set(strategies) == {"lanes", "chains"}
+
+
+def test_probes_cover_layouts_ops_directions_and_dtypes():
+    found = calibrate.probes(threads=2)
+    kinds = {(p.layout, p.op, p.down, p.dtype) for p in found}
+    assert len(kinds) == 2 * 3 * 2 * 2
+    assert sorted({p.lanes for p in found if p.layout == "rows"}) == [1, 2, 16, 1024]
+    # Enough steps for split mode, also for 1024 channels of a small size.
+    O, T, I = calibrate.Probe("cols", 1024, "scan", True, "4").shape(1 << 12, threads=2)
+    assert (O, I) == (1, 1024) and T >= 2 * _plan.MIN_SEGMENT
+    # and enough elements to be threaded at all (smaller calls run on the calling thread)
+    for lanes in (1, 16, 1024):
+        O, T, I = calibrate.Probe("rows", lanes, "scan", True, "4").shape(1000, threads=1)
+        assert O * T * I >= _plan.MIN_THREADED
+
+
+def _fake_timer(fastest):
+    """Timings where ``fastest(probe)`` (a strategy, or None for none) takes half the time
+    of every other strategy."""
+
+    def timer(probe, strategies, arrays, repeat):
+        win = fastest(probe)
+        return {s: [0.5 if s == win else 1.0] * repeat for s in strategies}
+
+    return timer
+
+
+def _small_calibration(monkeypatch, fastest):
+    monkeypatch.setattr(calibrate, "measure", _fake_timer(fastest))
+    monkeypatch.setattr(calibrate, "CHANNELS", (16,))
+    monkeypatch.setattr(calibrate, "row_counts", lambda threads: (1, 16))
+
+
+# --- the table, end to end --------------------------------------------------------------------
+
+
+def test_calibration_is_what_auto_then_does(tuned_home, monkeypatch):
+    # Lanes for a long row walked up, and split for 16 channels walked up, contrary to the
+    # static model; everything else keeps the static choice.
+    def fastest(p):
+        if p.layout == "rows" and p.lanes == 1 and not p.down:
+            return "lanes"
+        if p.layout == "cols" and not p.down:
+            return "split"
+        return None
+
+    _small_calibration(monkeypatch, fastest)
+    with _plan.forced(threads=2):
+        assert tuning.table(2) is None
+        file, entries = calibrate.run(size=1 << 14, repeat=3)
+        assert file.startswith(str(tuned_home))
+        assert len(entries) == 2 * (2 + 1) * 3 * 2  # dtypes x (row counts, channels) x ops x walks
+        row = _plan.make_plan(1, 1 << 24, 1, down=False, method="auto", op="backward")
+        assert _plan.strategy(row) == "lanes"
+        wide = _plan.make_plan(1, 1 << 16, 64, down=False, method="auto", itemsize=8)
+        assert _plan.strategy(wide) == "split"  # 64 channels: nearest probed is 16
+        down = _plan.make_plan(1, 1 << 24, 1, down=True, method="auto")
+        assert _plan.strategy(down) == "split"  # unchanged from the static model
+        # Other methods do not consult the table.
+        assert _plan.strategy(_plan.make_plan(1, 1 << 24, 1, down=False,
+                                              method="parallel")) == "split+chains"  # fmt: skip
+        assert "tuned on this machine" in tuning.status(2)
+        # Another thread count is another machine as far as the table is concerned.
+        assert tuning.table(3) is None
+    data = json.loads(open(file).read())
+    assert data["key"] == tuning.key(2) and data["key"]["cpu"]
+    changed = [e for e in data["entries"] if e["strategy"] != e["static"]]
+    assert {(e["layout"], e["down"]) for e in changed} == {("rows", False), ("cols", False)}
+
+
+def test_tuning_off_ignores_the_table(tuned_home, monkeypatch):
+    _small_calibration(monkeypatch, lambda p: "lanes" if p.layout == "rows" else None)
+    with _plan.forced(threads=2):
+        calibrate.run(size=1 << 14, repeat=1)
+        assert _plan.strategy(_plan.make_plan(1, 1 << 24, 1, down=False, method="auto")) == "lanes"
+        monkeypatch.setenv("LINSCAN_TUNING", "off")
+        assert _plan.strategy(_plan.make_plan(1, 1 << 24, 1, down=False,
+                                              method="auto")) == "split+chains"  # fmt: skip
+        assert "LINSCAN_TUNING=off" in tuning.status(2)
+
+
+def test_bad_tuning_setting_names_the_variable(monkeypatch):
+    monkeypatch.setenv("LINSCAN_TUNING", "sometimes")
+    with pytest.raises(ValueError, match="LINSCAN_TUNING must be 'on' or 'off', got 'sometimes'"):
+        linscan.scan(np.full(1 << 17, 0.5, np.float32), np.ones(1 << 17, np.float32))
+
+
+def _write_table(directory, threads, text):
+    directory.mkdir(parents=True, exist_ok=True)
+    path = tuning.path(threads, str(directory))
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "{not json",
+        "\udcff".encode("utf-8", "surrogateescape").decode("latin-1"),
+        '{"format": 1}',
+        "[]",
+    ],
+    ids=["empty", "truncated", "not-utf8", "no-key", "not-a-dict"],
+)
+def test_an_unreadable_file_warns_once_and_auto_falls_back(tuned_home, text):
+    path = _write_table(tuned_home, 2, text)
+    with _plan.forced(threads=2):
+        with pytest.warns(tuning.TuningFileWarning, match="could not be used") as caught:
+            plan = _plan.make_plan(1, 1 << 24, 1, down=False, method="auto")
+            _plan.make_plan(1, 1 << 24, 1, down=True, method="auto")
+    assert len([w for w in caught if w.category is tuning.TuningFileWarning]) == 1
+    assert path in str(caught[0].message)
+    assert _plan.strategy(plan) == "split+chains"  # the static model's
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        dict(layout="rows", dtype="4", op="scan", down=False, lanes=1, strategy="sideways"),
+        dict(layout="cols", dtype="4", op="scan", down=False, lanes=1, strategy="chains"),
+        dict(layout="rows", dtype="4", op="scan", down=False, lanes=0, strategy="lanes"),
+        dict(layout="rows", dtype="2", op="scan", down=False, lanes=1, strategy="lanes"),
+        dict(layout="rows", dtype="4", op="scan", down="no", lanes=1, strategy="lanes"),
+        dict(layout="rows", dtype="4", op="scan", lanes=1, strategy="lanes"),
+    ],
+    ids=["strategy", "chains-for-cols", "lanes", "dtype", "down", "missing"],
+)
+def test_a_malformed_entry_warns_and_auto_falls_back(tuned_home, entry):
+    text = json.dumps({"format": 1, "key": tuning.key(2), "entries": [entry]})
+    _write_table(tuned_home, 2, text)
+    with _plan.forced(threads=2):
+        with pytest.warns(tuning.TuningFileWarning, match="malformed"):
+            assert tuning.table(2) is None
+
+
+def test_a_table_for_another_key_or_format_is_not_used(tuned_home):
+    entry = dict(layout="rows", dtype="4", op="scan", down=False, lanes=1, strategy="lanes")
+    for key, fmt in [({**tuning.key(2), "linscan": "0.0.1"}, 1), (tuning.key(2), 99)]:
+        _write_table(tuned_home, 2, json.dumps({"format": fmt, "key": key, "entries": [entry]}))
+        tuning.forget()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a stale table is no cause for alarm
+            assert tuning.table(2) is None
+
+
+def test_write_refuses_a_malformed_entry(tmp_path):
+    bad = [dict(layout="rows", dtype="4", op="scan", down=False, lanes=1, strategy="up")]
+    with pytest.raises(ValueError, match="unknown layout or strategy"):
+        tuning.write(str(tmp_path / "t.json"), tuning.key(2), bad, {})
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_nearest_lane_count_is_by_ratio():
+    measured = [(1, "a"), (16, "b"), (1024, "c")]
+    assert [tuning.nearest(measured, n) for n in (1, 3, 5, 100, 127, 129, 10**6)] == [
+        "a", "a", "b", "b", "b", "c", "c",
+    ]  # fmt: skip
+    assert tuning.nearest([(1, "a"), (4, "b")], 2) == "a"  # a tie: the smaller count
+
+
+def test_dtype_classes():
+    assert [tuning.dtype_class(n) for n in (2, 4, 8, 16)] == ["4", "4", "8", "8"]
+
+
+# --- every strategy computes the recurrence -----------------------------------------------
+
+
+@given(
+    layout=st.sampled_from(["rows", "cols"]),
+    strategy=st.sampled_from(tuning.STRATEGIES["rows"]),
+    op=st.sampled_from(tuning.OPS),
+    reverse=st.booleans(),
+    steps=st.integers(1, 60),
+    lanes=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_every_strategy_matches_the_oracle(layout, strategy, op, reverse, steps, lanes, seed):
+    if layout == "cols" and "chains" in strategy:
+        strategy = strategy.replace("chains", "").strip("+") or "lanes"
+    rng = np.random.default_rng(seed)
+    shape, axis = ((lanes, steps), -1) if layout == "rows" else ((steps, lanes + 1), 0)
+    a = rng.uniform(-1.1, 1.1, shape)
+    x = rng.standard_normal(shape)
+    settings = dict(threads=3, min_threaded=0, min_segment=1, tile=96, strategy=strategy)
+    with _plan.forced(**settings):
+        if op == "scan":
+            h = linscan.scan(a, x, axis=axis, reverse=reverse)
+            testing.assert_scan_close(h, a, x, axis=axis, reverse=reverse)
+        elif op == "final_state":
+            state = linscan.final_state(a, x, axis=axis, reverse=reverse)
+            testing.assert_final_state_close(state, a, x, axis=axis, reverse=reverse)
+        else:
+            h = testing.reference.scan(a, x, axis=axis, reverse=reverse)
+            gh = rng.standard_normal(shape)
+            grads = linscan.scan_backward(a, h, gh, axis=axis, reverse=reverse)
+            testing.assert_scan_backward_close(grads, a, h, gh, axis=axis, reverse=reverse)
