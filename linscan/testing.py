@@ -5,7 +5,12 @@
   and the problem, never by the test.
 * :func:`scan_cases` / :func:`backward_cases` are hypothesis strategies drawing valid calls:
   every axis, T = 0 and 1, broadcast decays, ``h0`` absent / given / broadcast, ``reverse``,
-  mixed float32/float64 inputs, non-contiguous and negative-stride views.
+  mixed float32/float64 inputs, non-contiguous and negative-stride views; keyword options
+  narrow them to what the code under test supports (a fixed axis, one direction, no ``h0``,
+  full-shape arrays, one dtype...).
+* A failure names the worst element and its error as a multiple of the tolerance, the
+  result dtype the oracle assumed, the Python numbers it rounded to it and the inputs. A
+  result computed from the Python numbers unrounded passes too (see :class:`Oracle`).
 
 The tolerance. For the serial loop with ``n`` steps from the start, the rounding error at a
 step is at most ``2 * eps * n * M``, where ``M`` is the same recurrence run on ``|a|``,
@@ -51,6 +56,10 @@ __all__ = [
     "assert_final_state_close",
     "assert_scan_backward_close",
     "ScanCase",
+    "BackwardCase",
+    "DECAY_FORMS",
+    "X_FORMS",
+    "H0_FORMS",
     "result_dtype",
     "scan_cases",
     "backward_cases",
@@ -78,11 +87,12 @@ def _steps(shape, axis, from_end):
     return n.reshape((T,) + (1,) * (len(shape) - axis - 1)).astype(np.float64)
 
 
-def _compare(name, actual, expected, bound, steps, dtype, flushed=1.0):
+def _failure(name, actual, expected, bound, steps, dtype, flushed=1.0):
+    """Why ``actual`` is not ``expected`` within ``dtype``'s tolerance, or ``None``."""
     dtype = np.dtype(dtype)
     actual = np.asarray(actual)
     if actual.shape != expected.shape:
-        raise AssertionError(f"{name}: shape {actual.shape}, expected {expected.shape}")
+        return f"{name}: shape {actual.shape}, expected {expected.shape}"
     if _dtypes.is_complex(dtype) or np.iscomplexobj(expected):
         # The components, each within the modulus's tolerance (see the module docstring).
         scale = (1 + 5**0.5) / 2 if _dtypes.is_complex(dtype) else 1.0
@@ -94,7 +104,7 @@ def _compare(name, actual, expected, bound, steps, dtype, flushed=1.0):
         actual_nan = np.isnan(actual.real) | np.isnan(actual.imag)
         if not np.array_equal(expected_nan, actual_nan):
             where = np.unravel_index(np.argmax(expected_nan != actual_nan), expected_nan.shape)
-            raise AssertionError(
+            return (
                 f"{name}: NaN where the oracle has none, or none where it has NaN; first at "
                 f"index {where}: got {actual[where]!r}, expected {expected[where]!r}"
             )
@@ -103,12 +113,14 @@ def _compare(name, actual, expected, bound, steps, dtype, flushed=1.0):
             actual = np.where(actual_nan, both_nan, actual)
             expected = np.where(expected_nan, both_nan, expected)
         for part in ("real", "imag"):
-            _compare_real(
+            failure = _failure_real(
                 f"{name} ({part} part)", getattr(actual, part), getattr(expected, part), bound,
                 steps, _dtypes.real_of(dtype), flushed, scale,
             )  # fmt: skip
-        return
-    _compare_real(name, actual, expected, bound, steps, dtype, flushed)
+            if failure:
+                return failure
+        return None
+    return _failure_real(name, actual, expected, bound, steps, dtype, flushed)
 
 
 def _tolerance(bound, steps, dtype, flushed, scale, expected):
@@ -121,8 +133,9 @@ def _tolerance(bound, steps, dtype, flushed, scale, expected):
     return tol
 
 
-def _compare_real(name, actual, expected, bound, steps, dtype, flushed, scale=1.0):
-    tol = _tolerance(bound, steps, dtype, flushed, scale, expected)
+def _failure_real(name, actual, expected, bound, steps, dtype, flushed, scale=1.0):
+    tol = np.broadcast_to(_tolerance(bound, steps, dtype, flushed, scale, expected),
+                          np.shape(expected))  # fmt: skip
     got = actual.astype(np.float64)
     # Where the float64 result overflows the dtype, the dtype's result must be inf too: where
     # it rounds to inf (round to nearest: float16's 65504 holds up to 65520, not only to 65504).
@@ -131,18 +144,26 @@ def _compare_real(name, actual, expected, bound, steps, dtype, flushed, scale=1.
     overflow = np.isinf(rounded.astype(np.float64)) & np.isfinite(expected)
     expect = np.where(overflow, np.copysign(np.inf, expected), expected)
     finite = np.isfinite(expect)
-    with np.errstate(invalid="ignore"):  # inf - inf where both overflowed
-        close = np.abs(got - expect) <= tol
+    with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf where both overflowed
+        error = np.abs(got - expect)
+        close = error <= tol
+        # How far outside: a multiple of the tolerance; a wrong inf or NaN counts as infinite.
+        excess = np.where(finite & np.isfinite(got), error / tol, np.inf)
     same_nonfinite = (np.isnan(expect) & np.isnan(got)) | (~np.isnan(expect) & (got == expect))
     ok = np.where(finite, close, same_nonfinite)
-    if not ok.all():
-        where = np.unravel_index(np.argmin(ok), ok.shape) if ok.ndim else ()
-        raise AssertionError(
-            f"{name}: {np.size(ok) - np.count_nonzero(ok)} of {np.size(ok)} elements differ "
-            f"from the float64 oracle beyond the {dtype} tolerance; first at index {where}: "
-            f"got {got[where]!r}, expected {expect[where]!r}, "
-            f"tolerance {np.broadcast_to(tol, ok.shape)[where]!r}"
-        )
+    if ok.all():
+        return None
+    excess = np.where(ok, -1.0, np.nan_to_num(excess, nan=np.inf))
+    where = tuple(int(i) for i in np.unravel_index(np.argmax(excess), ok.shape))
+    if np.isfinite(excess[where]):
+        how = f"error {error[where]:.3g}, {excess[where]:.3g} times the tolerance {tol[where]:.3g}"
+    else:
+        how = "a non-finite value where the other is finite, or another non-finite value"
+    return (
+        f"{name}: {np.size(ok) - np.count_nonzero(ok)} of {np.size(ok)} elements differ from "
+        f"the float64 oracle beyond the {dtype} tolerance; the worst at index {where}: got "
+        f"{float(got[where])!r}, expected {float(expect[where])!r}: {how}"
+    )
 
 
 def _dtype_of(actual, dtype):
@@ -153,20 +174,91 @@ def _dtype_of(actual, dtype):
 class Oracle:
     """The float64 reference result of one call, with what its tolerance needs: the
     magnitude bound ``M``, the step counts ``n`` and the factor by which a value flushed to
-    zero can be scaled afterwards (see the module docstring)."""
+    zero can be scaled afterwards (see the module docstring).
+
+    ``context`` says what the oracle computed (the inputs, and the dtype it assumed the
+    result has) for failure messages. ``alternative``, where there is one, is the oracle of
+    the same call with the Python numbers among the inputs unrounded: linscan rounds them to
+    the result's dtype (as NumPy does), an implementation computing in a wider dtype need not,
+    and a result close to either answer passes."""
 
     expected: object
     bound: object
     steps: object
     flushed: float = 1.0
+    context: str = ""
+    alternative: Oracle | None = None
 
     def check(self, name: str, actual, dtype=None) -> None:
         """Raise ``AssertionError`` unless ``actual`` matches within ``dtype``'s tolerance
         (default: ``actual.dtype``)."""
-        _compare(
-            name, actual, self.expected, self.bound, self.steps, _dtype_of(actual, dtype),
-            self.flushed,
-        )  # fmt: skip
+        dtype = _dtype_of(actual, dtype)
+        failure = self._failure(name, actual, dtype)
+        if failure is None:
+            return
+        if self.alternative is not None:
+            if self.alternative._failure(name, actual, dtype) is None:
+                return
+            failure += " (nor within it of the answer for the Python numbers unrounded)"
+        raise AssertionError(f"{failure}\n{self.context}" if self.context else failure)
+
+    def _failure(self, name, actual, dtype):
+        return _failure(name, actual, self.expected, self.bound, self.steps, dtype,
+                        self.flushed)  # fmt: skip
+
+
+def _show(value) -> str:
+    """``value`` for a failure message: Python numbers in full, arrays abridged."""
+    if value is None or isinstance(value, (bool, int, float, complex)):
+        return repr(value)
+    arr = np.asarray(value)
+    body = np.array2string(arr, threshold=24, edgeitems=2, max_line_width=100)
+    return f"{arr.dtype} array of shape {arr.shape}: {body}"
+
+
+def _wide(value):
+    """A 0-d array's value as a Python float or complex (exactly: every dtype widens)."""
+    arr = np.asarray(value)
+    return arr.astype(np.complex128 if np.iscomplexobj(arr) else np.float64).item()
+
+
+def _rounded(given, seen) -> bool:
+    """Whether ``given`` is a Python number that linscan's rounding (``seen``) changed."""
+    return isinstance(given, (int, float, complex)) and _wide(seen) != given
+
+
+def _context(names, given, seen, kw) -> str:
+    """What an oracle computed: the inputs as given, the result dtype assumed and the Python
+    numbers it rounded to it."""
+    dtype = result_dtype(*given)
+    rounded = [f"{n} = {g!r} as {dtype} {_wide(v)!r}" for n, g, v in zip(names, given, seen)
+               if _rounded(g, v)]  # fmt: skip
+    lines = [
+        f"The oracle: linscan.reference's float64 loop on the inputs as linscan sees them "
+        f"(result dtype {dtype}" + (f"; Python numbers rounded to it: {', '.join(rounded)})"
+                                    if rounded else ")") + ". Inputs:"
+    ]  # fmt: skip
+    lines += [f"  {n} = {_show(g)}" for n, g in zip(names, given)]
+    lines += [f"  {k} = {_show(v)}" for k, v in kw.items()]
+    return "\n".join(lines)
+
+
+def _oracles(names, given, kw, make):
+    """``make(*values)`` (oracles of the inputs ``values``) for the inputs as linscan sees
+    them, each given its ``context`` and, where rounding a Python number to the result dtype
+    changed it, the ``alternative`` made of the inputs as given."""
+    seen = _as_linscan_sees(*given)
+    oracles = make(*seen)
+    context = _context(names, given, seen, kw)
+    changed = any(_rounded(g, v) for g, v in zip(given, seen))
+    others = make(*(_array_unless_number(g) for g in given)) if changed else None
+    single = isinstance(oracles, Oracle)
+    oracles, others = ((oracles,), (others,)) if single else (oracles, others)
+    for k, oracle in enumerate(oracles):
+        if oracle is not None:
+            oracle.context = context
+            oracle.alternative = others[k] if others else None
+    return oracles[0] if single else oracles
 
 
 def _as_linscan_sees(*values):
@@ -187,24 +279,24 @@ def _array_unless_number(value):
 
 def scan_oracle(a, x, h0=None, *, axis=-1, reverse=False, resets=None) -> Oracle:
     """The oracle for ``scan(a, x, h0, axis=axis, reverse=reverse, resets=resets)``."""
-    a, x, h0 = _as_linscan_sees(a, x, h0)
     kw = dict(axis=axis, reverse=reverse, resets=resets)
-    expected = reference.scan(a, x, h0, **kw)
-    bound = reference.scan(_abs(a), _abs(x), _abs(h0), **kw)
-    return Oracle(expected, bound, _steps(expected.shape, axis % expected.ndim, reverse))
+
+    def make(a, x, h0):
+        expected = reference.scan(a, x, h0, **kw)
+        bound = reference.scan(_abs(a), _abs(x), _abs(h0), **kw)
+        return Oracle(expected, bound, _steps(expected.shape, axis % expected.ndim, reverse))
+
+    return _oracles(("a", "x", "h0"), (a, x, h0), kw, make)
 
 
 def backward_oracles(a, h, grad_h, h0=None, *, axis=-1, reverse=False, resets=None) -> tuple:
     """Oracles for the three results of ``scan_backward`` (``None`` for ``grad_h0`` without
     ``h0``). Gradients of broadcast inputs are sums over their copies; their tolerance counts
     the summed copies as extra steps."""
-    a, h, grad_h, h0 = _as_linscan_sees(a, h, grad_h, h0)
     kw = dict(axis=axis, reverse=reverse, resets=resets)
-    expected = reference.scan_backward(a, h, grad_h, h0, **kw)
-    bounds = reference.scan_backward(_abs(a), _abs(h), _abs(grad_h), _abs(h0), **kw)
     shape = np.shape(h)
-    axis = axis % len(shape)
-    size, T = float(np.prod(shape)), shape[axis]
+    ax = axis % len(shape)
+    size, T = float(np.prod(shape)), shape[ax]
 
     def steps_summed(arg):  # the steps of g plus the copies summed into one gradient
         return T + 1 + size / max(1.0, float(np.prod(np.shape(arg))))
@@ -213,12 +305,17 @@ def backward_oracles(a, h, grad_h, h0=None, *, axis=-1, reverse=False, resets=No
         magnitudes = _abs(arr)
         return float(np.max(magnitudes, where=np.isfinite(magnitudes), initial=0.0))
 
-    grad_a = Oracle(expected[0], bounds[0], steps_summed(a), 1.0 + largest(h))
-    grad_x = Oracle(expected[1], bounds[1], _steps(shape, axis, not reverse))
-    grad_h0 = None
-    if h0 is not None:
-        grad_h0 = Oracle(expected[2], bounds[2], steps_summed(h0), 1.0 + largest(a))
-    return grad_a, grad_x, grad_h0
+    def make(a, h, grad_h, h0):
+        expected = reference.scan_backward(a, h, grad_h, h0, **kw)
+        bounds = reference.scan_backward(_abs(a), _abs(h), _abs(grad_h), _abs(h0), **kw)
+        grad_a = Oracle(expected[0], bounds[0], steps_summed(a), 1.0 + largest(h))
+        grad_x = Oracle(expected[1], bounds[1], _steps(shape, ax, not reverse))
+        grad_h0 = None
+        if h0 is not None:
+            grad_h0 = Oracle(expected[2], bounds[2], steps_summed(h0), 1.0 + largest(a))
+        return grad_a, grad_x, grad_h0
+
+    return _oracles(("a", "h", "grad_h", "h0"), (a, h, grad_h, h0), kw, make)
 
 
 def assert_scan_close(h, a, x, h0=None, *, axis=-1, reverse=False, resets=None, dtype=None):
@@ -236,13 +333,15 @@ def assert_final_state_close(
 ):
     """Assert that ``state`` is ``final_state(a, x, h0, axis=axis, reverse=reverse,
     resets=resets)``."""
-    a, x, h0 = _as_linscan_sees(a, x, h0)
     kw = dict(axis=axis, reverse=reverse, resets=resets)
-    expected = reference.final_state(a, x, h0, **kw)
-    bound = reference.final_state(_abs(a), _abs(x), _abs(h0), **kw)
-    shape = np.broadcast_shapes(np.shape(a), np.shape(x))
-    steps = float(shape[axis % len(shape)] + 1)
-    Oracle(expected, bound, steps).check("final state", state, dtype)
+
+    def make(a, x, h0):
+        expected = reference.final_state(a, x, h0, **kw)
+        bound = reference.final_state(_abs(a), _abs(x), _abs(h0), **kw)
+        shape = np.broadcast_shapes(np.shape(a), np.shape(x))
+        return Oracle(expected, bound, float(shape[axis % len(shape)] + 1))
+
+    _oracles(("a", "x", "h0"), (a, x, h0), kw, make).check("final state", state, dtype)
 
 
 def assert_scan_backward_close(
@@ -286,13 +385,23 @@ class ScanCase:
 
 @dataclass
 class BackwardCase(ScanCase):
-    """A ``ScanCase`` plus an upstream gradient of the result's shape."""
+    """A ``ScanCase`` plus an upstream gradient ``grad_h`` of the result's shape and the
+    forward result ``h`` that ``scan_backward`` takes: ``scan_backward(case.a, case.h,
+    case.grad_h, case.h0, **case.kwargs)``."""
 
     grad_h: np.ndarray = None
+    h: np.ndarray = None
 
     @classmethod
-    def of(cls, case: ScanCase, grad_h) -> BackwardCase:
-        return cls(case.a, case.x, case.h0, case.axis, case.reverse, case.resets, grad_h)
+    def of(cls, case: ScanCase, grad_h, h=None) -> BackwardCase:
+        """``case`` with ``grad_h``, and ``h`` (default: the float64 serial loop's result,
+        rounded to the result dtype)."""
+        if h is None:
+            dtype = result_dtype(case.a, case.x, case.h0)
+            h = reference.scan(*_as_linscan_sees(case.a, case.x, case.h0), **case.kwargs)
+            with np.errstate(over="ignore"):
+                h = h.astype(dtype)
+        return cls(case.a, case.x, case.h0, case.axis, case.reverse, case.resets, grad_h, h)
 
 
 def result_dtype(*values) -> np.dtype:
@@ -362,37 +471,114 @@ def _reduced(draw, shape, keep_axis=None, drop=True):
     return tuple(reduced[lead:])
 
 
+#: How :func:`scan_cases` draws ``a``: an array of the result's shape, a Python number, one
+#: decay per step (shape 1 but along the time axis), one per channel (no time axis), or any
+#: shape that broadcasts.
+DECAY_FORMS = ("full", "number", "per-step", "per-channel", "broadcast")
+#: How :func:`scan_cases` draws ``x``: of the result's shape, or with some of its other axes
+#: of length 1 (it keeps every axis, so that ``axis`` means the same for it and the result).
+X_FORMS = ("full", "broadcast")
+#: How :func:`scan_cases` draws ``h0``: absent, of the state's shape, a Python number, or any
+#: shape that broadcasts to the state's.
+H0_FORMS = ("none", "full", "number", "broadcast")
+
+
+def _forms(name, forms, known) -> tuple:
+    forms = (forms,) if isinstance(forms, str) else tuple(forms)
+    unknown = [f for f in forms if f not in known]
+    if not forms or unknown:
+        raise ValueError(f"{name} must be a non-empty selection of {known}, got {forms!r}")
+    return forms
+
+
+def _check_options(dtypes, axis, reverse, min_ndim, max_ndim, min_steps, max_steps):
+    """The keyword options of :func:`scan_cases`, checked: ``(dtypes, lowest ndim)``."""
+    if isinstance(dtypes, (str, type, np.dtype)):
+        dtypes = (dtypes,)
+    dtypes = tuple(np.dtype(d) for d in dtypes)
+    if not dtypes:
+        raise ValueError("dtypes must name at least one dtype, got none")
+    if axis is not None and (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))):
+        raise TypeError(f"axis must be None (any axis) or an int, got {axis!r}")
+    if reverse is not None and not isinstance(reverse, bool):
+        raise TypeError(f"reverse must be None (either way) or a bool, got {reverse!r}")
+    lowest = max(min_ndim, 1, 0 if axis is None else (axis + 1 if axis >= 0 else -axis))
+    if lowest > max_ndim:
+        raise ValueError(
+            f"max_ndim must allow min_ndim={min_ndim} and axis={axis!r}, got max_ndim={max_ndim}"
+        )
+    if not 0 <= min_steps <= max_steps:
+        raise ValueError(f"min_steps must be in [0, max_steps={max_steps}], got {min_steps}")
+    return dtypes, lowest
+
+
 def scan_cases(
-    dtypes=(np.float32, np.float64), max_ndim=3, max_side=5, max_steps=40, views=True, resets=True
-):
+    dtypes=(np.float32, np.float64), max_ndim=3, max_side=5, max_steps=40, views=True,
+    resets=True, *, axis=None, reverse=None, decay_forms=DECAY_FORMS, x_forms=X_FORMS,
+    h0_forms=H0_FORMS, same_dtype=False, min_ndim=1, min_steps=0, empty=True,
+):  # fmt: skip
     """Hypothesis strategy of :class:`ScanCase`.
 
-    ``a`` is drawn as a full array, a Python float, a decay per step, a decay per channel or an
-    arbitrary broadcastable shape, with values in ``[-1, 1]`` or, half the time,
-    ``[0.875, 1]``; ``x`` and ``h0`` lie in ``[-4, 4]``; ``h0`` is absent, full, broadcast or a
-    Python float. The time axis has 0 to
-    ``max_steps`` steps (occasionally up to ten times more, to cross block boundaries). With
-    ``resets``, a third of the cases have a boolean ``resets`` mask, full or broadcast, sparse
-    or dense.
+    By default it draws every kind of valid call: ``a`` in each of :data:`DECAY_FORMS` (a full
+    array, a Python number, a decay per step, per channel, or any broadcastable shape) with
+    values in ``[-1, 1]`` or, half the time, ``[0.875, 1]``; ``x`` and ``h0`` in ``[-4, 4]``,
+    in each of :data:`X_FORMS` and :data:`H0_FORMS`; every axis; both directions; each
+    array's dtype drawn from ``dtypes`` on its own; non-contiguous and negative-stride views
+    (``views``); 1 to ``max_ndim`` axes of up to ``max_side``, now and then an empty one; 0 to
+    ``max_steps`` steps (occasionally up to ten times more, to cross block boundaries); and,
+    with ``resets``, a third of the cases with a boolean ``resets`` mask, full or broadcast,
+    sparse or dense.
+
+    The keyword options narrow that to what an implementation under test supports:
+
+    * ``axis``: always this axis (an int; ``-1`` for an implementation that scans the last
+      axis); ``reverse``: always this direction (a bool);
+    * ``decay_forms``, ``x_forms``, ``h0_forms``: the forms drawn (e.g.
+      ``decay_forms=("full",), x_forms=("full",)`` for ``a`` and ``x`` of one shape,
+      ``h0_forms=("none",)`` for no ``h0``);
+    * ``same_dtype``: every array of a case has the one dtype drawn for it from ``dtypes``;
+    * ``min_ndim``, ``min_steps``; ``empty=False``: no empty arrays (no side and no time axis
+      of length 0).
+
+    For example, an implementation ``my_scan(a, x)`` of float32 arrays of one shape, over the
+    last axis, forwards, with no ``h0`` and no resets, is tested with::
+
+        scan_cases(dtypes=(np.float32,), resets=False, axis=-1, reverse=False,
+                   decay_forms=("full",), x_forms=("full",), h0_forms=("none",))
+
+    and called as ``my_scan(case.a, case.x)``.
     """
     st, hnp = _hyp()
+    dtypes, lowest = _check_options(dtypes, axis, reverse, min_ndim, max_ndim, min_steps,
+                                    max_steps)  # fmt: skip
+    decay_forms = _forms("decay_forms", decay_forms, DECAY_FORMS)
+    x_forms = _forms("x_forms", x_forms, X_FORMS)
+    h0_forms = _forms("h0_forms", h0_forms, H0_FORMS)
+    least_steps = max(min_steps, 0 if empty else 1)
 
     @st.composite
     def build(draw):
-        ndim = draw(st.integers(1, max_ndim))
-        axis = draw(st.integers(-ndim, ndim - 1))
-        ax = axis % ndim
+        ndim = draw(st.integers(lowest, max_ndim))
+        ax_ = draw(st.integers(-ndim, ndim - 1)) if axis is None else int(axis)
+        ax = ax_ % ndim
         steps = draw(
             st.one_of(
-                st.sampled_from([0, 1]),
-                st.integers(0, max_steps),
-                st.integers(0, 10 * max_steps),
+                st.sampled_from([least_steps, least_steps + 1]),
+                st.integers(least_steps, max(max_steps, least_steps)),
+                st.integers(least_steps, 10 * max(max_steps, least_steps)),
             )
         )
         # Mostly non-empty sides; now and then an empty one.
-        sides = st.integers(0, 4 * max_side).map(lambda n: 1 + n % max_side if n else 0)
+        sides = st.integers(0 if empty else 1, 4 * max_side).map(
+            lambda n: 1 + n % max_side if n else 0
+        )
         shape = tuple(steps if k == ax else draw(sides) for k in range(ndim))
-        form = draw(st.sampled_from(["full", "number", "per-step", "per-channel", "broadcast"]))
+        one = draw(st.sampled_from(dtypes)) if same_dtype else None
+
+        def dtype():
+            return one if same_dtype else draw(st.sampled_from(dtypes))
+
+        form = draw(st.sampled_from(decay_forms))
         # Decays spread over [-1, 1] forget within a few steps; decays near 1 keep every carry
         # significant, which is what exposes a wrong combination of chunks.
         low = draw(st.sampled_from([-1.0, 0.875]))  # 0.875: exact in float32
@@ -405,41 +591,45 @@ def scan_cases(
                 "per-channel": tuple(1 if k == ax else n for k, n in enumerate(shape))[ax:],
                 "broadcast": None,
             }[form] or _reduced(draw, shape)
-            a = _values(draw, a_shape, draw(st.sampled_from(dtypes)), 1.0, low)
+            a = _values(draw, a_shape, dtype(), 1.0, low)
             a = _as_view(draw, a) if views else a
         # x keeps every axis (so that the result has ndim axes and ``axis`` means the same).
-        x_shape = shape if draw(st.booleans()) else _reduced(draw, shape, ax, drop=False)
-        x = _values(draw, x_shape, draw(st.sampled_from(dtypes)), 4.0)
+        x_full = draw(st.sampled_from(x_forms)) == "full"
+        x_shape = shape if x_full else _reduced(draw, shape, ax, drop=False)
+        x = _values(draw, x_shape, dtype(), 4.0)
         x = _as_view(draw, x) if views else x
         full = np.broadcast_shapes(np.shape(a), x.shape)
         state_shape = full[:ax] + full[ax + 1 :]
-        h0_form = draw(st.sampled_from(["none", "full", "number", "broadcast"]))
+        h0_form = draw(st.sampled_from(h0_forms))
         if h0_form == "none":
             h0 = None
         elif h0_form == "number":
             h0 = _number(draw, dtypes, 4.0, -4.0)
         else:
             h0_shape = state_shape if h0_form == "full" else _reduced(draw, state_shape)
-            h0 = _values(draw, h0_shape, draw(st.sampled_from(dtypes)), 4.0)
+            h0 = _values(draw, h0_shape, dtype(), 4.0)
         mask = None
         if resets and draw(st.integers(0, 2)) == 0:
             r_shape = full if draw(st.booleans()) else _reduced(draw, full)
             density = draw(st.sampled_from([0.02, 0.2, 0.7]))
             seed = draw(st.integers(0, 2**32 - 1))
             mask = np.random.default_rng(seed).random(r_shape) < density
-        return ScanCase(a, x, h0, axis, draw(st.booleans()), mask)
+        backwards = draw(st.booleans()) if reverse is None else reverse
+        return ScanCase(a, x, h0, ax_, backwards, mask)
 
     return build()
 
 
-def backward_cases(dtypes=(np.float32, np.float64), **kwargs):
-    """Hypothesis strategy of :class:`BackwardCase`: a :func:`scan_cases` draw plus
-    ``grad_h`` of the result's shape (in ``[-4, 4]``)."""
+def backward_cases(dtypes=(np.float32, np.float64), **options):
+    """Hypothesis strategy of :class:`BackwardCase`: a :func:`scan_cases` draw (narrowed by
+    the same ``options``), its forward result ``h`` (the float64 loop's, rounded to the
+    result dtype) and ``grad_h`` of the result's shape (in ``[-4, 4]``)."""
     st, _ = _hyp()
+    cases = scan_cases(dtypes=dtypes, **options)
 
     @st.composite
     def build(draw):
-        case = draw(scan_cases(dtypes=dtypes, **kwargs))
+        case = draw(cases)
         grad_h = _values(draw, case.shape, result_dtype(case.a, case.x, case.h0), 4.0)
         return BackwardCase.of(case, grad_h)
 
