@@ -17,6 +17,10 @@ def test_python_blocks_run(index):
         pytest.importorskip("torch")
     if "import dask" in code:
         pytest.importorskip("dask.array")
+    if "from scipy" in code or "import scipy" in code:
+        pytest.importorskip("scipy")
+    if "import pandas" in code:
+        pytest.importorskip("pandas")
     namespace = {"my_scan": _my_scan}  # the reader's code that the testing pattern tests
     exec(compile(code, f"README.md block {index}", "exec"), namespace)
     for name, test in namespace.items():  # the pattern's tests run, and pass on right code
