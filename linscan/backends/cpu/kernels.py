@@ -37,8 +37,11 @@ Conventions that the speed depends on (the measurements behind them:
   cache). A down walk of at least ``_WIDE`` channels therefore passes its step index through
   ``_opaque``, which the optimizer cannot see through: the check is then made at each step,
   for that step's rows, and passes (1.4 times the up walk). It costs some 40 instructions a
-  step, so up walks and narrower down walks keep the plain index. ``backward_cols`` keeps the
-  plain index: its up and down walks ran at the same speed, and the barrier did not help.
+  step, so up walks and narrower down walks keep the plain index. ``backward_cols`` touches
+  six arrays in a step, more than LLVM checks for overlap at all: it ran scalar either way
+  until its step was split into two loops of fewer arrays (``_back_cols_split``: 16
+  float32 channels 0.5 times the time of the one loop, float64 0.8 times, walking down with
+  ``_opaque`` as above).
 * Running products of decays are flushed to zero below the smallest normal number: a
   product stuck at the smallest subnormal (``x * 0.9`` rounds back to it) would make every
   later multiply a slow assist. The flushed part is below ``tiny * |state|``, far
@@ -727,21 +730,62 @@ def backward_rows(a, h, gh, hb, gx, ga, c, r, r0, r1, t0, t1, down, blocked, til
     return sink
 
 
+#: Channels from which ``backward_cols`` runs a step as one loop again (see there).
+_SPLIT_BELOW = 256
+
+
+@njit(inline="always")
+def _back_cols_fused(a, h, gh, gx, ga, c, r, o, t, tp, i0, i1, zero):
+    """Step ``t`` of the backward pass over channels ``[i0, i1)``, in one loop."""
+    for i in range(i0, i1):
+        gx[o, t, i], ga[o, t, i], c[o, i] = _back_step(
+            a[o, t, i], gh[o, t, i], h[o, tp, i], c[o, i], _reset3(r, o, t, i), zero
+        )
+
+
+@njit(inline="always")
+def _back_cols_split(a, h, gh, gx, ga, c, r, o, t, tp, i0, i1, zero):
+    """Step ``t`` of the backward pass over channels ``[i0, i1)``, in two loops: the carry
+    (``grad_x = grad_h + carry``, then ``carry = conj(a) * grad_x``) and ``grad_a =
+    grad_x * conj(h[tp])``, reading back the ``grad_x`` just written. ``zero`` at a reset."""
+    for i in range(i0, i1):
+        g = gh[o, t, i] + c[o, i]
+        gx[o, t, i] = g
+        c[o, i] = zero if _reset3(r, o, t, i) else np.conj(a[o, t, i]) * g
+    for i in range(i0, i1):
+        ga[o, t, i] = zero if _reset3(r, o, t, i) else gx[o, t, i] * np.conj(h[o, tp, i])
+
+
 @njit_cached(**_JIT)
 def backward_cols(a, h, gh, hb, gx, ga, c, r, o0, o1, i0, i1, t0, t1, down):
-    """Backward pass over the box ``[o0, o1) x [i0, i1)`` of ``(O, T, I)`` arrays."""
+    """Backward pass over the box ``[o0, o1) x [i0, i1)`` of ``(O, T, I)`` arrays.
+
+    Steps of ``_WIDE`` to ``_SPLIT_BELOW`` channels run as two channel loops
+    (``_back_cols_split``): one loop touching all six arrays needs more overlap checks than
+    LLVM makes before vectorizing (see "cols" in the module docstring). Narrower steps keep
+    the one loop (the second loop's overhead cost more than the vectors saved: 2x at 4
+    channels), and so do wider ones (memory-bound: the second pass over ``grad_x`` cost up to
+    1.2x at 256 to 1024 float64 channels)."""
     T = _U(h.shape[1])
     i0, i1 = _U(i0), _U(i1)
     zero = a.dtype.type(0)
     lo, hi, edge = _without_edge(_U(t0), _U(t1), T, down)
+    wide = _U(_WIDE) <= i1 - i0 < _U(_SPLIT_BELOW)
     for o in range(_U(o0), _U(o1)):
-        for k in range(hi - lo):
-            t = _walk(lo, hi, k, down)
-            tp = t - _U(1) if down else t + _U(1)
-            for i in range(i0, i1):
-                gx[o, t, i], ga[o, t, i], c[o, i] = _back_step(
-                    a[o, t, i], gh[o, t, i], h[o, tp, i], c[o, i], _reset3(r, o, t, i), zero
-                )
+        # Separate loops, so that the optimizer need not unswitch one (see ``scan_cols``).
+        if wide and down:
+            for k in range(hi - lo):
+                t = _opaque(_walk(lo, hi, k, down))
+                _back_cols_split(a, h, gh, gx, ga, c, r, o, t, t - _U(1), i0, i1, zero)
+        elif wide:
+            for k in range(hi - lo):
+                t = lo + k
+                _back_cols_split(a, h, gh, gx, ga, c, r, o, t, t + _U(1), i0, i1, zero)
+        else:
+            for k in range(hi - lo):
+                t = _walk(lo, hi, k, down)
+                tp = t - _U(1) if down else t + _U(1)
+                _back_cols_fused(a, h, gh, gx, ga, c, r, o, t, tp, i0, i1, zero)
         if edge:
             t = _U(0) if down else T - _U(1)
             for i in range(i0, i1):
