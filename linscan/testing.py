@@ -41,6 +41,7 @@ tolerance would have to hide; the strategies here keep ``|a| <= 1`` and bounded 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,7 +187,7 @@ class Oracle:
     bound: object
     steps: object
     flushed: float = 1.0
-    context: str = ""
+    context: object = ""  # a str, or a function making it (only when a check fails)
     alternative: Oracle | None = None
 
     def check(self, name: str, actual, dtype=None) -> None:
@@ -200,7 +201,8 @@ class Oracle:
             if self.alternative._failure(name, actual, dtype) is None:
                 return
             failure += " (nor within it of the answer for the Python numbers unrounded)"
-        raise AssertionError(f"{failure}\n{self.context}" if self.context else failure)
+        context = self.context() if callable(self.context) else self.context
+        raise AssertionError(f"{failure}\n{context}" if context else failure)
 
     def _failure(self, name, actual, dtype):
         return _failure(name, actual, self.expected, self.bound, self.steps, dtype,
@@ -249,7 +251,7 @@ def _oracles(names, given, kw, make):
     changed it, the ``alternative`` made of the inputs as given."""
     seen = _as_linscan_sees(*given)
     oracles = make(*seen)
-    context = _context(names, given, seen, kw)
+    context = functools.partial(_context, names, given, seen, kw)  # made on failure only
     changed = any(_rounded(g, v) for g, v in zip(given, seen))
     others = make(*(_array_unless_number(g) for g in given)) if changed else None
     single = isinstance(oracles, Oracle)
