@@ -154,7 +154,7 @@ def _failure_real(name, actual, expected, bound, steps, dtype, flushed, scale=1.
     ok = np.where(finite, close, same_nonfinite)
     if ok.all():
         return None
-    excess = np.where(ok, -1.0, np.nan_to_num(excess, nan=np.inf))
+    excess = np.where(ok, -1.0, np.where(np.isnan(excess), np.inf, excess))
     where = tuple(int(i) for i in np.unravel_index(np.argmax(excess), ok.shape))
     if np.isfinite(excess[where]):
         how = f"error {error[where]:.3g}, {excess[where]:.3g} times the tolerance {tol[where]:.3g}"
@@ -178,7 +178,7 @@ class Oracle:
     zero can be scaled afterwards (see the module docstring).
 
     ``context`` says what the oracle computed (the inputs, and the dtype it assumed the
-    result has) for failure messages. ``alternative``, where there is one, is the oracle of
+    result has) for failure messages; it shows the inputs as they are when a check fails. ``alternative``, where there is one, is the oracle of
     the same call with the Python numbers among the inputs unrounded: linscan rounds them to
     the result's dtype (as NumPy does), an implementation computing in a wider dtype need not,
     and a result close to either answer passes."""
@@ -225,8 +225,12 @@ def _wide(value):
 
 
 def _rounded(given, seen) -> bool:
-    """Whether ``given`` is a Python number that linscan's rounding (``seen``) changed."""
-    return isinstance(given, (int, float, complex)) and _wide(seen) != given
+    """Whether ``given`` is a Python number that linscan's rounding (``seen``) changed (NaN
+    stays NaN)."""
+    if not isinstance(given, (int, float, complex)):
+        return False
+    wide = _wide(seen)
+    return wide != given and not (wide != wide and given != given)
 
 
 def _context(names, given, seen, kw) -> str:
@@ -464,6 +468,14 @@ def _as_view(draw, arr):
     return arr
 
 
+def _per_channel(shape, ax):
+    """A decay per channel: ``shape`` with the time axis ``ax`` of length 1, and the leading
+    axes dropped where a channel axis follows the time axis (so that broadcasting adds them
+    back); with time last, every channel axis is kept."""
+    per_channel = tuple(1 if k == ax else n for k, n in enumerate(shape))
+    return per_channel[ax:] if ax < len(shape) - 1 else per_channel
+
+
 def _reduced(draw, shape, keep_axis=None, drop=True):
     """A shape that broadcasts to ``shape``: some axes set to 1 and, with ``drop``, some
     leading axes dropped; ``keep_axis`` keeps its length and position."""
@@ -584,13 +596,14 @@ def scan_cases(
         # Decays spread over [-1, 1] forget within a few steps; decays near 1 keep every carry
         # significant, which is what exposes a wrong combination of chunks.
         low = draw(st.sampled_from([-1.0, 0.875]))  # 0.875: exact in float32
+        numbers = (one,) if same_dtype else dtypes  # the dtypes a Python number may take
         if form == "number":
-            a = _number(draw, dtypes, 1.0, low)
+            a = _number(draw, numbers, 1.0, low)
         else:
             a_shape = {
                 "full": shape,
                 "per-step": tuple(n if k == ax else 1 for k, n in enumerate(shape)),
-                "per-channel": tuple(1 if k == ax else n for k, n in enumerate(shape))[ax:],
+                "per-channel": _per_channel(shape, ax),
                 "broadcast": None,
             }[form] or _reduced(draw, shape)
             a = _values(draw, a_shape, dtype(), 1.0, low)
@@ -606,7 +619,7 @@ def scan_cases(
         if h0_form == "none":
             h0 = None
         elif h0_form == "number":
-            h0 = _number(draw, dtypes, 4.0, -4.0)
+            h0 = _number(draw, numbers, 4.0, -4.0)
         else:
             h0_shape = state_shape if h0_form == "full" else _reduced(draw, state_shape)
             h0 = _values(draw, h0_shape, dtype(), 4.0)

@@ -47,6 +47,14 @@ NARROWED = {
         dict(dtypes=(np.float32, np.float64), same_dtype=True),
         lambda c: len(_dtypes_of(c)) <= 1,
     ),
+    "one dtype, numbers too": (
+        dict(dtypes=(np.float32, np.complex64), same_dtype=True, decay_forms=("number",)),
+        lambda c: _dtypes_of(c) <= {np.dtype(testing.result_dtype(c.a, c.x, c.h0))},
+    ),
+    "per-channel decays, time last": (
+        dict(axis=-1, min_ndim=2, decay_forms=("per-channel",)),
+        lambda c: np.shape(c.a) == c.shape[:-1] + (1,),
+    ),
     "float32 only": (dict(dtypes=np.float32), lambda c: _dtypes_of(c) <= {np.dtype(np.float32)}),
     "no resets": (dict(resets=False), lambda c: c.resets is None),
     "not empty": (dict(empty=False), lambda c: c.x.size > 0 and np.size(c.a) > 0),
@@ -139,7 +147,12 @@ def test_a_misplaced_non_finite_value_is_the_worst():
     h = reference.scan(a, x)
     h[0] += 1.0
     h[2] = np.inf
-    with pytest.raises(AssertionError, match=r"the worst at index \(2,\): got inf"):
+    with pytest.raises(AssertionError, match=r"the worst at index \(2,\): got inf, expected "
+                       r"[0-9.]+: a non-finite value"):  # fmt: skip
+        testing.assert_scan_close(h, a, x)
+    h[2] = np.nan
+    with pytest.raises(AssertionError, match=r"the worst at index \(2,\): got nan, expected "
+                       r"[0-9.]+: a non-finite value"):  # fmt: skip
         testing.assert_scan_close(h, a, x)
 
 

@@ -312,7 +312,8 @@ def _walk(t0, t1, k, down):
 @intrinsic
 def _opaque(typingctx, v):
     """``v`` unchanged, through an empty inline assembly statement: the optimizer cannot tell
-    how it depends on anything (see "cols" in the module docstring)."""
+    how it depends on anything (see "cols" in the module docstring). Integers only (the
+    ``"=r,0"`` constraint names a general-purpose register)."""
 
     def codegen(context, builder, signature, args):
         fnty = ir.FunctionType(args[0].type, [args[0].type])
@@ -450,15 +451,16 @@ def _row_scan_pair(a, x, h, s, r, o, t0, t1, down):
     """Rows ``o`` and ``o + 1`` of ``(O, T)`` arrays scanned in lockstep over ``[t0, t1)``:
     two independent multiply-add chains, so that each hides the other's latency (see "Rows
     in pairs" in the module docstring). Same operations per row as ``_row_scan_serial``."""
-    a0, x0, h0, q0, s0 = a[o], x[o], h[o], _row(r, o), s[o]
-    a1, x1, h1, q1, s1 = a[o + _U(1)], x[o + _U(1)], h[o + _U(1)], _row(r, o + _U(1)), s[o + _U(1)]
+    p = o + _U(1)
+    a_o, x_o, h_o, r_o, s_o = a[o], x[o], h[o], _row(r, o), s[o]
+    a_p, x_p, h_p, r_p, s_p = a[p], x[p], h[p], _row(r, p), s[p]
     for k in range(t1 - t0):
         u = _walk(t0, t1, k, down)
-        s0 = x0[u] if _reset1(q0, u) else a0[u] * s0 + x0[u]
-        s1 = x1[u] if _reset1(q1, u) else a1[u] * s1 + x1[u]
-        h0[u] = s0
-        h1[u] = s1
-    s[o], s[o + _U(1)] = s0, s1
+        s_o = x_o[u] if _reset1(r_o, u) else a_o[u] * s_o + x_o[u]
+        s_p = x_p[u] if _reset1(r_p, u) else a_p[u] * s_p + x_p[u]
+        h_o[u] = s_o
+        h_p[u] = s_p
+    s[o], s[p] = s_o, s_p
 
 
 @njit_cached(**_JIT)

@@ -17,11 +17,12 @@ rows by the 8-chain kernels), ``split`` (time cut into one segment per thread) a
 ``split+chains``. Channels (``cols``) have only ``lanes`` and ``split``.
 
 ``LINSCAN_TUNING=off`` ignores any table (the static cost model alone); ``on`` (the default)
-uses the table where there is one.
+uses the table where there is one; anything else warns once and counts as ``off``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -43,18 +44,25 @@ _warned = set()
 
 
 class TuningFileWarning(RuntimeWarning):
-    """The tuning file could not be read; ``method="auto"`` uses its static cost model."""
+    """The tuning table could not be used (an unreadable or malformed file, or a
+    ``LINSCAN_TUNING`` that is neither ``on`` nor ``off``); ``method="auto"`` uses its static
+    cost model."""
 
 
 def enabled() -> bool:
     """Whether ``LINSCAN_TUNING`` allows the table (``on``, unset or empty: yes; ``off``:
-    no). Raises ``ValueError`` naming the variable for any other setting."""
-    value = os.environ.get(_ENV, "").strip().lower()
+    no). Any other setting warns once (``TuningFileWarning``, naming the variable) and counts
+    as ``off``: a typo never makes a call fail, whatever its size or method."""
+    raw = os.environ.get(_ENV, "")
+    value = raw.strip().lower()
     if value in ("", "on"):
         return True
-    if value == "off":
-        return False
-    raise ValueError(f"{_ENV} must be 'on' or 'off', got {os.environ[_ENV]!r}")
+    if value != "off":
+        _warn_once(
+            f"{_ENV}={raw!r}",
+            f"{_ENV} must be 'on' or 'off', got {raw!r}; method='auto' uses its static cost model",
+        )
+    return False
 
 
 def cache_dir() -> str:
@@ -114,16 +122,20 @@ def _check_entries(entries) -> dict:
     return {k: sorted(v) for k, v in index.items()}
 
 
-def _warn_once(file: str, why: str) -> None:
+def _warn_once(what: str, message: str) -> None:
+    """Warn ``message`` the first time ``what`` (a file, a setting) goes wrong in a process."""
     with _lock:
-        if file in _warned:
+        if what in _warned:
             return
-        _warned.add(file)
-    warnings.warn(
+        _warned.add(what)
+    warnings.warn(message, TuningFileWarning, stacklevel=3)
+
+
+def _unusable(file: str, why: str) -> None:
+    _warn_once(
+        file,
         f"linscan's CPU tuning file {file} could not be used ({why}); method='auto' uses its "
         f"static cost model. Run `python -m linscan tune` to measure this machine again.",
-        TuningFileWarning,
-        stacklevel=2,
     )
 
 
@@ -137,14 +149,14 @@ def read(file: str, expected_key: dict):
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:  # unreadable, or not JSON (UnicodeDecodeError too)
-        _warn_once(file, f"{type(exc).__name__}: {exc}")
+        _unusable(file, f"{type(exc).__name__}: {exc}")
         return None
     try:
         if data["format"] != FORMAT or data["key"] != expected_key:
             return None
         return _check_entries(data["entries"])
     except (KeyError, TypeError, ValueError) as exc:
-        _warn_once(file, f"malformed: {type(exc).__name__}: {exc}")
+        _unusable(file, f"malformed: {type(exc).__name__}: {exc}")
         return None
 
 
@@ -155,10 +167,15 @@ def write(file: str, expected_key: dict, entries: list, record: dict) -> None:
     _check_entries(entries)
     os.makedirs(os.path.dirname(file), exist_ok=True)
     tmp = f"{file}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"format": FORMAT, "key": expected_key, **record, "entries": entries}, f,
-                  indent=1)  # fmt: skip
-    os.replace(tmp, file)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"format": FORMAT, "key": expected_key, **record, "entries": entries}, f,
+                      indent=1)  # fmt: skip
+        os.replace(tmp, file)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     forget()
 
 
@@ -189,7 +206,12 @@ def nearest(measured, lanes: int):
 
 
 def lookup(index, layout: str, itemsize: int, op: str, down: bool, lanes: int):
-    """The strategy the table holds for this kind of problem, or ``None`` where it has none."""
+    """The strategy the table holds for this kind of problem, or ``None`` where it has none.
+
+    A problem is looked up by its lane count alone (``O * I``: rows, or outer rows times
+    channels), not by its length: the table's probes are long (about 2^22 elements each), and
+    a choice measured there is applied to shorter problems of the same lanes too (problems too
+    small to be threaded never ask)."""
     measured = index.get((layout, dtype_class(itemsize), op, down)) if index else None
     return nearest(measured, lanes) if measured else None
 
@@ -197,7 +219,7 @@ def lookup(index, layout: str, itemsize: int, op: str, down: bool, lanes: int):
 def status(threads: int) -> str:
     """One line: whether ``method="auto"`` follows a table for ``threads`` threads, and which."""
     if not enabled():
-        return "static cost model (LINSCAN_TUNING=off)"
+        return f"static cost model ({_ENV}={os.environ.get(_ENV, '').strip()})"
     if table(threads) is None:
         return (
             f"static cost model (not tuned on this machine for {threads} threads: "
