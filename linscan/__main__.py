@@ -58,7 +58,7 @@ def _threads_status() -> str:
 
 def _tuning_status() -> str:
     """Whether ``method="auto"`` on the CPU follows a tuning table of this machine; a bad
-    ``LINSCAN_TUNING`` or thread setting is reported, not raised."""
+    thread setting is reported, not raised (a bad ``LINSCAN_TUNING`` warns and means off)."""
     from .backends.cpu import plan as _plan
     from .backends.cpu import tuning
 

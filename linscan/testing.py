@@ -486,8 +486,8 @@ def _reduced(draw, shape, keep_axis=None, drop=True):
 
 
 #: How :func:`scan_cases` draws ``a``: an array of the result's shape, a Python number, one
-#: decay per step (shape 1 but along the time axis), one per channel (no time axis), or any
-#: shape that broadcasts.
+#: decay per step (length 1 but along the time axis), one per channel (the time axis of length
+#: 1), or any shape that broadcasts.
 DECAY_FORMS = ("full", "number", "per-step", "per-channel", "broadcast")
 #: How :func:`scan_cases` draws ``x``: of the result's shape, or with some of its other axes
 #: of length 1 (it keeps every axis, so that ``axis`` means the same for it and the result).

@@ -28,8 +28,8 @@ from functools import partial
 
 import numpy as np
 
-from .._api import final_state, scan, scan_backward
 from .. import _host
+from .._api import final_state, scan, scan_backward
 from . import common
 
 DEFAULT_SIZE = 1 << 26
