@@ -178,17 +178,18 @@ class Oracle:
     zero can be scaled afterwards (see the module docstring).
 
     ``context`` says what the oracle computed (the inputs, and the dtype it assumed the
-    result has) for failure messages; it shows the inputs as they are when a check fails. ``alternative``, where there is one, is the oracle of
-    the same call with the Python numbers among the inputs unrounded: linscan rounds them to
-    the result's dtype (as NumPy does), an implementation computing in a wider dtype need not,
-    and a result close to either answer passes."""
+    result has) for failure messages; it shows the inputs as they are when a check fails.
+    ``alternative``, where there is one, gives the oracle of the same call with the Python
+    numbers among the inputs unrounded: linscan rounds them to the result's dtype (as NumPy
+    does), an implementation computing in a wider dtype need not, and a result close to
+    either answer passes. Both are functions, called only when a check fails."""
 
     expected: object
     bound: object
     steps: object
     flushed: float = 1.0
-    context: object = ""  # a str, or a function making it (only when a check fails)
-    alternative: Oracle | None = None
+    context: object = ""  # a str, or a function making it
+    alternative: object = None  # None, or a function making an Oracle
 
     def check(self, name: str, actual, dtype=None) -> None:
         """Raise ``AssertionError`` unless ``actual`` matches within ``dtype``'s tolerance
@@ -198,7 +199,7 @@ class Oracle:
         if failure is None:
             return
         if self.alternative is not None:
-            if self.alternative._failure(name, actual, dtype) is None:
+            if self.alternative()._failure(name, actual, dtype) is None:
                 return
             failure += " (nor within it of the answer for the Python numbers unrounded)"
         context = self.context() if callable(self.context) else self.context
@@ -257,14 +258,18 @@ def _oracles(names, given, kw, make):
     oracles = make(*seen)
     context = functools.partial(_context, names, given, seen, kw)  # made on failure only
     changed = any(_rounded(g, v) for g, v in zip(given, seen))
-    others = make(*(_array_unless_number(g) for g in given)) if changed else None
     single = isinstance(oracles, Oracle)
-    oracles, others = ((oracles,), (others,)) if single else (oracles, others)
-    for k, oracle in enumerate(oracles):
+
+    @functools.cache
+    def others():  # the oracles of the inputs as given: made once, on a first failure
+        made = make(*(_array_unless_number(g) for g in given))
+        return (made,) if single else made
+
+    for k, oracle in enumerate((oracles,) if single else oracles):
         if oracle is not None:
             oracle.context = context
-            oracle.alternative = others[k] if others else None
-    return oracles[0] if single else oracles
+            oracle.alternative = functools.partial(lambda k: others()[k], k) if changed else None
+    return oracles
 
 
 def _as_linscan_sees(*values):
