@@ -383,6 +383,105 @@ def backward_args(a, h, grad_h, h0, axis, reverse, resets=None) -> BackwardArgs:
     return BackwardArgs(a, h, grad_h, h0, dtype, shape, axis, reverse, device, resets)
 
 
+# Matrix recurrences (``linscan.matscan``): the state is a trailing dimension of size d.
+
+#: The largest state a matrix recurrence takes (the kernels hold d x d maps in registers).
+MAX_STATE = 8
+
+
+class MatscanArgs(NamedTuple):
+    """Validated arguments of ``matscan`` and its relatives. ``A`` (..., d, d), ``x`` (or
+    ``h``) and ``h0`` are NumPy arrays (a Python-number ``h0`` becomes a scalar of ``dtype``);
+    ``lanes`` is the broadcast shape of ``A.shape[:-2]`` and ``x.shape[:-1]``, the result
+    has shape ``lanes + (d,)``, and ``axis`` (non-negative) indexes ``lanes``. ``grad_h`` is
+    set for ``matscan_backward`` only."""
+
+    A: np.ndarray
+    x: np.ndarray
+    h0: np.ndarray | None
+    dtype: np.dtype
+    lanes: tuple
+    d: int
+    axis: int
+    reverse: bool
+    grad_h: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple:
+        return self.lanes + (self.d,)
+
+
+def _matrix_operand(name: str, value, role: str):
+    """An array operand of a matrix recurrence: a NumPy array of a supported dtype."""
+    if _is_python_number(value):
+        raise TypeError(f"{name} must be an array {role}, got a Python {type(value).__name__}")
+    if is_cupy(value):
+        raise TypeError(
+            f"{name} must be a NumPy array: linscan.matscan runs on the CPU only so far (its GPU "
+            "kernels are not written yet), got a CuPy array"
+        )
+    return _operand(name, value)
+
+
+def matscan_args(A, x, h0, axis, reverse, name="x", grad_h=None) -> MatscanArgs:
+    """Validate the arguments of ``matscan`` / ``matscan_final_state`` (``name`` ``"x"``), or
+    with ``name="h"`` and ``grad_h`` those of ``matscan_backward``."""
+    A = _matrix_operand("A", A, "of matrices, shape (..., d, d)")
+    x = _matrix_operand(name, x, "of states, shape (..., T, ..., d)")
+    if grad_h is not None:
+        grad_h = _matrix_operand("grad_h", grad_h, f"broadcasting to the shape of {name}")
+    h0 = None if h0 is None else _operand("h0", h0)
+    if h0 is not None and is_cupy(h0):
+        _matrix_operand("h0", h0, "")
+    reverse = check_flag("reverse", reverse)
+    if x.ndim < 2:
+        raise ValueError(
+            f"{name} must have at least 2 dimensions, time and the state (size d) last, got "
+            f"shape {x.shape}"
+        )
+    d = x.shape[-1]
+    if not 1 <= d <= MAX_STATE:
+        raise ValueError(
+            f"{name} must have a state (its last dimension) of size 1 to {MAX_STATE}, got "
+            f"shape {x.shape}"
+        )
+    if A.ndim < 2 or A.shape[-2:] != (d, d):
+        raise ValueError(
+            f"A must end in two dimensions ({d}, {d}) matching the state of {name} (shape "
+            f"{x.shape}), got shape {A.shape}"
+        )
+    dtype = _result_dtype(*(v for v in (A, x, grad_h, h0) if v is not None))
+    h0 = None if h0 is None else _as_array("h0", h0, dtype)
+    if name == "h":
+        lanes = x.shape[:-1]
+        for arg, value, tail in (("A", A, 2), ("grad_h", grad_h, 1)):
+            if not _broadcasts_to(value.shape[:-tail], lanes) or (
+                value.shape[-tail:] != x.shape[-1:] * tail
+            ):
+                raise ValueError(
+                    f"{arg} must broadcast to the shape of h {x.shape}"
+                    + (f" with matrices ({d}, {d})" if tail == 2 else "")
+                    + f", got shape {value.shape}"
+                )
+    else:
+        try:
+            lanes = broadcast_shapes(A.shape[:-2], x.shape[:-1])
+        except ValueError:
+            raise ValueError(
+                f"A and x must broadcast together (leaving out A's matrix and x's state), got A "
+                f"with shape {A.shape} and x with shape {x.shape}"
+            ) from None
+    axis = check_axis(axis, len(lanes))
+    if h0 is not None:
+        state = _state_shape(lanes, axis) + (d,)
+        if not _broadcasts_to(h0.shape, state):
+            raise ValueError(
+                f"h0 must broadcast to shape {state} (the result's shape {lanes + (d,)} without "
+                f"axis {axis}), got shape {h0.shape}"
+            )
+    return MatscanArgs(A, x, h0, dtype, lanes, d, axis, reverse, grad_h)
+
+
 __all__ = [
     "SUPPORTED_DTYPES",
     "METHODS",
@@ -396,4 +495,7 @@ __all__ = [
     "check_out",
     "check_backward_out",
     "host_array",
+    "MAX_STATE",
+    "MatscanArgs",
+    "matscan_args",
 ]

@@ -14,7 +14,14 @@ import math
 
 import numpy as np
 
-__all__ = ["scan", "final_state", "scan_backward"]
+__all__ = [
+    "scan",
+    "final_state",
+    "scan_backward",
+    "matscan",
+    "matscan_final_state",
+    "matscan_backward",
+]
 
 _FEW_LANES = 8
 
@@ -188,3 +195,105 @@ def scan_backward(a, h, grad_h, h0=None, *, axis=-1, reverse=False, resets=None,
 def _real_if(grad, arg):
     """The gradient of a real ``arg``: the real part of ``grad``."""
     return grad if np.iscomplexobj(arg) else grad.real
+
+
+# Matrix recurrences ``h[t] = A[t] @ h[t-1] + x[t]``: the state is the trailing dimension of
+# size d, ``A`` has two trailing dimensions (d, d), and ``axis`` counts the other dimensions.
+
+
+def _lanes_first(arr, lanes: tuple, axis: int, trail: tuple, dtype):
+    """``arr`` broadcast to ``lanes + trail``, time axis first, as ``(T, n_lanes) + trail``."""
+    full = np.broadcast_to(np.asarray(arr, dtype=dtype), lanes + trail)
+    n = math.prod(lanes[:axis] + lanes[axis + 1 :])
+    return np.moveaxis(full, axis, 0).reshape((lanes[axis], n) + trail)
+
+
+def _matrix_call(A, x, h0, axis, dtype):
+    """The wide dtype, the lanes' shape (time included), ``axis`` and the state size d."""
+    dtype = _wide(dtype, A, x, h0)
+    d = np.shape(x)[-1]
+    lanes = np.broadcast_shapes(np.shape(A)[:-2], np.shape(x)[:-1])
+    return dtype, lanes, axis % len(lanes), d
+
+
+def _matrix_initial(h0, lanes, axis, d, dtype):
+    state = lanes[:axis] + lanes[axis + 1 :] + (d,)
+    if h0 is None:
+        return np.zeros((math.prod(state[:-1]), d), dtype)
+    return np.broadcast_to(np.asarray(h0, dtype=dtype), state).reshape(-1, d).copy()
+
+
+def _matrix_restore(h3, lanes, axis, trail: tuple):
+    moved = (lanes[axis],) + lanes[:axis] + lanes[axis + 1 :] + trail
+    return np.moveaxis(h3.reshape(moved), 0, axis)
+
+
+def matscan(A, x, h0=None, *, axis=-1, reverse=False, dtype=None):
+    """``h[t] = A[t] @ h[t-1] + x[t]`` along ``axis`` by a serial loop, in ``dtype`` (default:
+    float64, or complex128 for complex inputs).
+
+    Same meaning as :func:`linscan.matscan`: ``x`` has the state as its last dimension (size
+    d), ``A`` two trailing dimensions ``(d, d)``, and ``axis`` counts the dimensions before
+    them; ``A[:-2]`` and ``x[:-1]`` broadcast together.
+    """
+    dtype, lanes, axis, d = _matrix_call(A, x, h0, axis, dtype)
+    A3 = _lanes_first(A, lanes, axis, (d, d), dtype)
+    x3 = _lanes_first(x, lanes, axis, (d,), dtype)
+    s = _matrix_initial(h0, lanes, axis, d, dtype)
+    h3 = np.empty_like(x3)
+    for t in _order(lanes[axis], reverse):
+        s = (A3[t] @ s[..., None])[..., 0] + x3[t]
+        h3[t] = s
+    return _matrix_restore(h3, lanes, axis, (d,))
+
+
+def matscan_final_state(A, x, h0=None, *, axis=-1, reverse=False, dtype=None):
+    """The last state of :func:`matscan` (``h0`` broadcast when the sequence is empty)."""
+    dtype, lanes, axis, d = _matrix_call(A, x, h0, axis, dtype)
+    state = lanes[:axis] + lanes[axis + 1 :] + (d,)
+    if lanes[axis] == 0:
+        return _matrix_initial(h0, lanes, axis, d, dtype).reshape(state)
+    h = np.moveaxis(matscan(A, x, h0, axis=axis, reverse=reverse, dtype=dtype), axis, 0)
+    return (h[0] if reverse else h[-1]).copy()
+
+
+def matscan_backward(A, h, grad_h, h0=None, *, axis=-1, reverse=False, dtype=None):
+    """Vector-Jacobian product of :func:`matscan` by the textbook serial loop, in ``dtype``.
+
+    ``g[t] = grad_h[t] + A[t+1]^H g[t+1]``, ``grad_x = g``, ``grad_A[t] = g[t] h[t-1]^H``
+    (an outer product; ``h[-1] = h0``), ``grad_h0 = A[0]^H g[0]``, mirrored in time for
+    ``reverse`` (``^H``: the conjugate transpose; the complex convention of
+    :func:`linscan.scan_backward`). Returns ``(grad_A, grad_x, grad_h0)`` shaped like ``A``,
+    ``h`` and ``h0`` (``None`` without ``h0``); a real ``A`` or ``h0`` gets the real part.
+    """
+    dtype, lanes, axis, d = _matrix_call(A, h, h0, axis, _wide(dtype, A, h, grad_h, h0))
+    T = lanes[axis]
+    A3 = _lanes_first(A, lanes, axis, (d, d), dtype)
+    h3 = _lanes_first(h, lanes, axis, (d,), dtype)
+    gh3 = _lanes_first(grad_h, lanes, axis, (d,), dtype)
+    first = _matrix_initial(h0, lanes, axis, d, dtype)
+    g3, gA3 = np.empty_like(gh3), np.empty_like(A3)
+    nxt = 1 if reverse else -1  # the forward scan's previous step is t + nxt
+    g = np.zeros_like(first)
+    for t in _order(T, not reverse):
+        after = t - nxt
+        if 0 <= after < T:
+            g = gh3[t] + (np.conj(np.swapaxes(A3[after], -1, -2)) @ g[..., None])[..., 0]
+        else:
+            g = gh3[t].copy()
+        g3[t] = g
+        prev = t + nxt
+        hp = h3[prev] if 0 <= prev < T else first
+        gA3[t] = g[:, :, None] * np.conj(hp)[:, None, :]
+    grad_A = _sum_to(_matrix_restore(gA3, lanes, axis, (d, d)), np.shape(A))
+    grad_A = _real_if(grad_A, A)
+    grad_h0 = None
+    if h0 is not None:
+        if T:
+            start = T - 1 if reverse else 0
+            back = (np.conj(np.swapaxes(A3[start], -1, -2)) @ g3[start][..., None])[..., 0]
+        else:
+            back = np.zeros_like(first)
+        state = lanes[:axis] + lanes[axis + 1 :] + (d,)
+        grad_h0 = _real_if(_sum_to(back.reshape(state), np.shape(h0)), h0)
+    return grad_A, _matrix_restore(g3, lanes, axis, (d,)), grad_h0

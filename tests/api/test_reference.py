@@ -56,3 +56,32 @@ def test_the_overflow_rule_rounds_as_the_dtype_does():
     assert_scan_close(np.array([65504, np.inf], np.float16), a, x)
     with pytest.raises(AssertionError):
         assert_scan_close(np.array([65504, 65504], np.float16), a, x)
+
+
+def test_matrix_loops_hand_computed_and_against_scan():
+    A = np.array([[[0.0, 1.0], [1.0, 0.0]], [[2.0, 0.0], [0.0, 0.5]]])  # a swap, a scaling
+    x = np.array([[1.0, 2.0], [1.0, 1.0]])
+    h0 = np.array([3.0, 4.0])
+    # h[0] = swap(h0) + x[0] = [5, 5]; h[1] = [10, 2.5] + [1, 1]
+    np.testing.assert_array_equal(reference.matscan(A, x, h0, axis=0), [[5, 5], [11, 3.5]])
+    np.testing.assert_array_equal(reference.matscan_final_state(A, x, h0, axis=0), [11, 3.5])
+    # reverse: h[1] = diag(2, 0.5) h0 + x[1] = [7, 3]; h[0] = swap([7, 3]) + x[0] = [4, 9]
+    np.testing.assert_array_equal(reference.matscan(A, x, h0, axis=0, reverse=True),
+                                  [[4, 9], [7, 3]])  # fmt: skip
+    # L = sum(h): g[1] = [1, 1], g[0] = [1, 1] + diag(2, 0.5) [1, 1] = [3, 1.5]
+    h = reference.matscan(A, x, h0, axis=0)
+    gA, gx, gh0 = reference.matscan_backward(A, h, np.ones((2, 2)), h0, axis=0)
+    np.testing.assert_array_equal(gx, [[3, 1.5], [1, 1]])
+    np.testing.assert_array_equal(gA[1], np.outer([1, 1], [5, 5]))
+    np.testing.assert_array_equal(gA[0], np.outer([3, 1.5], [3, 4]))
+    np.testing.assert_array_equal(gh0, [1.5, 3])  # swap^T [3, 1.5]
+
+
+@given(case=scan_cases(max_side=8, dtypes=(np.float64, np.complex128), resets=False))
+def test_matrix_loops_of_one_state_are_the_scalar_loops(case):
+    a = np.asarray(case.a)[..., None, None]
+    x = np.asarray(case.x)[..., None]
+    h0 = None if case.h0 is None else np.asarray(case.h0)[..., None]
+    h = reference.matscan(a, x, h0, axis=case.axis, reverse=case.reverse)
+    want = reference.scan(case.a, case.x, case.h0, axis=case.axis, reverse=case.reverse)
+    np.testing.assert_allclose(h[..., 0], want, rtol=1e-12, atol=1e-300)

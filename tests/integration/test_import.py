@@ -17,7 +17,9 @@ def test_import_loads_neither_numba_nor_cupy():
 def test_public_api():
     import linscan
 
-    assert set(linscan.__all__) == {"scan", "scan_backward", "final_state", "__version__"}
-    for name in ("scan", "scan_backward", "final_state"):
+    functions = ("scan", "scan_backward", "final_state")
+    functions += ("matscan", "matscan_backward", "matscan_final_state")
+    assert set(linscan.__all__) == set(functions) | {"__version__"}
+    for name in functions:
         doc = getattr(linscan, name).__doc__
         assert "Parameters" in doc and "Returns" in doc and "Raises" in doc and ">>>" in doc

@@ -1,0 +1,315 @@
+"""linscan.matscan, matscan_final_state and matscan_backward against the float64 serial loops
+of linscan.reference (hypothesis), under every forced CPU plan; their algebra and errors."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import linscan
+from linscan import reference
+from linscan.backends.cpu import plan
+
+from helpers import CONFIGS, METHODS, Unchanged, forced
+
+DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
+A_FORMS = ("one", "per-step", "per-lane", "full")
+
+
+def _matrices(rng, shape, d, dtype, radius):
+    """Random matrices of ``shape + (d, d)`` with spectral norm ``radius`` (so that the states
+    stay bounded by ``|h0| + sum |x|``)."""
+    A = rng.standard_normal(shape + (d, d))
+    if np.dtype(dtype).kind == "c":
+        A = A + 1j * rng.standard_normal(shape + (d, d))
+    A = A / np.linalg.norm(A, 2, axis=(-2, -1))[..., None, None] * radius
+    return A.astype(dtype)
+
+
+def _vectors(rng, shape, dtype):
+    x = rng.uniform(-1, 1, shape)
+    if np.dtype(dtype).kind == "c":
+        x = x + 1j * rng.uniform(-1, 1, shape)
+    return x.astype(dtype)
+
+
+@st.composite
+def matrix_cases(draw, dtypes=DTYPES):
+    """``(A, x, h0, kwargs)``: a matrix recurrence with a state of 1 to 8, up to 3 lane
+    dimensions, any axis (negative too), every broadcast form of ``A``, ``h0`` or not."""
+    d = draw(st.integers(1, 8), label="d")
+    ndim = draw(st.integers(1, 3))
+    lanes = list(draw(st.lists(st.integers(1, 3), min_size=ndim, max_size=ndim)))
+    axis = draw(st.integers(0, ndim - 1))
+    lanes[axis] = draw(st.integers(0, 40), label="T")
+    lanes = tuple(lanes)
+    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    form = draw(st.sampled_from(A_FORMS), label="A form")
+    if form == "one":
+        a_shape = ()
+    elif form == "per-step":
+        a_shape = (lanes[axis],) + (1,) * (ndim - 1 - axis)
+    elif form == "per-lane":
+        a_shape = lanes[:axis] + (1,) + lanes[axis + 1 :]
+    else:
+        a_shape = lanes
+    A = _matrices(rng, a_shape, d, dtype, draw(st.sampled_from([0.5, 0.9, 1.0])))
+    x = _vectors(rng, lanes + (d,), dtype)
+    state = lanes[:axis] + lanes[axis + 1 :] + (d,)
+    h0 = draw(st.sampled_from([None, "array", "number", "vector"]))
+    if h0 == "array":
+        h0 = _vectors(rng, state, dtype)
+    elif h0 == "number":
+        h0 = 0.5
+    elif h0 == "vector":  # one state for every lane
+        h0 = _vectors(rng, (d,), dtype)
+    kwargs = dict(axis=axis - ndim if draw(st.booleans()) else axis, reverse=draw(st.booleans()))
+    return A, x, h0, kwargs
+
+
+def _bound(x, h0, axis, reverse, d):
+    """Per element: the number of steps taken times a bound of the states so far (``|h0| +
+    sum |x|``, the norms of ``A`` being at most 1)."""
+    norms = np.linalg.norm(np.moveaxis(np.asarray(x, np.complex128), axis, 0), axis=-1)
+    if reverse:
+        norms = norms[::-1]
+    start = 0.0 if h0 is None else float(np.max(np.abs(h0))) * d**0.5
+    steps = np.arange(1, len(norms) + 1).reshape((-1,) + (1,) * (norms.ndim - 1))
+    bound = (start + np.cumsum(norms, axis=0)) * steps
+    if reverse:
+        bound = bound[::-1]
+    return np.moveaxis(bound, 0, axis)[..., None]
+
+
+def _assert_close(got, want, bound, dtype, d):
+    eps = float(np.finfo(dtype).eps)
+    tol = 4 * (d + 1) * eps * bound + 1e-30
+    err = np.abs(np.asarray(got, np.complex128) - want)
+    worst = float(np.max(err / tol, initial=0.0))
+    assert np.all(err <= tol), f"max error {err.max():.3g}, {worst:.3g} times the tolerance"
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("method", METHODS)
+@given(case=matrix_cases())
+def test_matscan_matches_the_loop(config, method, case):
+    A, x, h0, kwargs = case
+    inputs = Unchanged(A, x, h0)
+    with forced(config):
+        h = linscan.matscan(A, x, h0, method=method, **kwargs)
+    inputs.check()
+    assert h.shape == np.broadcast_shapes(A.shape[:-2], x.shape[:-1]) + x.shape[-1:]
+    assert h.dtype == x.dtype
+    want = reference.matscan(A, x, h0, **kwargs)
+    axis = kwargs["axis"] % (x.ndim - 1)
+    _assert_close(h, want, _bound(np.broadcast_to(x, h.shape), h0, axis, kwargs["reverse"],
+                                  x.shape[-1]), x.dtype, x.shape[-1])  # fmt: skip
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@given(case=matrix_cases(), method=st.sampled_from(METHODS))
+def test_matscan_final_state_matches_the_loop(config, case, method):
+    A, x, h0, kwargs = case
+    with forced(config):
+        state = linscan.matscan_final_state(A, x, h0, method=method, **kwargs)
+    want = reference.matscan_final_state(A, x, h0, **kwargs)
+    assert state.shape == want.shape and state.dtype == x.dtype
+    axis = kwargs["axis"] % (x.ndim - 1)
+    T = x.shape[axis]
+    bound = _bound(x, h0, axis, kwargs["reverse"], x.shape[-1])
+    last = np.take(bound, 0 if kwargs["reverse"] else T - 1, axis=axis) if T else 1.0
+    _assert_close(state, want, last, x.dtype, x.shape[-1])
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@given(case=matrix_cases())
+def test_matscan_backward_matches_the_loop(config, case):
+    A, x, h0, kwargs = case
+    h = linscan.matscan(A, x, h0, **kwargs)
+    rng = np.random.default_rng(1)
+    grad_h = _vectors(rng, h.shape, x.dtype)
+    inputs = Unchanged(A, h, grad_h, h0)
+    with forced(config):
+        grad_A, grad_x, grad_h0 = linscan.matscan_backward(A, h, grad_h, h0, **kwargs)
+    inputs.check()
+    # A Python number takes the call's dtype, as in linscan.scan_backward.
+    as_given = np.asarray(h0, x.dtype) if isinstance(h0, float) else h0
+    want_A, want_x, want_h0 = reference.matscan_backward(A, h, grad_h, as_given, **kwargs)
+    assert grad_A.shape == A.shape and grad_A.dtype == A.dtype
+    assert grad_x.shape == h.shape and grad_x.dtype == x.dtype
+    axis = kwargs["axis"] % (x.ndim - 1)
+    # g runs against the scan: its bound counts the steps from the other end.
+    bound = _bound(grad_h, None, axis, not kwargs["reverse"], x.shape[-1])
+    _assert_close(grad_x, want_x, bound, x.dtype, x.shape[-1])
+    # grad_A sums products g h^H over the steps and lanes A stands for.
+    scale = float(np.max(bound, initial=1.0)) * (1 + float(np.max(np.abs(h), initial=0.0)))
+    _assert_close(grad_A, want_A, scale * max(1, h.size), x.dtype, x.shape[-1])
+    if h0 is None:
+        assert grad_h0 is None
+    else:
+        assert grad_h0.shape == np.shape(h0)
+        _assert_close(grad_h0, want_h0, scale * max(1, h.size), x.dtype, x.shape[-1])
+
+
+def test_backward_is_the_gradient():
+    """<grad, v> against a central difference of <grad_h, matscan> along v, in float64, for
+    A per step and per lane, h0, both directions."""
+    rng = np.random.default_rng(0)
+    d, T = 3, 30
+    for reverse in (False, True):
+        A = _matrices(rng, (T, 2), d, np.float64, 0.9)
+        x = _vectors(rng, (T, 2, d), np.float64)
+        h0 = _vectors(rng, (2, d), np.float64)
+        grad_h = _vectors(rng, (T, 2, d), np.float64)
+        dA, dx, dh0 = (rng.standard_normal(v.shape) for v in (A, x, h0))
+
+        def loss(eps):
+            h = linscan.matscan(A + eps * dA, x + eps * dx, h0 + eps * dh0, axis=0,
+                                reverse=reverse)  # fmt: skip
+            return float(np.sum(h * grad_h))
+
+        h = linscan.matscan(A, x, h0, axis=0, reverse=reverse)
+        gA, gx, gh0 = linscan.matscan_backward(A, h, grad_h, h0, axis=0, reverse=reverse)
+        eps = 1e-6
+        numeric = (loss(eps) - loss(-eps)) / (2 * eps)
+        analytic = np.sum(gA * dA) + np.sum(gx * dx) + np.sum(gh0 * dh0)
+        assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic))
+
+
+def test_state_of_one_is_scan():
+    rng = np.random.default_rng(2)
+    a = rng.uniform(-1, 1, (3, 50))
+    x = rng.standard_normal((3, 50))
+    h = linscan.matscan(a[..., None, None], x[..., None], 0.25)
+    np.testing.assert_allclose(h[..., 0], linscan.scan(a, x, 0.25), rtol=1e-13, atol=1e-13)
+
+
+def test_split_time_with_a_constant_matrix_is_exact():
+    """A matrix shared by every step is raised to a segment's length by squaring; the split
+    plan agrees with the loop on a long lightly damped rotation (poles near the circle)."""
+    c, s = np.cos(0.01), np.sin(0.01)
+    A = 0.9999 * np.array([[c, -s], [s, c]])
+    x = np.random.default_rng(3).standard_normal((20000, 2))
+    want = reference.matscan(A, x)
+    with plan.forced(threads=4, min_threaded=0, min_segment=100):
+        for method in ("parallel", "auto"):
+            h = linscan.matscan(A, x, method=method)
+            np.testing.assert_allclose(h, want, rtol=0, atol=1e-10 * np.abs(want).max())
+            h32 = linscan.matscan(A.astype(np.float32), x.astype(np.float32), method=method)
+            serial32 = linscan.matscan(A.astype(np.float32), x.astype(np.float32),
+                                       method="sequential")  # fmt: skip
+            # Restarted from float64 states, the segments are no worse than the float32 loop.
+            assert np.abs(h32 - want).max() <= 2 * np.abs(serial32 - want).max()
+
+
+@pytest.mark.parametrize("poison", ["inf x", "nan x", "inf A"])
+def test_non_finite_values_as_in_the_loop(poison):
+    """Where a segment's map or a composed state is not finite, the split plan walks the
+    segments in order: inf and NaN meet the same products as in the loop."""
+    rng = np.random.default_rng(4)
+    A = _matrices(rng, (64,), 2, np.float64, 0.9)
+    x = _vectors(rng, (64, 2), np.float64)
+    if poison == "inf x":
+        x[20, 0] = np.inf
+    elif poison == "nan x":
+        x[20, 1] = np.nan
+    else:
+        A[20, 0, 1] = np.inf
+    want = linscan.matscan(A, x, axis=0, method="sequential")
+    with plan.forced(threads=3, min_threaded=0, min_segment=4):
+        for method in ("parallel", "sequential"):
+            got = linscan.matscan(A, x, axis=0, method=method)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+            state = linscan.matscan_final_state(A, x, axis=0, method=method)
+            np.testing.assert_allclose(state, want[-1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_sixteen_bit_inputs_accumulate_in_float32(dtype):
+    from linscan import _dtypes
+
+    dt = _dtypes.BFLOAT16 if dtype == "bfloat16" else _dtypes.FLOAT16
+    rng = np.random.default_rng(5)
+    A = _matrices(rng, (), 2, np.float32, 0.9).astype(dt)
+    x = _vectors(rng, (100, 2), np.float32).astype(dt)
+    h = linscan.matscan(A, x)
+    assert h.dtype == dt
+    want = reference.matscan(A.astype(np.float64), x.astype(np.float64))
+    np.testing.assert_allclose(h.astype(np.float64), want.astype(dt).astype(np.float64),
+                               rtol=2 * float(_dtypes.finfo(dt).eps), atol=1e-2)  # fmt: skip
+
+
+def test_out_may_be_x_and_other_outs():
+    rng = np.random.default_rng(6)
+    A = _matrices(rng, (), 3, np.float64, 0.9)
+    x = _vectors(rng, (40, 3), np.float64)
+    want = linscan.matscan(A, x)
+    y = x.copy()
+    assert linscan.matscan(A, y, out=y) is y
+    np.testing.assert_array_equal(y, want)
+    buf = np.empty((80, 3))[::2]  # not contiguous: computed aside, then copied
+    assert linscan.matscan(A, x, out=buf) is buf
+    np.testing.assert_array_equal(buf, want)
+    with pytest.raises(ValueError, match="out must have shape"):
+        linscan.matscan(A, x, out=np.empty((40, 2)))
+    with pytest.raises(TypeError, match="out must have dtype"):
+        linscan.matscan(A, x, out=np.empty((40, 3), np.float32))
+
+
+def test_empty_inputs():
+    A = np.eye(2)
+    assert linscan.matscan(A, np.empty((0, 2))).shape == (0, 2)
+    np.testing.assert_array_equal(
+        linscan.matscan_final_state(A, np.empty((3, 0, 2)), np.ones(2)), np.ones((3, 2))
+    )
+    gA, gx, gh0 = linscan.matscan_backward(A, np.empty((0, 2)), np.empty((0, 2)), np.ones(2))
+    assert gA.shape == (2, 2) and not gA.any() and gx.shape == (0, 2) and not gh0.any()
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: linscan.matscan(0.5, np.ones((3, 2))), TypeError, "A must be an array"),
+        (lambda: linscan.matscan(np.eye(2), 1.0), TypeError, "x must be an array"),
+        (lambda: linscan.matscan(np.eye(2), np.ones(2)), ValueError, "at least 2 dimensions"),
+        (lambda: linscan.matscan(np.eye(9), np.ones((3, 9))), ValueError, "size 1 to 8"),
+        (lambda: linscan.matscan(np.eye(3), np.ones((3, 2))), ValueError, r"end in two dim"),
+        (lambda: linscan.matscan(np.ones((2, 3)), np.ones((3, 3))), ValueError, r"\(3, 3\)"),
+        (lambda: linscan.matscan(np.ones((4, 2, 2)), np.ones((3, 2))), ValueError, "broadcast"),
+        (lambda: linscan.matscan(np.eye(2, dtype=int), np.ones((3, 2))), TypeError, "dtype"),
+        (lambda: linscan.matscan(np.eye(2), np.ones((3, 2)), axis=1), np.exceptions.AxisError,
+         "axis"),
+        (lambda: linscan.matscan(np.eye(2), np.ones((3, 2)), np.ones(3)), ValueError, "h0 must"),
+        (lambda: linscan.matscan(np.eye(2), np.ones((3, 2)), reverse=1), TypeError, "reverse"),
+        (lambda: linscan.matscan(np.eye(2), np.ones((3, 2)), method="x"), ValueError, "method"),
+        (lambda: linscan.matscan_backward(np.eye(2), np.ones((3, 2)), np.ones((3, 3))),
+         ValueError, "grad_h must broadcast"),
+        (lambda: linscan.matscan_backward(np.ones((4, 2, 2)), np.ones((3, 2)), np.ones((3, 2))),
+         ValueError, "A must broadcast"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_docstring_examples():
+    import doctest
+
+    for name in ("matscan", "matscan_final_state", "matscan_backward"):
+        runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+        for test in doctest.DocTestFinder().find(getattr(linscan, name), name, globs={}):
+            runner.run(test)
+        assert runner.failures == 0 and runner.tries > 0, name
+
+
+def test_torch_tensors_through_dlpack():
+    torch = pytest.importorskip("torch")
+    A = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    x[0, 0] = 1.0
+    h = linscan.matscan(A, x)
+    assert isinstance(h, torch.Tensor)
+    np.testing.assert_array_equal(h.numpy(), [[1, 0], [0, 1], [-1, 0]])
