@@ -1,18 +1,20 @@
-"""scipy.signal's linear filters as matrix recurrences: change the import, keep the code.
+"""scipy.signal's linear filters, parallel over time: change the import, keep the code.
 
 ``lfilter``, ``lfilter_zi``, ``filtfilt``, ``sosfilt``, ``sosfilt_zi`` and ``sosfiltfilt`` take
 the arguments of their ``scipy.signal`` namesakes and return the same results (within
-rounding), computed by :func:`linscan.matscan`. A filter of order n runs as it does in
-scipy, in transposed direct form II: its n delays are the state ``z`` of
+rounding). A filter runs as in scipy, in transposed direct form II: a stage of order n keeps
+n delays ``z`` and computes
 
-    z[t] = A z[t-1] + B x[t],        y[t] = b[0] x[t] + z[t-1][0]
+    y[t] = b[0] x[t] + z[0],      z[j] <- b[j+1] x[t] - a[j+1] y[t] + z[j+1]
 
-where ``A`` has ``-a[1:]`` in its first column and ones above the diagonal and ``B = b[1:] -
-a[1:] b[0]`` (coefficients divided by ``a[0]``); ``zi`` and ``zf`` are that state, as in
-scipy. Second-order sections run one after the other, each a recurrence of two states.
-Orders up to 8 (``linscan.matscan``'s largest state); for higher orders use sections.
+(coefficients divided by ``a[0]``); ``zi`` and ``zf`` are those delays, as in scipy. The
+delays of a cascade (second-order sections feeding each other, or one transfer function) are
+the state of a linear recurrence with a constant matrix: the CPU kernels
+(``linscan.backends.cpu.filters``) run many lanes in lockstep and cut one long signal into
+pieces whose entering delays are composed from that matrix's powers, a matrix scan over the
+pieces.
 
-NumPy arrays only so far (``linscan.matscan`` has no GPU kernels yet). scipy is not needed.
+NumPy arrays only so far (the GPU kernels are not written yet). scipy is not needed.
 """
 
 from __future__ import annotations
@@ -21,14 +23,9 @@ import math
 
 import numpy as np
 
-from . import _matrix, _validate
+from . import _dtypes, _layout, _validate
 
 __all__ = ["lfilter", "lfilter_zi", "filtfilt", "sosfilt", "sosfilt_zi", "sosfiltfilt"]
-
-#: Steps of the input vectors ``B x[t]`` made at a time (times the lanes and the order):
-#: a long signal is filtered block by block, carrying the state, in bounded memory.
-_BLOCK_VALUES = 1 << 22
-
 
 def _coefficients(b, a):
     """``b`` and ``a`` as 1-D arrays of one length ``n + 1``, divided by ``a[0]``."""
@@ -70,8 +67,8 @@ def _signal(x, dtype_of):
 
 
 def _initial(zi, x, axis: int, n: int, name: str = "zi"):
-    """``zi`` (shaped like ``x`` with ``n`` along ``axis``; other lengths 1 broadcast) as the
-    matscan state: ``x``'s other dimensions, then ``n``."""
+    """``zi`` (shaped like ``x`` with ``n`` along ``axis``; other lengths 1 broadcast) with
+    ``axis`` last: ``x``'s other dimensions, then the ``n`` delays."""
     zi = np.asarray(zi)
     expected = x.shape[:axis] + (n,) + x.shape[axis + 1 :]
     fits = zi.ndim == x.ndim and zi.shape[axis] == n
@@ -81,37 +78,42 @@ def _initial(zi, x, axis: int, n: int, name: str = "zi"):
     return np.moveaxis(zi, axis, -1)
 
 
-def _run(b, a, x, axis: int, zi, dtype, reverse: bool = False):
-    """``y`` and the final state (the matscan layout: ``x``'s other dimensions, then n) of
-    the normalized filter ``b, a`` over ``x`` along ``axis``, from ``zi`` (that layout, or
-    ``None``); walking backwards in time with ``reverse``."""
-    n = a.size - 1
-    xs = x.astype(dtype, copy=False)
+def _lanes(x, axis: int):
+    """The flat index of each lane's first element and the time stride of a C-contiguous
+    array ``x`` scanned along ``axis`` (lanes in C order of the other dimensions)."""
+    O, T, I = _layout.dims(x.shape, axis)
+    first = (np.arange(O)[:, None] * (T * I) + np.arange(I)[None, :]).ravel()
+    return first, I
+
+
+def _cascade(b, a, x, axis: int, zi, dtype, reverse: bool = False):
+    """``y`` and the final delays of the cascade of normalized stages ``b``, ``a`` (``(K,
+    N + 1)``) over ``x`` along ``axis``, from the delays ``zi`` (``(K, lanes..., N)``, the
+    lanes being ``x``'s other dimensions; ``None``: zeros), in ``dtype``; walking backwards
+    in time with ``reverse``. The final delays have ``zi``'s layout."""
+    from .backends.cpu import filters  # Numba is imported on first use
+
+    work = _dtypes.accumulator(dtype)
+    K, N = b.shape[0], b.shape[1] - 1
     lanes_shape = x.shape[:axis] + x.shape[axis + 1 :]
-    y = np.empty(x.shape, dtype)
-    state = np.zeros(lanes_shape + (n,), dtype) if zi is None else zi.astype(dtype)
-    if n == 0:
-        np.multiply(xs, b[0].astype(dtype), out=y)
-        return y, state
-    A, B = _state_space(b, a, dtype)
-    T = x.shape[axis]
-    block = max(1, _BLOCK_VALUES // max(1, math.prod(lanes_shape) * n))
-    starts = range(0, T, block)
-    for t0 in reversed(starts) if reverse else starts:
-        t1 = min(T, t0 + block)
-        piece = np.moveaxis(xs, axis, -1)[..., t0:t1]  # (lanes..., steps)
-        z = _matrix.matscan(A, piece[..., None] * B, state, axis=-1, reverse=reverse)
-        out = np.moveaxis(y, axis, -1)[..., t0:t1]
-        # y[t] = b0 x[t] + z[t-1][0]: the state entering step t, the walk's previous one.
+    lanes = math.prod(lanes_shape)
+    xs = np.ascontiguousarray(x, dtype=work)
+    y = np.empty(x.shape, work)
+    if zi is None:
+        z = np.zeros((K, N, lanes), work)
+    else:
+        full = np.broadcast_to(zi, (K,) + lanes_shape + (N,)).reshape(K, lanes, N)
+        z = np.array(full.transpose(0, 2, 1), dtype=work, order="C")  # a copy: run in place
+    if N == 0:
+        np.multiply(xs, np.prod(b[:, 0]).astype(work), out=y)
+    elif y.size:
+        first, stride = _lanes(x, axis)
         if reverse:
-            entering = np.concatenate([z[..., 1:, 0], state[..., None, 0]], axis=-1)
-            state = z[..., 0, :]
-        else:
-            entering = np.concatenate([state[..., None, 0], z[..., :-1, 0]], axis=-1)
-            state = z[..., -1, :]
-        np.multiply(piece, b[0].astype(dtype), out=out)
-        out += entering
-    return y, state
+            first, stride = first + (x.shape[axis] - 1) * stride, -stride
+        filters.run(xs.reshape(-1), y.reshape(-1), first, stride, x.shape[axis],
+                    b.astype(work), a.astype(work), z)  # fmt: skip
+    final = z.transpose(0, 2, 1).reshape((K,) + lanes_shape + (N,))
+    return _layout.cast(y, dtype), _layout.cast(final, dtype)
 
 
 def lfilter(b, a, x, axis=-1, zi=None):
@@ -120,8 +122,8 @@ def lfilter(b, a, x, axis=-1, zi=None):
 
     ``y[t] = (b[0] x[t] + ... + b[M] x[t-M] - a[1] y[t-1] - ... - a[N] y[t-N]) / a[0]``.
     With ``zi`` (the initial delays, shaped like ``x`` with ``max(len(a), len(b)) - 1``
-    along ``axis``) returns ``(y, zf)``, else ``y``. Orders above 8 raise ``ValueError``
-    (use second-order sections: :func:`sosfilt`).
+    along ``axis``) returns ``(y, zf)``, else ``y``. Any order; high orders are as
+    ill-conditioned as in scipy (second-order sections, :func:`sosfilt`, are not).
 
     Examples
     --------
@@ -135,17 +137,11 @@ def lfilter(b, a, x, axis=-1, zi=None):
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension (time), got a 0-d array")
     axis = _validate.check_axis(axis, x.ndim)
-    n = a.size - 1
-    if n > _validate.MAX_STATE:
-        raise ValueError(
-            f"the filter's order must be at most {_validate.MAX_STATE} (max(len(a), len(b)) - 1)"
-            f", got {n}: split it into second-order sections and use sosfilt"
-        )
-    state = None if zi is None else _initial(zi, x, axis, n)
-    y, final = _run(b, a, x, axis, state, dtype)
+    state = None if zi is None else _initial(zi, x, axis, a.size - 1)[None]
+    y, final = _cascade(b[None], a[None], x, axis, state, dtype)
     if zi is None:
         return y
-    return y, np.moveaxis(final, -1, axis)
+    return y, np.moveaxis(final[0], -1, axis)
 
 
 def lfilter_zi(b, a):
@@ -167,6 +163,12 @@ def _sections(sos):
     if np.any(sos[:, 3] == 0):
         raise ValueError("sos[:, 3] (each section's a[0]) must not be zero")
     return sos
+
+
+def _stages(sos):
+    """The sections' normalized ``b`` and ``a`` as two ``(n_sections, 3)`` arrays."""
+    a0 = sos[:, 3:4]
+    return sos[:, :3] / a0, sos[:, 3:] / a0
 
 
 def sosfilt(sos, x, axis=-1, zi=None):
@@ -194,15 +196,12 @@ def sosfilt(sos, x, axis=-1, zi=None):
             expected = (sos.shape[0],) + x.shape[:axis] + (2,) + x.shape[axis + 1 :]
             raise ValueError(f"zi must have shape {expected} (a leading axis of sections), "
                              f"got shape {zi.shape}")  # fmt: skip
-        states = [_initial(z, x, axis, 2, f"zi[{k}]") for k, z in enumerate(zi)]
-    y, finals = x, []
-    for k, section in enumerate(sos):
-        b, a = _coefficients(section[:3], section[3:])
-        y, final = _run(b, a, y, axis, None if zi is None else states[k], dtype)
-        finals.append(final)
+        zi = np.stack([_initial(z, x, axis, 2, f"zi[{k}]") for k, z in enumerate(zi)])
+    b, a = _stages(sos)
+    y, final = _cascade(b, a, x, axis, zi, dtype)
     if zi is None:
         return y
-    return y, np.stack([np.moveaxis(f, -1, axis) for f in finals])
+    return y, np.moveaxis(final, -1, axis + 1)
 
 
 def sosfilt_zi(sos):
@@ -254,13 +253,18 @@ def _unpad(y, edge, axis):
     return y[tuple(index)]
 
 
-def _forward_backward(x, axis, padtype, padlen, ntaps, run):
-    """Filter forwards then backwards (scipy's "pad" method), each pass starting in the
-    steady state of its first sample: ``run(y, first, reverse)`` filters ``y`` from the state
-    a constant input ``first`` (``(lanes..., 1)``) would have settled in."""
+def _forward_backward(b, a, steady, x, axis, padtype, padlen, ntaps, dtype):
+    """Filter with the stages ``b``, ``a`` forwards then backwards (scipy's "pad" method),
+    each pass starting where a constant input equal to its first sample would have settled
+    the delays: ``steady`` (``(K, N)``) for a unit input."""
     edge, ext = _edges(x, padtype, padlen, axis, ntaps)
-    y = run(ext, np.take(ext, 0, axis=axis)[..., None], False)
-    y = run(y, np.take(y, -1, axis=axis)[..., None], True)
+    unit = steady.reshape((steady.shape[0],) + (1,) * (x.ndim - 1) + (steady.shape[1],))
+
+    def run(y, first, reverse):
+        return _cascade(b, a, y, axis, unit * first[None, ..., None], dtype, reverse)[0]
+
+    y = run(ext, np.take(ext, 0, axis=axis), False)
+    y = run(y, np.take(y, -1, axis=axis), True)
     return _unpad(y, edge, axis)
 
 
@@ -287,16 +291,8 @@ def filtfilt(b, a, x, axis=-1, padtype="odd", padlen=None, method="pad", irlen=N
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension (time), got a 0-d array")
     axis = _validate.check_axis(axis, x.ndim)
-    n = a.size - 1
-    if n > _validate.MAX_STATE:
-        raise ValueError(f"the filter's order must be at most {_validate.MAX_STATE}, got {n}: "
-                         "split it into second-order sections and use sosfiltfilt")  # fmt: skip
-    steady = lfilter_zi(b, a).astype(dtype)
-
-    def run(y, first, reverse):
-        return _run(b, a, y, axis, steady * first, dtype, reverse)[0]
-
-    return _forward_backward(x, axis, padtype, padlen, a.size, run)
+    steady = lfilter_zi(b, a)[None]
+    return _forward_backward(b[None], a[None], steady, x, axis, padtype, padlen, a.size, dtype)
 
 
 def sosfiltfilt(sos, x, axis=-1, padtype="odd", padlen=None):
@@ -318,12 +314,5 @@ def sosfiltfilt(sos, x, axis=-1, padtype="odd", padlen=None):
     axis = _validate.check_axis(axis, x.ndim)
     ntaps = 2 * sos.shape[0] + 1
     ntaps -= min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
-    steady = sosfilt_zi(sos).astype(dtype)  # (n_sections, 2)
-    filters = [_coefficients(section[:3], section[3:]) for section in sos]
-
-    def run(y, first, reverse):
-        for k, (b, a) in enumerate(filters):
-            y = _run(b, a, y, axis, steady[k] * first, dtype, reverse)[0]
-        return y
-
-    return _forward_backward(x, axis, padtype, padlen, ntaps, run)
+    b, a = _stages(sos)
+    return _forward_backward(b, a, sosfilt_zi(sos), x, axis, padtype, padlen, ntaps, dtype)

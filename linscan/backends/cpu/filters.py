@@ -1,0 +1,247 @@
+"""IIR filters on the CPU: cascades of transposed-direct-form-II stages, many lanes at once
+(``linscan.signal``).
+
+A stage of order N turns its input ``u`` into ``y = b[0] u + z[0]`` and updates its delays
+``z[j] = b[j+1] u - a[j+1] y + z[j+1]`` (``z[N] = 0``); a cascade feeds each stage's output to
+the next (second-order sections: N = 2; one transfer function: one stage). Each lane is a
+latency-bound chain of dependent multiply-adds, so the kernel runs many lanes in lockstep:
+it copies a tile of ``TILE`` steps of ``C`` lanes into a small buffer, steps by steps, with
+the lanes contiguous, runs every stage over the tile with the loop over lanes innermost (LLVM
+vectorizes it), and copies the outputs back. Lanes are given by their first element and a
+time stride, so the same kernel takes rows, time-major channels, and the pieces of one long
+signal.
+
+One long signal is cut into pieces that run as lanes. A first pass runs every piece but the
+last from zero delays and keeps only its final delays; the cascade is linear, so the delays
+entering piece ``k + 1`` are ``F^L s_k + f_k`` (``F`` the cascade's state matrix, ``L`` the
+piece's length, ``f_k`` piece ``k``'s final delays from zero), composed in float64 (``F^L`` by
+repeated squaring); a second pass runs every piece from its true delays, rounded once, and
+writes the output.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import njit
+
+from . import plan as _plan
+from . import pool
+from .cache import njit_cached
+
+#: Bytes of one tile (``TILE`` steps of the lanes run in lockstep): it stays in L1 while
+#: every stage runs over it.
+TILE_BYTES = 8192
+#: Lanes a kernel call runs in lockstep (a multiple of every vector width): enough
+#: independent chains to hide the latency of a step.
+LANES = 32
+
+_JIT = dict(nogil=True, fastmath={"contract"}, error_model="numpy")
+_U = np.uint64
+
+
+# The stages of orders 1 and 2 (first-order filters and second-order sections) are written
+# out with their coefficients in locals and each delay a row of its own: the generic loop
+# over delays, whose coefficients the compiler reloads at every lane, ran 5 times slower.
+
+
+@njit(inline="always")
+def _first_order(buf, n, bk, ak, zk):
+    b0, b1, a1 = bk[0], bk[1], ak[1]
+    z0 = zk[0]
+    C = buf.shape[1]
+    for s in range(n):
+        row = buf[s]
+        for c in range(C):
+            u = row[c]
+            out = b0 * u + z0[c]
+            z0[c] = b1 * u - a1 * out
+            row[c] = out
+
+
+@njit(inline="always")
+def _second_order(buf, n, bk, ak, zk):
+    b0, b1, b2, a1, a2 = bk[0], bk[1], bk[2], ak[1], ak[2]
+    z0, z1 = zk[0], zk[1]
+    C = buf.shape[1]
+    for s in range(n):
+        row = buf[s]
+        for c in range(C):
+            u = row[c]
+            out = b0 * u + z0[c]
+            z0[c] = b1 * u - a1 * out + z1[c]
+            z1[c] = b2 * u - a2 * out
+            row[c] = out
+
+
+@functools.cache
+def kernel(order: int):
+    """The cascade kernel for stages of ``order`` (a compile-time constant)."""
+    N = order
+
+    if N == 1:
+        _stage = _first_order
+    elif N == 2:
+        _stage = _second_order
+    else:
+
+        @njit(inline="always")
+        def _stage(buf, n, bk, ak, zk):
+            C = buf.shape[1]
+            for s in range(n):
+                row = buf[s]
+                for c in range(C):
+                    u = row[c]
+                    out = bk[0] * u + zk[0, c]
+                    for j in range(N - 1):
+                        zk[j, c] = bk[j + 1] * u - ak[j + 1] * out + zk[j + 1, c]
+                    zk[N - 1, c] = bk[N] * u - ak[N] * out
+                    row[c] = out
+
+    @njit_cached(**_JIT)
+    def cascade(x, y, first, stride, t0, t1, b, a, z, write):
+        """Lanes ``c`` start at ``x[first[c]]`` and step by ``stride``: run steps ``[t0, t1)``
+        of every lane through the stages ``b``, ``a`` (``(K, N + 1)``, ``a[:, 0]`` unused)
+        from the delays ``z`` (``(K, N, C)``, updated in place); with ``write`` store the
+        outputs in ``y`` at the same places."""
+        C = first.size
+        K = b.shape[0]
+        tile = max(1, TILE_BYTES // (C * z.itemsize))
+        buf = np.empty((tile, C), z.dtype)
+        # Consecutive lanes (time-major channels) are copied a step at a time, each a
+        # contiguous run; the pieces of a row a lane at a time, each a contiguous run.
+        consecutive = first[C - 1] - first[0] == C - 1
+        # Offsets are uint64 (a negative stride wraps around and back): signed indices
+        # cost a wraparound check per element, which made the copies twice as slow.
+        step = _U(stride)
+        for s0 in range(t0, t1, tile):
+            n = min(tile, t1 - s0)
+            if consecutive:
+                for s in range(n):
+                    at = _U(first[0]) + _U(s0 + s) * step
+                    for c in range(C):
+                        buf[s, c] = x[at + _U(c)]
+            else:
+                for c in range(C):
+                    at = _U(first[c]) + _U(s0) * step
+                    for s in range(n):
+                        buf[s, c] = x[at + _U(s) * step]
+            for k in range(K):
+                _stage(buf, n, b[k], a[k], z[k])
+            if write:
+                if consecutive:
+                    for s in range(n):
+                        at = _U(first[0]) + _U(s0 + s) * step
+                        for c in range(C):
+                            y[at + _U(c)] = buf[s, c]
+                else:
+                    for c in range(C):
+                        at = _U(first[c]) + _U(s0) * step
+                        for s in range(n):
+                            y[at + _U(s) * step] = buf[s, c]
+
+    return cascade
+
+
+def _state_matrix(b, a):
+    """``F`` (``KN x KN``): the cascade's delays after one step of zero input, as a function
+    of the delays before (float64, by running unit delays through one step)."""
+    K, N = b.shape[0], b.shape[1] - 1
+    F = np.zeros((K * N, K * N), np.result_type(b, a, np.float64))
+    for col in range(K * N):
+        z = np.zeros((K, N), F.dtype)
+        z.flat[col] = 1
+        u = 0.0
+        for k in range(K):
+            out = b[k, 0] * u + z[k, 0]
+            nxt = b[k, 1:] * u - a[k, 1:] * out
+            nxt[:-1] += z[k, 1:]
+            z[k] = nxt
+            u = out
+        F[:, col] = z.ravel()
+    return F
+
+
+def run(x, y, first, stride, steps, b, a, z):
+    """Filter every lane (``first``: each lane's first element in the flat arrays ``x`` and
+    ``y``, ``stride``: between steps) over ``steps`` steps from the delays ``z`` (``(K, N,
+    lanes)``, left holding the final delays). Lanes are spread over threads in groups of
+    ``LANES``; with fewer lanes than that and a long signal, each lane is cut into pieces."""
+    cascade = kernel(b.shape[1] - 1)
+    lanes = first.size
+    threads = _plan.num_threads()
+    pieces = _pieces(lanes, steps, threads)
+    if pieces == 1:
+        busy = threads if lanes * steps >= _plan._setting("min_threaded", _plan.MIN_THREADED) else 1
+        _lockstep(cascade, x, y, first, stride, steps, b, a, z, busy, write=True)
+        return
+    _split_run(cascade, x, y, first, stride, steps, b, a, z, pieces, threads)
+
+
+def _pieces(lanes: int, steps: int, threads: int) -> int:
+    """Pieces per lane: enough lanes in lockstep for every thread, each piece long enough
+    (``plan.MIN_SEGMENT`` steps) that the second pass pays."""
+    if lanes >= LANES or lanes * steps < _plan._setting("min_threaded", _plan.MIN_THREADED):
+        return 1
+    want = -(-LANES * threads // lanes)
+    return max(1, min(want, steps // _plan._setting("min_segment", _plan.MIN_SEGMENT)))
+
+
+def _even_groups(groups, parts: int):
+    parts = max(1, min(parts, len(groups)))
+    return [groups[k::parts] for k in range(parts)]
+
+
+def _split_run(cascade, x, y, first, stride, steps, b, a, z, pieces, threads):
+    K, N = b.shape[0], b.shape[1] - 1
+    lanes = first.size
+    body = steps // pieces  # every piece but the last; the last takes the rest
+    lengths = [body] * (pieces - 1) + [steps - body * (pieces - 1)]
+    # Virtual lanes, piece-major: piece p of lane l starts at first[l] + p * body * stride.
+    starts = (first[None, :] + (np.arange(pieces) * body * stride)[:, None]).ravel()
+    # First pass: the pieces but the last, from zero delays, keeping their final delays.
+    finals = np.zeros((K, N, (pieces - 1) * lanes), z.dtype)
+    _lockstep(cascade, x, y, starts[: finals.shape[2]], stride, body, b, a, finals, threads,
+              write=False)  # fmt: skip
+    wide = np.promote_types(z.dtype, np.float64)
+    step = np.linalg.matrix_power(_state_matrix(b, a).astype(wide), body)
+    finals = finals.reshape(K * N, pieces - 1, lanes).astype(wide)
+    entering = np.empty((K * N, pieces, lanes), wide)
+    entering[:, 0] = z.reshape(K * N, lanes)
+    for p in range(pieces - 1):
+        entering[:, p + 1] = step @ entering[:, p] + finals[:, p]
+    if not np.isfinite(entering).all():
+        # An inf or NaN would not meet the same products as in the loop: run each lane
+        # through all of time instead.
+        _lockstep(cascade, x, y, first, stride, steps, b, a, z, threads, write=True)
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        delays = entering.reshape(K, N, pieces * lanes).astype(z.dtype)
+    # Second pass: every piece from its true delays; the last pieces end in the lanes' final
+    # delays.
+    last = slice((pieces - 1) * lanes, pieces * lanes)
+    _lockstep(cascade, x, y, starts[: last.start], stride, body, b, a, delays[:, :, : last.start],
+              threads, write=True, more=(starts[last], lengths[-1], delays[:, :, last]))  # fmt: skip
+    z[...] = delays[:, :, last]
+
+
+def _lockstep(cascade, x, y, starts, stride, steps, b, a, delays, threads, write, more=None):
+    """Run the lanes ``starts`` over ``steps`` steps in groups of ``LANES``, spread over the
+    threads, from (and leaving) the delays ``delays`` (``(K, N, lanes)``); ``more``: another
+    ``(starts, steps, delays)`` to run in the same tasks."""
+    jobs = [(starts, steps, delays)] + ([more] if more is not None else [])
+    groups = [
+        (job, lo, min(job[0].size, lo + LANES)) for job in jobs for lo in range(0, job[0].size,
+                                                                                  LANES)
+    ]
+    groups = [(job, lo, hi) for job, lo, hi in groups if hi > lo]
+    parts = _even_groups(groups, threads)
+
+    def task(part):
+        for (first, n, d), lo, hi in part:
+            sub = np.ascontiguousarray(d[:, :, lo:hi])
+            cascade(x, y, first[lo:hi], stride, 0, n, b, a, sub, write)
+            d[:, :, lo:hi] = sub
+
+    pool.run([functools.partial(task, part) for part in parts])
