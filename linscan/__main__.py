@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import sys
@@ -96,9 +97,9 @@ def _gpu_status() -> str:
 
 def _bench_module(args):
     """The benchmark ``bench`` runs: the CPU one, or with ``--gpu`` the GPU one."""
-    from ._bench import cpu, gpu
+    from ._bench import cpu, gpu, signal
 
-    return gpu if args.gpu else cpu
+    return signal if args.signal else gpu if args.gpu else cpu
 
 
 def _bench(args) -> int:
@@ -240,6 +241,16 @@ def _bench_problem(args):
         return f"{exc} (or unset it to use every usable CPU)"
     if args.plot and args.gpu:
         return "--plot draws the CPU benchmark only; drop it or --gpu"
+    if args.signal and (args.gpu or args.plot or args.no_peers):
+        return (
+            "--signal times linscan.signal against scipy.signal on the CPU: it takes neither "
+            "--gpu (not measured: no GPU kernels yet), --plot nor --no-peers"
+        )
+    if args.signal:
+        try:
+            importlib.import_module("scipy.signal")
+        except ImportError as exc:
+            return f"--signal needs scipy, which does not import ({exc})"
     if args.case:
         from ._bench import common
 
@@ -270,15 +281,16 @@ def _bench_problem(args):
 
 
 def _cases_help() -> str:
-    """The end of ``bench --help``: the case names, CPU and GPU, and what ``--gpu`` does with
-    the options."""
-    from ._bench import cpu, gpu
+    """The end of ``bench --help``: the case names, CPU, GPU and signal, and what ``--gpu``
+    does with the options."""
+    from ._bench import cpu, gpu, signal
 
     return "\n".join(
         [
             "cases (--case CASE runs those whose name contains CASE; give it again for more):",
             f"  CPU:   {', '.join(cpu.CASE_NAMES)} (all by default)",
             f"  --gpu: {', '.join(gpu.CASE_NAMES)}",
+            f"  --signal: {', '.join(signal.CASE_NAMES)}",
             f"         (by default {', '.join(gpu.DEFAULT_CASES)})",
             "",
             "With --gpu, --size sets the elements per array of the layout cases and of the",
@@ -325,6 +337,11 @@ def main(argv=None) -> int:
     bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
     bench.add_argument(
         "--gpu", action="store_true", help="benchmark the CUDA kernels on CuPy arrays instead"
+    )
+    bench.add_argument(
+        "--signal",
+        action="store_true",
+        help="benchmark linscan.signal.sosfilt against scipy.signal.sosfilt instead (CPU)",
     )
     tune = sub.add_parser(
         "tune",

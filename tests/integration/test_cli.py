@@ -71,6 +71,20 @@ def test_bench_json_small():
     assert report["environment"]["threads"] >= 1
 
 
+def test_bench_signal_against_scipy():
+    pytest.importorskip("scipy")
+    done = run("bench", "--signal", "--size", "8192", "--repeat", "1", "--json", "--quiet",
+               "--case", "one", "--case", "rows")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["rows"]
+    assert {(r["case"], r["dtype"]) for r in rows} == {
+        (case, dtype) for case in ("one signal", "64 rows") for dtype in ("float64", "float32")
+    }
+    assert all(r["ms"] > 0 and r["scipy_ms"] > 0 and r["speedup"] > 0 for r in rows)
+    refused = run("bench", "--signal", "--gpu")
+    assert refused.returncode == 2 and "not measured" in refused.stderr
+
+
 def test_bench_table_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "bench.png"

@@ -23,3 +23,12 @@ def test_dask_scan_filters_a_zarr_store(tmp_path):
     error = load("dask_scan").main(["--samples", "2**16", "--chunk", "2**12", "--channels",
                                     "3", "--dir", str(tmp_path)])  # fmt: skip
     assert error < 1e-4  # float32, 16 chunks forwards and backwards
+
+
+def test_filter_recording_band_passes_as_scipy():
+    import pytest
+
+    pytest.importorskip("scipy")
+    residual, difference = load("filter_recording").main(["--samples", "2**16"])
+    assert residual < 0.2  # the 10 Hz rhythm recovered from noise of rms 1.1
+    assert difference < 1e-9  # float64: the same result as scipy.signal.sosfiltfilt

@@ -75,29 +75,27 @@ def _second_order(buf, n, bk, ak, zk):
             row[c] = out
 
 
+@njit(inline="always")
+def _any_order(buf, n, bk, ak, zk, N):
+    C = buf.shape[1]
+    for s in range(n):
+        row = buf[s]
+        for c in range(C):
+            u = row[c]
+            out = bk[0] * u + zk[0, c]
+            for j in range(N - 1):
+                zk[j, c] = bk[j + 1] * u - ak[j + 1] * out + zk[j + 1, c]
+            zk[N - 1, c] = bk[N] * u - ak[N] * out
+            row[c] = out
+
+
 @functools.cache
 def kernel(order: int):
-    """The cascade kernel for stages of ``order`` (a compile-time constant)."""
+    """The cascade kernel for stages of ``order`` (a compile-time constant). Its closure
+    holds ``order`` only: Numba's disk cache keys a closure by the pickle of what it holds,
+    and a function object there pickled differently in every process (a recompile each
+    time)."""
     N = order
-
-    if N == 1:
-        _stage = _first_order
-    elif N == 2:
-        _stage = _second_order
-    else:
-
-        @njit(inline="always")
-        def _stage(buf, n, bk, ak, zk):
-            C = buf.shape[1]
-            for s in range(n):
-                row = buf[s]
-                for c in range(C):
-                    u = row[c]
-                    out = bk[0] * u + zk[0, c]
-                    for j in range(N - 1):
-                        zk[j, c] = bk[j + 1] * u - ak[j + 1] * out + zk[j + 1, c]
-                    zk[N - 1, c] = bk[N] * u - ak[N] * out
-                    row[c] = out
 
     @njit_cached(**_JIT)
     def cascade(x, y, first, stride, t0, t1, b, a, z, write):
@@ -128,7 +126,12 @@ def kernel(order: int):
                     for s in range(n):
                         buf[s, c] = x[at + _U(s) * step]
             for k in range(K):
-                _stage(buf, n, b[k], a[k], z[k])
+                if N == 1:  # (N is a constant: the other branches are never compiled)
+                    _first_order(buf, n, b[k], a[k], z[k])
+                elif N == 2:
+                    _second_order(buf, n, b[k], a[k], z[k])
+                else:
+                    _any_order(buf, n, b[k], a[k], z[k], N)
             if write:
                 if consecutive:
                     for s in range(n):
