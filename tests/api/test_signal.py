@@ -227,3 +227,20 @@ def test_sosfilt_pieces_float32_error_no_worse_than_the_loop(order):
     assert whole.dtype == pieces.dtype == np.float32
     err_whole = np.abs(whole - exact).max()
     assert 0 < np.abs(pieces - exact).max() <= 2 * err_whole
+
+
+@pytest.mark.parametrize("where", [5, 3000, 9000, -1])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_samples_in_pieces_as_scipy(where, value):
+    """The first pass runs only each piece's last steps (a stable filter forgets older
+    delays): an inf or NaN in the steps it leaves out still spreads as in the loop."""
+    sos = ss.butter(4, 0.1, output="sos")
+    x = np.random.default_rng(0).standard_normal(1 << 14)
+    x[where] = value
+    with plan.forced(threads=2, min_threaded=0, min_segment=1024):
+        got = signal.sosfilt(sos, x)
+    want = ss.sosfilt(sos, x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-9, atol=1e-9)

@@ -2,9 +2,9 @@
 
 The canonical layout is the scalar one with the state last: ``x`` and ``h`` are ``(O, T, I,
 d)``, ``A`` is ``(O, T, I, d, d)`` (a strided view: a matrix shared by steps or lanes keeps
-its zero strides) and the state is ``(O, I, d)``. The kernels are compiled once per state
-size d, which they take as a constant (a closure variable), so that the loops over the
-matrix are unrolled.
+its zero strides) and the state is ``(O, I, d)``. The kernels take d from the arrays'
+shapes: one compiled kernel per dtype serves every state size (one per size, with the
+loops over the matrix unrolled, made the tests compile 185 kernels, minutes of CI).
 
 Plans are the scalar backend's (``plan``): lanes split over threads, or, with few lanes,
 time split into segments. A segment is reduced to its affine map ``s -> M s + b`` in float64
@@ -18,7 +18,6 @@ loop: the segments are walked one after the other instead, as the loop does.
 
 from __future__ import annotations
 
-import functools
 from functools import partial
 
 import numpy as np
@@ -30,99 +29,97 @@ from .cache import njit_cached
 _JIT = dict(nogil=True, fastmath={"contract"}, error_model="numpy")
 
 
-@functools.cache
-def kernels(d: int):
-    """The kernels for states of size ``d`` (compiled on first call, cached on disk)."""
-    D = d  # a closure constant: Numba compiles it in, and LLVM unrolls the loops over it
+@njit_cached(**_JIT)
+def _walk(A, x, h, s, o0, o1, i0, i1, t0, t1, down, write):
+    """Steps ``[t0, t1)`` of lanes ``[o0, o1) x [i0, i1)`` from the states ``s``
+    (updated in place to the leaving states), writing ``h`` if ``write``."""
+    D = s.shape[2]
+    n = np.empty(D, s.dtype)
+    for o in range(o0, o1):
+        for step in range(t1 - t0):
+            t = t1 - 1 - step if down else t0 + step
+            for i in range(i0, i1):
+                for j in range(D):
+                    acc = x[o, t, i, j]
+                    for k in range(D):
+                        acc += A[o, t, i, j, k] * s[o, i, k]
+                    n[j] = acc
+                for j in range(D):
+                    s[o, i, j] = n[j]
+                    if write:
+                        h[o, t, i, j] = n[j]
 
-    @njit_cached(**_JIT)
-    def walk(A, x, h, s, o0, o1, i0, i1, t0, t1, down, write):
-        """Steps ``[t0, t1)`` of lanes ``[o0, o1) x [i0, i1)`` from the states ``s``
-        (updated in place to the leaving states), writing ``h`` if ``write``."""
-        n = np.empty(D, s.dtype)
-        for o in range(o0, o1):
-            for step in range(t1 - t0):
-                t = t1 - 1 - step if down else t0 + step
-                for i in range(i0, i1):
-                    for j in range(D):
-                        acc = x[o, t, i, j]
-                        for k in range(D):
-                            acc += A[o, t, i, j, k] * s[o, i, k]
-                        n[j] = acc
-                    for j in range(D):
-                        s[o, i, j] = n[j]
-                        if write:
-                            h[o, t, i, j] = n[j]
 
-    @njit_cached(**_JIT)
-    def reduce(A, x, M, b, o0, o1, t0, t1, down, product):
-        """The map of steps ``[t0, t1)`` of outer rows ``[o0, o1)``, all channels: ``b`` the
-        state reached from zero and, with ``product``, ``M`` the product of the matrices
-        (``M`` and ``b`` in the wide dtype they are given in)."""
-        I = x.shape[2]
-        n = np.empty(D, b.dtype)
-        P = np.empty((D, D), M.dtype)
-        for o in range(o0, o1):
+@njit_cached(**_JIT)
+def _reduce(A, x, M, b, o0, o1, t0, t1, down, product):
+    """The map of steps ``[t0, t1)`` of outer rows ``[o0, o1)``, all channels: ``b`` the
+    state reached from zero and, with ``product``, ``M`` the product of the matrices
+    (``M`` and ``b`` in the wide dtype they are given in)."""
+    I = x.shape[2]
+    D = b.shape[2]
+    n = np.empty(D, b.dtype)
+    P = np.empty((D, D), M.dtype)
+    for o in range(o0, o1):
+        for i in range(I):
+            for j in range(D):
+                b[o, i, j] = 0
+                for k in range(D):
+                    M[o, i, j, k] = 1 if j == k else 0
+        for step in range(t1 - t0):
+            t = t1 - 1 - step if down else t0 + step
             for i in range(I):
                 for j in range(D):
-                    b[o, i, j] = 0
-                    for k in range(D):
-                        M[o, i, j, k] = 1 if j == k else 0
-            for step in range(t1 - t0):
-                t = t1 - 1 - step if down else t0 + step
-                for i in range(I):
-                    for j in range(D):
-                        acc = A[o, t, i, j, 0] * b[o, i, 0] + x[o, t, i, j]  # in b's dtype
-                        for k in range(1, D):
-                            acc += A[o, t, i, j, k] * b[o, i, k]
-                        n[j] = acc
-                    for j in range(D):
-                        b[o, i, j] = n[j]
-                    if product:
-                        for j in range(D):
-                            for k in range(D):
-                                acc = A[o, t, i, j, 0] * M[o, i, 0, k]
-                                for m in range(1, D):
-                                    acc += A[o, t, i, j, m] * M[o, i, m, k]
-                                P[j, k] = acc
-                        for j in range(D):
-                            for k in range(D):
-                                M[o, i, j, k] = P[j, k]
-
-    @njit_cached(**_JIT)
-    def back(A, h, gh, hb, gx, gA, c, o0, o1, i0, i1, t0, t1, down):
-        """The backward walk over steps ``[t0, t1)`` (walked down when ``down``, against a
-        forward scan that went up): ``g[t] = gh[t] + A[t']^H c`` where ``c`` is the ``g`` of
-        the step walked before (zero at the start of the walk, then carried in ``c``) and
-        ``t'`` that step; ``gx[t] = g[t]``, ``gA[t] = g[t] h[t-1]^H`` with ``h[t-1]`` the
-        forward scan's previous state (``hb`` before the first step). ``c`` leaves holding
-        ``A[t_last]^H g[t_last]``: the gradient passed on to the state before the walk."""
-        T = h.shape[1]
-        n = np.empty(D, c.dtype)
-        for o in range(o0, o1):
-            for step in range(t1 - t0):
-                t = t1 - 1 - step if down else t0 + step
-                prev = t - 1 if down else t + 1  # the forward scan's previous step
-                inside = 0 <= prev < T
-                for i in range(i0, i1):
-                    for j in range(D):
-                        g = gh[o, t, i, j] + c[o, i, j]
-                        gx[o, t, i, j] = g
-                        n[j] = g
+                    acc = A[o, t, i, j, 0] * b[o, i, 0] + x[o, t, i, j]  # in b's dtype
+                    for k in range(1, D):
+                        acc += A[o, t, i, j, k] * b[o, i, k]
+                    n[j] = acc
+                for j in range(D):
+                    b[o, i, j] = n[j]
+                if product:
                     for j in range(D):
                         for k in range(D):
-                            if inside:
-                                hp = h[o, prev, i, k]
-                            else:
-                                hp = hb[o, i, k]
-                            gA[o, t, i, j, k] = n[j] * np.conj(hp)
-                    for k in range(D):  # carry A[t]^H g[t] to the step before
-                        acc = np.conj(A[o, t, i, 0, k]) * n[0]
-                        for j in range(1, D):
-                            acc += np.conj(A[o, t, i, j, k]) * n[j]
-                        c[o, i, k] = acc
+                            acc = A[o, t, i, j, 0] * M[o, i, 0, k]
+                            for m in range(1, D):
+                                acc += A[o, t, i, j, m] * M[o, i, m, k]
+                            P[j, k] = acc
+                    for j in range(D):
+                        for k in range(D):
+                            M[o, i, j, k] = P[j, k]
 
-    return walk, reduce, back
+
+@njit_cached(**_JIT)
+def _back(A, h, gh, hb, gx, gA, c, o0, o1, i0, i1, t0, t1, down):
+    """The backward walk over steps ``[t0, t1)`` (walked down when ``down``, against a
+    forward scan that went up): ``g[t] = gh[t] + A[t']^H c`` where ``c`` is the ``g`` of
+    the step walked before (zero at the start of the walk, then carried in ``c``) and
+    ``t'`` that step; ``gx[t] = g[t]``, ``gA[t] = g[t] h[t-1]^H`` with ``h[t-1]`` the
+    forward scan's previous state (``hb`` before the first step). ``c`` leaves holding
+    ``A[t_last]^H g[t_last]``: the gradient passed on to the state before the walk."""
+    T = h.shape[1]
+    D = c.shape[2]
+    n = np.empty(D, c.dtype)
+    for o in range(o0, o1):
+        for step in range(t1 - t0):
+            t = t1 - 1 - step if down else t0 + step
+            prev = t - 1 if down else t + 1  # the forward scan's previous step
+            inside = 0 <= prev < T
+            for i in range(i0, i1):
+                for j in range(D):
+                    g = gh[o, t, i, j] + c[o, i, j]
+                    gx[o, t, i, j] = g
+                    n[j] = g
+                for j in range(D):
+                    for k in range(D):
+                        if inside:
+                            hp = h[o, prev, i, k]
+                        else:
+                            hp = hb[o, i, k]
+                        gA[o, t, i, j, k] = n[j] * np.conj(hp)
+                for k in range(D):  # carry A[t]^H g[t] to the step before
+                    acc = np.conj(A[o, t, i, 0, k]) * n[0]
+                    for j in range(1, D):
+                        acc += np.conj(A[o, t, i, j, k]) * n[j]
+                    c[o, i, k] = acc
 
 
 def _rounded(arr, dtype):
@@ -133,7 +130,6 @@ def _rounded(arr, dtype):
 def _maps(A, x, plan, down: bool, wide, group):
     """Each first-phase piece's map ``(M, b)`` over all lanes, in ``wide``."""
     O, _, I, d = x.shape
-    walk, reduce, _ = kernels(d)
     flat = [piece for task in plan.pieces for piece in task]
     M = np.empty((len(flat), O, I, d, d), wide)
     b = np.empty((len(flat), O, I, d), wide)
@@ -147,7 +143,7 @@ def _maps(A, x, plan, down: bool, wide, group):
             for g in ids:
                 if group.cancelled:
                     return
-                reduce(A, x, M[g], b[g], 0, O, flat[g].t0, flat[g].t1, down, not constant)
+                _reduce(A, x, M[g], b[g], 0, O, flat[g].t0, flat[g].t1, down, not constant)
 
         tasks.append(reduce_task)
     pool.run(tasks, group)
@@ -192,7 +188,6 @@ def scan(A, x, h, s, reverse: bool, method: str, write: bool = True) -> None:
     """``h`` (``(O, T, I, d)``) from ``A``, ``x`` and the entering states ``s`` (``(O, I, d)``,
     left holding the final states). Without ``write`` ``h`` is not touched (may be ``None``)."""
     O, T, I, d = x.shape
-    walk, _, _ = kernels(d)
     if h is None:
         h = np.empty((1, 1, 1, d), x.dtype)  # never written
     op = "scan" if write else "final_state"
@@ -202,7 +197,7 @@ def scan(A, x, h, s, reverse: bool, method: str, write: bool = True) -> None:
     if not plan.split:
         pool.run(
             [
-                partial(walk, A, x, h, s, b.o0, b.o1, b.i0, b.i1, 0, T, reverse, write)
+                partial(_walk, A, x, h, s, b.o0, b.o1, b.i0, b.i1, 0, T, reverse, write)
                 for b in plan.boxes
             ],
             group,
@@ -213,11 +208,11 @@ def scan(A, x, h, s, reverse: bool, method: str, write: bool = True) -> None:
     starts = _starts(flat, M, b, s)
     if starts is None:  # walk the segments in order from their true entering states
         for t0, t1 in plan.segments if write else [(0, T)]:
-            walk(A, x, h, s, 0, O, 0, I, t0, t1, reverse, write)
+            _walk(A, x, h, s, 0, O, 0, I, t0, t1, reverse, write)
         return
     if write:
         tasks = [
-            partial(walk, A, x, h, starts[k], 0, O, 0, I, t0, t1, reverse, True)
+            partial(_walk, A, x, h, starts[k], 0, O, 0, I, t0, t1, reverse, True)
             for k, (t0, t1) in enumerate(plan.segments)
         ]
         pool.run(tasks, group)
@@ -228,14 +223,13 @@ def backward(A, h, gh, hb, gx, gA, reverse: bool, method: str):
     """The backward walk (sequential over time, lanes over threads): fills ``gx`` and ``gA``
     and returns ``A[first]^H g[first]`` per lane, the gradient of the entering state."""
     O, T, I, d = h.shape
-    _, _, back = kernels(d)
     c = np.zeros((O, I, d), gx.dtype)
     down = not reverse
     plan = _plan.make_plan(O, T, I, down=down, method="sequential", op="backward",
                            itemsize=h.itemsize)  # fmt: skip
     pool.run(
         [
-            partial(back, A, h, gh, hb, gx, gA, c, b.o0, b.o1, b.i0, b.i1, 0, T, down)
+            partial(_back, A, h, gh, hb, gx, gA, c, b.o0, b.o1, b.i0, b.i1, 0, T, down)
             for b in plan.boxes
         ]
     )
