@@ -34,6 +34,12 @@ Complex results are compared component by component, each with the tolerance of 
 tolerance above plus one ``eps`` of the 16-bit dtype times ``|expected|`` (two units of
 roundoff) and half its smallest subnormal, not the error of a 16-bit running sum.
 
+Matrix recurrences (:func:`matscan_oracle`, :func:`assert_matscan_close`,
+:func:`matscan_cases`) use the same bound with ``M`` the matrix recurrence run on ``|A|``,
+``|x|`` and ``|h0|`` (elementwise moduli): a step's ``d``-term dot products err by at most
+``(d + 1) * eps`` of what ``M`` bounds instead of ``2 * eps``, so the allowance is scaled by
+``(d + 1) / 2`` (the scalar rule for ``d = 1``).
+
 Wrong algorithms (a lost carry, an off-by-one step) miss by a
 fraction of ``M``, far outside it. Hypothesis should not draw ill-conditioned cases that a
 tolerance would have to hide; the strategies here keep ``|a| <= 1`` and bounded inputs.
@@ -66,6 +72,12 @@ __all__ = [
     "backward_cases",
     "POISONS",
     "poison",
+    "matscan_oracle",
+    "assert_matscan_close",
+    "assert_matscan_final_state_close",
+    "MatscanCase",
+    "MATRIX_FORMS",
+    "matscan_cases",
     "poisoned",
     "assert_same_values",
 ]
@@ -371,6 +383,43 @@ def assert_scan_backward_close(
             oracle.check(name, got, dtype)
 
 
+def matscan_oracle(A, x, h0=None, *, axis=-1, reverse=False) -> Oracle:
+    """The oracle for ``linscan.matscan(A, x, h0, axis=axis, reverse=reverse)`` (see the
+    module docstring for its tolerance)."""
+    kw = dict(axis=axis, reverse=reverse)
+
+    def make(A, x, h0):
+        expected = reference.matscan(A, x, h0, **kw)
+        d = expected.shape[-1]
+        bound = reference.matscan(_abs(A), _abs(x), _abs(h0), **kw) * ((d + 1) / 2)
+        ax = axis % (expected.ndim - 1)
+        return Oracle(expected, bound, _steps(expected.shape, ax, reverse))
+
+    return _oracles(("A", "x", "h0"), (A, x, h0), kw, make)
+
+
+def assert_matscan_close(h, A, x, h0=None, *, axis=-1, reverse=False, dtype=None):
+    """Assert that ``h`` is ``linscan.matscan(A, x, h0, axis=axis, reverse=reverse)`` within
+    rounding: the float64 serial loop, the tolerance of ``dtype`` (default ``h.dtype``)."""
+    matscan_oracle(A, x, h0, axis=axis, reverse=reverse).check("h", h, dtype)
+
+
+def assert_matscan_final_state_close(state, A, x, h0=None, *, axis=-1, reverse=False,
+                                     dtype=None):  # fmt: skip
+    """Assert that ``state`` is ``linscan.matscan_final_state(A, x, h0, axis=axis,
+    reverse=reverse)`` within rounding."""
+    kw = dict(axis=axis, reverse=reverse)
+
+    def make(A, x, h0):
+        expected = reference.matscan_final_state(A, x, h0, **kw)
+        d = expected.shape[-1]
+        bound = reference.matscan_final_state(_abs(A), _abs(x), _abs(h0), **kw) * ((d + 1) / 2)
+        lanes = np.broadcast_shapes(np.shape(A)[:-2], np.shape(x)[:-1])
+        return Oracle(expected, bound, float(lanes[axis % len(lanes)] + 1))
+
+    _oracles(("A", "x", "h0"), (A, x, h0), kw, make).check("final state", state, dtype)
+
+
 # --- hypothesis strategies ------------------------------------------------------------------------
 
 
@@ -654,6 +703,102 @@ def backward_cases(dtypes=(np.float32, np.float64), **options):
         return BackwardCase.of(case, grad_h)
 
     return build()
+
+
+# --- matrix recurrences ------------------------------------------------------------------
+
+
+@dataclass
+class MatscanCase:
+    """Arguments of one call: ``matscan(case.A, case.x, case.h0, **case.kwargs)``."""
+
+    A: np.ndarray
+    x: np.ndarray
+    h0: object
+    axis: int
+    reverse: bool
+
+    @property
+    def kwargs(self) -> dict:
+        return {"axis": self.axis, "reverse": self.reverse}
+
+    @property
+    def shape(self) -> tuple:
+        lanes = np.broadcast_shapes(np.shape(self.A)[:-2], np.shape(self.x)[:-1])
+        return lanes + np.shape(self.x)[-1:]
+
+
+#: The forms of ``A`` that :func:`matscan_cases` draws: one matrix for every step and lane,
+#: a matrix per step, per lane (the same at every step), or per element.
+MATRIX_FORMS = ("one", "per-step", "per-lane", "full")
+
+
+def matscan_cases(dtypes=(np.float32, np.float64, np.complex64, np.complex128), *,
+                  max_state=8, max_ndim=3, max_side=3, max_steps=40, axis=None, reverse=None,
+                  matrix_forms=MATRIX_FORMS, h0=True):  # fmt: skip
+    """Hypothesis strategy of :class:`MatscanCase`: states of 1 to ``max_state``, 1 to
+    ``max_ndim`` dimensions before the state (sides up to ``max_side``, time up to
+    ``max_steps`` steps, 0 included), every axis (negative too) unless ``axis`` is given,
+    both directions unless ``reverse`` is, ``A`` in each of ``matrix_forms`` with spectral
+    norm at most 1 (so that states stay bounded), ``x`` and ``h0`` in ``[-1, 1]`` (``h0``
+    absent, an array, one state for every lane, or a Python number; never with
+    ``h0=False``), one dtype per case drawn from ``dtypes``."""
+    st, _ = _hyp()
+    unknown = set(matrix_forms) - set(MATRIX_FORMS)
+    if unknown or not matrix_forms:
+        raise ValueError(f"matrix_forms must be some of {MATRIX_FORMS}, got {matrix_forms!r}")
+
+    @st.composite
+    def cases(draw):
+        d = draw(st.integers(1, max_state), label="d")
+        ndim = draw(st.integers(1, max_ndim))
+        lanes = list(draw(st.lists(st.integers(1, max_side), min_size=ndim, max_size=ndim)))
+        ax = draw(st.integers(0, ndim - 1)) if axis is None else axis % ndim
+        lanes[ax] = draw(st.integers(0, max_steps), label="T")
+        lanes = tuple(lanes)
+        dtype = np.dtype(draw(st.sampled_from(dtypes)))
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        form = draw(st.sampled_from(matrix_forms), label="A form")
+        shape = {
+            "one": (),
+            "per-step": (lanes[ax],) + (1,) * (ndim - 1 - ax),
+            "per-lane": lanes[:ax] + (1,) + lanes[ax + 1 :],
+            "full": lanes,
+        }[form]
+        radius = draw(st.sampled_from([0.5, 0.9, 1.0]))
+        A = _matrices(rng, shape, d, dtype, radius)
+        x = _vectors(rng, lanes + (d,), dtype)
+        start = draw(st.sampled_from(["none", "array", "vector", "number"] if h0 else ["none"]))
+        state = lanes[:ax] + lanes[ax + 1 :] + (d,)
+        first = {
+            "none": lambda: None,
+            "array": lambda: _vectors(rng, state, dtype),
+            "vector": lambda: _vectors(rng, (d,), dtype),
+            "number": lambda: 0.5,
+        }[start]()
+        rev = draw(st.booleans()) if reverse is None else reverse
+        given_axis = ax - ndim if axis is None and draw(st.booleans()) else ax
+        if axis is not None:
+            given_axis = axis
+        return MatscanCase(A, x, first, given_axis, rev)
+
+    return cases()
+
+
+def _matrices(rng, shape, d, dtype, radius):
+    """Random matrices of ``shape + (d, d)`` with spectral norm ``radius``."""
+    A = rng.standard_normal(shape + (d, d))
+    if _dtypes.is_complex(np.dtype(dtype)):
+        A = A + 1j * rng.standard_normal(shape + (d, d))
+    A = A / np.linalg.norm(A, 2, axis=(-2, -1))[..., None, None] * radius
+    return A.astype(dtype)
+
+
+def _vectors(rng, shape, dtype):
+    x = rng.uniform(-1, 1, shape)
+    if _dtypes.is_complex(np.dtype(dtype)):
+        x = x + 1j * rng.uniform(-1, 1, shape)
+    return x.astype(dtype)
 
 
 # --- Non-finite trouble -------------------------------------------------------------------

@@ -10,63 +10,15 @@ import linscan
 from linscan import reference
 from linscan.backends.cpu import plan
 
+from linscan.testing import (  # (_matrices, _vectors: the strategy's own random draws)
+    _matrices,
+    _vectors,
+    assert_matscan_close,
+    assert_matscan_final_state_close,
+    matscan_cases,
+)
+
 from helpers import CONFIGS, METHODS, Unchanged, forced
-
-DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
-A_FORMS = ("one", "per-step", "per-lane", "full")
-
-
-def _matrices(rng, shape, d, dtype, radius):
-    """Random matrices of ``shape + (d, d)`` with spectral norm ``radius`` (so that the states
-    stay bounded by ``|h0| + sum |x|``)."""
-    A = rng.standard_normal(shape + (d, d))
-    if np.dtype(dtype).kind == "c":
-        A = A + 1j * rng.standard_normal(shape + (d, d))
-    A = A / np.linalg.norm(A, 2, axis=(-2, -1))[..., None, None] * radius
-    return A.astype(dtype)
-
-
-def _vectors(rng, shape, dtype):
-    x = rng.uniform(-1, 1, shape)
-    if np.dtype(dtype).kind == "c":
-        x = x + 1j * rng.uniform(-1, 1, shape)
-    return x.astype(dtype)
-
-
-@st.composite
-def matrix_cases(draw, dtypes=DTYPES):
-    """``(A, x, h0, kwargs)``: a matrix recurrence with a state of 1 to 8, up to 3 lane
-    dimensions, any axis (negative too), every broadcast form of ``A``, ``h0`` or not."""
-    d = draw(st.integers(1, 8), label="d")
-    ndim = draw(st.integers(1, 3))
-    lanes = list(draw(st.lists(st.integers(1, 3), min_size=ndim, max_size=ndim)))
-    axis = draw(st.integers(0, ndim - 1))
-    lanes[axis] = draw(st.integers(0, 40), label="T")
-    lanes = tuple(lanes)
-    dtype = np.dtype(draw(st.sampled_from(dtypes)))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    form = draw(st.sampled_from(A_FORMS), label="A form")
-    if form == "one":
-        a_shape = ()
-    elif form == "per-step":
-        a_shape = (lanes[axis],) + (1,) * (ndim - 1 - axis)
-    elif form == "per-lane":
-        a_shape = lanes[:axis] + (1,) + lanes[axis + 1 :]
-    else:
-        a_shape = lanes
-    A = _matrices(rng, a_shape, d, dtype, draw(st.sampled_from([0.5, 0.9, 1.0])))
-    x = _vectors(rng, lanes + (d,), dtype)
-    state = lanes[:axis] + lanes[axis + 1 :] + (d,)
-    h0 = draw(st.sampled_from([None, "array", "number", "vector"]))
-    if h0 == "array":
-        h0 = _vectors(rng, state, dtype)
-    elif h0 == "number":
-        h0 = 0.5
-    elif h0 == "vector":  # one state for every lane
-        h0 = _vectors(rng, (d,), dtype)
-    kwargs = dict(axis=axis - ndim if draw(st.booleans()) else axis, reverse=draw(st.booleans()))
-    return A, x, h0, kwargs
-
 
 def _bound(x, h0, axis, reverse, d):
     """Per element: the number of steps taken times a bound of the states so far (``|h0| +
@@ -92,40 +44,32 @@ def _assert_close(got, want, bound, dtype, d):
 
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("method", METHODS)
-@given(case=matrix_cases())
+@given(case=matscan_cases())
 def test_matscan_matches_the_loop(config, method, case):
-    A, x, h0, kwargs = case
-    inputs = Unchanged(A, x, h0)
+    inputs = Unchanged(case.A, case.x, case.h0)
     with forced(config):
-        h = linscan.matscan(A, x, h0, method=method, **kwargs)
+        h = linscan.matscan(case.A, case.x, case.h0, method=method, **case.kwargs)
     inputs.check()
-    assert h.shape == np.broadcast_shapes(A.shape[:-2], x.shape[:-1]) + x.shape[-1:]
-    assert h.dtype == x.dtype
-    want = reference.matscan(A, x, h0, **kwargs)
-    axis = kwargs["axis"] % (x.ndim - 1)
-    _assert_close(h, want, _bound(np.broadcast_to(x, h.shape), h0, axis, kwargs["reverse"],
-                                  x.shape[-1]), x.dtype, x.shape[-1])  # fmt: skip
+    assert h.shape == case.shape and h.dtype == case.x.dtype
+    assert_matscan_close(h, case.A, case.x, case.h0, **case.kwargs)
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
-@given(case=matrix_cases(), method=st.sampled_from(METHODS))
+@given(case=matscan_cases(), method=st.sampled_from(METHODS))
 def test_matscan_final_state_matches_the_loop(config, case, method):
-    A, x, h0, kwargs = case
     with forced(config):
-        state = linscan.matscan_final_state(A, x, h0, method=method, **kwargs)
-    want = reference.matscan_final_state(A, x, h0, **kwargs)
-    assert state.shape == want.shape and state.dtype == x.dtype
-    axis = kwargs["axis"] % (x.ndim - 1)
-    T = x.shape[axis]
-    bound = _bound(x, h0, axis, kwargs["reverse"], x.shape[-1])
-    last = np.take(bound, 0 if kwargs["reverse"] else T - 1, axis=axis) if T else 1.0
-    _assert_close(state, want, last, x.dtype, x.shape[-1])
+        state = linscan.matscan_final_state(case.A, case.x, case.h0, method=method,
+                                            **case.kwargs)  # fmt: skip
+    axis = case.axis % (len(case.shape) - 1)
+    assert state.shape == case.shape[:axis] + case.shape[axis + 1 :]
+    assert state.dtype == case.x.dtype
+    assert_matscan_final_state_close(state, case.A, case.x, case.h0, **case.kwargs)
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
-@given(case=matrix_cases())
+@given(case=matscan_cases())
 def test_matscan_backward_matches_the_loop(config, case):
-    A, x, h0, kwargs = case
+    A, x, h0, kwargs = case.A, case.x, case.h0, case.kwargs
     h = linscan.matscan(A, x, h0, **kwargs)
     rng = np.random.default_rng(1)
     grad_h = _vectors(rng, h.shape, x.dtype)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import linscan
 from linscan import reference, testing
 from linscan.testing import backward_cases, scan_cases
 
@@ -162,3 +163,37 @@ def test_a_backward_case_carries_its_forward_result(case):
     assert case.h.dtype == testing.result_dtype(case.a, case.x, case.h0)
     assert case.h.shape == case.grad_h.shape == case.shape
     testing.assert_scan_close(case.h, case.a, case.x, case.h0, **case.kwargs)
+
+
+def test_matscan_asserts_pass_right_results_and_catch_wrong_ones():
+    from linscan.testing import (
+        assert_matscan_close,
+        assert_matscan_final_state_close,
+        matscan_cases,
+    )
+
+    rng = np.random.default_rng(0)
+    A = rng.uniform(-0.5, 0.5, (30, 3, 3)).astype(np.float32)
+    x = rng.uniform(-1, 1, (30, 3)).astype(np.float32)
+    h = linscan.matscan(A, x, axis=0)
+    assert_matscan_close(h, A, x, axis=0)
+    assert_matscan_final_state_close(h[-1], A, x, axis=0)
+    transposed = linscan.matscan(np.swapaxes(A, -1, -2), x, axis=0)
+    with pytest.raises(AssertionError, match="beyond the float32 tolerance"):
+        assert_matscan_close(transposed, A, x, axis=0)
+    late = h.copy()
+    late[5:] = linscan.matscan(A[5:], x[5:], axis=0)  # a lost carry at step 5
+    with pytest.raises(AssertionError, match="worst at index"):
+        assert_matscan_close(late, A, x, axis=0)
+    with pytest.raises(AssertionError):
+        assert_matscan_final_state_close(h[-2], A, x, axis=0)
+
+    @given(matscan_cases(dtypes=(np.float64,), axis=-1, reverse=False, h0=False))
+    def drawn_as_asked(case):
+        assert case.axis == -1 and not case.reverse and case.h0 is None
+        assert case.x.dtype == np.float64 and case.A.shape[-2:] == (case.x.shape[-1],) * 2
+        np.testing.assert_array_less(np.linalg.norm(case.A, 2, axis=(-2, -1)), 1 + 1e-9)
+
+    drawn_as_asked()
+    with pytest.raises(ValueError, match="matrix_forms"):
+        matscan_cases(matrix_forms=("diagonal",))
