@@ -52,18 +52,25 @@ def _state_space(b, a, dtype):
     return A, (b[1:] - a[1:] * b[0]).astype(dtype)
 
 
-def _signal(x, dtype_of):
-    """``x`` as an array (floats for integer input, as scipy computes them) and the result
-    dtype of ``x`` with the arrays ``dtype_of`` (coefficients, initial state)."""
-    if _validate._is_python_number(x):
-        raise ValueError("x must be an array with a time axis, got a Python number")
+def _signal(x, coefficients, zi=None):
+    """``x`` as an array (floats for integer input, as scipy computes them), ``zi`` as an
+    array or ``None``, and the result dtype of ``x``, the ``coefficients`` arrays and ``zi``."""
     x = np.asarray(x)
-    if x.dtype.kind not in "biufc":
-        raise TypeError(f"x must hold numbers, got dtype {x.dtype}")
-    dtype = np.result_type(x, *dtype_of, 1.0)  # integers give float64, floats stay
-    if dtype.kind not in "fc":
-        raise TypeError(f"x must hold numbers, got dtype {x.dtype}")
-    return x, np.dtype(dtype)
+    if x.ndim == 0:
+        raise ValueError("x must be an array with a time axis, got a scalar (0-d)")
+    named = [("x", x)]
+    if zi is not None:
+        zi = np.asarray(zi)
+        named.append(("zi", zi))
+    for name, value in named:
+        if value.dtype.kind not in "biufc":
+            raise TypeError(f"{name} must hold numbers, got dtype {value.dtype}")
+    dtype = np.dtype(np.result_type(*coefficients, *(v for _, v in named), 1.0))
+    if dtype.newbyteorder("=") not in _dtypes.SUPPORTED:
+        what = " and ".join(name for name, _ in named)
+        raise TypeError(f"{what} with the coefficients must give one of {_dtypes.TEXT}, got "
+                        f"{dtype} (the kernels compute in these)")  # fmt: skip
+    return x, zi, dtype.newbyteorder("=")
 
 
 def _initial(zi, x, axis: int, n: int, name: str = "zi"):
@@ -86,13 +93,17 @@ def _lanes(x, axis: int):
     return first, I
 
 
-def _cascade(b, a, x, axis: int, zi, dtype, reverse: bool = False):
+def _cascade(b, a, x, axis: int, zi, dtype, reverse: bool = False, fir: bool = False):
     """``y`` and the final delays of the cascade of normalized stages ``b``, ``a`` (``(K,
     N + 1)``) over ``x`` along ``axis``, from the delays ``zi`` (``(K, lanes..., N)``, the
     lanes being ``x``'s other dimensions; ``None``: zeros), in ``dtype``; walking backwards
-    in time with ``reverse``. The final delays have ``zi``'s layout."""
+    in time with ``reverse``. The final delays have ``zi``'s layout. ``fir``: one stage
+    without feedback, convolved as scipy does (an inf or NaN then reaches ``N + 1``
+    outputs, where the recurrence would spread ``0 * inf`` through its delays)."""
     from .backends.cpu import filters  # Numba is imported on first use
 
+    if fir:
+        return _convolved(b[0], x, axis, None if zi is None else zi[0], dtype, reverse)
     work = _dtypes.accumulator(dtype)
     K, N = b.shape[0], b.shape[1] - 1
     lanes_shape = x.shape[:axis] + x.shape[axis + 1 :]
@@ -116,6 +127,26 @@ def _cascade(b, a, x, axis: int, zi, dtype, reverse: bool = False):
     return _layout.cast(y, dtype), _layout.cast(final, dtype)
 
 
+def _convolved(b, x, axis, zi, dtype, reverse):
+    """``_cascade`` for one stage without feedback: the full convolution of ``x`` with ``b``
+    plus ``zi`` at its start; ``y`` its first ``T`` values, the final delays the rest."""
+    work = _dtypes.accumulator(dtype)
+    xs = np.moveaxis(np.asarray(x), axis, -1).astype(work)
+    if reverse:
+        xs = xs[..., ::-1]
+    T, n = xs.shape[-1], b.size - 1
+    full = np.zeros(xs.shape[:-1] + (T + n,), work)
+    for k, coefficient in enumerate(b.astype(work)):
+        full[..., k : k + T] += coefficient * xs
+    if zi is not None:
+        full[..., :n] += zi
+    y = full[..., :T]
+    if reverse:
+        y = y[..., ::-1]
+    y = np.ascontiguousarray(np.moveaxis(y, -1, axis))
+    return _layout.cast(y, dtype), _layout.cast(full[None, ..., T:], dtype)
+
+
 def lfilter(b, a, x, axis=-1, zi=None):
     """Filter ``x`` along ``axis`` with the rational filter ``b / a``, as
     ``scipy.signal.lfilter`` (same arguments and results).
@@ -132,13 +163,12 @@ def lfilter(b, a, x, axis=-1, zi=None):
     >>> signal.lfilter([1.0], [1.0, -0.5], np.ones(4))
     array([1.   , 1.5  , 1.75 , 1.875])
     """
+    fir = np.size(a) == 1  # scipy convolves: an inf or NaN reaches len(b) outputs only
     b, a = _coefficients(b, a)
-    x, dtype = _signal(x, (b, a) + (() if zi is None else (np.asarray(zi),)))
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension (time), got a 0-d array")
+    x, zi, dtype = _signal(x, (b, a), zi)
     axis = _validate.check_axis(axis, x.ndim)
     state = None if zi is None else _initial(zi, x, axis, a.size - 1)[None]
-    y, final = _cascade(b[None], a[None], x, axis, state, dtype)
+    y, final = _cascade(b[None], a[None], x, axis, state, dtype, fir=fir)
     if zi is None:
         return y
     return y, np.moveaxis(final[0], -1, axis)
@@ -146,12 +176,18 @@ def lfilter(b, a, x, axis=-1, zi=None):
 
 def lfilter_zi(b, a):
     """The initial delays for which ``lfilter(b, a, x, zi=lfilter_zi(b, a) * x[0])`` starts
-    in the steady state of a constant input ``x[0]``, as ``scipy.signal.lfilter_zi``."""
+    in the steady state of a constant input ``x[0]``, as ``scipy.signal.lfilter_zi`` (which,
+    unlike ``lfilter``, drops leading zeros of ``a``)."""
+    a = np.atleast_1d(np.asarray(a))
+    while a.ndim == 1 and a.size > 1 and a[0] == 0:
+        a = a[1:]
     b, a = _coefficients(b, a)
     n = a.size - 1
     dtype = np.result_type(b, a, 1.0)
+    if n == 0:
+        return np.zeros(0, dtype)
     A, B = _state_space(b, a, dtype)
-    return np.linalg.solve(np.eye(n, dtype=dtype) - A, B) if n else np.zeros(0, dtype)
+    return np.linalg.solve(np.eye(n, dtype=dtype) - A, B)
 
 
 def _sections(sos):
@@ -186,12 +222,9 @@ def sosfilt(sos, x, axis=-1, zi=None):
     array([1.  , 1.5 , 1.75])
     """
     sos = _sections(sos)
-    x, dtype = _signal(x, (sos,) + (() if zi is None else (np.asarray(zi),)))
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension (time), got a 0-d array")
+    x, zi, dtype = _signal(x, (sos,), zi)
     axis = _validate.check_axis(axis, x.ndim)
     if zi is not None:
-        zi = np.asarray(zi)
         if zi.ndim != x.ndim + 1 or zi.shape[0] != sos.shape[0]:
             expected = (sos.shape[0],) + x.shape[:axis] + (2,) + x.shape[axis + 1 :]
             raise ValueError(f"zi must have shape {expected} (a leading axis of sections), "
@@ -224,8 +257,9 @@ def _edges(x, padtype, padlen, axis, ntaps):
     if padtype not in ("even", "odd", "constant", None):
         raise ValueError(f"padtype must be 'even', 'odd', 'constant' or None, got {padtype!r}")
     edge = 0 if padtype is None else 3 * ntaps if padlen is None else padlen
-    if not isinstance(edge, (int, np.integer)) or edge < 0:
-        raise ValueError(f"padlen must be a non-negative integer, got {padlen!r}")
+    if not isinstance(edge, (int, np.integer)) or isinstance(edge, bool):
+        raise TypeError(f"padlen must be an integer or None, got {padlen!r}")
+    edge = max(0, int(edge))  # a negative padlen pads nothing, as in scipy
     if x.shape[axis] <= edge:
         raise ValueError(
             f"x must be longer than padlen along axis {axis}: padlen is {edge}, x has "
@@ -253,15 +287,15 @@ def _unpad(y, edge, axis):
     return y[tuple(index)]
 
 
-def _forward_backward(b, a, steady, x, axis, padtype, padlen, ntaps, dtype):
+def _forward_backward(b, a, steady, x, axis, padtype, padlen, ntaps, dtype, fir=False):
     """Filter with the stages ``b``, ``a`` forwards then backwards (scipy's "pad" method),
     each pass starting where a constant input equal to its first sample would have settled
-    the delays: ``steady`` (``(K, N)``) for a unit input."""
+    the delays: ``steady`` (``(K, N)``) for a unit input. ``fir`` as for ``_cascade``."""
     edge, ext = _edges(x, padtype, padlen, axis, ntaps)
     unit = steady.reshape((steady.shape[0],) + (1,) * (x.ndim - 1) + (steady.shape[1],))
 
     def run(y, first, reverse):
-        return _cascade(b, a, y, axis, unit * first[None, ..., None], dtype, reverse)[0]
+        return _cascade(b, a, y, axis, unit * first[None, ..., None], dtype, reverse, fir)[0]
 
     y = run(ext, np.take(ext, 0, axis=axis), False)
     y = run(y, np.take(y, -1, axis=axis), True)
@@ -286,13 +320,13 @@ def filtfilt(b, a, x, axis=-1, padtype="odd", padlen=None, method="pad", irlen=N
     if method != "pad":
         raise ValueError(f"method must be 'pad' (Gustafsson's method is not implemented), "
                          f"got {method!r}")  # fmt: skip
+    fir = np.size(a) == 1
     b, a = _coefficients(b, a)
-    x, dtype = _signal(x, (b, a))
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension (time), got a 0-d array")
+    x, _, dtype = _signal(x, (b, a))
     axis = _validate.check_axis(axis, x.ndim)
     steady = lfilter_zi(b, a)[None]
-    return _forward_backward(b[None], a[None], steady, x, axis, padtype, padlen, a.size, dtype)
+    return _forward_backward(b[None], a[None], steady, x, axis, padtype, padlen, a.size, dtype,
+                             fir)  # fmt: skip
 
 
 def sosfiltfilt(sos, x, axis=-1, padtype="odd", padlen=None):
@@ -308,9 +342,7 @@ def sosfiltfilt(sos, x, axis=-1, padtype="odd", padlen=None):
     array([1., 1., 1.])
     """
     sos = _sections(sos)
-    x, dtype = _signal(x, (sos,))
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension (time), got a 0-d array")
+    x, _, dtype = _signal(x, (sos,))
     axis = _validate.check_axis(axis, x.ndim)
     ntaps = 2 * sos.shape[0] + 1
     ntaps -= min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))

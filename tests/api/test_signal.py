@@ -244,3 +244,63 @@ def test_non_finite_samples_in_pieces_as_scipy(where, value):
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-9, atol=1e-9)
+
+
+def test_a_loud_start_is_not_forgotten():
+    """The first pass leaves out the start of a piece only where its inputs are no larger
+    than those it runs: inputs 1e12 times louder at a piece's start must still reach its
+    end as the loop carries them (decayed to about 1e-5 there)."""
+    x = np.random.default_rng(1).standard_normal(40000)
+    x[:3900] *= 1e12
+    want = ss.lfilter([1.0], [1.0, -0.99], x)
+    with plan.forced(threads=3, min_threaded=0, min_segment=8000):
+        got = signal.lfilter([1.0], [1.0, -0.99], x)
+    np.testing.assert_allclose(got[4000:], want[4000:], rtol=1e-12, atol=1e-12)
+
+
+def test_no_floating_point_warnings_where_scipy_has_none():
+    """The matrix powers of the split path underflow (stable filters) or overflow (unstable
+    ones) on the way; that never reaches NumPy's error state or the warnings."""
+    import warnings
+
+    x = np.random.default_rng(0).standard_normal(90000)
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        with plan.forced(threads=3, min_threaded=0, min_segment=1000):
+            stable = signal.sosfilt(ss.butter(4, 0.2, output="sos"), x)
+            unstable = signal.lfilter([1.0], [1.0, -1.5], x[:3000])
+    np.testing.assert_allclose(stable, ss.sosfilt(ss.butter(4, 0.2, output="sos"), x),
+                               rtol=1e-9, atol=1e-12)  # fmt: skip
+    want = ss.lfilter([1.0], [1.0, -1.5], x[:3000])
+    np.testing.assert_array_equal(np.isinf(unstable), np.isinf(want))
+
+
+def test_fir_filters_convolve_as_scipy():
+    """With ``len(a) == 1`` scipy convolves: an inf or NaN reaches ``len(b)`` outputs, not
+    all later ones; zi and zf as scipy's."""
+    x = np.array([1.0, np.inf, 1.0, 1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(signal.lfilter([1.0, 1.0], [1.0], x),
+                                  ss.lfilter([1.0, 1.0], [1.0], x))  # fmt: skip
+    x = np.r_[np.ones(10), np.nan, np.ones(10)]
+    got, want = signal.filtfilt([0.5, 0.5], [1.0], x), ss.filtfilt([0.5, 0.5], [1.0], x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    rng = np.random.default_rng(0)
+    b, x, zi = rng.standard_normal(5), rng.standard_normal((3, 50)), rng.standard_normal((3, 4))
+    for ours, theirs in zip(signal.lfilter(b, [2.0], x, zi=zi), ss.lfilter(b, [2.0], x, zi=zi)):
+        _close(ours, theirs)
+    _close(signal.lfilter(b, [1.0], x.T, axis=0), ss.lfilter(b, [1.0], x.T, axis=0))
+
+
+def test_scipy_s_edge_cases():
+    assert signal.lfilter_zi([2.0], [1.0]).shape == (0,)  # no delays
+    a = [0, 2, 1]  # scipy's lfilter_zi drops leading zeros of a
+    np.testing.assert_allclose(signal.lfilter_zi([1, 2], a), ss.lfilter_zi([1, 2], a))
+    x = np.arange(20.0)
+    _close(signal.filtfilt([1.0], [1.0, -0.5], x, padlen=-1),
+           ss.filtfilt([1.0], [1.0, -0.5], x, padlen=-1))  # fmt: skip
+    with pytest.raises(TypeError, match="float128|longdouble"):
+        signal.lfilter([1.0], [1.0, -0.5], np.ones(4, np.longdouble))
+    with pytest.raises(TypeError, match="zi must hold numbers"):
+        signal.lfilter([1.0], [1.0, -0.5], np.ones(4), zi=np.array(["a"]))
+    with pytest.raises(ValueError, match="x must be an array with a time axis"):
+        signal.lfilter([1.0], [1.0], np.float64(3.0))

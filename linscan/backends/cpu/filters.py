@@ -197,16 +197,46 @@ def _even_groups(groups, parts: int):
 
 
 def _horizon(F, dtype, limit: int):
-    """The fewest steps (a power of two below ``limit``) after which delays are forgotten to
-    within rounding: ``max row sum |F^M| <= eps / 8`` of ``dtype``; ``None`` if none (a filter
-    with poles on or near the unit circle, or unstable)."""
+    """The fewest steps ``M`` (a power of two below ``limit``) after which the delays are
+    forgotten to within rounding, ``max row sum |F^M| <= eps / 8`` of ``dtype``, and that
+    norm; ``(None, None)`` if there are none (poles on or near the unit circle, or an
+    unstable filter)."""
     target = float(np.finfo(dtype).eps) / 8
     power, steps = F, 1
-    while steps < limit:
-        if np.abs(power).sum(axis=1).max() <= target:
-            return steps
-        power, steps = power @ power, 2 * steps
-    return None
+    with np.errstate(all="ignore"):  # an unstable filter's powers overflow: no horizon
+        while steps < limit:
+            norm = np.abs(power).sum(axis=1).max()
+            if norm <= target:
+                return steps, float(norm)
+            power, steps = power @ power, 2 * steps
+    return None, None
+
+
+@njit_cached(**_JIT)
+def _peaks(x, first, stride, n, out):
+    """``out[c]``: the largest modulus of lane ``c``'s ``n`` steps (inf for an inf or NaN)."""
+    step = _U(stride)
+    for c in range(first.size):
+        at = _U(first[c])
+        peak = 0.0
+        for s in range(n):
+            v = abs(x[at + _U(s) * step])
+            if not v <= peak:  # larger, or NaN
+                peak = v if v == v else np.inf
+        out[c] = peak
+
+
+def _peaks_of(x, starts, stride, n, threads):
+    out = np.empty(starts.size)
+    parts = _even_groups([range(g, min(starts.size, g + LANES)) for g in
+                          range(0, starts.size, LANES)], threads)  # fmt: skip
+
+    def task(part):
+        for g in part:
+            _peaks(x, starts[g.start : g.stop], stride, n, out[g.start : g.stop])
+
+    pool.run([functools.partial(task, part) for part in parts])
+    return out
 
 
 def _split_run(cascade, x, y, first, stride, steps, b, a, z, pieces, threads):
@@ -218,21 +248,15 @@ def _split_run(cascade, x, y, first, stride, steps, b, a, z, pieces, threads):
     starts = (first[None, :] + (np.arange(pieces) * body * stride)[:, None]).ravel()
     wide = np.promote_types(z.dtype, np.float64)
     F = _state_matrix(b, a).astype(wide)
-    # First pass: the final delays of each piece but the last from zero delays. A stable
-    # filter forgets its delays: only the piece's last `memory` steps reach its final
-    # delays beyond rounding, and only those are run (a few thousand steps of pieces of a
-    # hundred thousand or more, so the first pass reads almost nothing).
-    memory = _horizon(F, z.dtype, body) or body
     finals = np.zeros((K, N, (pieces - 1) * lanes), z.dtype)
-    skip = (body - memory) * stride
-    _lockstep(cascade, x, y, starts[: finals.shape[2]] + skip, stride, memory, b, a, finals,
-              threads, write=False)  # fmt: skip
-    step = np.linalg.matrix_power(F, body)
+    _first_pass(cascade, x, y, starts[: finals.shape[2]], stride, body, b, a, F, finals, threads)
     finals = finals.reshape(K * N, pieces - 1, lanes).astype(wide)
     entering = np.empty((K * N, pieces, lanes), wide)
     entering[:, 0] = z.reshape(K * N, lanes)
-    for p in range(pieces - 1):
-        entering[:, p + 1] = step @ entering[:, p] + finals[:, p]
+    with np.errstate(all="ignore"):  # what overflows or is not finite is caught just below
+        step = np.linalg.matrix_power(F, body)
+        for p in range(pieces - 1):
+            entering[:, p + 1] = step @ entering[:, p] + finals[:, p]
     if not np.isfinite(entering).all():
         _whole(cascade, x, y, first, stride, steps, b, a, z, threads)
         return
@@ -241,15 +265,37 @@ def _split_run(cascade, x, y, first, stride, steps, b, a, z, pieces, threads):
     # Second pass: every piece from its true delays; the last pieces end in the lanes' final
     # delays.
     last = slice((pieces - 1) * lanes, pieces * lanes)
-    _lockstep(cascade, x, y, starts[: last.start], stride, body, b, a, delays[:, :, : last.start],
-              threads, write=True, more=(starts[last], lengths[-1], delays[:, :, last]))  # fmt: skip
-    # Each piece ended where the next began, but for an inf or NaN in the steps the first pass
-    # left out: it reached the piece's end in the second pass only.
-    ended = delays[:, :, : last.start].reshape(K * N, pieces - 1, lanes)
-    if not np.isfinite(ended).all():
-        _whole(cascade, x, y, first, stride, steps, b, a, z, threads)
-        return
+    body_delays = delays[:, :, : last.start]
+    _lockstep(cascade, x, y, starts[: last.start], stride, body, b, a, body_delays, threads,
+              write=True, more=(starts[last], lengths[-1], delays[:, :, last]))  # fmt: skip
     z[...] = delays[:, :, last]
+
+
+def _first_pass(cascade, x, y, starts, stride, body, b, a, F, finals, threads):
+    """The final delays of the pieces ``starts`` (``body`` steps each) from zero delays.
+
+    A stable filter forgets: the delays ``M`` steps before a piece's end reach its final
+    delays scaled by ``F^M``, whose norm ``_horizon`` makes ``eps / 8``; only the last ``M``
+    steps are run (a few thousand of a piece of a hundred thousand or more). That is within
+    rounding where the steps left out are no larger than those run: the states they leave
+    are bounded by the same sum of the impulse response's moduli times their largest input.
+    A piece whose left-out steps hold larger inputs (a loud start, an inf or a NaN) is run
+    whole."""
+    memory, forgotten = _horizon(F, finals.dtype, body)
+    if memory is None:
+        _lockstep(cascade, x, y, starts, stride, body, b, a, finals, threads, write=False)
+        return
+    skip = (body - memory) * stride
+    left_out = _peaks_of(x, starts, stride, body - memory, threads)
+    run = _peaks_of(x, starts + skip, stride, memory, threads)
+    eps = float(np.finfo(finals.dtype).eps)
+    whole = np.flatnonzero(~(left_out * forgotten <= eps / 8 * run))
+    _lockstep(cascade, x, y, starts + skip, stride, memory, b, a, finals, threads, write=False)
+    if whole.size:
+        again = np.zeros(finals.shape[:2] + (whole.size,), finals.dtype)
+        _lockstep(cascade, x, y, starts[whole], stride, body, b, a, again, threads,
+                  write=False)  # fmt: skip
+        finals[:, :, whole] = again
 
 
 def _whole(cascade, x, y, first, stride, steps, b, a, z, threads):
