@@ -58,25 +58,17 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
         pool.run([partial(walk, box, 0, T, state) for box in plan.boxes], group)
         return
     everything = _plan.Box(0, O, 0, I)
-    flat = [piece for task in plan.pieces for piece in task]
+    flat = plan.flat_pieces
     # Products and partial states in float64 (complex128): see "Accuracy" in ``kernels``.
     prods = np.empty((len(flat),) + state.shape, np.promote_types(state.dtype, np.float64))
     parts = np.zeros_like(prods)
     flags = np.zeros(prods.shape, bool) if resets is not None else None
-    tasks, first = [], 0
-    for task in plan.pieces:
-        ids = range(first, first + len(task))
-        first += len(task)
 
-        def reduce_task(ids=ids):
-            for g in ids:
-                if group.cancelled:
-                    return
-                f = None if flags is None else flags[g]
-                reduce(everything, flat[g].t0, flat[g].t1, prods[g], f, parts[g])
+    def reduce_piece(g, piece):
+        f = None if flags is None else flags[g]
+        reduce(everything, piece.t0, piece.t1, prods[g], f, parts[g])
 
-        tasks.append(reduce_task)
-    pool.run(tasks, group)
+    pool.run(piece_tasks(plan, group, reduce_piece), group)
     starts = _segment_starts(flat, prods, parts, flags, state)
     if starts is None:
         # A piece's product cannot stand for its steps: walk the pieces one after the other
@@ -99,6 +91,25 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
             group,
         )
     state[...] = starts[-1]
+
+
+def piece_tasks(plan: _plan.Plan, group: pool.TaskGroup, reduce_piece) -> list:
+    """The first phase of split mode as tasks for ``pool.run``: one per entry of
+    ``plan.pieces``, calling ``reduce_piece(g, piece)`` for each of its pieces (``g``: the
+    piece's index in ``plan.flat_pieces``) until ``group`` is cancelled."""
+    tasks, first = [], 0
+    for task in plan.pieces:
+        ids = range(first, first + len(task))
+        first += len(task)
+
+        def run(ids=ids, task=task):
+            for g, piece in zip(ids, task):
+                if group.cancelled:
+                    return
+                reduce_piece(g, piece)
+
+        tasks.append(run)
+    return tasks
 
 
 def _segment_starts(flat, prods, parts, flags, state):

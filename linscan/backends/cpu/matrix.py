@@ -24,6 +24,7 @@ import numpy as np
 
 from . import plan as _plan
 from . import pool
+from .backend import piece_tasks
 from .cache import njit_cached
 
 _JIT = dict(nogil=True, fastmath={"contract"}, error_model="numpy")
@@ -130,23 +131,15 @@ def _rounded(arr, dtype):
 def _maps(A, x, plan, down: bool, wide, group):
     """Each first-phase piece's map ``(M, b)`` over all lanes, in ``wide``."""
     O, _, I, d = x.shape
-    flat = [piece for task in plan.pieces for piece in task]
+    flat = plan.flat_pieces
     M = np.empty((len(flat), O, I, d, d), wide)
     b = np.empty((len(flat), O, I, d), wide)
     constant = A.shape[1] == 1 or A.strides[1] == 0  # the same matrix at every step
-    tasks, first = [], 0
-    for task in plan.pieces:
-        ids = range(first, first + len(task))
-        first += len(task)
 
-        def reduce_task(ids=ids):
-            for g in ids:
-                if group.cancelled:
-                    return
-                _reduce(A, x, M[g], b[g], 0, O, flat[g].t0, flat[g].t1, down, not constant)
+    def reduce_piece(g, piece):
+        _reduce(A, x, M[g], b[g], 0, O, piece.t0, piece.t1, down, not constant)
 
-        tasks.append(reduce_task)
-    pool.run(tasks, group)
+    pool.run(piece_tasks(plan, group, reduce_piece), group)
     if constant:
         with np.errstate(all="ignore"):
             A0 = A[:, 0].astype(wide)

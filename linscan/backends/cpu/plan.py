@@ -160,6 +160,11 @@ class Plan:
     def split(self) -> bool:
         return bool(self.segments)
 
+    @property
+    def flat_pieces(self) -> list:
+        """Every first-phase piece, in walk order."""
+        return [piece for task in self.pieces for piece in task]
+
 
 def _even(n: int, parts: int) -> list:
     """Boundaries cutting ``range(n)`` into ``parts`` near-equal ranges."""
