@@ -27,6 +27,7 @@ from . import _dtypes, _layout, _validate
 
 __all__ = ["lfilter", "lfilter_zi", "filtfilt", "sosfilt", "sosfilt_zi", "sosfiltfilt"]
 
+
 def _coefficients(b, a):
     """``b`` and ``a`` as 1-D arrays of one length ``n + 1``, divided by ``a[0]``."""
     b, a = np.atleast_1d(np.asarray(b)), np.atleast_1d(np.asarray(a))

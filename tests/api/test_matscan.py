@@ -20,6 +20,7 @@ from linscan.testing import (  # (_matrices, _vectors: the strategy's own random
 
 from helpers import CONFIGS, METHODS, Unchanged, forced
 
+
 def _bound(x, h0, axis, reverse, d):
     """Per element: the number of steps taken times a bound of the states so far (``|h0| +
     sum |x|``, the norms of ``A`` being at most 1)."""
