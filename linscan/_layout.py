@@ -61,6 +61,14 @@ def view3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype, xp=np) -> n
     return arr.reshape(dims(shape, axis))
 
 
+def readonly(arr):
+    """A read-only view of ``arr``, so that every input reaches the CPU kernels with the same
+    writeability (Numba compiles one version per combination of flags)."""
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
 def contiguous3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype, xp=np) -> np.ndarray:
     """Like ``view3`` but C-contiguous (a copy only where ``arr`` is not already so)."""
     view = view3(arr, shape, axis, dtype, xp)

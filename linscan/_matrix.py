@@ -13,24 +13,17 @@ import math
 import numpy as np
 
 from . import _dtypes, _interop, _layout, _validate
-
-
-def _readonly(arr):
-    view = arr.view()
-    view.flags.writeable = False
-    return view
+from ._api import _via_dlpack
 
 
 def _canonical(args, arr, trail: tuple, work, contiguous: bool = True):
     """``arr`` broadcast to ``args.lanes + trail`` as ``(O, T, I) + trail`` in ``work``: a
     strided view for ``A`` (a matrix shared by steps or lanes stays one matrix), C-contiguous
     for the others."""
-    shape = args.lanes + trail
-    view = _layout.view3(arr, shape, args.axis, work)
-    if contiguous and not view.flags.c_contiguous:
-        view = np.ascontiguousarray(view)
+    make = _layout.contiguous3 if contiguous else _layout.view3
+    view = make(arr, args.lanes + trail, args.axis, work)
     O, T, I = _layout.dims(args.lanes, args.axis)
-    return _readonly(view.reshape((O, T, I) + trail))
+    return _layout.readonly(view.reshape((O, T, I) + trail))
 
 
 def _state(args, work):
@@ -44,12 +37,6 @@ def _kernels():
     from .backends.cpu import matrix  # Numba is imported on first use
 
     return matrix
-
-
-def _via_dlpack(function, named, returns_new, **options):
-    from ._api import _via_dlpack as via
-
-    return via(function, named, returns_new, **options)
 
 
 def matscan(A, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):

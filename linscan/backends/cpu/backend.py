@@ -21,14 +21,6 @@ from . import plan as _plan
 from . import pool
 
 
-def _readonly(arr: np.ndarray) -> np.ndarray:
-    """A read-only view, so that every input reaches the kernels with the same writeability
-    (Numba compiles one version per combination of flags)."""
-    view = arr.view()
-    view.flags.writeable = False
-    return view
-
-
 def _start(h0, x) -> np.ndarray:
     return np.zeros((x.shape[0], x.shape[2]), x.dtype) if h0 is None else h0
 
@@ -169,10 +161,10 @@ class CPU(base.Backend):
         return np.empty(shape, dtype)
 
     def decays(self, a, shape, axis, dtype):
-        return _readonly(_layout.view3(a, shape, axis, dtype))
+        return _layout.readonly(_layout.view3(a, shape, axis, dtype))
 
     def operand(self, arr, shape, axis, dtype):
-        return _readonly(_layout.contiguous3(arr, shape, axis, dtype))
+        return _layout.readonly(_layout.contiguous3(arr, shape, axis, dtype))
 
     def initial(self, h0, shape, axis, dtype):
         """A fresh ``(O, I)`` array, which the kernels run in place (or ``None``)."""
@@ -181,7 +173,7 @@ class CPU(base.Backend):
     def flags(self, resets, shape, axis):
         if resets is None:
             return None
-        return _readonly(_layout.view3(resets, shape, axis, resets.dtype))
+        return _layout.readonly(_layout.view3(resets, shape, axis, resets.dtype))
 
     def scan(self, a, x, h, h0, reverse: bool, method: str, resets=None) -> None:
         s = _start(h0, x)

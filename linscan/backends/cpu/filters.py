@@ -226,14 +226,18 @@ def _peaks(x, first, stride, n, out):
         out[c] = peak
 
 
+def _groups(lanes: int) -> list:
+    """``range(lanes)`` in slices of ``LANES``: the lanes one kernel call runs in lockstep."""
+    return [slice(lo, min(lanes, lo + LANES)) for lo in range(0, lanes, LANES)]
+
+
 def _peaks_of(x, starts, stride, n, threads):
     out = np.empty(starts.size)
-    parts = _even_groups([range(g, min(starts.size, g + LANES)) for g in
-                          range(0, starts.size, LANES)], threads)  # fmt: skip
+    parts = _even_groups(_groups(starts.size), threads)
 
     def task(part):
         for g in part:
-            _peaks(x, starts[g.start : g.stop], stride, n, out[g.start : g.stop])
+            _peaks(x, starts[g], stride, n, out[g])
 
     pool.run([functools.partial(task, part) for part in parts])
     return out
@@ -309,17 +313,12 @@ def _lockstep(cascade, x, y, starts, stride, steps, b, a, delays, threads, write
     threads, from (and leaving) the delays ``delays`` (``(K, N, lanes)``); ``more``: another
     ``(starts, steps, delays)`` to run in the same tasks."""
     jobs = [(starts, steps, delays)] + ([more] if more is not None else [])
-    groups = [
-        (job, lo, min(job[0].size, lo + LANES)) for job in jobs for lo in range(0, job[0].size,
-                                                                                  LANES)
-    ]
-    groups = [(job, lo, hi) for job, lo, hi in groups if hi > lo]
-    parts = _even_groups(groups, threads)
+    parts = _even_groups([(job, g) for job in jobs for g in _groups(job[0].size)], threads)
 
     def task(part):
-        for (first, n, d), lo, hi in part:
-            sub = np.ascontiguousarray(d[:, :, lo:hi])
-            cascade(x, y, first[lo:hi], stride, 0, n, b, a, sub, write)
-            d[:, :, lo:hi] = sub
+        for (first, n, d), g in part:
+            sub = np.ascontiguousarray(d[:, :, g])
+            cascade(x, y, first[g], stride, 0, n, b, a, sub, write)
+            d[:, :, g] = sub
 
     pool.run([functools.partial(task, part) for part in parts])

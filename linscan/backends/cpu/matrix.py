@@ -134,7 +134,7 @@ def _maps(A, x, plan, down: bool, wide, group):
     flat = plan.flat_pieces
     M = np.empty((len(flat), O, I, d, d), wide)
     b = np.empty((len(flat), O, I, d), wide)
-    constant = A.shape[1] == 1 or A.strides[1] == 0  # the same matrix at every step
+    constant = _constant_in_time(A)
 
     def reduce_piece(g, piece):
         _reduce(A, x, M[g], b[g], 0, O, piece.t0, piece.t1, down, not constant)
@@ -165,6 +165,11 @@ def _starts(flat, M, b, state):
     return starts
 
 
+def _constant_in_time(A) -> bool:
+    """Whether the canonical ``A`` is the same matrix at every step (a broadcast view)."""
+    return A.shape[1] == 1 or A.strides[1] == 0
+
+
 def _method(method: str, O: int, I: int, A) -> str:
     """``"sequential"`` or ``"parallel"`` for ``method="auto"``: time is split only where the
     lanes cannot keep the threads busy and ``A`` is the same at every step (so that a segment's
@@ -172,7 +177,7 @@ def _method(method: str, O: int, I: int, A) -> str:
     walks its steps twice, which pays with more than two threads."""
     if method != "auto":
         return method
-    constant = A.shape[1] == 1 or A.strides[1] == 0
+    constant = _constant_in_time(A)
     threads = _plan.num_threads()
     return "parallel" if constant and O * I < threads and threads > 2 else "sequential"
 
