@@ -37,16 +37,14 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
     ``walk(box, t0, t1, st)`` processes lanes ``box`` over ``[t0, t1)`` starting from the
     states ``st`` (an ``(O, I)`` array, updated in place to the leaving states).
     ``reduce(box, t0, t1, p, f, st)`` does the same without writing results, and stores the
-    decay products in ``p`` and (with ``resets``) whether a lane met a reset in ``f``. A pass
-    without results passes ``walk=None``.
+    decay products in ``p`` and (with ``resets``) whether a lane met a reset in ``f``; with
+    ``p=None`` it keeps the states alone. A pass without results passes ``walk=None``.
     """
     O, T, I = shape
     group = pool.TaskGroup()
     if not plan.split:
-        if walk is None:
-            p = np.empty_like(state)
-            f = np.zeros(state.shape, bool) if resets is not None else None
-            walk = lambda box, t0, t1, st: reduce(box, t0, t1, p, f, st)  # noqa: E731
+        if walk is None:  # the states alone: no products nor reset flags to keep
+            walk = lambda box, t0, t1, st: reduce(box, t0, t1, None, None, st)  # noqa: E731
         pool.run([partial(walk, box, 0, T, state) for box in plan.boxes], group)
         return
     everything = _plan.Box(0, O, 0, I)
@@ -135,6 +133,9 @@ def _reducer(k, a, x, r, down: bool, plan: _plan.Plan, back: bool):
         a2, x2, r2 = _rows(a, x, r)
 
         def reduce(box, t0, t1, p, f, st):
+            if p is None:
+                k.state_rows(a2, x2, st[:, 0], r2, box.o0, box.o1, t0, t1, down)
+                return
             k.reduce_rows(
                 a2, x2, p[:, 0], st[:, 0], None if f is None else f[:, 0], r2, box.o0, box.o1,
                 t0, t1, down, plan.tile, back,
@@ -143,6 +144,9 @@ def _reducer(k, a, x, r, down: bool, plan: _plan.Plan, back: bool):
         return reduce
 
     def reduce(box, t0, t1, p, f, st):
+        if p is None:
+            k.scan_cols(a, x, None, st, r, box.o0, box.o1, box.i0, box.i1, t0, t1, down)
+            return
         k.reduce_cols(a, x, p, st, f, r, box.o0, box.o1, box.i0, box.i1, t0, t1, down, back)
 
     return reduce
