@@ -248,7 +248,7 @@ class CPU(base.Backend):
         f = None if resets is None else np.zeros((O, I), bool)
         down = reverse != back  # the backward carry walks against the forward scan
         # Lanes only: the runs that ``linscan.dask`` summarizes are its chunks, which run in
-        # parallel already. The 8-chain blocks as in ``final_state`` (``plan``).
+        # parallel already. The chained blocks as in ``final_state`` (``plan``).
         plan = _plan.make_plan(O, T, I, down=down, method="sequential", op="final_state")
         blocked = I == 1 and (method == "parallel" or (method == "auto" and not down))
         k = _kernels()

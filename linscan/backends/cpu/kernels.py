@@ -17,8 +17,8 @@ Conventions that the speed depends on (the measurements behind them:
   indices, slowed the chained loops. Every constant in index arithmetic is
   therefore written ``_U(k)``, because ``uint64 - 1`` is typed as a signed int.
 * A single row is latency bound (one dependent fused multiply-add per step). The
-  "blocked" row kernels cut each block of ``8 * M`` steps into 8 chains of ``M`` steps and run
-  the chains in lockstep: a pass computes each chain's decay product and partial state, a
+  "blocked" row kernels cut each block of ``_BLOCK`` steps into ``CHAINS`` chains of ``M``
+  steps and run the chains in lockstep: a pass computes each chain's decay product and partial state, a
   carry pass composes them, and a second pass rescans the chains from their true start
   states. The block stays in L1 between the passes, so memory still sees each byte once.
 * Rows in pairs: a thread that owns several rows and runs the plain loop scans two of them
@@ -79,152 +79,102 @@ from ... import _affine
 from .cache import njit_cached
 
 _U = np.uint64
-#: Steps per chain; a block is 8 chains (256 steps).
+#: Steps per chain; a block is ``CHAINS`` chains (``_BLOCK`` steps).
 M = 32
+#: Chains of a block, run in lockstep. Four, not eight: eight chains' products and states
+#: (sixteen values) and their decays do not fit the sixteen vector registers of AVX2, and
+#: the spilled chains ran slower than the plain loop on a Zen 3 (1.45 ns a float32 step in L2
+#: against 1.3; four chains about 0.9).
+CHAINS = 4
+_BLOCK = CHAINS * M
 #: Options of every kernel, cached on disk by ``njit_cached`` (which survives a corrupt file;
 #: a kernel compiled from an older ``_affine``, whose rule it inlines, is a miss).
 _JIT = dict(nogil=True, fastmath={"contract"}, error_model="numpy", depends=(_affine,))
 
 
-# --- 8-lane tuple helpers (inlined; the tuples live in registers) -----------------------------
+# --- 4-lane tuple helpers (inlined; the tuples live in registers) -----------------------------
 
 
 @njit(inline="always")
-def _load8(v, u, step):
-    return (
-        v[u],
-        v[u + step],
-        v[u + _U(2) * step],
-        v[u + _U(3) * step],
-        v[u + _U(4) * step],
-        v[u + _U(5) * step],
-        v[u + _U(6) * step],
-        v[u + _U(7) * step],
-    )
+def _load4(v, u, step):
+    return (v[u], v[u + step], v[u + _U(2) * step], v[u + _U(3) * step])
 
 
 @njit(inline="always")
-def _store8(v, u, step, c):
+def _store4(v, u, step, c):
     v[u] = c[0]
     v[u + step] = c[1]
     v[u + _U(2) * step] = c[2]
     v[u + _U(3) * step] = c[3]
-    v[u + _U(4) * step] = c[4]
-    v[u + _U(5) * step] = c[5]
-    v[u + _U(6) * step] = c[6]
-    v[u + _U(7) * step] = c[7]
 
 
 @njit(inline="always")
-def _fma8(p, q, r):
-    return (
-        p[0] * q[0] + r[0],
-        p[1] * q[1] + r[1],
-        p[2] * q[2] + r[2],
-        p[3] * q[3] + r[3],
-        p[4] * q[4] + r[4],
-        p[5] * q[5] + r[5],
-        p[6] * q[6] + r[6],
-        p[7] * q[7] + r[7],
-    )
+def _fma4(p, q, r):
+    return (p[0] * q[0] + r[0], p[1] * q[1] + r[1], p[2] * q[2] + r[2], p[3] * q[3] + r[3])
 
 
 @njit(inline="always")
-def _mul8(p, q):
-    return (
-        p[0] * q[0],
-        p[1] * q[1],
-        p[2] * q[2],
-        p[3] * q[3],
-        p[4] * q[4],
-        p[5] * q[5],
-        p[6] * q[6],
-        p[7] * q[7],
-    )
+def _mul4(p, q):
+    return (p[0] * q[0], p[1] * q[1], p[2] * q[2], p[3] * q[3])
 
 
 @njit(inline="always")
-def _add8(p, q):
-    return (
-        p[0] + q[0],
-        p[1] + q[1],
-        p[2] + q[2],
-        p[3] + q[3],
-        p[4] + q[4],
-        p[5] + q[5],
-        p[6] + q[6],
-        p[7] + q[7],
-    )
+def _add4(p, q):
+    return (p[0] + q[0], p[1] + q[1], p[2] + q[2], p[3] + q[3])
 
 
 @njit(inline="always")
-def _conj8(p):
-    return (
-        np.conj(p[0]),
-        np.conj(p[1]),
-        np.conj(p[2]),
-        np.conj(p[3]),
-        np.conj(p[4]),
-        np.conj(p[5]),
-        np.conj(p[6]),
-        np.conj(p[7]),
-    )
+def _conj4(p):
+    return (np.conj(p[0]), np.conj(p[1]), np.conj(p[2]), np.conj(p[3]))
 
 
 @njit(inline="always")
-def _fill8(v):
-    return (v, v, v, v, v, v, v, v)
+def _fill4(v):
+    return (v, v, v, v)
 
 
 @njit(inline="always")
-def _rev8(t):
-    return (t[7], t[6], t[5], t[4], t[3], t[2], t[1], t[0])
+def _rev4(t):
+    return (t[3], t[2], t[1], t[0])
 
 
 @njit(inline="always")
-def _carry8_up(p, q, s):
+def _carry4_up(p, q, s):
     c0 = s
     c1 = p[0] * c0 + q[0]
     c2 = p[1] * c1 + q[1]
     c3 = p[2] * c2 + q[2]
-    c4 = p[3] * c3 + q[3]
-    c5 = p[4] * c4 + q[4]
-    c6 = p[5] * c5 + q[5]
-    c7 = p[6] * c6 + q[6]
-    return (c0, c1, c2, c3, c4, c5, c6, c7), p[7] * c7 + q[7]
+    return (c0, c1, c2, c3), p[3] * c3 + q[3]
 
 
 @njit(inline="always")
-def _carry8(p, q, s, down):
-    """Start states of the 8 chains, given the state ``s`` entering the block, and the state
+def _carry4(p, q, s, down):
+    """Start states of the 4 chains, given the state ``s`` entering the block, and the state
     leaving it. Chain ``k`` maps a start state ``c`` to ``p[k] * c + q[k]``; chains run in
     address order upwards, in reverse order downwards."""
     if down:
-        c, s = _carry8_up(_rev8(p), _rev8(q), s)
-        return _rev8(c), s
-    return _carry8_up(p, q, s)
+        c, s = _carry4_up(_rev4(p), _rev4(q), s)
+        return _rev4(c), s
+    return _carry4_up(p, q, s)
 
 
 @njit(inline="always")
-def _finite8(p):
-    return (np.isfinite(p[0]) and np.isfinite(p[1]) and np.isfinite(p[2]) and np.isfinite(p[3])
-            and np.isfinite(p[4]) and np.isfinite(p[5]) and np.isfinite(p[6])
-            and np.isfinite(p[7]))  # fmt: skip
+def _finite4(p):
+    return np.isfinite(p[0]) and np.isfinite(p[1]) and np.isfinite(p[2]) and np.isfinite(p[3])
 
 
 _cannot_stand = njit(inline="always")(_affine.cannot_stand)
 
 
 @njit(inline="always")
-def _usable8(p, q, s):
-    """Whether the 8 chains' maps ``p * c + q`` can stand for their steps, entered with state
+def _usable4(p, q, s):
+    """Whether the 4 chains' maps ``p * c + q`` can stand for their steps, entered with state
     ``s``; if not, the block is walked one step at a time. The rule is ``linscan._affine``'s
     (``cannot_stand``), for every chain, taking the state entering it as non-finite unless
     ``s`` and every chain's ``q`` are finite."""
-    h = s if _finite8(q) else s + np.inf
+    h = s if _finite4(q) else s + np.inf
     return not (_cannot_stand(p[0], h) or _cannot_stand(p[1], h) or _cannot_stand(p[2], h)
-                or _cannot_stand(p[3], h) or _cannot_stand(p[4], h) or _cannot_stand(p[5], h)
-                or _cannot_stand(p[6], h) or _cannot_stand(p[7], h))  # fmt: skip
+                or _cannot_stand(p[3], h))  # fmt: skip
 
 
 def _size(v):
@@ -245,7 +195,7 @@ def _size_impl(v):
 #: passed through a subnormal has lost digits, although its end may be normal again.
 _FLOOR = 2.0**-1000
 #: The least size of a decay for which no partial product of a chain of ``M`` steps can fall
-#: below ``_FLOOR`` (``_SAFE ** M == _FLOOR``): a block of the 8-chain kernels whose decays are
+#: below ``_FLOOR`` (``_SAFE ** M == _FLOOR``): a block of the chained kernels whose decays are
 #: all at least this large has chain products that are the loop's, to rounding.
 _SAFE = _FLOOR ** (1.0 / M)
 
@@ -273,28 +223,27 @@ def _least_size(v, lo, hi):
 
 @njit(inline="always")
 def _chains_stand(a, lo, p, q, s):
-    """Whether the 8 chains of the block at ``lo`` stand for their steps entered with state
+    """Whether the chains of the block at ``lo`` stand for their steps entered with state
     ``s`` *and* their products are the loop's (``summarize_rows``, whose product must be):
-    ``_usable8``, and every decay of the block is at least ``_SAFE``, so that no chain
+    ``_usable4``, and every decay of the block is at least ``_SAFE``, so that no chain
     product passed through a subnormal, losing digits, on its way to a normal end (1e-160,
-    1e-160, 1e300). The scan kernels check ``_usable8`` alone and lose those digits (a known
+    1e-160, 1e300). The scan kernels check ``_usable4`` alone and lose those digits (a known
     limit): the extra pass over the block cost float32 scans a quarter of their speed
     (``benchmarks/cpu-2core-summary-2026-12-05.md``)."""
-    return _usable8(p, q, s) and _least_size(a, lo, lo + _U(8 * M)) >= _SAFE
+    return _usable4(p, q, s) and _least_size(a, lo, lo + _U(_BLOCK)) >= _SAFE
 
 
 @njit(inline="always")
-def _narrow8(c, kind):
-    return (kind(c[0]), kind(c[1]), kind(c[2]), kind(c[3]),
-            kind(c[4]), kind(c[5]), kind(c[6]), kind(c[7]))  # fmt: skip
+def _narrow4(c, kind):
+    return (kind(c[0]), kind(c[1]), kind(c[2]), kind(c[3]))
 
 
 @njit(inline="always")
 def _block(t0, t1, b, down):
-    """Lowest index of the ``b``-th block of ``8 * M`` steps in walk order."""
+    """Lowest index of the ``b``-th block of ``_BLOCK`` steps in walk order."""
     if down:
-        return t1 - (b + _U(1)) * _U(8 * M)
-    return t0 + b * _U(8 * M)
+        return t1 - (b + _U(1)) * _U(_BLOCK)
+    return t0 + b * _U(_BLOCK)
 
 
 @njit(inline="always")
@@ -374,7 +323,7 @@ def _ftz(v):
 # ``r`` is a boolean array read like ``a`` (same indices), or ``None`` for a call without resets;
 # the helpers below compile to nothing then. Where ``r[t]`` is true the state entering step t
 # is dropped: a select, never a multiplication by zero, so that an inf or NaN state stays out
-# of the next segment. The 8-chain row kernels take no resets (rows with resets walk serially).
+# of the next segment. The chained row kernels take no resets (rows with resets walk serially).
 # The overloads are compiled functions that LLVM inlines, not ``inline="always"``: Numba 0.68's
 # IR inliner lost the stores of ``gx[u], ga[u], c = _back_step(..., _reset1(r, u), ...)``.
 
@@ -485,38 +434,38 @@ def _row_scan_pair(a, x, h, s, r, o, t0, t1, down):
 
 @njit_cached(**_JIT)
 def _row_chains(a, x, lo, down, back):
-    """Decay product and partial state (from 0) of each of the 8 chains of a block. With
+    """Decay product and partial state (from 0) of each of the chains of a block. With
     ``back`` the decay is ``conj(a)`` and the input of a step ``conj(a) * x`` (see
     ``_row_reduce``)."""
     one = a.dtype.type(1)
-    p = _fill8(one + 0.0)  # float64 (complex128) products: see "Accuracy" above
-    q = _fill8(one - one)
+    p = _fill4(one + 0.0)  # float64 (complex128) products: see "Accuracy" above
+    q = _fill4(one - one)
     for j in range(_U(M)):
         u = _chain_pos(lo, j, down)
-        av = _conj8(_load8(a, u, _U(M))) if back else _load8(a, u, _U(M))
-        p = _mul8(p, av)
-        xv = _load8(x, u, _U(M))
-        q = _fma8(av, q, _mul8(av, xv) if back else xv)
+        av = _conj4(_load4(a, u, _U(M))) if back else _load4(a, u, _U(M))
+        p = _mul4(p, av)
+        xv = _load4(x, u, _U(M))
+        q = _fma4(av, q, _mul4(av, xv) if back else xv)
     return p, q
 
 
 @njit_cached(**_JIT)
 def _row_scan_blocked(a, x, h, s, t0, t1, down):
     s = s + 0.0  # the state between chains and blocks: float64 (complex128)
-    nb = (t1 - t0) // _U(8 * M)
+    nb = (t1 - t0) // _U(_BLOCK)
     for b in range(nb):
         lo = _block(t0, t1, b, down)
         p, q = _row_chains(a, x, lo, down, False)
-        if not _usable8(p, q, s):
-            s = _row_scan_serial(a, x, h, s, None, lo, lo + _U(8 * M), down)
+        if not _usable4(p, q, s):
+            s = _row_scan_serial(a, x, h, s, None, lo, lo + _U(_BLOCK), down)
             continue
-        c, s = _carry8(p, q, s, down)  # s (so c) is float64: see "Accuracy" above
-        c = _narrow8(c, a.dtype.type)
+        c, s = _carry4(p, q, s, down)  # s (so c) is float64: see "Accuracy" above
+        c = _narrow4(c, a.dtype.type)
         for j in range(_U(M)):
             u = _chain_pos(lo, j, down)
-            c = _fma8(_load8(a, u, _U(M)), c, _load8(x, u, _U(M)))
-            _store8(h, u, _U(M), c)
-    rest = (t1 - t0) - nb * _U(8 * M)
+            c = _fma4(_load4(a, u, _U(M)), c, _load4(x, u, _U(M)))
+            _store4(h, u, _U(M), c)
+    rest = (t1 - t0) - nb * _U(_BLOCK)
     if down:
         return _row_scan_serial(a, x, h, s, None, t0, t0 + rest, down)
     return _row_scan_serial(a, x, h, s, None, t1 - rest, t1, down)
@@ -550,19 +499,19 @@ def _row_reduce(a, x, r, t0, t1, down, back, s_tot):
     p_tot = a.dtype.type(1) + 0.0  # float64 (complex128), as in ``_row_chains``
     s_tot = s_tot + 0.0
     reset = False
-    nb = (t1 - t0) // _U(8 * M)
+    nb = (t1 - t0) // _U(_BLOCK)
     if _has(r):
         nb = _U(0)  # the chains take no resets
     for b in range(nb):
         lo = _block(t0, t1, b, down)
         p, q = _row_chains(a, x, lo, down, back)
-        if not _usable8(p, q, s_tot):
-            p_tot, s_tot, reset = _row_reduce_serial(a, x, r, lo, lo + _U(8 * M), down, back,
+        if not _usable4(p, q, s_tot):
+            p_tot, s_tot, reset = _row_reduce_serial(a, x, r, lo, lo + _U(_BLOCK), down, back,
                                                      p_tot, s_tot, reset)  # fmt: skip
             continue
-        _, s_tot = _carry8(p, q, s_tot, down)
-        p_tot = _ftz(p_tot * p[0] * p[1] * p[2] * p[3] * p[4] * p[5] * p[6] * p[7])
-    rest = (t1 - t0) - nb * _U(8 * M)
+        _, s_tot = _carry4(p, q, s_tot, down)
+        p_tot = _ftz(p_tot * p[0] * p[1] * p[2] * p[3])
+    rest = (t1 - t0) - nb * _U(_BLOCK)
     lo = t0 if down else t1 - rest
     return _row_reduce_serial(a, x, r, lo, lo + rest, down, back, p_tot, s_tot, reset)
 
@@ -809,23 +758,23 @@ def _row_back_pair(a, h, gh, gx, ga, c, r, o, t0, t1, down):
 @njit_cached(**_JIT)
 def _row_back_blocked(a, h, gh, gx, ga, c, t0, t1, down):
     c = c + 0.0  # the carry between chains and blocks: float64 (complex128)
-    nb = (t1 - t0) // _U(8 * M)
+    nb = (t1 - t0) // _U(_BLOCK)
     for b in range(nb):
         lo = _block(t0, t1, b, down)
         p, q = _row_chains(a, gh, lo, down, True)
-        if not _usable8(p, q, c):
-            c = _row_back_serial(a, h, gh, gx, ga, c, None, lo, lo + _U(8 * M), down)
+        if not _usable4(p, q, c):
+            c = _row_back_serial(a, h, gh, gx, ga, c, None, lo, lo + _U(_BLOCK), down)
             continue
-        cc, c = _carry8(p, q, c, down)
-        cc = _narrow8(cc, a.dtype.type)
+        cc, c = _carry4(p, q, c, down)
+        cc = _narrow4(cc, a.dtype.type)
         for j in range(_U(M)):
             u = _chain_pos(lo, j, down)
-            g = _add8(_load8(gh, u, _U(M)), cc)
-            hp = _load8(h, u - _U(1), _U(M)) if down else _load8(h, u + _U(1), _U(M))
-            _store8(gx, u, _U(M), g)
-            _store8(ga, u, _U(M), _mul8(g, _conj8(hp)))
-            cc = _mul8(_conj8(_load8(a, u, _U(M))), g)
-    rest = (t1 - t0) - nb * _U(8 * M)
+            g = _add4(_load4(gh, u, _U(M)), cc)
+            hp = _load4(h, u - _U(1), _U(M)) if down else _load4(h, u + _U(1), _U(M))
+            _store4(gx, u, _U(M), g)
+            _store4(ga, u, _U(M), _mul4(g, _conj4(hp)))
+            cc = _mul4(_conj4(_load4(a, u, _U(M))), g)
+    rest = (t1 - t0) - nb * _U(_BLOCK)
     if down:
         return _row_back_serial(a, h, gh, gx, ga, c, None, t0, t0 + rest, down)
     return _row_back_serial(a, h, gh, gx, ga, c, None, t1 - rest, t1, down)
@@ -1038,7 +987,7 @@ def summarize_rows(a, x, m, e, s, f, r, r0, r1, down, back, blocked):
     """The summary of rows ``[r0, r1)`` of ``(O, T)`` arrays (``CPU.summary``): ``s[o]``
     (entering state in, leaving state out), ``m[o] * 2**e[o]`` the product of the decays
     walked (``conj(a)`` with ``back``), ``f[o]`` whether a reset was met (``f`` and ``r``
-    are ``None`` without resets). With ``blocked`` the rows without resets run the 8-chain
+    are ``None`` without resets). With ``blocked`` the rows without resets run the chained
     blocks, whose chain products are folded in where every decay of the block is at least
     ``_SAFE`` (else the block is walked as one lane)."""
     T = _U(a.shape[1])
@@ -1046,19 +995,19 @@ def summarize_rows(a, x, m, e, s, f, r, r0, r1, down, back, blocked):
         ar, xr, rr = a[o], x[o], _row(r, o)
         st = s[o] + 0.0  # float64 (complex128), as in ``_row_reduce``
         mv, ev, seen = st - st + 1.0, 0, False
-        nb = T // _U(8 * M) if blocked and not _has(r) else _U(0)
+        nb = T // _U(_BLOCK) if blocked and not _has(r) else _U(0)
         for b in range(nb):
             lo = _block(_U(0), T, b, down)
-            hi = lo + _U(8 * M)
+            hi = lo + _U(_BLOCK)
             p, q = _row_chains(ar, xr, lo, down, back)
             if _chains_stand(ar, lo, p, q, st):
-                _, st = _carry8(p, q, st, down)
+                _, st = _carry4(p, q, st, down)
                 for pj in p:
                     mv, ev = _times1(mv, ev, pj)
             else:
                 st, mv, ev, seen = _lane_summary(ar, xr, rr, lo, hi, down, back, st, mv, ev,
                                                  seen)  # fmt: skip
-        rest = T - nb * _U(8 * M)
+        rest = T - nb * _U(_BLOCK)
         lo = _U(0) if down else T - rest
         st, mv, ev, seen = _lane_summary(ar, xr, rr, lo, lo + rest, down, back, st, mv, ev,
                                          seen)  # fmt: skip

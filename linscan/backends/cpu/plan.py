@@ -13,7 +13,7 @@ A problem in the canonical layout ``(O, T, I)`` runs in one of two modes:
   too few lanes to keep the threads busy.
 
 ``method="sequential"`` is the paper's serial baseline (lanes, one plain loop per lane);
-``"parallel"`` always chunks time (8-chain blocks within a row, and split mode when there is
+``"parallel"`` always chunks time (chained blocks within a row, and split mode when there is
 more than one thread); ``"auto"`` takes the strategy this machine's tuning table holds for
 the problem (``tuning``, written by ``python -m linscan tune``), and without one picks lanes
 or split mode with the static cost model below, and chains only for upward walks in split
@@ -39,7 +39,7 @@ MIN_SEGMENT = 1 << 12
 #: Channel blocks handed to different threads are multiples of this (64 bytes of float32), so
 #: that no two threads write the same cache line.
 CHANNEL_ALIGN = 16
-#: Elements a downward walk touches ahead (see ``kernels``); a multiple of the 256-step
+#: Elements a downward walk touches ahead (see ``kernels``); a multiple of the 128-step
 #: row block.
 TILE = 4096
 #: Cost of a reduce step relative to a scan step (it reads 8 of the 12 bytes and writes none).
@@ -144,7 +144,7 @@ class Piece:
 
 @dataclass(frozen=True)
 class Plan:
-    """``blocked``: rows use the 8-chain kernels; ``tile``: elements touched ahead of a
+    """``blocked``: rows use the chained kernels; ``tile``: elements touched ahead of a
     downward walk. Lanes mode: ``boxes``, one per thread.
     Split mode: ``segments`` (time ranges in walk order, one per thread, all lanes each) and
     ``pieces`` (per first-phase task, its pieces in walk order; together they cover every
@@ -238,7 +238,7 @@ def _static(O, I, boxes, segments, op, down) -> str:
     """The strategy of ``method="auto"`` without a tuning table."""
     split = segments >= 2 and _split_pays(O, I, boxes, segments, op != "final_state", down)
     # Chains pay when a thread owns one long row walked upwards; with many rows per thread
-    # memory is the bottleneck, and walking down the chains' eight interleaved descending
+    # memory is the bottleneck, and walking down the chains' interleaved descending
     # streams per array lost to the plain loop (benchmarks/cpu-kernel-design-2026-11-26.md).
     if I == 1 and split and not down:
         return "split+chains"

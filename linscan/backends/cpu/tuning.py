@@ -1,7 +1,7 @@
 """The CPU tuning table: which strategy ``method="auto"`` uses, as measured on this machine.
 
 Which way of running a scan is fastest depends on the CPU, not only on the problem's shape:
-on one 2-core AMD EPYC the 8-chain row kernels that a long row's split mode used were twice
+on one 2-core AMD EPYC the (then 8-chain) row kernels that a long row's split mode used were twice
 as slow as the plain loop, while the cost model had them faster. ``python -m linscan tune``
 (:mod:`.calibrate`) therefore times the strategies on the machine itself and stores its
 choices here, in a per-user cache file; ``make_plan`` looks a problem up in it and falls back
@@ -13,7 +13,7 @@ also names the file): a table measured with other settings is simply not found. 
 unreadable or malformed file counts as absent, with one warning per process.
 
 The strategies (see ``plan``): ``lanes`` (each thread walks whole lanes), ``chains`` (lanes,
-rows by the 8-chain kernels), ``split`` (time cut into one segment per thread) and
+rows by the chained kernels), ``split`` (time cut into one segment per thread) and
 ``split+chains``. Channels (``cols``) have only ``lanes`` and ``split``.
 
 ``LINSCAN_TUNING=off`` ignores any table (the static cost model alone); ``on`` (the default)
