@@ -226,12 +226,29 @@ def test_a_malformed_entry_warns_and_auto_falls_back(tuned_home, entry):
 
 def test_a_table_for_another_key_or_format_is_not_used(tuned_home):
     entry = dict(layout="rows", dtype="4", op="scan", down=False, lanes=1, strategy="lanes")
-    for key, fmt in [({**tuning.key(2), "linscan": "0.0.1"}, 1), (tuning.key(2), 99)]:
+    stale = [{**tuning.key(2), "linscan": "0.0.1"}, {**tuning.key(2), "code": "0" * 16}]
+    for key, fmt in [(stale[0], 1), (stale[1], 1), (tuning.key(2), 99)]:
         _write_table(tuned_home, 2, json.dumps({"format": fmt, "key": key, "entries": [entry]}))
         tuning.forget()
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a stale table is no cause for alarm
             assert tuning.table(2) is None
+
+
+def test_the_key_follows_the_kernels_code(monkeypatch, tmp_path):
+    """A table measured on other kernels (same version) is keyed apart: ``_code`` digests the
+    measured modules' source."""
+    before = tuning.key(2)["code"]
+    for name in tuning._MEASURED:
+        (tmp_path / name).write_text("# other kernels\n")
+    monkeypatch.setattr(tuning, "__file__", str(tmp_path / "tuning.py"))
+    tuning._code.cache_clear()
+    try:
+        assert tuning.key(2)["code"] != before
+    finally:
+        monkeypatch.undo()
+        tuning._code.cache_clear()
+    assert tuning.key(2)["code"] == before
 
 
 def test_write_refuses_a_malformed_entry(tmp_path):

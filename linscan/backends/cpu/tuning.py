@@ -75,9 +75,26 @@ def cache_dir() -> str:
     return os.path.join(base, "linscan")
 
 
+#: The modules whose code a table's timings measured: a change to any of them (a kernel
+#: rewritten between releases, or in a checkout) makes older tables not found.
+_MEASURED = ("kernels.py", "plan.py", "backend.py")
+
+
+@functools.lru_cache(maxsize=1)
+def _code() -> str:
+    """A digest of the ``_MEASURED`` modules' source."""
+    digest = hashlib.sha256()
+    for name in _MEASURED:
+        with open(os.path.join(os.path.dirname(__file__), name), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
 def key(threads: int) -> dict:
-    """What a table is valid for: the CPU (model and vector extensions), the thread count and
-    the versions of linscan and Numba (the kernels' code)."""
+    """What a table is valid for: the CPU (model and vector extensions), the thread count,
+    the versions of linscan and Numba, and the kernels' code itself (``_code``: one version
+    number spans many changes to the kernels, and a table measured on old kernels chose for
+    them)."""
     import numba
 
     from ... import __version__
@@ -89,6 +106,7 @@ def key(threads: int) -> dict:
         "threads": threads,
         "linscan": __version__,
         "numba": numba.__version__,
+        "code": _code(),
     }
 
 
