@@ -69,7 +69,6 @@ def measure(case, size: int, rounds: int, versions: dict, rng) -> dict:
         for key, fn in calls(lib, a, x, h, grad_h, hs, grads, case.axis).items():
             fns[(name, *key)] = fn
     times = {key: [] for key in fns}
-    floors = []
     for fn in fns.values():  # compile and warm up
         fn()
     for _ in range(rounds):
@@ -80,7 +79,6 @@ def measure(case, size: int, rounds: int, versions: dict, rng) -> dict:
             np.add(a, x, out=h)
             t2 = time.perf_counter()
             times[key].append((t1 - t0) / (t2 - t1))
-            floors.append(t2 - t1)
     return {
         key: float(np.median(v)) / (20 / 12 if key[1] == "backward" else 1.0)
         for key, v in times.items()
@@ -89,7 +87,8 @@ def measure(case, size: int, rounds: int, versions: dict, rng) -> dict:
 
 def tables(results: dict) -> str:
     lines = [
-        "| case | scan seq / par / auto | scan reverse | final_state | backward seq / par / auto |",
+        "| case | scan seq / par / auto | scan reverse | final_state "
+        "| backward seq / par / auto |",
         "|---|---|---|---|---|",
     ]
     for version in ("before", "after"):
@@ -102,7 +101,8 @@ def tables(results: dict) -> str:
                 f"{v('backward', 'sequential')} / {v('backward', 'parallel')} / "
                 f"**{v('backward', 'auto')}** |"
             )
-    lines += ["", "| case | op | before: auto / fastest | after: auto / fastest |", "|---|---|---|---|"]
+    lines += ["", "| case | op | before: auto / fastest | after: auto / fastest |"]
+    lines.append("|---|---|---|---|")
     for case, m in results.items():
         for op in ("scan", "backward"):
             cells = [

@@ -175,7 +175,7 @@ LONG_DEVICE_CONFIGS = [
 @pytest.mark.parametrize("shape, axis", [((2, 2000), 1), ((2000, 3), 0), ((2, 1500, 20), 1)])
 @pytest.mark.parametrize("decays", [(-1.0, 1.0), (0.995, 1.0)])
 def test_long_sequences_every_path(device, config, method, reverse, shape, axis, decays):
-    """Deterministic coverage of the paths that need length: several 256-step chain blocks,
+    """Deterministic coverage of the paths that need length: several 128-step chain blocks,
     touched tiles, split segments, forward and backward, both directions. Decays near 1 make
     every carry matter (with |a| spread over [0, 1] products vanish within a chain). (On the
     GPU these are a few tiles each; tests/cuda/test_gpu.py has the shapes of many tiles.)"""

@@ -104,3 +104,37 @@ def test_broadcast_grad_a_is_the_sum_of_full_grad_a(case, form):
     )
     tol = 4 * np.finfo(small.dtype).eps * (magnitude * (1 + h.size)) + np.finfo(small.dtype).tiny
     assert np.all(np.abs(small - expected) <= tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex64])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("rows", [2, 3])
+def test_backward_row_pairs_at_their_edges(rows, reverse, dtype):
+    """The plain backward walk runs rows in pairs, the second ``_SKEW`` (64) steps ahead:
+    lengths around the skew (the lockstep part empty, one step, many), resets on the first
+    and last steps and where the second row's lone steps end, an odd row left alone, and an
+    infinite initial state, against the serial float64 loops."""
+    from linscan.backends.cpu import plan as _plan
+    from linscan.testing import assert_scan_backward_close
+
+    rng = np.random.default_rng(rows + 2 * reverse)
+    for steps in (1, 2, 63, 64, 65, 66, 129):
+        shape = (rows, steps)
+        a = rng.uniform(0.5, 1.0, shape).astype(dtype)
+        gh = rng.standard_normal(shape).astype(dtype)
+        h = rng.standard_normal(shape).astype(dtype)
+        h0 = rng.standard_normal(rows).astype(dtype)
+        h0[-1] = np.inf
+        if dtype == np.complex64:
+            a = a * np.exp(1j * rng.uniform(-0.3, 0.3, shape)).astype(dtype)
+            gh = gh + 1j * rng.standard_normal(shape).astype(np.float32)
+        resets = np.zeros(shape, bool)
+        walk = np.arange(steps)[::-1] if not reverse else np.arange(steps)  # backward order
+        for k in {0, steps - 1, min(63, steps - 1), min(64, steps - 1)}:
+            resets[k % rows, walk[k]] = True
+        for r in (None, resets):
+            with _plan.forced(threads=1):
+                grads = linscan.scan_backward(
+                    a, h, gh, h0, reverse=reverse, resets=r, method="sequential"
+                )
+            assert_scan_backward_close(grads, a, h, gh, h0, reverse=reverse, resets=r)

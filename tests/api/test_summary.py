@@ -89,7 +89,7 @@ def _check(found, a, x, *, axis, reverse, resets, back):
 )
 def test_a_summary_is_that_of_the_serial_loop(case, back, method, path):
     """Any drawn run (every dtype and broadcast form, views, resets, up to 400 steps, so
-    across the 256-step blocks of the chained kernels)."""
+    across the 128-step blocks of the chained kernels)."""
     kwargs = dict(axis=case.axis, reverse=case.reverse, resets=case.resets)
     found = _summary(path, case.a, case.x, method=method, back=back, **kwargs)
     _check(found, case.a, case.x, back=back, **kwargs)
@@ -101,7 +101,7 @@ def test_a_summary_is_that_of_the_serial_loop(case, back, method, path):
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("shape, axis", [((3, 1100), 1), ((1100, 3), 0), ((2, 600, 17), 1)])
 def test_long_runs_with_and_without_resets(shape, axis, reverse, back, method, path):
-    """Runs of several 256-step blocks, each row walked through the chained kernels (or
+    """Runs of several 128-step blocks, each row walked through the chained kernels (or
     not, by method) and the channels together, with sparse resets in some lanes."""
     rng = np.random.default_rng(sum(shape) + 2 * reverse + back)
     a = rng.uniform(0.95, 1.0, shape)
@@ -151,7 +151,7 @@ def test_products_neither_underflow_nor_overflow(dtype, shape, axis, path):
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
 @pytest.mark.parametrize("shape, axis", [((600,), 0), ((600, 3), 0), ((2, 600), 1)])
 def test_products_exact_through_a_subnormal_partial_product(dtype, shape, axis, path):
-    """Decays 1e-160, 1e-160, 1e300 in one chain of a 256-step block (steps 70, 74 and 78;
+    """Decays 1e-160, 1e-160, 1e300 in one chain of a 128-step block (steps 70, 74 and 78;
     and in consecutive steps 130 to 132): a plain product passes through a subnormal (1e-320,
     with only a few digits) although its end (1e-20) is normal. Every path gives the product
     of the loop multiplying one decay at a time: the chained kernels fold a chain's product

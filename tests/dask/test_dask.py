@@ -382,7 +382,7 @@ def test_16_bit_gradients_summed_over_blocks_are_rounded_once():
 @pytest.mark.parametrize("shape, axis", [((600,), 0), ((600, 3), 0), ((2, 600), 1)])
 @pytest.mark.parametrize("path", list(SUMMARIES))
 def test_decay_products_exact_through_a_subnormal_partial_product(path, dtype, shape, axis):
-    """Decays 1e-160, 1e-160, 1e300 in one chunk (in one chain of a 256-step block, and in
+    """Decays 1e-160, 1e-160, 1e300 in one chunk (in one chain of a 128-step block, and in
     consecutive steps): a plain product passes through a subnormal (1e-320, with only a few
     digits) although its end (1e-20) is normal. Dask must give the loop's results, with the
     CPU's chunk summaries and with those of CuPy chunks (run here on NumPy) alike (issue

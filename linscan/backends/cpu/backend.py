@@ -43,7 +43,11 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
     O, T, I = shape
     group = pool.TaskGroup()
     if not plan.split:
-        if walk is None:  # the states alone: no products nor reset flags to keep
+        if walk is None and plan.blocked:  # the chained kernels (``method="parallel"``)
+            p = np.empty_like(state)
+            f = np.zeros(state.shape, bool) if resets is not None else None
+            walk = lambda box, t0, t1, st: reduce(box, t0, t1, p, f, st)  # noqa: E731
+        elif walk is None:  # the states alone: no products nor reset flags to keep
             walk = lambda box, t0, t1, st: reduce(box, t0, t1, None, None, st)  # noqa: E731
         pool.run([partial(walk, box, 0, T, state) for box in plan.boxes], group)
         return
@@ -128,12 +132,14 @@ def _rows(*arrays):
 
 def _reducer(k, a, x, r, down: bool, plan: _plan.Plan, back: bool):
     """``reduce(box, t0, t1, p, f, st)`` for ``_drive``: forward states, or with ``back`` the
-    backward carry (``x`` is then ``grad_h``)."""
+    backward carry (``x`` is then ``grad_h``). ``p=None`` (the states alone) is for forward
+    states only: the plain loops walk the forward recurrence."""
     if x.shape[2] == 1:
         a2, x2, r2 = _rows(a, x, r)
 
         def reduce(box, t0, t1, p, f, st):
             if p is None:
+                assert not back, "the states alone are forward states"
                 k.state_rows(a2, x2, st[:, 0], r2, box.o0, box.o1, t0, t1, down)
                 return
             k.reduce_rows(
@@ -145,6 +151,7 @@ def _reducer(k, a, x, r, down: bool, plan: _plan.Plan, back: bool):
 
     def reduce(box, t0, t1, p, f, st):
         if p is None:
+            assert not back, "the states alone are forward states"
             k.scan_cols(a, x, None, st, r, box.o0, box.o1, box.i0, box.i1, t0, t1, down)
             return
         k.reduce_cols(a, x, p, st, f, r, box.o0, box.o1, box.i0, box.i1, t0, t1, down, back)
@@ -248,7 +255,7 @@ class CPU(base.Backend):
         f = None if resets is None else np.zeros((O, I), bool)
         down = reverse != back  # the backward carry walks against the forward scan
         # Lanes only: the runs that ``linscan.dask`` summarizes are its chunks, which run in
-        # parallel already. The chained blocks as in ``final_state`` (``plan``).
+        # parallel already. The chained blocks as ``method='parallel'`` runs them (``plan``).
         plan = _plan.make_plan(O, T, I, down=down, method="sequential", op="final_state")
         blocked = I == 1 and (method == "parallel" or (method == "auto" and not down))
         k = _kernels()

@@ -18,9 +18,9 @@ Conventions that the speed depends on (the measurements behind them:
   therefore written ``_U(k)``, because ``uint64 - 1`` is typed as a signed int.
 * A single row is latency bound (one dependent fused multiply-add per step). The
   "blocked" row kernels cut each block of ``_BLOCK`` steps into ``CHAINS`` chains of ``M``
-  steps and run the chains in lockstep: a pass computes each chain's decay product and partial state, a
-  carry pass composes them, and a second pass rescans the chains from their true start
-  states. The block stays in L1 between the passes, so memory still sees each byte once.
+  steps and run the chains in lockstep: a pass computes each chain's decay product and
+  partial state, a carry pass composes them, and a second pass rescans the chains from their
+  true start states. The block stays in L1 between the passes, so memory still sees each byte once.
 * Rows in pairs: a thread that owns several rows and runs the plain loop scans two of them
   in lockstep (``_row_scan_pair``), so that two independent multiply-adds are in flight (16
   rows of 2^20 float32 steps on one thread of a Zen 3 took 1.45 times ``np.add`` instead of
@@ -672,7 +672,9 @@ def _back_chain(av, ghv, hpv, c, reset, zero):
     decay and the step's gradient; both ``zero`` at a reset, so that an infinite gradient
     does not reach the next step): ``(grad_x, grad_a, d, g)``. A walk that passes ``d * g``
     as the next step's ``c`` has the multiply and the add of the carry fused into one
-    multiply-add (4 cycles a step instead of 6; the same value to rounding)."""
+    multiply-add (4 cycles a step instead of 6; the same value to rounding, except where
+    ``d * g`` alone overflows: fused, ``-inf + huge`` stays ``-inf`` where the chained kernels,
+    which round the product first, give NaN)."""
     g = ghv + c
     if reset:
         return g, zero, zero, zero
@@ -724,6 +726,8 @@ def _row_back_pair(a, h, gh, gx, ga, c, r, o, t0, t1, down):
     of equal size (or rows a multiple of 4 KiB apart) often sit at the same offset modulo
     4 KiB, so that ten streams in step would share one set of the 8-way L1 cache: 16 float32
     rows of 2^20 steps ran at 3 times the floor on a Zen 3, rows of 2^20 + 16 steps at 1.1."""
+    if t1 <= t0:
+        return
     n = min(t1 - t0, _U(_SKEW))
     zero = a.dtype.type(0)
     p = o + _U(1)

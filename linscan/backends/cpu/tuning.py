@@ -8,9 +8,9 @@ choices here, in a per-user cache file; ``make_plan`` looks a problem up in it a
 to its static cost model for what the table does not cover, or when there is no table.
 Looking up never measures anything, so no call ever waits for a calibration.
 
-A table belongs to one CPU model, thread count, linscan and Numba version (its *key*, which
-also names the file): a table measured with other settings is simply not found. An
-unreadable or malformed file counts as absent, with one warning per process.
+A table belongs to one CPU model, thread count, linscan and Numba version and kernel code
+(its *key*, which also names the file): a table measured with other settings is simply not
+found. An unreadable or malformed file counts as absent, with one warning per process.
 
 The strategies (see ``plan``): ``lanes`` (each thread walks whole lanes), ``chains`` (lanes,
 rows by the chained kernels), ``split`` (time cut into one segment per thread) and
@@ -75,18 +75,24 @@ def cache_dir() -> str:
     return os.path.join(base, "linscan")
 
 
-#: The modules whose code a table's timings measured: a change to any of them (a kernel
-#: rewritten between releases, or in a checkout) makes older tables not found.
-_MEASURED = ("kernels.py", "plan.py", "backend.py")
+#: The modules whose code a table's timings measured (beside this one; ``_affine`` is
+#: inlined into the kernels): a change to any of them (a kernel rewritten between releases,
+#: or in a checkout) makes older tables not found.
+_MEASURED = ("kernels.py", "plan.py", "backend.py", os.path.join("..", "..", "_affine.py"))
 
 
 @functools.lru_cache(maxsize=1)
 def _code() -> str:
-    """A digest of the ``_MEASURED`` modules' source."""
+    """A digest of the ``_MEASURED`` modules' source; ``"unknown"`` where a source cannot be
+    read (an install without ``.py`` files): such a key still separates machines and
+    versions."""
     digest = hashlib.sha256()
-    for name in _MEASURED:
-        with open(os.path.join(os.path.dirname(__file__), name), "rb") as f:
-            digest.update(f.read())
+    try:
+        for name in _MEASURED:
+            with open(os.path.join(os.path.dirname(__file__), name), "rb") as f:
+                digest.update(f.read())
+    except OSError:
+        return "unknown"
     return digest.hexdigest()[:16]
 
 
