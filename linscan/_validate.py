@@ -265,6 +265,20 @@ def _check_resets(resets, shape: tuple, what: str):
     return resets
 
 
+def _together(first, second, ends=(None, None), leaving="") -> tuple:
+    """The broadcast shape of two ``(name, shape)`` arguments, each cut at its ``ends``
+    (``shape[:end]``); a ``ValueError`` naming both and their whole shapes if they do not
+    broadcast (``leaving`` says what the cut left out)."""
+    (a_name, a_shape), (b_name, b_shape) = first, second
+    try:
+        return broadcast_shapes(a_shape[: ends[0]], b_shape[: ends[1]])
+    except ValueError:
+        raise ValueError(
+            f"{a_name} and {b_name} must broadcast together{leaving}, got {a_name} with shape "
+            f"{a_shape} and {b_name} with shape {b_shape}"
+        ) from None
+
+
 def scan_args(a, x, h0, axis, reverse, resets=None) -> ScanArgs:
     """Validate the arguments shared by ``scan`` and ``final_state``."""
     if resets is None:
@@ -280,13 +294,7 @@ def scan_args(a, x, h0, axis, reverse, resets=None) -> ScanArgs:
     dtype = _result_dtype(a, x, h0)
     a, x = _as_array("a", a, dtype), _as_array("x", x, dtype)
     h0 = None if h0 is None else _as_array("h0", h0, dtype)
-    try:
-        shape = x.shape if a.shape == x.shape else broadcast_shapes(a.shape, x.shape)
-    except ValueError:
-        raise ValueError(
-            f"a and x must broadcast together, got a with shape {a.shape} and x with shape "
-            f"{x.shape}"
-        ) from None
+    shape = x.shape if a.shape == x.shape else _together(("a", a.shape), ("x", x.shape))
     axis = check_axis(axis, len(shape))
     if h0 is not None:
         _check_h0(h0, shape, axis, f"the result's shape {shape}")
@@ -464,13 +472,9 @@ def matscan_args(A, x, h0, axis, reverse, name="x", grad_h=None) -> MatscanArgs:
                     + f", got shape {value.shape}"
                 )
     else:
-        try:
-            lanes = broadcast_shapes(A.shape[:-2], x.shape[:-1])
-        except ValueError:
-            raise ValueError(
-                f"A and x must broadcast together (leaving out A's matrix and x's state), got A "
-                f"with shape {A.shape} and x with shape {x.shape}"
-            ) from None
+        lanes = _together(
+            ("A", A.shape), ("x", x.shape), (-2, -1), " (leaving out A's matrix and x's state)"
+        )
     axis = check_axis(axis, len(lanes))
     if h0 is not None:
         state = _state_shape(lanes, axis) + (d,)

@@ -43,12 +43,12 @@ def _drive(plan: _plan.Plan, shape: tuple, state: np.ndarray, walk, reduce, rese
     O, T, I = shape
     group = pool.TaskGroup()
     if not plan.split:
-        if walk is None and plan.blocked:  # the chained kernels (``method="parallel"``)
-            p = np.empty_like(state)
-            f = np.zeros(state.shape, bool) if resets is not None else None
+        if walk is None:
+            # The states alone (no products nor reset flags to keep), except where the plan
+            # asks for the chained kernels (``method="parallel"``), which make products.
+            p = np.empty_like(state) if plan.blocked else None
+            f = np.zeros(state.shape, bool) if p is not None and resets is not None else None
             walk = lambda box, t0, t1, st: reduce(box, t0, t1, p, f, st)  # noqa: E731
-        elif walk is None:  # the states alone: no products nor reset flags to keep
-            walk = lambda box, t0, t1, st: reduce(box, t0, t1, None, None, st)  # noqa: E731
         pool.run([partial(walk, box, 0, T, state) for box in plan.boxes], group)
         return
     everything = _plan.Box(0, O, 0, I)

@@ -361,22 +361,6 @@ def _reset3_impl(r, o, t, i):
     return lambda r, o, t, i: r[o, t, i]
 
 
-def _note(f, k, value):
-    """``f[k] |= value`` where there are flags (``f`` is ``None`` without resets)."""
-
-
-@overload(_note)
-def _note_impl(f, k, value):
-    if isinstance(f, types.NoneType):
-        return lambda f, k, value: None
-
-    def note(f, k, value):
-        if value:
-            f[k] = True
-
-    return note
-
-
 def _put(h, u, v):
     """``h[u] = v``, or nothing where ``h`` is ``None`` (a walk for its final state only)."""
 
@@ -390,6 +374,13 @@ def _put_impl(h, u, v):
         h[u] = v
 
     return put
+
+
+@njit
+def _note(f, k, value):
+    """``f[k] |= value`` where there are flags (``f`` is ``None`` without resets)."""
+    if value:
+        _put(f, k, True)
 
 
 def _has(r):
