@@ -128,6 +128,7 @@ def _bench(args) -> int:
 
 def _tune(args) -> int:
     from .backends.cpu import calibrate
+    from .backends.cpu import plan as _plan
 
     width = 30
 
@@ -147,11 +148,13 @@ def _tune(args) -> int:
         "(about a minute)",
         file=sys.stderr,
     )
-    file, entries = calibrate.run(
+    file, tile, entries = calibrate.run(
         size=args.size or calibrate.DEFAULT_SIZE,
         repeat=args.repeat or calibrate.DEFAULT_REPEAT,
         progress=progress,
     )
+    touch = f"{tile} elements" if tile else "nothing"
+    print(f"Downward walks touch {touch} ahead (static: {_plan.TILE}).\n")
     print("\n".join(calibrate.choices_table(entries)))
     changed = sum(e["strategy"] != e["static"] for e in entries)
     print(f"\n{changed} of {len(entries)} choices differ from the static cost model; "

@@ -161,6 +161,8 @@ LONG_CONFIGS = {
     **CONFIGS,
     # tiles of two chain blocks, so that reductions compose blocks within a tile
     "split2_tile512": dict(threads=2, min_threaded=0, min_segment=1, tile=512),
+    # and no touching at all: reductions walk a segment as one range
+    "split2_untouched": dict(threads=2, min_threaded=0, min_segment=1, tile=0),
 }
 
 

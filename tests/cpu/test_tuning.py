@@ -66,6 +66,27 @@ def test_measure_interleaves_rotating_rounds(monkeypatch):
     assert [r[0] for r in rounds] == ["lanes", "split", "chains", "lanes"]
 
 
+def test_measure_tiles_walks_down_one_row_with_each_tile(monkeypatch):
+    walked = []
+
+    def fake_call(probe, v):
+        setting = _plan._setting
+        return lambda: walked.append(
+            (probe.op, probe.layout, probe.lanes, probe.down, setting("strategy", None),
+             setting("tile", None))
+        )  # fmt: skip
+
+    monkeypatch.setattr(calibrate, "_call", fake_call)
+    times = calibrate.measure_tiles((0, 4096), {}, repeat=2)
+    assert {t: len(v) for t, v in times.items()} == {0: 2, 4096: 2}
+    # Three rounds (one warm-up), two tiles each, three walks down each time.
+    assert len(walked) == 3 * 2 * 3
+    assert {w[:5] for w in walked} == {
+        (op, "rows", 1, True, "split+chains") for op in tuning.OPS
+    }  # fmt: skip
+    assert [w[5] for w in walked[::3]] == [0, 4096, 4096, 0, 0, 4096]
+
+
 def test_candidates_drop_strategies_with_the_same_plan():
     with _plan.forced(threads=2):
         probe = calibrate.Probe("cols", 16, "scan", False, "4")
@@ -102,8 +123,18 @@ def _fake_timer(fastest):
     return timer
 
 
-def _small_calibration(monkeypatch, fastest):
+def _fake_tiles(fastest):
+    """Tile timings where ``fastest`` (a tile, or None) takes 0.9 of the others' time."""
+
+    def timer(tiles, arrays, repeat):
+        return {t: [0.9 if t == fastest else 1.0] * repeat for t in tiles}
+
+    return timer
+
+
+def _small_calibration(monkeypatch, fastest, tile=None):
     monkeypatch.setattr(calibrate, "measure", _fake_timer(fastest))
+    monkeypatch.setattr(calibrate, "measure_tiles", _fake_tiles(tile))
     monkeypatch.setattr(calibrate, "CHANNELS", (16,))
     monkeypatch.setattr(calibrate, "row_counts", lambda threads: (1, 16))
 
@@ -121,11 +152,18 @@ def test_calibration_is_what_auto_then_does(tuned_home, monkeypatch):
             return "split"
         return None
 
-    _small_calibration(monkeypatch, fastest)
+    _small_calibration(monkeypatch, fastest, tile=0)
     with _plan.forced(threads=2):
         assert tuning.table(2) is None
-        file, entries = calibrate.run(size=1 << 14, repeat=3)
+        assert _plan.make_plan(1, 1 << 24, 1, down=True, method="auto").tile == _plan.TILE
+        file, tile, entries = calibrate.run(size=1 << 14, repeat=3)
         assert file.startswith(str(tuned_home))
+        # Touching ahead was slower than not: every method's downward walks, large or small,
+        # now touch nothing.
+        assert tile == 0
+        for method in ("auto", "sequential", "parallel"):
+            for n in (100, 1 << 24):
+                assert _plan.make_plan(1, n, 1, down=True, method=method).tile == 0
         assert len(entries) == 2 * (2 + 1) * 3 * 2  # dtypes x (row counts, channels) x ops x walks
         row = _plan.make_plan(1, 1 << 24, 1, down=False, method="auto", op="backward")
         assert _plan.strategy(row) == "lanes"
@@ -141,18 +179,30 @@ def test_calibration_is_what_auto_then_does(tuned_home, monkeypatch):
         assert tuning.table(3) is None
     data = json.loads(open(file).read())
     assert data["key"] == tuning.key(2) and data["key"]["cpu"]
+    assert data["tile"] == 0 and data["tile_ratios"] == {"0": 0.9, "1024": 1.0, "4096": 1.0,
+                                                         "16384": 1.0}  # fmt: skip
     changed = [e for e in data["entries"] if e["strategy"] != e["static"]]
     assert {(e["layout"], e["down"]) for e in changed} == {("rows", False), ("cols", False)}
 
 
+def test_the_static_tile_stays_unless_another_is_faster_by_the_margin(tuned_home, monkeypatch):
+    _small_calibration(monkeypatch, lambda p: None, tile=None)  # all tiles alike
+    with _plan.forced(threads=2):
+        assert calibrate.run(size=1 << 14, repeat=1)[1] == _plan.TILE
+        assert _plan.make_plan(1, 1 << 24, 1, down=True, method="auto").tile == _plan.TILE
+        assert "downward walks touch 4096 elements ahead" in tuning.status(2)
+
+
 def test_tuning_off_ignores_the_table(tuned_home, monkeypatch):
-    _small_calibration(monkeypatch, lambda p: "lanes" if p.layout == "rows" else None)
+    _small_calibration(monkeypatch, lambda p: "lanes" if p.layout == "rows" else None, tile=0)
     with _plan.forced(threads=2):
         calibrate.run(size=1 << 14, repeat=1)
-        assert _plan.strategy(_plan.make_plan(1, 1 << 24, 1, down=False, method="auto")) == "lanes"
+        tuned = _plan.make_plan(1, 1 << 24, 1, down=False, method="auto")
+        assert _plan.strategy(tuned) == "lanes" and tuned.tile == 0
+        assert "downward walks touch nothing ahead" in tuning.status(2)
         monkeypatch.setenv("LINSCAN_TUNING", "off")
-        assert _plan.strategy(_plan.make_plan(1, 1 << 24, 1, down=False,
-                                              method="auto")) == "split+chains"  # fmt: skip
+        static = _plan.make_plan(1, 1 << 24, 1, down=False, method="auto")
+        assert _plan.strategy(static) == "split+chains" and static.tile == _plan.TILE
         assert "LINSCAN_TUNING=off" in tuning.status(2)
 
 
@@ -188,7 +238,7 @@ def _write_table(directory, threads, text):
         "",
         "{not json",
         "\udcff".encode("utf-8", "surrogateescape").decode("latin-1"),
-        '{"format": 1}',
+        '{"format": 2}',
         "[]",
     ],
     ids=["empty", "truncated", "not-utf8", "no-key", "not-a-dict"],
@@ -213,11 +263,24 @@ def test_an_unreadable_file_warns_once_and_auto_falls_back(tuned_home, text):
         dict(layout="rows", dtype="2", op="scan", down=False, lanes=1, strategy="lanes"),
         dict(layout="rows", dtype="4", op="scan", down="no", lanes=1, strategy="lanes"),
         dict(layout="rows", dtype="4", op="scan", lanes=1, strategy="lanes"),
+        dict(tile=-1),
+        dict(tile="4096"),
+        dict(tile=True),
+        dict(tile=None),
     ],
-    ids=["strategy", "chains-for-cols", "lanes", "dtype", "down", "missing"],
+    ids=["strategy", "chains-for-cols", "lanes", "dtype", "down", "missing", "tile-negative",
+         "tile-string", "tile-bool", "tile-missing"],  # fmt: skip
 )
 def test_a_malformed_entry_warns_and_auto_falls_back(tuned_home, entry):
-    text = json.dumps({"format": 1, "key": tuning.key(2), "entries": [entry]})
+    good = dict(layout="rows", dtype="4", op="scan", down=False, lanes=1, strategy="lanes")
+    table = {"format": tuning.FORMAT, "key": tuning.key(2), "tile": 0, "entries": [good]}
+    if "tile" in entry:  # the entry is fine, the tile is not
+        table["tile"] = entry["tile"]
+        if entry["tile"] is None:
+            del table["tile"]
+    else:
+        table["entries"] = [entry]
+    text = json.dumps(table)
     _write_table(tuned_home, 2, text)
     with _plan.forced(threads=2):
         with pytest.warns(tuning.TuningFileWarning, match="malformed"):
@@ -227,8 +290,14 @@ def test_a_malformed_entry_warns_and_auto_falls_back(tuned_home, entry):
 def test_a_table_for_another_key_or_format_is_not_used(tuned_home):
     entry = dict(layout="rows", dtype="4", op="scan", down=False, lanes=1, strategy="lanes")
     stale = [{**tuning.key(2), "linscan": "0.0.1"}, {**tuning.key(2), "code": "0" * 16}]
-    for key, fmt in [(stale[0], 1), (stale[1], 1), (tuning.key(2), 99)]:
-        _write_table(tuned_home, 2, json.dumps({"format": fmt, "key": key, "entries": [entry]}))
+    fmt = tuning.FORMAT
+    # Format 1 had no tile: such a file is another format, not a malformed one.
+    for key, fmt, tile in [(stale[0], fmt, 0), (stale[1], fmt, 0), (tuning.key(2), 99, 0),
+                           (tuning.key(2), 1, None)]:  # fmt: skip
+        table = {"format": fmt, "key": key, "tile": tile, "entries": [entry]}
+        if tile is None:
+            del table["tile"]
+        _write_table(tuned_home, 2, json.dumps(table))
         tuning.forget()
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a stale table is no cause for alarm
@@ -254,7 +323,10 @@ def test_the_key_follows_the_kernels_code(monkeypatch, tmp_path):
 def test_write_refuses_a_malformed_entry(tmp_path):
     bad = [dict(layout="rows", dtype="4", op="scan", down=False, lanes=1, strategy="up")]
     with pytest.raises(ValueError, match="unknown layout or strategy"):
-        tuning.write(str(tmp_path / "t.json"), tuning.key(2), bad, {})
+        tuning.write(str(tmp_path / "t.json"), tuning.key(2), bad, 0, {})
+    good = [{**bad[0], "strategy": "lanes"}]
+    with pytest.raises(ValueError, match="tile must be a non-negative integer, got -1"):
+        tuning.write(str(tmp_path / "t.json"), tuning.key(2), good, -1, {})
     assert not (tmp_path / "t.json").exists()
 
 

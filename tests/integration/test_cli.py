@@ -40,16 +40,22 @@ def test_tune_stores_the_table_that_info_and_bench_then_report(tmp_path, monkeyp
         return {s: [1.0 if s == "lanes" else 3.0] * repeat for s in strategies}
 
     monkeypatch.setattr(calibrate, "measure", timer)
+    monkeypatch.setattr(calibrate, "measure_tiles", lambda tiles, arrays, repeat: {
+        t: [1.0 if t == 0 else 2.0] * repeat for t in tiles
+    })  # fmt: skip
     tuning.forget()
     try:
         assert cli.main(["tune", "--size", "2**16", "--repeat", "2"]) == 0
         out, err = capsys.readouterr()
         assert "| 1 rows, scan up, float32 | lanes" in out and "stored in" in out
+        assert "Downward walks touch nothing ahead (static: 4096)" in out
         assert "[" in err and "24/24" in err  # the progress bar reached the end
         file = out.rsplit("stored in ", 1)[1].strip()
         assert file.startswith(str(tmp_path)) and json.loads(open(file).read())["size"] == 2**16
         assert cli.main(["info"]) == 0
-        assert f"tuned on this machine ({file})" in capsys.readouterr().out
+        assert f"tuned on this machine ({file}; downward walks touch nothing ahead)" in (
+            capsys.readouterr().out
+        )
         env = cpu_bench.environment()
         assert env["cpu"] and env["vector"] and env["tuning"].startswith("tuned")
         heading = cpu_bench.markdown({"environment": env, "rows": []})

@@ -11,13 +11,20 @@ strategy replaces the static choice only when the median over the rounds of its 
 by the static choice's time in the same round is below ``1 - margin``: noise alone should not
 move ``auto`` away from the cost model.
 
+Before the probes, the same rule picks how far downward walks touch ahead (``TILES``; see
+``kernels``): ahead of a walk down one long float32 row (scan, final state and backward pass
+in split mode with chains, whose kernels touch). On the Xeon the kernels were designed on,
+descending store streams ran at 60% of the speed of ascending ones and touching paid; on a
+Zen 3 walking down ran as fast as walking up, and touching made it 1.1 to 1.5 times slower.
+The probes are then timed with the tile chosen.
+
 Measuring takes about a minute on a 2-core machine; nothing else in linscan ever measures.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -33,6 +40,8 @@ MARGIN = 0.05
 #: Channel counts probed for the time-major layout.
 CHANNELS = (16, 1024)
 DTYPES = {"4": np.float32, "8": np.float64}
+#: Tiles timed for downward walks (elements; 0: no touching); ``plan.TILE`` is the static one.
+TILES = (0, 1024, _plan.TILE, 4 * _plan.TILE)
 
 
 @dataclass(frozen=True)
@@ -134,32 +143,62 @@ def _call(probe: Probe, v: dict):
                                  out=(v["ga"], v["gx"], None))  # fmt: skip
 
 
-def measure(probe: Probe, strategies, v: dict, repeat: int) -> dict:
-    """Times of the probe's call under each strategy: one warm-up round, then ``repeat``
-    rounds, each running every strategy once in an order that rotates from round to round."""
-    call = _call(probe, v)
-    times = {s: [] for s in strategies}
-    order = list(strategies)
+def _rounds(call, options, settings, repeat: int) -> dict:
+    """Times of ``call`` under each of ``options`` (run with ``plan.forced(**settings(option))``):
+    one warm-up round, then ``repeat`` rounds, each running every option once in an order
+    that rotates from round to round."""
+    times = {o: [] for o in options}
+    order = list(options)
     for r in range(repeat + 1):
-        for strategy in order:
-            with _plan.forced(strategy=strategy):
+        for option in order:
+            with _plan.forced(**settings(option)):
                 t0 = time.perf_counter()
                 call()
                 elapsed = time.perf_counter() - t0
             if r:  # round 0 warms up (first calls compile or load kernels)
-                times[strategy].append(elapsed)
+                times[option].append(elapsed)
         order = order[1:] + order[:1]
     return times
 
 
+def measure(probe: Probe, strategies, v: dict, repeat: int) -> dict:
+    """Times of the probe's call under each strategy (``_rounds``)."""
+    return _rounds(_call(probe, v), strategies, lambda s: {"strategy": s}, repeat)
+
+
+#: The probe whose arrays ``measure_tiles`` walks down.
+TILE_PROBE = Probe("rows", 1, "scan", True, "4")
+
+
+def measure_tiles(tiles, v: dict, repeat: int) -> dict:
+    """Times under each tile of the walks down ``TILE_PROBE``'s row that touch ahead: its
+    scan, final state and backward pass in split mode with chains, one after the other
+    (``_rounds``)."""
+    calls = [_call(replace(TILE_PROBE, op=op), v) for op in tuning.OPS]
+
+    def walks():
+        for call in calls:
+            call()
+
+    return _rounds(walks, tiles, lambda t: {"strategy": "split+chains", "tile": t}, repeat)
+
+
 def calibrate(size=DEFAULT_SIZE, repeat=DEFAULT_REPEAT, margin=MARGIN, dtypes=("4", "8"),
-              progress=None, timer=None) -> list:  # fmt: skip
-    """Time every probe (``timer``, default :func:`measure`, as it is called) and return the
-    table's entries: per probe its choice, the static choice and the ratios."""
-    timer = timer or measure
+              progress=None) -> tuple:  # fmt: skip
+    """Choose the tile (``measure_tiles``), then time every probe with it (``measure``) and
+    return ``(tile, its ratios, entries)``: per probe its choice, the static choice and the
+    ratios."""
+    rng = np.random.default_rng(0)
+    tile, tile_ratios = decide(_plan.TILE, measure_tiles(TILES, _arrays(TILE_PROBE, size, rng),
+                                                         repeat), margin)  # fmt: skip
+    with _plan.forced(tile=tile):
+        entries = _probe_all(size, repeat, margin, dtypes, progress, rng)
+    return tile, {str(t): round(r, 3) for t, r in tile_ratios.items()}, entries
+
+
+def _probe_all(size, repeat, margin, dtypes, progress, rng) -> list:
     threads = _plan.num_threads()
     todo = probes(threads, dtypes)
-    rng = np.random.default_rng(0)
     entries, arrays, group = [], None, None
     for n, probe in enumerate(todo):
         if (probe.layout, probe.lanes, probe.dtype) != group:
@@ -168,7 +207,7 @@ def calibrate(size=DEFAULT_SIZE, repeat=DEFAULT_REPEAT, margin=MARGIN, dtypes=("
             arrays = _arrays(probe, size, rng)
         static, strategies = candidates(probe, size)
         if len(strategies) > 1:
-            choice, ratios = decide(static, timer(probe, strategies, arrays, repeat), margin)
+            choice, ratios = decide(static, measure(probe, strategies, arrays, repeat), margin)
         else:
             choice, ratios = static, {static: 1.0}
         entries.append({**asdict(probe), "strategy": choice, "static": static,
@@ -179,20 +218,21 @@ def calibrate(size=DEFAULT_SIZE, repeat=DEFAULT_REPEAT, margin=MARGIN, dtypes=("
 
 
 def run(size=DEFAULT_SIZE, repeat=DEFAULT_REPEAT, margin=MARGIN, progress=None) -> tuple:
-    """Calibrate and store the table for this machine: ``(file, entries)``."""
+    """Calibrate and store the table for this machine: ``(file, tile, entries)``."""
     threads = _plan.num_threads()
     t0 = time.perf_counter()
-    entries = calibrate(size, repeat, margin, progress=progress)
+    tile, tile_ratios, entries = calibrate(size, repeat, margin, progress=progress)
     record = {
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.perf_counter() - t0, 1),
         "size": size,
         "repeat": repeat,
         "margin": margin,
+        "tile_ratios": tile_ratios,
     }
     file = tuning.path(threads)
-    tuning.write(file, tuning.key(threads), entries, record)
-    return file, entries
+    tuning.write(file, tuning.key(threads), entries, tile, record)
+    return file, tile, entries
 
 
 def choices_table(entries) -> list:

@@ -17,7 +17,8 @@ A problem in the canonical layout ``(O, T, I)`` runs in one of two modes:
 more than one thread); ``"auto"`` takes the strategy this machine's tuning table holds for
 the problem (``tuning``, written by ``python -m linscan tune``), and without one picks lanes
 or split mode with the static cost model below, and chains only for upward walks in split
-mode.
+mode. Every method touches downward walks ahead by the table's ``tile`` (``TILE`` without a
+table).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ MIN_SEGMENT = 1 << 12
 #: Channel blocks handed to different threads are multiples of this (64 bytes of float32), so
 #: that no two threads write the same cache line.
 CHANNEL_ALIGN = 16
-#: Elements a downward walk touches ahead (see ``kernels``); a multiple of the 128-step
-#: row block.
+#: Elements a downward walk touches ahead (see ``kernels``) where no tuning table says
+#: otherwise; a multiple of the 128-step row block.
 TILE = 4096
 #: Cost of a reduce step relative to a scan step (it reads 8 of the 12 bytes and writes none).
 REDUCE_COST = 0.67
@@ -52,7 +53,7 @@ _overrides = threading.local()
 def forced(**settings):
     """Private test knob: override ``threads``, ``min_threaded``, ``min_segment``, ``tile``,
     ``strategy`` (what ``"auto"`` uses, one of ``tuning.STRATEGIES``; the calibration times
-    each this way) or ``tuned`` (``False``: ``"auto"`` ignores the tuning table) on this
+    each this way) or ``tuned`` (``False``: the tuning table is ignored) on this
     thread, e.g. to force split mode with three segments on a ten-step problem."""
     old = dict(getattr(_overrides, "settings", {}))
     _overrides.settings = {**old, **settings}
@@ -145,7 +146,7 @@ class Piece:
 @dataclass(frozen=True)
 class Plan:
     """``blocked``: rows use the chained kernels; ``tile``: elements touched ahead of a
-    downward walk. Lanes mode: ``boxes``, one per thread.
+    downward walk (0: none). Lanes mode: ``boxes``, one per thread.
     Split mode: ``segments`` (time ranges in walk order, one per thread, all lanes each) and
     ``pieces`` (per first-phase task, its pieces in walk order; together they cover every
     segment but the last in walk order, or all of them for a pass that writes nothing)."""
@@ -254,15 +255,15 @@ def make_plan(
     ``down``: time is walked downwards. ``op``: ``"scan"``, ``"backward"`` or
     ``"final_state"`` (which writes no result per step, so its split mode needs one reducing
     phase only)."""
-    tile = _setting("tile", TILE)
     threads = num_threads()
+    table = tuning.table(threads) if _setting("tuned", True) else None
+    tile = _setting("tile", table.tile if table else TILE)
     if O * T * I < _setting("min_threaded", MIN_THREADED):  # small: this thread, one box
         return Plan(method == "parallel" and I == 1, tile, boxes=(Box(0, O, 0, I),))
     boxes = _lane_boxes(O, I, threads)
     segments = min(threads, T // _setting("min_segment", MIN_SEGMENT))
     if method == "auto":
         layout = "rows" if I == 1 else "cols"
-        table = tuning.table(threads) if _setting("tuned", True) else None
         name = _setting("strategy", None) or tuning.lookup(
             table, layout, itemsize, op, down, O * I
         )

@@ -6,7 +6,9 @@ as slow as the plain loop, while the cost model had them faster. ``python -m lin
 (:mod:`.calibrate`) therefore times the strategies on the machine itself and stores its
 choices here, in a per-user cache file; ``make_plan`` looks a problem up in it and falls back
 to its static cost model for what the table does not cover, or when there is no table.
-Looking up never measures anything, so no call ever waits for a calibration.
+Looking up never measures anything, so no call ever waits for a calibration. The table also
+holds how far a downward walk touches ahead (``tile``, see ``kernels``; 0: not at all),
+which every method follows: whether touching pays is a property of the CPU's prefetchers.
 
 A table belongs to one CPU model, thread count, linscan and Numba version and kernel code
 (its *key*, which also names the file): a table measured with other settings is simply not
@@ -31,11 +33,12 @@ import os
 import sys
 import threading
 import warnings
+from typing import NamedTuple
 
 from ... import _host
 
 #: The format of the file; a file of another format is not read.
-FORMAT = 1
+FORMAT = 2
 STRATEGIES = {"rows": ("lanes", "chains", "split", "split+chains"), "cols": ("lanes", "split")}
 OPS = ("scan", "final_state", "backward")
 _ENV = "LINSCAN_TUNING"
@@ -129,6 +132,21 @@ def dtype_class(itemsize: int) -> str:
     return "4" if itemsize <= 4 else "8"
 
 
+class Table(NamedTuple):
+    """A tuning table as read: ``choices`` maps ``(layout, dtype class, op, down)`` to the
+    measured ``(lanes, strategy)`` pairs, sorted by lanes; ``tile`` is the number of elements
+    a downward walk touches ahead (0: none)."""
+
+    choices: dict
+    tile: int
+
+
+def _check_tile(tile) -> int:
+    if not isinstance(tile, int) or isinstance(tile, bool) or tile < 0:
+        raise ValueError(f"tile must be a non-negative integer, got {tile!r}")
+    return tile
+
+
 def _check_entries(entries) -> dict:
     """The lookup index ``(layout, dtype class, op, down) -> [(lanes, strategy), ...]``
     (sorted by lanes) of a file's entries; ``ValueError`` on anything malformed."""
@@ -164,9 +182,9 @@ def _unusable(file: str, why: str) -> None:
 
 
 def read(file: str, expected_key: dict):
-    """The lookup index stored in ``file`` for ``expected_key``; ``None`` if there is no such
-    file or it was written for another key. A file that cannot be read or decoded warns once
-    and counts as absent."""
+    """The ``Table`` stored in ``file`` for ``expected_key``; ``None`` if there is no such
+    file or it was written for another key or format. A file that cannot be read or decoded
+    warns once and counts as absent."""
     try:
         with open(file, encoding="utf-8") as f:
             data = json.load(f)
@@ -178,23 +196,24 @@ def read(file: str, expected_key: dict):
     try:
         if data["format"] != FORMAT or data["key"] != expected_key:
             return None
-        return _check_entries(data["entries"])
+        return Table(_check_entries(data["entries"]), _check_tile(data["tile"]))
     except (KeyError, TypeError, ValueError) as exc:
         _unusable(file, f"malformed: {type(exc).__name__}: {exc}")
         return None
 
 
-def write(file: str, expected_key: dict, entries: list, record: dict) -> None:
+def write(file: str, expected_key: dict, entries: list, tile: int, record: dict) -> None:
     """Store ``entries`` (dicts: layout, dtype, op, down, lanes, strategy, and what else the
-    calibration recorded) for ``expected_key``, replacing ``file`` whole (a temporary file
-    renamed over it: a reader sees the old table or the new one)."""
+    calibration recorded) and ``tile`` for ``expected_key``, replacing ``file`` whole (a
+    temporary file renamed over it: a reader sees the old table or the new one)."""
     _check_entries(entries)
+    _check_tile(tile)
     os.makedirs(os.path.dirname(file), exist_ok=True)
     tmp = f"{file}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"format": FORMAT, "key": expected_key, **record, "entries": entries}, f,
-                      indent=1)  # fmt: skip
+            json.dump({"format": FORMAT, "key": expected_key, **record, "tile": tile,
+                       "entries": entries}, f, indent=1)  # fmt: skip
         os.replace(tmp, file)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -217,7 +236,7 @@ def forget() -> None:
 
 
 def table(threads: int):
-    """The lookup index for ``threads`` threads, or ``None`` (tuning off, or no table)."""
+    """The ``Table`` for ``threads`` threads, or ``None`` (tuning off, or no table)."""
     if not enabled():
         return None
     return _index(threads, cache_dir())
@@ -229,14 +248,14 @@ def nearest(measured, lanes: int):
     return min(measured, key=lambda m: (abs(math.log(m[0]) - math.log(lanes)), m[0]))[1]
 
 
-def lookup(index, layout: str, itemsize: int, op: str, down: bool, lanes: int):
+def lookup(table, layout: str, itemsize: int, op: str, down: bool, lanes: int):
     """The strategy the table holds for this kind of problem, or ``None`` where it has none.
 
     A problem is looked up by its lane count alone (``O * I``: rows, or outer rows times
     channels), not by its length: the table's probes are long (about 2^22 elements each), and
     a choice measured there is applied to shorter problems of the same lanes too (problems too
     small to be threaded never ask)."""
-    measured = index.get((layout, dtype_class(itemsize), op, down)) if index else None
+    measured = table.choices.get((layout, dtype_class(itemsize), op, down)) if table else None
     return nearest(measured, lanes) if measured else None
 
 
@@ -244,9 +263,11 @@ def status(threads: int) -> str:
     """One line: whether ``method="auto"`` follows a table for ``threads`` threads, and which."""
     if not enabled():
         return f"static cost model ({_ENV}={os.environ.get(_ENV, '').strip()})"
-    if table(threads) is None:
+    found = table(threads)
+    if found is None:
         return (
             f"static cost model (not tuned on this machine for {threads} threads: "
             "run `python -m linscan tune`)"
         )
-    return f"tuned on this machine ({path(threads)})"
+    touch = f"{found.tile} elements" if found.tile else "nothing"
+    return f"tuned on this machine ({path(threads)}; downward walks touch {touch} ahead)"
