@@ -226,7 +226,7 @@ def matscan_backward(A, h, grad_h, h0=None, *, axis=-1, reverse=False, method="a
         return _via_dlpack(matscan_backward, named, True, axis=axis, reverse=reverse,
                            method=method)  # fmt: skip
     args = _validate.matscan_args(A, h, h0, axis, reverse, name="h", grad_h=grad_h)
-    _validate.check_method(method)  # one plan today: the walk is sequential in time
+    _validate.check_method(method)
     work = _dtypes.accumulator(args.dtype)
     d = args.d
     if math.prod(args.shape) == 0:

@@ -68,15 +68,16 @@ def test_matscan_final_state_matches_the_loop(config, case, method):
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
-@given(case=matscan_cases())
-def test_matscan_backward_matches_the_loop(config, case):
+@given(case=matscan_cases(), method=st.sampled_from(METHODS))
+def test_matscan_backward_matches_the_loop(config, case, method):
     A, x, h0, kwargs = case.A, case.x, case.h0, case.kwargs
     h = linscan.matscan(A, x, h0, **kwargs)
     rng = np.random.default_rng(1)
     grad_h = _vectors(rng, h.shape, x.dtype)
     inputs = Unchanged(A, h, grad_h, h0)
     with forced(config):
-        grad_A, grad_x, grad_h0 = linscan.matscan_backward(A, h, grad_h, h0, **kwargs)
+        grad_A, grad_x, grad_h0 = linscan.matscan_backward(A, h, grad_h, h0, method=method,
+                                                           **kwargs)  # fmt: skip
     inputs.check()
     # A Python number takes the call's dtype, as in linscan.scan_backward.
     as_given = np.asarray(h0, x.dtype) if isinstance(h0, float) else h0
@@ -148,6 +149,30 @@ def test_split_time_with_a_constant_matrix_is_exact():
             assert np.abs(h32 - want).max() <= 2 * np.abs(serial32 - want).max()
 
 
+def test_split_time_backward_is_the_loops():
+    """The backward walk split over time (each segment's carry map reduced and composed)
+    agrees with the sequential walk: a constant rotation near the unit circle (its map by
+    squaring) and a matrix per step (a product per step), with h0, both directions."""
+    rng = np.random.default_rng(5)
+    c, s = np.cos(0.01), np.sin(0.01)
+    rotation = 0.9999 * np.array([[c, -s], [s, c]])
+    for A in (rotation, _matrices(rng, (3000,), 2, np.complex128, 0.999)):
+        dtype = np.result_type(A, np.float64)
+        x = _vectors(rng, (3000, 2), dtype)
+        h0 = _vectors(rng, (2,), dtype)
+        grad_h = _vectors(rng, (3000, 2), dtype)
+        for reverse in (False, True):
+            h = linscan.matscan(A, x, h0, axis=0, reverse=reverse)
+            want = linscan.matscan_backward(A, h, grad_h, h0, axis=0, reverse=reverse,
+                                            method="sequential")  # fmt: skip
+            with plan.forced(threads=4, min_threaded=0, min_segment=100):
+                for method in ("parallel", "auto"):
+                    got = linscan.matscan_backward(A, h, grad_h, h0, axis=0, reverse=reverse,
+                                                   method=method)  # fmt: skip
+                    for g, w in zip(got, want):
+                        np.testing.assert_allclose(g, w, rtol=0, atol=1e-10 * np.abs(w).max())
+
+
 @pytest.mark.parametrize("poison", ["inf x", "nan x", "inf A"])
 def test_non_finite_values_as_in_the_loop(poison):
     """Where a segment's map or a composed state is not finite, the split plan walks the
@@ -169,6 +194,30 @@ def test_non_finite_values_as_in_the_loop(poison):
             np.testing.assert_allclose(got, want, rtol=1e-12)
             state = linscan.matscan_final_state(A, x, axis=0, method=method)
             np.testing.assert_allclose(state, want[-1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("poison", ["inf grad_h", "nan grad_h", "inf A"])
+def test_non_finite_values_in_the_backward_walk_as_in_the_loop(poison):
+    """The same for the backward walk split over time: a non-finite carry map or composed
+    carry makes the segments run in order."""
+    rng = np.random.default_rng(6)
+    A = _matrices(rng, (64,), 2, np.float64, 0.9)
+    x = _vectors(rng, (64, 2), np.float64)
+    h0 = _vectors(rng, (2,), np.float64)
+    grad_h = _vectors(rng, (64, 2), np.float64)
+    if poison == "inf grad_h":
+        grad_h[40, 0] = np.inf
+    elif poison == "nan grad_h":
+        grad_h[40, 1] = np.nan
+    else:
+        A[40, 0, 1] = np.inf
+    h = linscan.matscan(A, x, h0, axis=0)
+    want = linscan.matscan_backward(A, h, grad_h, h0, axis=0, method="sequential")
+    with plan.forced(threads=3, min_threaded=0, min_segment=4):
+        got = linscan.matscan_backward(A, h, grad_h, h0, axis=0, method="parallel")
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        np.testing.assert_allclose(g, w, rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

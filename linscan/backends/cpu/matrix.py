@@ -25,6 +25,8 @@ import numpy as np
 from . import plan as _plan
 from . import pool
 from .backend import piece_tasks
+from numba import njit
+
 from .cache import njit_cached
 
 _JIT = dict(nogil=True, fastmath={"contract"}, error_model="numpy")
@@ -51,11 +53,21 @@ def _walk(A, x, h, s, o0, o1, i0, i1, t0, t1, down, write):
                         h[o, t, i, j] = n[j]
 
 
+@njit(inline="always")
+def _entry(A, o, t, i, j, k, back):
+    """Entry ``(j, k)`` of the matrix a walk applies at step ``t``: ``A[t]``, or with
+    ``back`` its conjugate transpose."""
+    return np.conj(A[o, t, i, k, j]) if back else A[o, t, i, j, k]
+
+
 @njit_cached(**_JIT)
-def _reduce(A, x, M, b, o0, o1, t0, t1, down, product):
+def _reduce(A, x, M, b, o0, o1, t0, t1, down, product, back):
     """The map of steps ``[t0, t1)`` of outer rows ``[o0, o1)``, all channels: ``b`` the
     state reached from zero and, with ``product``, ``M`` the product of the matrices
-    (``M`` and ``b`` in the wide dtype they are given in)."""
+    (``M`` and ``b`` in the wide dtype they are given in).
+
+    With ``back`` it is the map of ``_back``'s carry, ``x`` being ``grad_h``: a step takes
+    ``c`` to ``A[t]^H (grad_h[t] + c)``, so the matrices are the conjugate transposes."""
     I = x.shape[2]
     D = b.shape[2]
     n = np.empty(D, b.dtype)
@@ -70,18 +82,23 @@ def _reduce(A, x, M, b, o0, o1, t0, t1, down, product):
             t = t1 - 1 - step if down else t0 + step
             for i in range(I):
                 for j in range(D):
-                    acc = A[o, t, i, j, 0] * b[o, i, 0] + x[o, t, i, j]  # in b's dtype
-                    for k in range(1, D):
-                        acc += A[o, t, i, j, k] * b[o, i, k]
+                    if back:  # in _back's order: the sum over j of conj(A[j, k]) (gh + c)[j]
+                        acc = _entry(A, o, t, i, j, 0, True) * (x[o, t, i, 0] + b[o, i, 0])
+                        for k in range(1, D):
+                            acc += _entry(A, o, t, i, j, k, True) * (x[o, t, i, k] + b[o, i, k])
+                    else:
+                        acc = A[o, t, i, j, 0] * b[o, i, 0] + x[o, t, i, j]  # in b's dtype
+                        for k in range(1, D):
+                            acc += A[o, t, i, j, k] * b[o, i, k]
                     n[j] = acc
                 for j in range(D):
                     b[o, i, j] = n[j]
                 if product:
                     for j in range(D):
                         for k in range(D):
-                            acc = A[o, t, i, j, 0] * M[o, i, 0, k]
+                            acc = _entry(A, o, t, i, j, 0, back) * M[o, i, 0, k]
                             for m in range(1, D):
-                                acc += A[o, t, i, j, m] * M[o, i, m, k]
+                                acc += _entry(A, o, t, i, j, m, back) * M[o, i, m, k]
                             P[j, k] = acc
                     for j in range(D):
                         for k in range(D):
@@ -128,8 +145,9 @@ def _rounded(arr, dtype):
         return arr.astype(dtype)
 
 
-def _maps(A, x, plan, down: bool, wide, group):
-    """Each first-phase piece's map ``(M, b)`` over all lanes, in ``wide``."""
+def _maps(A, x, plan, down: bool, wide, group, back: bool = False):
+    """Each first-phase piece's map ``(M, b)`` over all lanes, in ``wide`` (with ``back``,
+    of the backward carry: ``_reduce``)."""
     O, _, I, d = x.shape
     flat = plan.flat_pieces
     M = np.empty((len(flat), O, I, d, d), wide)
@@ -137,12 +155,14 @@ def _maps(A, x, plan, down: bool, wide, group):
     constant = _constant_in_time(A)
 
     def reduce_piece(g, piece):
-        _reduce(A, x, M[g], b[g], 0, O, piece.t0, piece.t1, down, not constant)
+        _reduce(A, x, M[g], b[g], 0, O, piece.t0, piece.t1, down, not constant, back)
 
     pool.run(piece_tasks(plan, group, reduce_piece), group)
     if constant:
         with np.errstate(all="ignore"):
             A0 = A[:, 0].astype(wide)
+            if back:
+                A0 = np.conj(np.swapaxes(A0, -1, -2))
             for g, piece in enumerate(flat):
                 M[g] = np.linalg.matrix_power(A0, piece.t1 - piece.t0)
     return flat, M, b
@@ -218,17 +238,36 @@ def scan(A, x, h, s, reverse: bool, method: str, write: bool = True) -> None:
 
 
 def backward(A, h, gh, hb, gx, gA, reverse: bool, method: str):
-    """The backward walk (sequential over time, lanes over threads): fills ``gx`` and ``gA``
-    and returns ``A[first]^H g[first]`` per lane, the gradient of the entering state."""
+    """The backward walk: fills ``gx`` and ``gA`` and returns ``A[first]^H g[first]`` per
+    lane, the gradient of the entering state. Planned as ``scan`` plans the forward walk: in
+    split mode each segment's carry map is reduced (``_reduce`` with ``back``) and composed
+    from zero, and the segments are walked from their entering carries."""
     O, T, I, d = h.shape
     c = np.zeros((O, I, d), gx.dtype)
     down = not reverse
-    plan = _plan.make_plan(O, T, I, down=down, method="sequential", op="backward",
+    method = _method(method, O, I, A)
+    plan = _plan.make_plan(O, T, I, down=down, method=method, op="backward",
                            itemsize=h.itemsize)  # fmt: skip
-    pool.run(
-        [
-            partial(_back, A, h, gh, hb, gx, gA, c, b.o0, b.o1, b.i0, b.i1, 0, T, down)
-            for b in plan.boxes
-        ]
-    )
-    return c
+    group = pool.TaskGroup()
+    if not plan.split:
+        pool.run(
+            [
+                partial(_back, A, h, gh, hb, gx, gA, c, b.o0, b.o1, b.i0, b.i1, 0, T, down)
+                for b in plan.boxes
+            ],
+            group,
+        )
+        return c
+    wide = np.promote_types(gx.dtype, np.float64)
+    flat, M, b = _maps(A, gh, plan, down, wide, group, back=True)
+    starts = _starts(flat, M, b, c)
+    if starts is None:  # walk the segments in order from their true entering carries
+        for t0, t1 in plan.segments:
+            _back(A, h, gh, hb, gx, gA, c, 0, O, 0, I, t0, t1, down)
+        return c
+    tasks = [
+        partial(_back, A, h, gh, hb, gx, gA, starts[k], 0, O, 0, I, t0, t1, down)
+        for k, (t0, t1) in enumerate(plan.segments)
+    ]
+    pool.run(tasks, group)
+    return starts[-1]
