@@ -173,51 +173,32 @@ def test_split_time_backward_is_the_loops():
                         np.testing.assert_allclose(g, w, rtol=0, atol=1e-10 * np.abs(w).max())
 
 
-@pytest.mark.parametrize("poison", ["inf x", "nan x", "inf A"])
+@pytest.mark.parametrize("poison", ["inf x", "nan x", "inf A", "inf grad_h", "nan grad_h"])
 def test_non_finite_values_as_in_the_loop(poison):
-    """Where a segment's map or a composed state is not finite, the split plan walks the
-    segments in order: inf and NaN meet the same products as in the loop."""
+    """Where a segment's map or a composed state (walking back: carry) is not finite, the
+    split plan walks the segments in order: inf and NaN meet the same products as in the
+    loop."""
     rng = np.random.default_rng(4)
     A = _matrices(rng, (64,), 2, np.float64, 0.9)
-    x = _vectors(rng, (64, 2), np.float64)
-    if poison == "inf x":
-        x[20, 0] = np.inf
-    elif poison == "nan x":
-        x[20, 1] = np.nan
-    else:
-        A[20, 0, 1] = np.inf
-    want = linscan.matscan(A, x, axis=0, method="sequential")
+    x, grad_h = _vectors(rng, (64, 2), np.float64), _vectors(rng, (64, 2), np.float64)
+    h0 = _vectors(rng, (2,), np.float64)
+    value, name = poison.split()
+    where = (20, 0, 1) if name == "A" else (20, int(value == "nan"))
+    {"A": A, "x": x, "grad_h": grad_h}[name][where] = np.inf if value == "inf" else np.nan
+    want = linscan.matscan(A, x, h0, axis=0, method="sequential")
+    want_grads = linscan.matscan_backward(A, want, grad_h, h0, axis=0, method="sequential")
+
+    def same(got, want):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
     with plan.forced(threads=3, min_threaded=0, min_segment=4):
         for method in ("parallel", "sequential"):
-            got = linscan.matscan(A, x, axis=0, method=method)
-            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-            np.testing.assert_allclose(got, want, rtol=1e-12)
-            state = linscan.matscan_final_state(A, x, axis=0, method=method)
-            np.testing.assert_allclose(state, want[-1], rtol=1e-12)
-
-
-@pytest.mark.parametrize("poison", ["inf grad_h", "nan grad_h", "inf A"])
-def test_non_finite_values_in_the_backward_walk_as_in_the_loop(poison):
-    """The same for the backward walk split over time: a non-finite carry map or composed
-    carry makes the segments run in order."""
-    rng = np.random.default_rng(6)
-    A = _matrices(rng, (64,), 2, np.float64, 0.9)
-    x = _vectors(rng, (64, 2), np.float64)
-    h0 = _vectors(rng, (2,), np.float64)
-    grad_h = _vectors(rng, (64, 2), np.float64)
-    if poison == "inf grad_h":
-        grad_h[40, 0] = np.inf
-    elif poison == "nan grad_h":
-        grad_h[40, 1] = np.nan
-    else:
-        A[40, 0, 1] = np.inf
-    h = linscan.matscan(A, x, h0, axis=0)
-    want = linscan.matscan_backward(A, h, grad_h, h0, axis=0, method="sequential")
-    with plan.forced(threads=3, min_threaded=0, min_segment=4):
-        got = linscan.matscan_backward(A, h, grad_h, h0, axis=0, method="parallel")
-    for g, w in zip(got, want):
-        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
-        np.testing.assert_allclose(g, w, rtol=1e-12)
+            same(linscan.matscan(A, x, h0, axis=0, method=method), want)
+            same(linscan.matscan_final_state(A, x, h0, axis=0, method=method), want[-1])
+            grads = linscan.matscan_backward(A, want, grad_h, h0, axis=0, method=method)
+            for got, expected in zip(grads, want_grads):
+                same(got, expected)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
