@@ -1,8 +1,9 @@
 """The lean kernels' CUDA source (``kernels_cu/rows.cuh``, ``channels.cuh``) built for the host
-and run, each GPU thread a host thread (``host_cuda.h``), against the serial oracle: the
-kernels' own index arithmetic, exchanges, shuffles, votes, look-back and non-finite paths
-execute without a GPU. What it cannot show: blocks running at once, the GPU's memory model,
-speed. Needs a C++20 compiler."""
+and run, each GPU thread a fiber of one host thread (``host_cuda.h``), against the serial
+oracle: the kernels' own index arithmetic, exchanges, shuffles, votes, look-back and
+non-finite paths execute without a GPU. What it cannot show: blocks running at once, the
+GPU's memory model, speed, and a missing barrier that neither order of the fibers exposes
+(compute-sanitizer's racecheck on a GPU does). Needs a C++20 compiler."""
 
 import ctypes
 import shutil
