@@ -24,7 +24,7 @@ import numpy as np
 
 from . import plan as _plan
 from . import pool
-from .backend import piece_tasks
+from .backend import piece_tasks, private
 from numba import njit
 
 from .cache import njit_cached
@@ -150,8 +150,8 @@ def _maps(A, x, plan, down: bool, wide, group, back: bool = False):
     of the backward carry: ``_reduce``)."""
     O, _, I, d = x.shape
     flat = plan.flat_pieces
-    M = np.empty((len(flat), O, I, d, d), wide)
-    b = np.empty((len(flat), O, I, d), wide)
+    M = [private((O, I, d, d), wide) for _ in flat]  # one each: updated at every step
+    b = [private((O, I, d), wide) for _ in flat]
     constant = _constant_in_time(A)
 
     def reduce_piece(g, piece):
@@ -171,17 +171,17 @@ def _maps(A, x, plan, down: bool, wide, group, back: bool = False):
 def _starts(flat, M, b, state):
     """The state entering each segment and leaving the last, composed in the wide dtype and
     rounded once per segment; ``None`` where a map or a state is not finite."""
-    if not (np.isfinite(M).all() and np.isfinite(b).all()):
+    if not all(np.isfinite(m).all() and np.isfinite(v).all() for m, v in zip(M, b)):
         return None
-    carry = state.astype(M.dtype)
-    starts = [state.copy()]
+    carry = state.astype(b[0].dtype)
+    starts = [private(state.shape, state.dtype, state)]  # one each: updated at every step
     for g, piece in enumerate(flat):
         with np.errstate(all="ignore"):
             carry = (M[g] @ carry[..., None])[..., 0] + b[g]
         if not np.isfinite(carry).all():
             return None
         if g + 1 == len(flat) or flat[g + 1].segment != piece.segment:
-            starts.append(_rounded(carry, state.dtype))
+            starts.append(private(state.shape, state.dtype, _rounded(carry, state.dtype)))
     return starts
 
 
@@ -243,7 +243,7 @@ def backward(A, h, gh, hb, gx, gA, reverse: bool, method: str):
     split mode each segment's carry map is reduced (``_reduce`` with ``back``) and composed
     from zero, and the segments are walked from their entering carries."""
     O, T, I, d = h.shape
-    c = np.zeros((O, I, d), gx.dtype)
+    c = private((O, I, d), gx.dtype)
     down = not reverse
     method = _method(method, O, I, A)
     plan = _plan.make_plan(O, T, I, down=down, method=method, op="backward",
