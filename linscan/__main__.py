@@ -142,6 +142,9 @@ def _tune(args) -> int:
               flush=True)  # fmt: skip
 
     print(f"CPU: {_host.summary()}; {_threads_status()}", file=sys.stderr)
+    warning = calibrate.busy()
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     print(
         f"timing every strategy of method='auto' on arrays of {args.size or calibrate.DEFAULT_SIZE}"
         f" elements, {args.repeat or calibrate.DEFAULT_REPEAT} interleaved rounds each "

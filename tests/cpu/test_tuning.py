@@ -87,6 +87,22 @@ def test_measure_tiles_walks_down_one_row_with_each_tile(monkeypatch):
     assert [w[5] for w in walked[::3]] == [0, 4096, 4096, 0, 0, 4096]
 
 
+def test_busy_warns_above_half_a_load_per_cpu(monkeypatch):
+    monkeypatch.setattr(_plan, "_usable_cpus", lambda: 2)
+    for load, warns in [(0.2, False), (1.0, False), (1.1, True), (2.7, True)]:
+        monkeypatch.setattr(calibrate.os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        message = calibrate.busy()
+        assert (message is not None) == warns
+        if warns:
+            assert f"load average {load:.1f}" in message and "2 CPUs" in message
+
+    def unknown():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(calibrate.os, "getloadavg", unknown)
+    assert calibrate.busy() is None and calibrate.load() is None
+
+
 def test_candidates_drop_strategies_with_the_same_plan():
     with _plan.forced(threads=2):
         probe = calibrate.Probe("cols", 16, "scan", False, "4")

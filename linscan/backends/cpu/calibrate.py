@@ -23,6 +23,7 @@ Measuring takes about a minute on a 2-core machine; nothing else in linscan ever
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -40,6 +41,8 @@ MARGIN = 0.05
 #: Channel counts probed for the time-major layout.
 CHANNELS = (16, 1024)
 DTYPES = {"4": np.float32, "8": np.float64}
+#: ``busy`` warns above this 1-minute load average per usable CPU.
+BUSY = 0.5
 #: Tiles timed for downward walks (elements; 0: no touching); ``plan.TILE`` is the static one.
 TILES = (0, 1024, _plan.TILE, 4 * _plan.TILE)
 
@@ -143,6 +146,27 @@ def _call(probe: Probe, v: dict):
                                  out=(v["ga"], v["gx"], None))  # fmt: skip
 
 
+def load() -> float | None:
+    """The 1-minute load average, or ``None`` where the system does not report one."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
+def busy() -> str | None:
+    """A warning if other work is running (the load average above ``BUSY`` per usable CPU),
+    else ``None``. The timings would measure it too: a run at a load of 2.7 on two CPUs chose
+    the single-thread loop for one long float32 row, half as fast as split mode when idle."""
+    now, cpus = load(), _plan._usable_cpus()
+    if now is None or now <= BUSY * cpus:
+        return None
+    return (
+        f"the machine is busy (load average {now:.1f} over the last minute, {cpus} CPUs): "
+        "the timings measure that work too and may choose wrongly; tune again when it is idle"
+    )
+
+
 def _rounds(call, options, settings, repeat: int) -> dict:
     """Times of ``call`` under each of ``options`` (run with ``plan.forced(**settings(option))``):
     one warm-up round, then ``repeat`` rounds, each running every option once in an order
@@ -228,6 +252,7 @@ def run(size=DEFAULT_SIZE, repeat=DEFAULT_REPEAT, margin=MARGIN, progress=None) 
         "size": size,
         "repeat": repeat,
         "margin": margin,
+        "load_average": load(),
         "tile_ratios": tile_ratios,
     }
     file = tuning.path(threads)
