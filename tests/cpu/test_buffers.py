@@ -58,3 +58,16 @@ def test_segments_of_a_split_scan_start_from_private_states(monkeypatch):
     lines = [_lines(s) for s in starts]
     assert all(s.ctypes.data % backend.LINE == 0 for s in starts)
     assert not (lines[0] & lines[1] or lines[0] & lines[2] or lines[1] & lines[2])
+
+
+def test_lane_states_own_their_lines_where_boxes_could_meet(monkeypatch):
+    """A call's states, which lanes mode splits into boxes: ``private`` beyond one cache line
+    (two boxes of 16 channels), a plain array within one (one box of channels at most)."""
+    made = []
+    original = backend.private
+    monkeypatch.setattr(backend, "private", lambda *a, **k: made.append(a) or original(*a, **k))
+    big = backend._lane_states((1, 32), np.float32, np.arange(32.0))
+    small = backend._lane_states((2, 8), np.float32)
+    assert [args[:2] for args in made] == [((1, 32), np.float32)]
+    assert big.ctypes.data % backend.LINE == 0 and big[0, 31] == 31.0
+    assert small.shape == (2, 8) and not small.any()
