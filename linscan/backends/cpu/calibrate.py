@@ -15,7 +15,7 @@ Before the probes, the same rule picks how far downward walks touch ahead (``TIL
 ``kernels``): ahead of a walk down one long float32 row (scan, final state and backward pass
 in split mode with chains, whose kernels touch). On the Xeon the kernels were designed on,
 descending store streams ran at 60% of the speed of ascending ones and touching paid; on a
-Zen 3 walking down ran as fast as walking up, and touching made it 1.1 to 1.5 times slower.
+Zen 3 walking down ran as fast as walking up, and touching made it 1.1 to 1.8 times slower.
 The probes are then timed with the tile chosen.
 
 Measuring takes about a minute on a 2-core machine; nothing else in linscan ever measures.

@@ -39,7 +39,7 @@ Conventions that the speed depends on (the measurements behind them:
   involved, the outputs included, then walk it down in cache. The touched values are summed
   and returned so that the compiler cannot drop the loads; callers ignore the sum. Whether
   it pays depends on the CPU's prefetchers: on a Zen 3 the walks down ran as fast as the
-  walks up without it, and touching made them 1.1 to 1.5 times slower (its loads wait for
+  walks up without it, and touching made them 1.1 to 1.8 times slower (its loads wait for
   memory that the prefetchers would have fetched while the walk computed). ``tile == 0``
   touches nothing; the calibration (``calibrate``) measures which tile a machine gets.
 * The "cols" kernels rely on LLVM's loop vectorizer for their channel loop, behind a runtime
