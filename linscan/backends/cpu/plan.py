@@ -246,6 +246,16 @@ def _static(O, I, boxes, segments, op, down) -> str:
     return "split" if split else "lanes"
 
 
+def _table(threads: int):
+    """The tuning table ``make_plan`` follows, or ``None``."""
+    return tuning.table(threads) if _setting("tuned", True) else None
+
+
+def _tile(table) -> int:
+    """Elements a downward walk touches ahead: the forced setting, ``table``'s, or ``TILE``."""
+    return _setting("tile", table.tile if table else TILE)
+
+
 def make_plan(
     O: int, T: int, I: int, *, down: bool, method: str, op: str = "scan", itemsize: int = 4
 ) -> Plan:
@@ -256,10 +266,14 @@ def make_plan(
     ``"final_state"`` (which writes no result per step, so its split mode needs one reducing
     phase only)."""
     threads = num_threads()
-    table = tuning.table(threads) if _setting("tuned", True) else None
-    tile = _setting("tile", table.tile if table else TILE)
     if O * T * I < _setting("min_threaded", MIN_THREADED):  # small: this thread, one box
-        return Plan(method == "parallel" and I == 1, tile, boxes=(Box(0, O, 0, I),))
+        # Only the chained kernels touch in lanes mode: a small call reads no table otherwise
+        # (finding the tuning file costs about 10 us, a small call about 40).
+        blocked = method == "parallel" and I == 1
+        tile = _tile(_table(threads)) if blocked else TILE
+        return Plan(blocked, tile, boxes=(Box(0, O, 0, I),))
+    table = _table(threads)
+    tile = _tile(table)
     boxes = _lane_boxes(O, I, threads)
     segments = min(threads, T // _setting("min_segment", MIN_SEGMENT))
     if method == "auto":
