@@ -21,12 +21,11 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
+from numba import njit
 
 from . import plan as _plan
 from . import pool
 from .backend import piece_tasks, private
-from numba import njit
-
 from .cache import njit_cached
 
 _JIT = dict(nogil=True, fastmath={"contract"}, error_model="numpy")
