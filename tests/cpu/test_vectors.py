@@ -1,0 +1,140 @@
+"""The vector blocks of one row (``linscan.backends.cpu.vectors``) against the serial loop,
+through the row kernels that use them: lengths around the block, both directions, the
+reducing kernel forward and backward, and every kind of non-finite value at every lane of a
+block (the blocks must then be walked one step at a time, as the loop walks them)."""
+
+import numpy as np
+import pytest
+
+from linscan.backends.cpu import kernels, vectors
+
+U = np.uint64
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: 2e-5, np.float64: 1e-13}
+
+
+def _serial(a, x, s, down):
+    """The loop, in float64 from the row's values, with its leaving state."""
+    h = np.empty(a.shape, np.float64)
+    steps = range(a.size - 1, -1, -1) if down else range(a.size)
+    for t in steps:
+        s = a[t] * np.float64(s) + x[t]
+        h[t] = s
+    return h, s
+
+
+def _scan(a, x, s, down):
+    """``scan_rows`` over one row in blocks (``blocked=True``), as split mode's second phase
+    runs it."""
+    h = np.full_like(a, -7.0)
+    state = np.array([s], a.dtype)
+    kernels.scan_rows(a[None], x[None], h[None], state, None, 0, 1, 0, a.size, down, True, 0)
+    return h, state[0]
+
+
+def _row(dtype, steps, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0.5, 1.0, steps).astype(dtype)
+    x = rng.standard_normal(steps).astype(dtype)
+    return a, x
+
+
+def _block(dtype):
+    return vectors.steps(np.dtype(dtype).itemsize)
+
+
+def test_a_block_is_whole_vectors_of_a_cache_line_or_more():
+    for dtype in DTYPES:
+        n = _block(dtype)
+        assert n * np.dtype(dtype).itemsize == vectors.VECTORS * vectors.BITS // 8 >= 128
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("down", [False, True])
+def test_rows_of_every_length_around_a_block_match_the_loop(dtype, down):
+    n = _block(dtype)
+    for steps in sorted({0, 1, n - 1, n, n + 1, 2 * n - 1, 3 * n + 5, 7 * n}):
+        a, x = _row(dtype, steps, steps)
+        h, state = _scan(a, x, 0.25, down)
+        want, want_state = _serial(a, x, 0.25, down)
+        scale = np.abs(want).max(initial=1.0)
+        np.testing.assert_allclose(h, want, rtol=0, atol=TOL[dtype] * scale, err_msg=str(steps))
+        np.testing.assert_allclose(state, want_state, rtol=0, atol=TOL[dtype] * scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("down", [False, True])
+@pytest.mark.parametrize("back", [False, True])
+def test_the_reducing_kernel_matches_the_loop(dtype, down, back):
+    n = _block(dtype)
+    a, x = _row(dtype, 5 * n + 3, 1)
+    p, s = np.zeros(1), np.array([0.5])
+    kernels.reduce_rows(a[None], x[None], p, s, None, None, 0, 1, 0, a.size, down, 0, back)
+    # Backward, the carry obeys c = a * c + a * grad_h (``kernels._row_reduce``).
+    inputs = a.astype(np.float64) * x if back else x
+    _, want = _serial(a, inputs, 0.5, down)
+    np.testing.assert_allclose(s[0], want, rtol=TOL[dtype] * 10)
+    np.testing.assert_allclose(p[0], np.prod(a.astype(np.float64)), rtol=1e-12)
+
+
+POISONS = {
+    "a=inf": ("a", np.inf),
+    "a=-inf": ("a", -np.inf),
+    "a=nan": ("a", np.nan),
+    "x=inf": ("x", np.inf),
+    "x=nan": ("x", np.nan),
+    "a=0": ("a", 0.0),  # a zero decay is finite: the block stands, but meets an inf below
+}
+
+
+def _assert_like_the_loop(h, want, dtype, label):
+    assert np.array_equal(np.isnan(h), np.isnan(want)), f"{label}: NaN where the loop has none"
+    assert np.array_equal(np.isposinf(h), np.isposinf(want)), f"{label}: +inf differs"
+    assert np.array_equal(np.isneginf(h), np.isneginf(want)), f"{label}: -inf differs"
+    finite = np.isfinite(want)
+    scale = np.abs(want[finite]).max(initial=1.0)
+    np.testing.assert_allclose(h[finite], want[finite], rtol=0, atol=TOL[dtype] * scale,
+                               err_msg=label)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("down", [False, True])
+@pytest.mark.parametrize("poison", POISONS)
+def test_a_non_finite_value_at_any_lane_is_walked_as_the_loop_walks_it(dtype, down, poison):
+    n = _block(dtype)
+    lanes = vectors.BITS // (8 * np.dtype(dtype).itemsize)
+    which, value = POISONS[poison]
+    for at in range(n, 2 * n):  # every lane of every vector of the second block
+        a, x = _row(dtype, 3 * n, at)
+        (a if which == "a" else x)[at] = value
+        if poison == "a=0":  # an infinite input just before: 0 * inf in the loop
+            x[at + (1 if down else -1)] = np.inf
+        h, _ = _scan(a, x, 0.0, down)
+        want, _ = _serial(a, x, 0.0, down)
+        _assert_like_the_loop(h, want.astype(dtype), dtype, f"{poison} at {at} ({lanes} lanes)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("entering", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_entering_state_is_walked(dtype, entering):
+    n = _block(dtype)
+    a, x = _row(dtype, 3 * n, 7)
+    a[n // 2] = 0.0  # the loop forgets the inf there; a product from zero would not
+    for down in (False, True):
+        h, state = _scan(a, x, entering, down)
+        want, want_state = _serial(a, x, entering, down)
+        _assert_like_the_loop(h, want.astype(dtype), dtype, f"entering {entering}")
+        _assert_like_the_loop(np.array([state]), np.array([want_state]), dtype, "state")
+
+
+def test_a_decay_constant_in_time_takes_the_chains():
+    """A decay broadcast along time is a view of stride 0: the vectors, which load whole
+    lines, must not read it (the chains do)."""
+    n = _block(np.float32)
+    x = np.ones(3 * n, np.float32)
+    a = np.broadcast_to(np.float32(0.5), x.shape)
+    h = np.empty_like(x)
+    state = np.zeros(1, np.float32)
+    kernels.scan_rows(a[None], x[None], h[None], state, None, 0, 1, 0, x.size, False, True, 0)
+    want, _ = _serial(np.full(x.shape, 0.5, np.float32), x, 0.0, False)
+    np.testing.assert_allclose(h, want, rtol=1e-6)
