@@ -138,3 +138,56 @@ def test_a_decay_constant_in_time_takes_the_chains():
     kernels.scan_rows(a[None], x[None], h[None], state, None, 0, 1, 0, x.size, False, True, 0)
     want, _ = _serial(np.full(x.shape, 0.5, np.float32), x, 0.0, False)
     np.testing.assert_allclose(h, want, rtol=1e-6)
+
+
+def _serial_backward(a, h, gh, hb, down):
+    """The backward loop in float64: ``g[t] = gh[t] + a[t'] * g[t']`` with ``t'`` the step
+    walked before ``t``, ``grad_a[t] = g[t] * h[previous forward step]`` (``hb`` at the edge)."""
+    T = a.size
+    gx, ga = np.empty(T), np.empty(T)
+    carry = 0.0
+    for t in range(T - 1, -1, -1) if down else range(T):
+        g = gh[t] + carry
+        gx[t] = g
+        ga[t] = g * (h[t - 1] if down and t > 0 else h[t + 1] if not down and t < T - 1 else hb)
+        carry = a[t] * g
+    return gx, ga, carry
+
+
+def _backward(a, h, gh, hb, down):
+    gx, ga = np.full_like(a, -7.0), np.full_like(a, -7.0)
+    c = np.zeros(1, a.dtype)
+    kernels.backward_rows(a[None], h[None], gh[None], np.array([hb], a.dtype), gx[None], ga[None],
+                          c, None, 0, 1, 0, a.size, down, True, 0)  # fmt: skip
+    return gx, ga, c[0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("down", [False, True])
+def test_the_backward_blocks_match_the_loop(dtype, down):
+    n = _block(dtype)
+    for steps in sorted({1, n, n + 1, n + 2, 3 * n - 1, 6 * n + 5}):
+        a, gh = _row(dtype, steps, steps)
+        h = np.random.default_rng(steps + 1).standard_normal(steps).astype(dtype)
+        got = _backward(a, h, gh, 0.75, down)
+        want = _serial_backward(a, h, gh, 0.75, down)
+        for g, w, name in zip(got, want, ("grad_x", "grad_a", "carry")):
+            scale = np.abs(w).max(initial=1.0)
+            np.testing.assert_allclose(g, w, rtol=0, atol=TOL[dtype] * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("down", [False, True])
+@pytest.mark.parametrize("poison", ["a=inf", "a=nan", "x=inf", "x=nan", "h=inf"])
+def test_a_non_finite_value_in_a_backward_block_is_walked_as_the_loop_walks_it(dtype, down, poison):
+    n = _block(dtype)
+    which, value = poison.split("=")
+    for at in range(n + 1, 2 * n + 1):
+        a, gh = _row(dtype, 3 * n + 2, at)
+        h = np.random.default_rng(at).standard_normal(a.size).astype(dtype)
+        {"a": a, "x": gh, "h": h}[which][at] = float(value)
+        got = _backward(a, h, gh, 0.75, down)
+        want = _serial_backward(a, h, gh, 0.75, down)
+        for g, w, name in zip(got, want, ("grad_x", "grad_a", "carry")):
+            _assert_like_the_loop(np.atleast_1d(g), np.atleast_1d(w).astype(dtype), dtype,
+                                  f"{poison} at {at}: {name}")  # fmt: skip

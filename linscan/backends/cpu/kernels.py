@@ -471,17 +471,9 @@ def _row_scan_blocked(a, x, h, s, t0, t1, down):
     dtype); returns the leaving state (float64 or complex128)."""
 
 
-def _in_vectors(*arrays):
-    """Whether rows of these Numba array types (``None`` for an array not there) walk their
-    blocks in vectors: real dtypes in contiguous rows (a decay constant in time is a view of
-    stride 0, which the chains read)."""
-    real = arrays[0].dtype in (types.float32, types.float64)
-    return real and all(isinstance(v, types.NoneType) or v.layout == "C" for v in arrays)
-
-
 @overload(_row_scan_blocked)
 def _row_scan_blocked_impl(a, x, h, s, t0, t1, down):
-    if _in_vectors(a, x, h):
+    if vectors.real_rows(a, x, h):
         return lambda a, x, h, s, t0, t1, down: _row_scan_vectors(a, x, h, s, t0, t1, down)
     return lambda a, x, h, s, t0, t1, down: _row_scan_chains(a, x, h, s, t0, t1, down)
 
@@ -552,7 +544,7 @@ def _row_reduce(a, x, r, t0, t1, down, back, s_tot):
 
 @overload(_row_reduce)
 def _row_reduce_impl(a, x, r, t0, t1, down, back, s_tot):
-    if _in_vectors(a, x):
+    if vectors.real_rows(a, x):
         return lambda a, x, r, t0, t1, down, back, s_tot: _row_reduce_vectors(
             a, x, r, t0, t1, down, back, s_tot
         )
@@ -850,8 +842,48 @@ def _row_back_pair(a, h, gh, gx, ga, c, r, o, t0, t1, down):
     c[p] = c_p
 
 
-@njit_cached(**_JIT)
 def _row_back_blocked(a, h, gh, gx, ga, c, t0, t1, down):
+    """The backward pass of one row over ``[t0, t1)`` (without the sequence's first forward
+    step) in blocks, vectors or chains by dtype (as ``_row_scan_blocked``); returns the
+    leaving carry (float64 or complex128)."""
+
+
+@overload(_row_back_blocked)
+def _row_back_blocked_impl(a, h, gh, gx, ga, c, t0, t1, down):
+    if vectors.real_rows(a, h, gh, gx, ga):
+        return lambda a, h, gh, gx, ga, c, t0, t1, down: _row_back_vectors(
+            a, h, gh, gx, ga, c, t0, t1, down
+        )
+    return lambda a, h, gh, gx, ga, c, t0, t1, down: _row_back_chains(
+        a, h, gh, gx, ga, c, t0, t1, down
+    )
+
+
+@njit(inline="always")
+def _back_vector_walk(a, h, gh, gx, ga, lo, c, down):
+    """``vectors.back_block`` with ``down`` as the literal it needs."""
+    if down:
+        return vectors.back_block(a, h, gh, gx, ga, lo, c, True)
+    return vectors.back_block(a, h, gh, gx, ga, lo, c, False)
+
+
+@njit_cached(**_JIT)
+def _row_back_vectors(a, h, gh, gx, ga, c, t0, t1, down):
+    c = c + 0.0  # the carry between blocks: float64
+    n = _U(vectors.steps(a.itemsize))
+    nb = (t1 - t0) // n
+    for b in range(nb):
+        lo = _block_of(t0, t1, b, n, down)
+        ok, leaving = _back_vector_walk(a, h, gh, gx, ga, lo, c, down)
+        c = leaving if ok else _row_back_serial(a, h, gh, gx, ga, c, None, lo, lo + n, down)
+    rest = (t1 - t0) - nb * n
+    if down:
+        return _row_back_serial(a, h, gh, gx, ga, c, None, t0, t0 + rest, down)
+    return _row_back_serial(a, h, gh, gx, ga, c, None, t1 - rest, t1, down)
+
+
+@njit_cached(**_JIT)
+def _row_back_chains(a, h, gh, gx, ga, c, t0, t1, down):
     c = c + 0.0  # the carry between chains and blocks: float64 (complex128)
     nb = (t1 - t0) // _U(_BLOCK)
     for b in range(nb):

@@ -108,6 +108,106 @@ def _product64(builder, v, width):
     return builder.extract_element(v, ir.Constant(_I32, 0))
 
 
+class _Block:
+    """The code of one block inside an intrinsic: pointers to its vectors, the maps of its
+    lanes after the doubling rounds, whether they stand, and the float64 states entering
+    each vector."""
+
+    def __init__(self, context, builder, dtype, lo, a, x, s_in, down, back):
+        """``a``, ``x``: ``(Numba array type, value)`` pairs; ``back``: the input of a step is
+        ``a * x``."""
+        self.context, self.builder, self.dtype, self.lo, self.down = (
+            context,
+            builder,
+            dtype,
+            lo,
+            down,
+        )
+        self.width = width = BITS // dtype.bitwidth
+        self.element = context.get_data_type(dtype)
+        self.vt = vt = ir.VectorType(self.element, width)
+        self.align = dtype.bitwidth // 8
+        self.fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{width}f{dtype.bitwidth}"
+        )
+        av = [self.load(a, k) for k in range(VECTORS)]
+        xv = [self.load(x, k) for k in range(VECTORS)]
+        self.P = list(av)
+        self.Q = [builder.fmul(av[k], xv[k]) for k in range(VECTORS)] if back else list(xv)
+        _rounds(builder, self.fma, self.P, self.Q, width, down)
+
+        finite_sum = builder.fadd(self.P[0], self.Q[0])  # inf and NaN survive (inf - inf: NaN)
+        for k in range(1, VECTORS):
+            finite_sum = builder.fadd(finite_sum, builder.fadd(self.P[k], self.Q[k]))
+        any_lane = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(_I1, [ir.VectorType(_I1, width)]),
+            f"llvm.vector.reduce.or.v{width}i1",
+        )
+        bad = builder.call(any_lane, [_not_finite(builder, finite_sum)])
+        self.ok = builder.not_(builder.or_(bad, _not_finite(builder, s_in)))
+
+        fma64 = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_F64, [_F64] * 3), "llvm.fma.f64"
+        )
+        last = ir.Constant(_I32, 0 if down else width - 1)
+        state, product, self.entering = s_in, ir.Constant(_F64, 1.0), []
+        for k in reversed(range(VECTORS)) if down else range(VECTORS):
+            self.entering.append((k, state))
+            p = _product64(builder, av[k], width)
+            q = builder.extract_element(self.Q[k], last)
+            q = q if dtype.bitwidth == 64 else builder.fpext(q, _F64)
+            state = builder.call(fma64, [p, state, q])
+            product = builder.fmul(product, p)
+        self.state, self.product = state, product
+
+    def pointer(self, array, k, offset=0):
+        """Address of vector ``k`` of ``array`` (a ``(type, value)`` pair), ``offset``
+        elements on."""
+        builder = self.builder
+        data = self.context.make_array(array[0])(self.context, builder, array[1]).data
+        index = builder.add(self.lo, ir.Constant(self.lo.type, k * self.width + offset))
+        return builder.bitcast(builder.gep(data, [index]), self.vt.as_pointer())
+
+    def load(self, array, k, offset=0):
+        return self.builder.load(self.pointer(array, k, offset), align=self.align)
+
+    def store(self, value, array, k):
+        self.builder.store(value, self.pointer(array, k), align=self.align)
+
+    def states(self, k, state):
+        """Vector ``k``'s lanes' states, entered with the float64 ``state``."""
+        c = state if self.dtype.bitwidth == 64 else self.builder.fptrunc(state, self.element)
+        return self.builder.call(self.fma, [self.P[k], _splat(self.builder, c, self.vt), self.Q[k]])
+
+    def entering_lanes(self, k, state):
+        """The state entering each lane of vector ``k`` (entered with ``state``): the lane
+        before's, in walk order, and ``state`` for the first."""
+        builder, width = self.builder, self.width
+        c = state if self.dtype.bitwidth == 64 else builder.fptrunc(state, self.element)
+        if self.down:
+            mask = [min(width, i + 1) for i in range(width)]
+        else:
+            mask = [i - 1 if i >= 1 else width for i in range(width)]
+        mask = ir.Constant(ir.VectorType(_I32, width), mask)
+        return builder.shuffle_vector(self.states(k, state), _splat(builder, c, self.vt), mask)
+
+
+def real_rows(*arrays):
+    """Whether Numba array types ``arrays`` (``None`` types allowed) are contiguous rows of
+    one real dtype, which the blocks load and store whole (a decay constant in time is a view
+    of stride 0: the kernels give it to the chains)."""
+    present = [v for v in arrays if isinstance(v, types.Array)]
+    dtype = present[0].dtype
+    if dtype not in (types.float32, types.float64):
+        return False
+    return all(v.layout == "C" and v.ndim == 1 and v.dtype == dtype for v in present)
+
+
+def _literals(*flags):
+    return all(isinstance(v, types.BooleanLiteral) for v in flags)
+
+
 @intrinsic
 def block(typingctx, a, x, h, lo, s, down, back):
     """Scan the block of ``steps(a.itemsize)`` steps from index ``lo`` (its lowest) of the
@@ -120,74 +220,53 @@ def block(typingctx, a, x, h, lo, s, down, back):
     it and the float64 product of its decays. With ``back`` the input of a step is
     ``a * x`` (the backward carry: see ``kernels._row_reduce``; real dtypes need no
     conjugate). ``down`` and ``back`` must be literal booleans."""
-    if not all(isinstance(v, types.BooleanLiteral) for v in (down, back)):
+    if not (_literals(down, back) and real_rows(a, x, h)):
         return None
-    if a.dtype not in (types.float32, types.float64):
-        return None
-    arrays = [v for v in (a, x, h) if isinstance(v, types.Array)]
-    if any(v.layout != "C" or v.ndim != 1 or v.dtype != a.dtype for v in arrays):
-        return None  # the vectors are loaded and stored whole
-    dtype = a.dtype
-    width = BITS // dtype.bitwidth
-    walk_down, backward = down.literal_value, back.literal_value
-    write = not isinstance(h, (types.NoneType, types.Omitted))
+    write = isinstance(h, types.Array)
     sig = types.Tuple((types.boolean, types.float64, types.float64))(a, x, h, lo, s, down, back)
 
     def codegen(context, builder, signature, args):
         a_arg, x_arg, h_arg, lo_arg, s_in, _, _ = args
-        element = context.get_data_type(dtype)
-        vt = ir.VectorType(element, width)
-        align = dtype.bitwidth // 8
-
-        def pointer(array_type, array, k):
-            data = context.make_array(array_type)(context, builder, array).data
-            index = builder.add(lo_arg, ir.Constant(lo_arg.type, k * width))
-            return builder.bitcast(builder.gep(data, [index]), vt.as_pointer())
-
-        av = [
-            builder.load(pointer(signature.args[0], a_arg, k), align=align) for k in range(VECTORS)
-        ]
-        xv = [
-            builder.load(pointer(signature.args[1], x_arg, k), align=align) for k in range(VECTORS)
-        ]
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{width}f{dtype.bitwidth}"
-        )
-        P = list(av)
-        Q = [builder.fmul(av[k], xv[k]) for k in range(VECTORS)] if backward else list(xv)
-        _rounds(builder, fma, P, Q, width, walk_down)
-
-        finite_sum = builder.fadd(P[0], Q[0])  # inf and NaN survive the sum (inf - inf: NaN)
-        for k in range(1, VECTORS):
-            finite_sum = builder.fadd(finite_sum, builder.fadd(P[k], Q[k]))
-        any_lane = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(_I1, [ir.VectorType(_I1, width)]),
-            f"llvm.vector.reduce.or.v{width}i1",
-        )
-        bad = builder.or_(
-            builder.call(any_lane, [_not_finite(builder, finite_sum)]), _not_finite(builder, s_in)
-        )
-        ok = builder.not_(bad)
-
-        fma64 = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_F64, [_F64] * 3), "llvm.fma.f64"
-        )
-        last = ir.Constant(_I32, 0 if walk_down else width - 1)
-        state, product, entering = s_in, ir.Constant(_F64, 1.0), []
-        for k in reversed(range(VECTORS)) if walk_down else range(VECTORS):
-            entering.append((k, state))
-            p = _product64(builder, av[k], width)
-            q = builder.extract_element(Q[k], last)
-            q = q if dtype.bitwidth == 64 else builder.fpext(q, _F64)
-            state = builder.call(fma64, [p, state, q])
-            product = builder.fmul(product, p)
+        kinds = signature.args
+        b = _Block(context, builder, a.dtype, lo_arg, (kinds[0], a_arg), (kinds[1], x_arg), s_in,
+                   down.literal_value, back.literal_value)  # fmt: skip
         if write:
-            with builder.if_then(ok, likely=True):
-                for k, state_k in entering:
-                    c = state_k if dtype.bitwidth == 64 else builder.fptrunc(state_k, element)
-                    hv = builder.call(fma, [P[k], _splat(builder, c, vt), Q[k]])
-                    builder.store(hv, pointer(signature.args[2], h_arg, k), align=align)
-        return context.make_tuple(builder, signature.return_type, [ok, state, product])
+            with builder.if_then(b.ok, likely=True):
+                for k, state in b.entering:
+                    b.store(b.states(k, state), (kinds[2], h_arg), k)
+        return context.make_tuple(builder, signature.return_type, [b.ok, b.state, b.product])
+
+    return sig, codegen
+
+
+@intrinsic
+def back_block(typingctx, a, h, gh, gx, ga, lo, c, down):
+    """The backward pass over the block of ``steps(a.itemsize)`` steps from index ``lo`` of
+    contiguous rows of one real dtype (``kernels._row_back_serial``'s walk): entered with the
+    float64 carry ``c``, each step's gradient is ``g = gh + carry``, written to ``gx``, and
+    ``g * h[previous step]`` to ``ga``, and it passes on ``a * g``. The carry obeys
+    ``c = a * c + a * gh``, which the block scans (``block``'s ``back``); a lane's gradient is
+    ``gh`` plus the carry of the lane before it. Never reads the sequence's first forward
+    step's neighbour: the caller keeps that step out of the block.
+
+    Returns ``(ok, carry)``: whether the block stood for its steps (if not, nothing was
+    written) and the float64 carry leaving it. ``down`` must be a literal boolean."""
+    if not (_literals(down) and real_rows(a, h, gh, gx, ga)):
+        return None
+    sig = types.Tuple((types.boolean, types.float64))(a, h, gh, gx, ga, lo, c, down)
+
+    def codegen(context, builder, signature, args):
+        a_arg, h_arg, gh_arg, gx_arg, ga_arg, lo_arg, c_in, _ = args
+        kinds = signature.args
+        walk_down = down.literal_value
+        b = _Block(context, builder, a.dtype, lo_arg, (kinds[0], a_arg), (kinds[2], gh_arg), c_in,
+                   walk_down, True)  # fmt: skip
+        with builder.if_then(b.ok, likely=True):
+            for k, carry in b.entering:
+                g = builder.fadd(b.load((kinds[2], gh_arg), k), b.entering_lanes(k, carry))
+                b.store(g, (kinds[3], gx_arg), k)
+                previous = b.load((kinds[1], h_arg), k, -1 if walk_down else 1)
+                b.store(builder.fmul(g, previous), (kinds[4], ga_arg), k)
+        return context.make_tuple(builder, signature.return_type, [b.ok, b.state])
 
     return sig, codegen
