@@ -78,10 +78,16 @@ def cache_dir() -> str:
     return os.path.join(base, "linscan")
 
 
-#: The modules whose code a table's timings measured (beside this one; ``_affine`` is
-#: inlined into the kernels): a change to any of them (a kernel rewritten between releases,
-#: or in a checkout) makes older tables not found.
-_MEASURED = ("kernels.py", "plan.py", "backend.py", os.path.join("..", "..", "_affine.py"))
+#: The modules whose code a table's timings measured (beside this one; ``vectors`` and
+#: ``_affine`` are inlined into the kernels): a change to any of them (a kernel rewritten
+#: between releases, or in a checkout) makes older tables not found.
+_MEASURED = (
+    "kernels.py",
+    "vectors.py",
+    "plan.py",
+    "backend.py",
+    os.path.join("..", "..", "_affine.py"),
+)
 
 
 @functools.lru_cache(maxsize=1)
