@@ -25,6 +25,10 @@ Non-finite values follow ``linscan._affine``: a block whose lanes' maps are not 
 that is entered with a non-finite state, reports that it cannot stand for its steps and
 writes nothing; the caller walks it one step at a time.
 
+Outputs may be exactly the inputs they replace, as the API allows (``h`` for ``a`` or ``x``,
+``grad_x`` for ``grad_h``): a block loads all of its ``a`` and ``x`` before it stores anything,
+and the backward block reads each vector's neighbours in ``h`` before it writes that vector.
+
 Real dtypes only (float32, float64); complex rows keep the chained kernels.
 """
 
@@ -131,7 +135,7 @@ class _Block:
             builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{width}f{dtype.bitwidth}"
         )
         av = [self.load(a, k) for k in range(VECTORS)]
-        xv = [self.load(x, k) for k in range(VECTORS)]
+        self.x = xv = [self.load(x, k) for k in range(VECTORS)]
         self.P = list(av)
         self.Q = [builder.fmul(av[k], xv[k]) for k in range(VECTORS)] if back else list(xv)
         _rounds(builder, self.fma, self.P, self.Q, width, down)
@@ -263,7 +267,7 @@ def back_block(typingctx, a, h, gh, gx, ga, lo, c, down):
                    walk_down, True)  # fmt: skip
         with builder.if_then(b.ok, likely=True):
             for k, carry in b.entering:
-                g = builder.fadd(b.load((kinds[2], gh_arg), k), b.entering_lanes(k, carry))
+                g = builder.fadd(b.x[k], b.entering_lanes(k, carry))
                 b.store(g, (kinds[3], gx_arg), k)
                 previous = b.load((kinds[1], h_arg), k, -1 if walk_down else 1)
                 b.store(builder.fmul(g, previous), (kinds[4], ga_arg), k)
