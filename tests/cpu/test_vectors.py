@@ -191,3 +191,37 @@ def test_a_non_finite_value_in_a_backward_block_is_walked_as_the_loop_walks_it(d
         for g, w, name in zip(got, want, ("grad_x", "grad_a", "carry")):
             _assert_like_the_loop(np.atleast_1d(g), np.atleast_1d(w).astype(dtype), dtype,
                                   f"{poison} at {at}: {name}")  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_second_order_stages_in_vectors_match_the_loop(dtype):
+    """The filter kernels' second-order stages (``vectors.second_order_lanes`` for the lanes
+    that fill vectors, four at a time, the loop for the rest) against the transposed direct
+    form II loop, for lane counts around the vector, with delays in and out."""
+    from linscan.backends.cpu import filters
+
+    cascade = filters.kernel(2)
+    width = vectors.lanes(np.dtype(dtype).itemsize)
+    b = np.array([[0.2, 0.3, 0.1], [1.0, -0.5, 0.25]], dtype)
+    a = np.array([[1.0, -1.2, 0.5], [1.0, 0.3, 0.2]], dtype)
+    steps = 300
+    for C in sorted({1, width - 1, width, width + 1, 4 * width, 5 * width + 3, 9 * width}):
+        rng = np.random.default_rng(C)
+        x = rng.standard_normal(C * steps).astype(dtype)
+        z = rng.standard_normal((2, 2, C)).astype(dtype)
+        first = np.arange(C, dtype=np.int64) * steps  # lane c: x[c * steps:(c + 1) * steps]
+        y = np.full_like(x, -7.0)
+        got_z = z.copy()
+        cascade(x, y, first, 1, 0, steps, b, a, got_z, True)
+        want, want_z = x.astype(np.float64).reshape(C, steps), z.astype(np.float64)
+        for k in range(2):
+            out = np.empty_like(want)
+            for t in range(steps):
+                u = want[:, t]
+                out[:, t] = b[k, 0] * u + want_z[k, 0]
+                want_z[k, 0] = b[k, 1] * u - a[k, 1] * out[:, t] + want_z[k, 1]
+                want_z[k, 1] = b[k, 2] * u - a[k, 2] * out[:, t]
+            want = out
+        np.testing.assert_allclose(y.reshape(C, steps), want, rtol=0, atol=TOL[dtype] * 50,
+                                   err_msg=f"{C} lanes")  # fmt: skip
+        np.testing.assert_allclose(got_z, want_z, rtol=0, atol=TOL[dtype] * 50)

@@ -24,10 +24,11 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from . import plan as _plan
-from . import pool
+from . import pool, vectors
 from .cache import njit_cached
 
 #: Bytes of one tile (``TILE`` steps of the lanes run in lockstep): it stays in L1 while
@@ -37,7 +38,7 @@ TILE_BYTES = 8192
 #: independent chains to hide the latency of a step.
 LANES = 32
 
-_JIT = dict(nogil=True, fastmath={"contract"}, error_model="numpy")
+_JIT = dict(nogil=True, fastmath={"contract"}, error_model="numpy", depends=(vectors,))
 _U = np.uint64
 
 
@@ -61,18 +62,56 @@ def _first_order(buf, n, bk, ak, zk):
 
 
 @njit(inline="always")
-def _second_order(buf, n, bk, ak, zk):
+def _second_order(buf, n, bk, ak, zk, first_lane=0):
     b0, b1, b2, a1, a2 = bk[0], bk[1], bk[2], ak[1], ak[2]
     z0, z1 = zk[0], zk[1]
     C = buf.shape[1]
     for s in range(n):
         row = buf[s]
-        for c in range(C):
+        for c in range(first_lane, C):
             u = row[c]
             out = b0 * u + z0[c]
             z0[c] = b1 * u - a1 * out + z1[c]
             z1[c] = b2 * u - a2 * out
             row[c] = out
+
+
+def _second_order_stage(buf, n, bk, ak, zk):
+    """A second-order stage over the tile: in vector registers for real dtypes
+    (``_second_order_vectors``), else the loop over lanes."""
+
+
+@overload(_second_order_stage)
+def _second_order_stage_impl(buf, n, bk, ak, zk):
+    if buf.dtype in (types.float32, types.float64):
+        return lambda buf, n, bk, ak, zk: _second_order_vectors(buf, n, bk, ak, zk)
+    return lambda buf, n, bk, ak, zk: _second_order(buf, n, bk, ak, zk)
+
+
+@njit(inline="always")
+def _second_order_vectors(buf, n, bk, ak, zk):
+    """``_second_order`` with the lanes that fill whole vectors run by
+    ``vectors.second_order_lanes``, four vectors at a time (their delays held in registers
+    through the tile); the lanes left over by the loop."""
+    C = buf.shape[1]
+    width = vectors.lanes(buf.itemsize)
+    whole = C // width
+    flat = buf.reshape(buf.size)
+    coefficients = (bk[0], bk[1], bk[2], ak[1], ak[2])
+    z0, z1 = zk[0], zk[1]
+    v = 0
+    while v + 4 <= whole:
+        vectors.second_order_lanes(flat, n, C, v * width, z0, z1, coefficients, 4)
+        v += 4
+    left = whole - v
+    if left == 3:
+        vectors.second_order_lanes(flat, n, C, v * width, z0, z1, coefficients, 3)
+    elif left == 2:
+        vectors.second_order_lanes(flat, n, C, v * width, z0, z1, coefficients, 2)
+    elif left == 1:
+        vectors.second_order_lanes(flat, n, C, v * width, z0, z1, coefficients, 1)
+    if whole * width < C:
+        _second_order(buf, n, bk, ak, zk, whole * width)
 
 
 @njit(inline="always")
@@ -129,7 +168,7 @@ def kernel(order: int):
                 if N == 1:  # (N is a constant: the other branches are never compiled)
                     _first_order(buf, n, b[k], a[k], z[k])
                 elif N == 2:
-                    _second_order(buf, n, b[k], a[k], z[k])
+                    _second_order_stage(buf, n, b[k], a[k], z[k])
                 else:
                     _any_order(buf, n, b[k], a[k], z[k], N)
             if write:

@@ -58,6 +58,12 @@ def steps(itemsize):
     return VECTORS * BITS // (8 * itemsize)
 
 
+@njit(inline="always")
+def lanes(itemsize):
+    """Lanes of one vector of ``itemsize``-byte elements (compiled: kernels call it)."""
+    return BITS // (8 * itemsize)
+
+
 def _splat(builder, value, vt):
     lane0 = builder.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(_I32, 0))
     zeros = ir.Constant(ir.VectorType(_I32, vt.count), [0] * vt.count)
@@ -272,5 +278,89 @@ def back_block(typingctx, a, h, gh, gx, ga, lo, c, down):
                 previous = b.load((kinds[1], h_arg), k, -1 if walk_down else 1)
                 b.store(builder.fmul(g, previous), (kinds[4], ga_arg), k)
         return context.make_tuple(builder, signature.return_type, [b.ok, b.state])
+
+    return sig, codegen
+
+
+@intrinsic
+def second_order_lanes(typingctx, buf, n, C, c0, z0, z1, coefficients, count):
+    """A second-order section (transposed direct form II) over ``n`` steps of ``count``
+    vectors of lanes run in lockstep: lane ``c`` of step ``s`` is ``buf[s * C + c]`` (1-D,
+    contiguous), for the lanes from ``c0``, filtered in place; its delays ``z0[c]``,
+    ``z1[c]`` are loaded once, held in registers through the steps and stored back.
+    ``coefficients``: ``(b0, b1, b2, a1, a2)`` in ``buf``'s dtype; ``count`` a literal.
+
+    Per step and lane: ``y = b0 u + z0``, ``z0 = (b1 u + z1) - a1 y``, ``z1 = b2 u - a2 y``,
+    each a fused multiply-add, so that a step waits on two of them (``z0`` to ``y`` to
+    ``z0``). With Numba's loops over lanes the delays went through memory at every step and
+    LLVM checked at every step that the rows did not overlap."""
+    if not isinstance(count, types.IntegerLiteral) or not real_rows(buf, z0, z1):
+        return None
+    dtype = buf.dtype
+    if not (isinstance(coefficients, types.UniTuple) and coefficients.count == 5):
+        return None
+    width = BITS // dtype.bitwidth
+    vectors = count.literal_value
+    sig = types.none(buf, n, C, c0, z0, z1, coefficients, count)
+
+    def codegen(context, builder, signature, args):
+        buf_arg, n_arg, C_arg, c0_arg, z0_arg, z1_arg, coef_arg, _ = args
+        kinds = signature.args
+        element = context.get_data_type(dtype)
+        vt = ir.VectorType(element, width)
+        align = dtype.bitwidth // 8
+        index_type = ir.IntType(64)
+
+        def data(kind, value):
+            return context.make_array(kind)(context, builder, value).data
+
+        def widen(value, kind):
+            return context.cast(builder, value, kind, types.int64)
+
+        n64, C64, c064 = widen(n_arg, kinds[1]), widen(C_arg, kinds[2]), widen(c0_arg, kinds[3])
+        buf_data, z0_data, z1_data = (
+            data(kinds[k], v) for k, v in ((0, buf_arg), (4, z0_arg), (5, z1_arg))
+        )
+
+        def at(base, index, j):
+            index = builder.add(index, ir.Constant(index_type, j * width))
+            return builder.bitcast(builder.gep(base, [index]), vt.as_pointer())
+
+        coef = [
+            context.cast(builder, builder.extract_value(coef_arg, e), kinds[6].dtype, dtype)
+            for e in range(5)
+        ]
+        b0, b1, b2, a1, a2 = (_splat(builder, c, vt) for c in coef)
+        na1, na2 = builder.fneg(a1), builder.fneg(a2)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{width}f{dtype.bitwidth}"
+        )
+
+        def mad(p, q, r):
+            return builder.call(fma, [p, q, r])
+
+        # The delays live in stack slots that LLVM promotes to registers.
+        slots = []
+        for j in range(vectors):
+            pair = []
+            for z_data in (z0_data, z1_data):
+                slot = cgutils.alloca_once(builder, vt)
+                builder.store(builder.load(at(z_data, c064, j), align=align), slot)
+                pair.append(slot)
+            slots.append(pair)
+        with cgutils.for_range(builder, n64) as loop:
+            row = builder.add(builder.mul(loop.index, C64), c064)
+            for j, (s0, s1) in enumerate(slots):
+                where = at(buf_data, row, j)
+                u = builder.load(where, align=align)
+                d0, d1 = builder.load(s0), builder.load(s1)
+                y = mad(b0, u, d0)
+                builder.store(mad(na1, y, mad(b1, u, d1)), s0)
+                builder.store(mad(na2, y, builder.fmul(b2, u)), s1)
+                builder.store(y, where, align=align)
+        for j, (s0, s1) in enumerate(slots):
+            builder.store(builder.load(s0), at(z0_data, c064, j), align=align)
+            builder.store(builder.load(s1), at(z1_data, c064, j), align=align)
+        return context.get_dummy_value()
 
     return sig, codegen
