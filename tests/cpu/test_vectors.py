@@ -225,3 +225,36 @@ def test_second_order_stages_in_vectors_match_the_loop(dtype):
         np.testing.assert_allclose(y.reshape(C, steps), want, rtol=0, atol=TOL[dtype] * 50,
                                    err_msg=f"{C} lanes")  # fmt: skip
         np.testing.assert_allclose(got_z, want_z, rtol=0, atol=TOL[dtype] * 50)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lanes_copied_in_squares_land_where_the_loop_puts_them(dtype):
+    """The filter kernels' tile copies (``vectors.lanes_in`` / ``lanes_out`` for squares of a
+    vector's lanes, the loop for the rest): lanes that are runs of a signal at uneven
+    starts, lane counts and tile lengths around the vector, through a stage that mixes
+    each lane's neighbouring steps (a swapped step or lane changes the result); nothing
+    outside the lanes may be written."""
+    from linscan.backends.cpu import filters
+
+    cascade = filters.kernel(2)
+    width = vectors.lanes(np.dtype(dtype).itemsize)
+    b = np.array([[1.0, 0.5, 0.25]], dtype)  # y[t] = u[t] + u[t-1] / 2 + u[t-2] / 4
+    a = np.array([[1.0, 0.0, 0.0]], dtype)
+    for C in sorted({1, width - 1, width, width + 3, 3 * width}):
+        for steps in sorted({1, width - 1, width, 2 * width + 5, 1000}):
+            gaps = np.random.default_rng(C * steps).integers(0, 9, C)
+            first = np.cumsum(np.r_[3, gaps[:-1] + steps]).astype(np.int64)
+            x = np.random.default_rng(C).standard_normal(first[-1] + steps + 4).astype(dtype)
+            y = np.full_like(x, -1.0)
+            cascade(x, y, first, 1, 0, steps, b, a, np.zeros((1, 2, C), dtype), True)
+            inside = np.zeros(x.size, bool)
+            for f in first:
+                inside[f : f + steps] = True
+                u = x[f : f + steps].astype(np.float64)
+                want = u.copy()
+                want[1:] += u[:-1] / 2
+                want[2:] += u[:-2] / 4
+                np.testing.assert_allclose(y[f : f + steps], want, rtol=0,
+                                           atol=TOL[dtype] * np.abs(want).max(),
+                                           err_msg=f"{C} lanes, {steps} steps")  # fmt: skip
+            assert (y[~inside] == -1).all(), f"{C} lanes, {steps} steps: written outside"
