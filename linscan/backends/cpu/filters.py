@@ -6,10 +6,13 @@ A stage of order N turns its input ``u`` into ``y = b[0] u + z[0]`` and updates 
 the next (second-order sections: N = 2; one transfer function: one stage). Each lane is a
 latency-bound chain of dependent multiply-adds, so the kernel runs many lanes in lockstep:
 it copies a tile of ``TILE`` steps of ``C`` lanes into a small buffer, steps by steps, with
-the lanes contiguous, runs every stage over the tile with the loop over lanes innermost (LLVM
-vectorizes it), and copies the outputs back. Lanes are given by their first element and a
-time stride, so the same kernel takes rows, time-major channels, and the pieces of one long
-signal.
+the lanes contiguous, runs every stage over the tile with the loop over lanes innermost, and
+copies the outputs back. Lanes are given by their first element and a time stride, so the
+same kernel takes rows, time-major channels, and the pieces of one long signal. For real
+dtypes two parts run in vector registers (``vectors``): second-order stages, whose delays
+stay in registers through the tile (Numba's loop, which LLVM vectorizes, stored them at
+every step), and the copies of lanes that are runs of a signal, a square of a vector's lanes
+at a time through a transpose (the loop moved one element at a time).
 
 One long signal is cut into pieces that run as lanes. A first pass runs every piece but the
 last from zero delays and keeps only its final delays; the cascade is linear, so the delays
