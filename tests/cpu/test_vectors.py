@@ -229,7 +229,7 @@ def test_second_order_stages_in_vectors_match_the_loop(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_lanes_copied_in_squares_land_where_the_loop_puts_them(dtype):
-    """The filter kernels' tile copies (``vectors.lanes_in`` / ``lanes_out`` for squares of a
+    """The filter kernels' tile copies (``vectors.lane_square`` both ways for squares of a
     vector's lanes, the loop for the rest): lanes that are runs of a signal at uneven
     starts, lane counts and tile lengths around the vector, through a stage that mixes
     each lane's neighbouring steps (a swapped step or lane changes the result); nothing

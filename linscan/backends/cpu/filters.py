@@ -132,37 +132,34 @@ def _any_order(buf, n, bk, ak, zk, N):
 
 
 @njit(inline="always")
-def _lanes_in_loop(x, first, s0, n, step, buf, c_lo):
-    """``buf[s, c] = x[first[c] + (s0 + s) * step]`` for the lanes from ``c_lo``: each lane a
-    run of ``x`` (offsets are uint64: a negative stride wraps around and back; signed indices
-    cost a wraparound check per element, which made the copies twice as slow)."""
-    for c in range(c_lo, buf.shape[1]):
+def _lanes_loop(signal, first, s0, n, step, buf, first_lane, into):
+    """Steps ``[s0, s0 + n)`` of the lanes from ``first_lane`` between the signal (lane ``c``
+    at ``signal[first[c] + s * step]``) and the tile ``buf`` (``(tile, lanes)``), into the
+    tile with ``into``. Offsets are uint64 (a negative stride wraps around and back): signed
+    indices cost a wraparound check per element, which made the copies twice as slow."""
+    for c in range(first_lane, buf.shape[1]):
         at = _U(first[c]) + _U(s0) * step
         for s in range(n):
-            buf[s, c] = x[at + _U(s) * step]
+            if into:
+                buf[s, c] = signal[at + _U(s) * step]
+            else:
+                signal[at + _U(s) * step] = buf[s, c]
 
 
-@njit(inline="always")
-def _lanes_out_loop(buf, n, y, first, s0, step, c_lo):
-    """``_lanes_in_loop`` the other way."""
-    for c in range(c_lo, buf.shape[1]):
-        at = _U(first[c]) + _U(s0) * step
-        for s in range(n):
-            y[at + _U(s) * step] = buf[s, c]
+def _lanes(signal, first, s0, n, step, buf, into):
+    """``_lanes_loop`` over every lane: for real dtypes and lanes that are runs of the signal
+    (``step`` 1), squares of a vector's lanes by ``vectors.lane_square``, the rest by the
+    loop."""
 
 
-def _lanes_in(x, first, s0, n, step, buf):
-    """Copy steps ``[s0, s0 + n)`` of the lanes ``first`` (each a run of ``x``, ``step``
-    apart) into the tile ``buf`` (``(tile, lanes)``): for real dtypes and contiguous lanes
-    squares of a vector's lanes by ``vectors.lanes_in``, the rest by the loop."""
-
-
-@overload(_lanes_in)
-def _lanes_in_impl(x, first, s0, n, step, buf):
+@overload(_lanes)
+def _lanes_impl(signal, first, s0, n, step, buf, into):
     if buf.dtype not in (types.float32, types.float64):
-        return lambda x, first, s0, n, step, buf: _lanes_in_loop(x, first, s0, n, step, buf, 0)
+        return lambda signal, first, s0, n, step, buf, into: _lanes_loop(
+            signal, first, s0, n, step, buf, 0, into
+        )
 
-    def copy(x, first, s0, n, step, buf):
+    def copy(signal, first, s0, n, step, buf, into):
         C = buf.shape[1]
         width = vectors.lanes(buf.itemsize)
         lanes = C // width * width if step == 1 else 0
@@ -170,37 +167,17 @@ def _lanes_in_impl(x, first, s0, n, step, buf):
         flat = buf.reshape(buf.size)
         for c0 in range(0, lanes, width):
             for s in range(0, steps, width):
-                vectors.lanes_in(x, first, c0, s0 + s, flat, C, s)
+                if into:
+                    vectors.lane_square(signal, first, c0, s0 + s, flat, C, s, True)
+                else:
+                    vectors.lane_square(signal, first, c0, s0 + s, flat, C, s, False)
             for c in range(c0, c0 + width):
                 for s in range(steps, n):
-                    buf[s, c] = x[first[c] + s0 + s]
-        _lanes_in_loop(x, first, s0, n, step, buf, lanes)
-
-    return copy
-
-
-def _lanes_out(buf, n, y, first, s0, step):
-    """``_lanes_in`` the other way: the tile's ``n`` steps back into the lanes of ``y``."""
-
-
-@overload(_lanes_out)
-def _lanes_out_impl(buf, n, y, first, s0, step):
-    if buf.dtype not in (types.float32, types.float64):
-        return lambda buf, n, y, first, s0, step: _lanes_out_loop(buf, n, y, first, s0, step, 0)
-
-    def copy(buf, n, y, first, s0, step):
-        C = buf.shape[1]
-        width = vectors.lanes(buf.itemsize)
-        lanes = C // width * width if step == 1 else 0
-        steps = n // width * width
-        flat = buf.reshape(buf.size)
-        for c0 in range(0, lanes, width):
-            for s in range(0, steps, width):
-                vectors.lanes_out(flat, C, s, c0, y, first, s0 + s)
-            for c in range(c0, c0 + width):
-                for s in range(steps, n):
-                    y[first[c] + s0 + s] = buf[s, c]
-        _lanes_out_loop(buf, n, y, first, s0, step, lanes)
+                    if into:
+                        buf[s, c] = signal[first[c] + s0 + s]
+                    else:
+                        signal[first[c] + s0 + s] = buf[s, c]
+        _lanes_loop(signal, first, s0, n, step, buf, lanes, into)
 
     return copy
 
@@ -224,9 +201,9 @@ def kernel(order: int):
         tile = max(1, TILE_BYTES // (C * z.itemsize))
         buf = np.empty((tile, C), z.dtype)
         # Consecutive lanes (time-major channels) are copied a step at a time, each a
-        # contiguous run; the pieces of a row a lane at a time (``_lanes_in``).
+        # contiguous run; the pieces of a row a lane at a time (``_lanes``).
         consecutive = first[C - 1] - first[0] == C - 1
-        # Offsets are uint64 (see ``_lanes_in_loop``).
+        # Offsets are uint64 (see ``_lanes_loop``).
         step = _U(stride)
         for s0 in range(t0, t1, tile):
             n = min(tile, t1 - s0)
@@ -236,7 +213,7 @@ def kernel(order: int):
                     for c in range(C):
                         buf[s, c] = x[at + _U(c)]
             else:
-                _lanes_in(x, first, s0, n, step, buf)
+                _lanes(x, first, s0, n, step, buf, True)
             for k in range(K):
                 if N == 1:  # (N is a constant: the other branches are never compiled)
                     _first_order(buf, n, b[k], a[k], z[k])
@@ -251,7 +228,7 @@ def kernel(order: int):
                         for c in range(C):
                             y[at + _U(c)] = buf[s, c]
                 else:
-                    _lanes_out(buf, n, y, first, s0, step)
+                    _lanes(y, first, s0, n, step, buf, False)
 
     return cascade
 

@@ -389,50 +389,9 @@ def _transpose(builder, rows, width):
     return rows
 
 
-def _lane_square(context, builder, signature, args, into_lanes):
-    """The code of ``lanes_in`` and ``lanes_out``."""
-    if into_lanes:
-        src_arg, first_arg, c0_arg, t_arg, dst_arg, C_arg, r_arg = args
-        src_kind, first_kind, dst_kind = signature.args[0], signature.args[1], signature.args[4]
-        index_kinds = (signature.args[2], signature.args[3], signature.args[5], signature.args[6])
-    else:
-        src_arg, C_arg, r_arg, c0_arg, dst_arg, first_arg, t_arg = args
-        src_kind, dst_kind, first_kind = signature.args[0], signature.args[4], signature.args[5]
-        index_kinds = (signature.args[3], signature.args[6], signature.args[1], signature.args[2])
-    dtype = src_kind.dtype
-    width = BITS // dtype.bitwidth
-    vt = ir.VectorType(context.get_data_type(dtype), width)
-    align = dtype.bitwidth // 8
-    i64 = ir.IntType(64)
-    c0, t, C, r = (
-        context.cast(builder, value, kind, types.int64)
-        for value, kind in zip((c0_arg, t_arg, C_arg, r_arg), index_kinds)
-    )
-
-    def data(kind, value):
-        return context.make_array(kind)(context, builder, value).data
-
-    src, dst, first = data(src_kind, src_arg), data(dst_kind, dst_arg), data(first_kind, first_arg)
-
-    def in_lane(base, i):  # lane c0 + i's steps from t
-        start = builder.load(builder.gep(first, [builder.add(c0, ir.Constant(i64, i))]))
-        start = context.cast(builder, start, first_kind.dtype, types.int64)
-        return builder.bitcast(builder.gep(base, [builder.add(start, t)]), vt.as_pointer())
-
-    def in_rows(base, j):  # step r + j's lanes from c0
-        row = builder.mul(builder.add(r, ir.Constant(i64, j)), C)
-        return builder.bitcast(builder.gep(base, [builder.add(row, c0)]), vt.as_pointer())
-
-    load_at, store_at = (in_lane, in_rows) if into_lanes else (in_rows, in_lane)
-    rows = [builder.load(load_at(src, k), align=align) for k in range(width)]
-    for k, v in enumerate(_transpose(builder, rows, width)):
-        builder.store(v, store_at(dst, k), align=align)
-    return context.get_dummy_value()
-
-
-def _lane_types(x, first, y):
+def _lane_types(signal, first, buf):
     return (
-        real_rows(x, y)
+        real_rows(signal, buf)
         and isinstance(first, types.Array)
         and first.ndim == 1
         and first.layout == "C"
@@ -441,30 +400,48 @@ def _lane_types(x, first, y):
 
 
 @intrinsic
-def lanes_in(typingctx, x, first, c0, t, buf, C, r):
-    """Copy a square of the signal into lanes: for ``i``, ``j`` below the vector's lanes,
-    ``buf[(r + j) * C + c0 + i] = x[first[c0 + i] + t + j]`` (lanes contiguous in time in
-    ``x``, steps of ``C`` lanes in ``buf``; both 1-D, contiguous, one real dtype): vector
-    loads, a transpose in registers, vector stores. The scalar copy it replaces stored one
-    element at a time."""
-    if not _lane_types(x, first, buf):
+def lane_square(typingctx, signal, first, c0, t, buf, C, r, into):
+    """Copy a square of a vector's lanes between a signal and a tile: for ``i``, ``j`` below
+    the vector's lanes, element ``t + j`` of lane ``c0 + i`` (``signal[first[c0 + i] + t +
+    j]``: lanes are runs of the signal) and ``buf[(r + j) * C + c0 + i]`` (a tile of steps of
+    ``C`` lanes); into the tile with ``into``, out of it without (a literal). 1-D contiguous
+    arrays of one real dtype: vector loads, a transpose in registers, vector stores. The
+    scalar copy it replaces moved one element at a time."""
+    if not (isinstance(into, types.BooleanLiteral) and _lane_types(signal, first, buf)):
         return None
-    sig = types.none(x, first, c0, t, buf, C, r)
+    sig = types.none(signal, first, c0, t, buf, C, r, into)
 
     def codegen(context, builder, signature, args):
-        return _lane_square(context, builder, signature, args, True)
+        signal_arg, first_arg, buf_arg = args[0], args[1], args[4]
+        kinds = signature.args
+        dtype = kinds[0].dtype
+        width = BITS // dtype.bitwidth
+        vt = ir.VectorType(context.get_data_type(dtype), width)
+        align = dtype.bitwidth // 8
+        i64 = ir.IntType(64)
+        c0, t, C, r = (context.cast(builder, args[k], kinds[k], types.int64) for k in (2, 3, 5, 6))
 
-    return sig, codegen
+        def data(kind, value):
+            return context.make_array(kind)(context, builder, value).data
 
+        signal_data, buf_data = data(kinds[0], signal_arg), data(kinds[4], buf_arg)
+        first_data = data(kinds[1], first_arg)
 
-@intrinsic
-def lanes_out(typingctx, buf, C, r, c0, y, first, t):
-    """``lanes_in`` the other way: ``y[first[c0 + i] + t + j] = buf[(r + j) * C + c0 + i]``."""
-    if not _lane_types(buf, first, y):
-        return None
-    sig = types.none(buf, C, r, c0, y, first, t)
+        def in_lane(i):  # lane c0 + i's steps from t
+            at = builder.gep(first_data, [builder.add(c0, ir.Constant(i64, i))])
+            start = context.cast(builder, builder.load(at), kinds[1].dtype, types.int64)
+            return builder.bitcast(
+                builder.gep(signal_data, [builder.add(start, t)]), vt.as_pointer()
+            )
 
-    def codegen(context, builder, signature, args):
-        return _lane_square(context, builder, signature, args, False)
+        def in_tile(j):  # step r + j's lanes from c0
+            row = builder.mul(builder.add(r, ir.Constant(i64, j)), C)
+            return builder.bitcast(builder.gep(buf_data, [builder.add(row, c0)]), vt.as_pointer())
+
+        load_at, store_at = (in_lane, in_tile) if into.literal_value else (in_tile, in_lane)
+        rows = [builder.load(load_at(k), align=align) for k in range(width)]
+        for k, v in enumerate(_transpose(builder, rows, width)):
+            builder.store(v, store_at(k), align=align)
+        return context.get_dummy_value()
 
     return sig, codegen
