@@ -19,6 +19,7 @@ SPLIT = dict(threads=3, min_threaded=0, min_segment=4)
 
 def _stable(rng, order, radius=0.95):
     """``b, a`` of a random real filter of ``order`` with poles and zeros inside ``radius``."""
+
     def roots(n):
         pairs, single = divmod(n, 2)
         r = radius * np.sqrt(rng.uniform(0, 1, pairs))
@@ -304,3 +305,21 @@ def test_scipy_s_edge_cases():
         signal.lfilter([1.0], [1.0, -0.5], np.ones(4), zi=np.array(["a"]))
     with pytest.raises(ValueError, match="x must be an array with a time axis"):
         signal.lfilter([1.0], [1.0], np.float64(3.0))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128])
+@pytest.mark.parametrize("shape", [(3000,), (4, 3000)])
+def test_read_only_inputs(dtype, shape):
+    """Read-only signals and coefficients (a memory map, a broadcast) filter as writable
+    ones: the kernels never compile a store into the input."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    sos = ss.butter(4, 0.1, output="sos").astype(dtype if np.dtype(dtype).kind == "f" else float)
+    with plan.forced(threads=2, min_threaded=0, min_segment=256):
+        want = signal.sosfilt(sos, x)
+        want_ff = signal.sosfiltfilt(sos, x)
+        frozen_x, frozen_sos = x.copy(), sos.copy()
+        frozen_x.setflags(write=False)
+        frozen_sos.setflags(write=False)
+        np.testing.assert_array_equal(signal.sosfilt(frozen_sos, frozen_x), want)
+        np.testing.assert_array_equal(signal.sosfiltfilt(frozen_sos, frozen_x), want_ff)

@@ -132,52 +132,52 @@ def _any_order(buf, n, bk, ak, zk, N):
 
 
 @njit(inline="always")
-def _lanes_loop(signal, first, s0, n, step, buf, first_lane, into):
-    """Steps ``[s0, s0 + n)`` of the lanes from ``first_lane`` between the signal (lane ``c``
-    at ``signal[first[c] + s * step]``) and the tile ``buf`` (``(tile, lanes)``), into the
-    tile with ``into``. Offsets are uint64 (a negative stride wraps around and back): signed
-    indices cost a wraparound check per element, which made the copies twice as slow."""
-    for c in range(first_lane, buf.shape[1]):
-        at = _U(first[c]) + _U(s0) * step
-        for s in range(n):
-            if into:
-                buf[s, c] = signal[at + _U(s) * step]
-            else:
-                signal[at + _U(s) * step] = buf[s, c]
+def _into_tile(signal, i, buf, s, c):
+    buf[s, c] = signal[i]
+
+
+@njit(inline="always")
+def _out_of_tile(signal, i, buf, s, c):
+    signal[i] = buf[s, c]
 
 
 def _lanes(signal, first, s0, n, step, buf, into):
-    """``_lanes_loop`` over every lane: for real dtypes and lanes that are runs of the signal
-    (``step`` 1), squares of a vector's lanes by ``vectors.lane_square``, the rest by the
-    loop."""
+    """Copy steps ``[s0, s0 + n)`` of the lanes between the signal (lane ``c`` at
+    ``signal[first[c] + s * step]``) and the tile ``buf`` (``(tile, lanes)``), into the tile
+    with ``into`` (a literal: the copy out of the tile is not compiled for a read-only
+    input). For real dtypes and lanes that are runs of the signal (``step`` 1), squares of a
+    vector's lanes go by ``vectors.lane_square``, the rest one element at a time (offsets
+    uint64: a negative stride wraps around and back; signed indices cost a wraparound check
+    per element, which made the copies twice as slow)."""
 
 
 @overload(_lanes)
 def _lanes_impl(signal, first, s0, n, step, buf, into):
-    if buf.dtype not in (types.float32, types.float64):
-        return lambda signal, first, s0, n, step, buf, into: _lanes_loop(
-            signal, first, s0, n, step, buf, 0, into
-        )
+    if not isinstance(into, types.BooleanLiteral):
+        return None
+    transfer = _into_tile if into.literal_value else _out_of_tile
+    direction = into.literal_value
+    real = buf.dtype in (types.float32, types.float64)
 
     def copy(signal, first, s0, n, step, buf, into):
         C = buf.shape[1]
-        width = vectors.lanes(buf.itemsize)
-        lanes = C // width * width if step == 1 else 0
-        steps = n // width * width
-        flat = buf.reshape(buf.size)
-        for c0 in range(0, lanes, width):
-            for s in range(0, steps, width):
-                if into:
-                    vectors.lane_square(signal, first, c0, s0 + s, flat, C, s, True)
-                else:
-                    vectors.lane_square(signal, first, c0, s0 + s, flat, C, s, False)
-            for c in range(c0, c0 + width):
-                for s in range(steps, n):
-                    if into:
-                        buf[s, c] = signal[first[c] + s0 + s]
-                    else:
-                        signal[first[c] + s0 + s] = buf[s, c]
-        _lanes_loop(signal, first, s0, n, step, buf, lanes, into)
+        lanes = 0
+        if real:  # a constant: complex tiles never compile the vector copies
+            if step == 1:
+                width = vectors.lanes(buf.itemsize)
+                lanes = C // width * width
+                steps = n // width * width
+                flat = buf.reshape(buf.size)
+                for c0 in range(0, lanes, width):
+                    for s in range(0, steps, width):
+                        vectors.lane_square(signal, first, c0, s0 + s, flat, C, s, direction)
+                    for c in range(c0, c0 + width):
+                        for s in range(steps, n):
+                            transfer(signal, first[c] + s0 + s, buf, s, c)
+        for c in range(lanes, C):
+            at = _U(first[c]) + _U(s0) * step
+            for s in range(n):
+                transfer(signal, at + _U(s) * step, buf, s, c)
 
     return copy
 
@@ -203,7 +203,7 @@ def kernel(order: int):
         # Consecutive lanes (time-major channels) are copied a step at a time, each a
         # contiguous run; the pieces of a row a lane at a time (``_lanes``).
         consecutive = first[C - 1] - first[0] == C - 1
-        # Offsets are uint64 (see ``_lanes_loop``).
+        # Offsets are uint64 (see ``_lanes``).
         step = _U(stride)
         for s0 in range(t0, t1, tile):
             n = min(tile, t1 - s0)

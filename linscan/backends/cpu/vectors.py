@@ -21,13 +21,19 @@ vector's decays, as a tree), so that no float32 product of many decays near 1, b
 downwards at every rounding, is applied again and again. Only the lanes' own maps, each
 applied once to write a result, are in the row's dtype.
 
-Non-finite values follow ``linscan._affine``: a block whose lanes' maps are not all finite, or
-that is entered with a non-finite state, reports that it cannot stand for its steps and
-writes nothing; the caller walks it one step at a time.
+Non-finite values follow ``linscan._affine``: a block whose lanes' maps are not all finite,
+that is entered with a non-finite state, or whose states are not all finite (a state that
+overflows inside the block meets the next decays one at a time in the loop: ``0 * inf`` is
+NaN there, a finite number here) reports that it cannot stand for its steps and writes
+nothing; the caller walks it one step at a time.
 
 Outputs may be exactly the inputs they replace, as the API allows (``h`` for ``a`` or ``x``,
 ``grad_x`` for ``grad_h``): a block loads all of its ``a`` and ``x`` before it stores anything,
 and the backward block reads each vector's neighbours in ``h`` before it writes that vector.
+
+Multiply-adds are ``llvm.fmuladd``: fused where the CPU has FMA, a multiply and an add where
+it has not (``llvm.fma`` would call libm's ``fma`` there, as it did for Numba's generic
+target: hundreds of calls in one kernel).
 
 Real dtypes only (float32, float64); complex rows keep the chained kernels.
 """
@@ -138,7 +144,9 @@ class _Block:
         self.vt = vt = ir.VectorType(self.element, width)
         self.align = dtype.bitwidth // 8
         self.fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{width}f{dtype.bitwidth}"
+            builder.module,
+            ir.FunctionType(vt, [vt, vt, vt]),
+            f"llvm.fmuladd.v{width}f{dtype.bitwidth}",
         )
         av = [self.load(a, k) for k in range(VECTORS)]
         self.x = xv = [self.load(x, k) for k in range(VECTORS)]
@@ -146,19 +154,8 @@ class _Block:
         self.Q = [builder.fmul(av[k], xv[k]) for k in range(VECTORS)] if back else list(xv)
         _rounds(builder, self.fma, self.P, self.Q, width, down)
 
-        finite_sum = builder.fadd(self.P[0], self.Q[0])  # inf and NaN survive (inf - inf: NaN)
-        for k in range(1, VECTORS):
-            finite_sum = builder.fadd(finite_sum, builder.fadd(self.P[k], self.Q[k]))
-        any_lane = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(_I1, [ir.VectorType(_I1, width)]),
-            f"llvm.vector.reduce.or.v{width}i1",
-        )
-        bad = builder.call(any_lane, [_not_finite(builder, finite_sum)])
-        self.ok = builder.not_(builder.or_(bad, _not_finite(builder, s_in)))
-
         fma64 = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_F64, [_F64] * 3), "llvm.fma.f64"
+            builder.module, ir.FunctionType(_F64, [_F64] * 3), "llvm.fmuladd.f64"
         )
         last = ir.Constant(_I32, 0 if down else width - 1)
         state, product, self.entering = s_in, ir.Constant(_F64, 1.0), []
@@ -170,6 +167,26 @@ class _Block:
             state = builder.call(fma64, [p, state, q])
             product = builder.fmul(product, p)
         self.state, self.product = state, product
+        # Every lane's state, in walk order of the vectors.
+        self.lanes = [(k, self.states(k, state_k)) for k, state_k in self.entering]
+
+        # The block stands for its steps only where its maps, the state entering it and the
+        # states it reaches are all finite: a state that overflows inside the block meets
+        # the next decays one at a time in the loop (0 * inf: NaN; inf * 0.5: inf) but as
+        # one product here.
+        finite_sum = builder.fadd(self.P[0], self.Q[0])  # inf and NaN survive (inf - inf: NaN)
+        for k in range(1, VECTORS):
+            finite_sum = builder.fadd(finite_sum, builder.fadd(self.P[k], self.Q[k]))
+        for _, lane_states in self.lanes:
+            finite_sum = builder.fadd(finite_sum, lane_states)
+        any_lane = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(_I1, [ir.VectorType(_I1, width)]),
+            f"llvm.vector.reduce.or.v{width}i1",
+        )
+        bad = builder.call(any_lane, [_not_finite(builder, finite_sum)])
+        bad = builder.or_(bad, _not_finite(builder, s_in))
+        self.ok = builder.not_(builder.or_(bad, _not_finite(builder, state)))
 
     def pointer(self, array, k, offset=0):
         """Address of vector ``k`` of ``array`` (a ``(type, value)`` pair), ``offset``
@@ -190,9 +207,9 @@ class _Block:
         c = state if self.dtype.bitwidth == 64 else self.builder.fptrunc(state, self.element)
         return self.builder.call(self.fma, [self.P[k], _splat(self.builder, c, self.vt), self.Q[k]])
 
-    def entering_lanes(self, k, state):
-        """The state entering each lane of vector ``k`` (entered with ``state``): the lane
-        before's, in walk order, and ``state`` for the first."""
+    def entering_lanes(self, state, lane_states):
+        """The state entering each lane of a vector entered with ``state`` whose lanes reach
+        ``lane_states``: the lane before's, in walk order, and ``state`` for the first."""
         builder, width = self.builder, self.width
         c = state if self.dtype.bitwidth == 64 else builder.fptrunc(state, self.element)
         if self.down:
@@ -200,7 +217,7 @@ class _Block:
         else:
             mask = [i - 1 if i >= 1 else width for i in range(width)]
         mask = ir.Constant(ir.VectorType(_I32, width), mask)
-        return builder.shuffle_vector(self.states(k, state), _splat(builder, c, self.vt), mask)
+        return builder.shuffle_vector(lane_states, _splat(builder, c, self.vt), mask)
 
 
 def real_rows(*arrays):
@@ -242,8 +259,8 @@ def block(typingctx, a, x, h, lo, s, down, back):
                    down.literal_value, back.literal_value)  # fmt: skip
         if write:
             with builder.if_then(b.ok, likely=True):
-                for k, state in b.entering:
-                    b.store(b.states(k, state), (kinds[2], h_arg), k)
+                for k, lane_states in b.lanes:
+                    b.store(lane_states, (kinds[2], h_arg), k)
         return context.make_tuple(builder, signature.return_type, [b.ok, b.state, b.product])
 
     return sig, codegen
@@ -272,10 +289,10 @@ def back_block(typingctx, a, h, gh, gx, ga, lo, c, down):
         b = _Block(context, builder, a.dtype, lo_arg, (kinds[0], a_arg), (kinds[2], gh_arg), c_in,
                    walk_down, True)  # fmt: skip
         with builder.if_then(b.ok, likely=True):
-            for k, carry in b.entering:
-                g = builder.fadd(b.x[k], b.entering_lanes(k, carry))
-                b.store(g, (kinds[3], gx_arg), k)
+            for (k, carry), (_, lane_states) in zip(b.entering, b.lanes):
                 previous = b.load((kinds[1], h_arg), k, -1 if walk_down else 1)
+                g = builder.fadd(b.x[k], b.entering_lanes(carry, lane_states))
+                b.store(g, (kinds[3], gx_arg), k)
                 b.store(builder.fmul(g, previous), (kinds[4], ga_arg), k)
         return context.make_tuple(builder, signature.return_type, [b.ok, b.state])
 
@@ -291,7 +308,7 @@ def second_order_lanes(typingctx, buf, n, C, c0, z0, z1, coefficients, count):
     ``coefficients``: ``(b0, b1, b2, a1, a2)`` in ``buf``'s dtype; ``count`` a literal.
 
     Per step and lane: ``y = b0 u + z0``, ``z0 = (b1 u + z1) - a1 y``, ``z1 = b2 u - a2 y``,
-    each a fused multiply-add, so that a step waits on two of them (``z0`` to ``y`` to
+    each a multiply-add, so that a step waits on two of them (``z0`` to ``y`` to
     ``z0``). With Numba's loops over lanes the delays went through memory at every step and
     LLVM checked at every step that the rows did not overlap."""
     if not isinstance(count, types.IntegerLiteral) or not real_rows(buf, z0, z1):
@@ -333,7 +350,9 @@ def second_order_lanes(typingctx, buf, n, C, c0, z0, z1, coefficients, count):
         b0, b1, b2, a1, a2 = (_splat(builder, c, vt) for c in coef)
         na1, na2 = builder.fneg(a1), builder.fneg(a2)
         fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{width}f{dtype.bitwidth}"
+            builder.module,
+            ir.FunctionType(vt, [vt, vt, vt]),
+            f"llvm.fmuladd.v{width}f{dtype.bitwidth}",
         )
 
         def mad(p, q, r):
