@@ -13,12 +13,12 @@ A problem in the canonical layout ``(O, T, I)`` runs in one of two modes:
   too few lanes to keep the threads busy.
 
 ``method="sequential"`` is the paper's serial baseline (lanes, one plain loop per lane);
-``"parallel"`` always chunks time (chained blocks within a row, and split mode when there is
-more than one thread); ``"auto"`` takes the strategy this machine's tuning table holds for
-the problem (``tuning``, written by ``python -m linscan tune``), and without one picks lanes
-or split mode with the static cost model below, and chains only for upward walks in split
-mode. Every method touches downward walks ahead by the table's ``tile`` (``TILE`` without a
-table).
+``"parallel"`` always chunks time (blocks within a row: vector registers for real rows,
+chains for complex ones, ``kernels``; and split mode when there is more than one thread);
+``"auto"`` takes the strategy this machine's tuning table holds for the problem (``tuning``,
+written by ``python -m linscan tune``), and without one picks lanes or split mode with the
+static cost model below, and blocks only for upward walks in split mode. Every method
+touches downward walks ahead by the table's ``tile`` (``TILE`` without a table).
 """
 
 from __future__ import annotations
@@ -145,8 +145,8 @@ class Piece:
 
 @dataclass(frozen=True)
 class Plan:
-    """``blocked``: rows use the chained kernels; ``tile``: elements touched ahead of a
-    downward walk (0: none). Lanes mode: ``boxes``, one per thread.
+    """``blocked``: rows use the blocked kernels (vectors or chains); ``tile``: elements
+    touched ahead of a downward walk (0: none). Lanes mode: ``boxes``, one per thread.
     Split mode: ``segments`` (time ranges in walk order, one per thread, all lanes each) and
     ``pieces`` (per first-phase task, its pieces in walk order; together they cover every
     segment but the last in walk order, or all of them for a pass that writes nothing)."""
@@ -241,6 +241,9 @@ def _static(O, I, boxes, segments, op, down) -> str:
     # Chains pay when a thread owns one long row walked upwards; with many rows per thread
     # memory is the bottleneck, and walking down the chains' interleaved descending
     # streams per array lost to the plain loop (benchmarks/cpu-kernel-design-2026-11-26.md).
+    # Real rows now walk their blocks in vectors, which walk down as fast as up on a Zen 4
+    # (benchmarks/cpu-2core-vectors-2026-12-07.md); measured on one machine only, so the
+    # model without a table is unchanged and the tuning decides.
     if I == 1 and split and not down:
         return "split+chains"
     return "split" if split else "lanes"

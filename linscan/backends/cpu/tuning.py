@@ -15,7 +15,8 @@ A table belongs to one CPU model, thread count, linscan and Numba version and ke
 found. An unreadable or malformed file counts as absent, with one warning per process.
 
 The strategies (see ``plan``): ``lanes`` (each thread walks whole lanes), ``chains`` (lanes,
-rows by the chained kernels), ``split`` (time cut into one segment per thread) and
+rows by the blocked kernels: vector registers for real rows, chains for complex ones; the
+name is older than the vectors), ``split`` (time cut into one segment per thread) and
 ``split+chains``. Channels (``cols``) have only ``lanes`` and ``split``.
 
 ``LINSCAN_TUNING=off`` ignores any table (the static cost model alone); ``on`` (the default)
