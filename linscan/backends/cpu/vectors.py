@@ -1,4 +1,4 @@
-"""Vector blocks: a run of steps of one row scanned inside vector registers, written as LLVM IR.
+"""Code in vector registers, written as LLVM IR: blocks of one row's steps, filter stages.
 
 A single row is latency bound: one dependent multiply-add per step. The chained kernels of
 ``kernels`` break the chain into four chains per block, but they stay scalar (Numba's code
@@ -34,6 +34,11 @@ and the backward block reads each vector's neighbours in ``h`` before it writes 
 Multiply-adds are ``llvm.fmuladd``: fused where the CPU has FMA, a multiply and an add where
 it has not (``llvm.fma`` would call libm's ``fma`` there, as it did for Numba's generic
 target: hundreds of calls in one kernel).
+
+The IIR filter kernels (``filters``) use two more pieces of the same kind: a second-order
+section over a tile of lanes in lockstep with the delays held in registers
+(``second_order_lanes``), and the copies between a signal's lanes and the tile, a square of
+a vector's lanes at a time through a transpose in registers (``lane_square``).
 
 Real dtypes only (float32, float64); complex rows keep the chained kernels.
 """
