@@ -255,6 +255,14 @@ def _block_of(t0, t1, b, n, down):
 
 
 @njit(inline="always")
+def _leftover(t0, t1, blocks, n, down):
+    """The range of ``[t0, t1)`` that ``blocks`` blocks of ``n`` steps in walk order leave:
+    its last steps in walk order (the lowest ones walking down)."""
+    rest = (t1 - t0) - blocks * n
+    return (t0, t0 + rest) if down else (t1 - rest, t1)
+
+
+@njit(inline="always")
 def _block(t0, t1, b, down):
     """Lowest index of the ``b``-th block of ``_BLOCK`` steps in walk order."""
     return _block_of(t0, t1, b, _U(_BLOCK), down)
@@ -487,10 +495,8 @@ def _row_scan_vectors(a, x, h, s, t0, t1, down):
         lo = _block_of(t0, t1, b, n, down)
         ok, leaving, _ = _vector_walk(a, x, h, lo, s, down, False)
         s = leaving if ok else _row_scan_serial(a, x, h, s, None, lo, lo + n, down)
-    rest = (t1 - t0) - nb * n
-    if down:
-        return _row_scan_serial(a, x, h, s, None, t0, t0 + rest, down)
-    return _row_scan_serial(a, x, h, s, None, t1 - rest, t1, down)
+    lo, hi = _leftover(t0, t1, nb, n, down)
+    return _row_scan_serial(a, x, h, s, None, lo, hi, down)
 
 
 @njit_cached(**_JIT)
@@ -509,10 +515,8 @@ def _row_scan_chains(a, x, h, s, t0, t1, down):
             u = _chain_pos(lo, j, down)
             c = _fma4(_load4(a, u, _U(M)), c, _load4(x, u, _U(M)))
             _store4(h, u, _U(M), c)
-    rest = (t1 - t0) - nb * _U(_BLOCK)
-    if down:
-        return _row_scan_serial(a, x, h, s, None, t0, t0 + rest, down)
-    return _row_scan_serial(a, x, h, s, None, t1 - rest, t1, down)
+    lo, hi = _leftover(t0, t1, nb, _U(_BLOCK), down)
+    return _row_scan_serial(a, x, h, s, None, lo, hi, down)
 
 
 @njit_cached(**_JIT)
@@ -571,9 +575,8 @@ def _row_reduce_vectors(a, x, r, t0, t1, down, back, s_tot):
         else:
             p_tot, s_tot, reset = _row_reduce_serial(a, x, r, lo, lo + n, down, back, p_tot,
                                                      s_tot, reset)  # fmt: skip
-    rest = (t1 - t0) - nb * n
-    lo = t0 if down else t1 - rest
-    return _row_reduce_serial(a, x, r, lo, lo + rest, down, back, p_tot, s_tot, reset)
+    lo, hi = _leftover(t0, t1, nb, n, down)
+    return _row_reduce_serial(a, x, r, lo, hi, down, back, p_tot, s_tot, reset)
 
 
 @njit_cached(**_JIT)
@@ -593,9 +596,8 @@ def _row_reduce_chains(a, x, r, t0, t1, down, back, s_tot):
             continue
         _, s_tot = _carry4(p, q, s_tot, down)
         p_tot = _ftz(p_tot * p[0] * p[1] * p[2] * p[3])
-    rest = (t1 - t0) - nb * _U(_BLOCK)
-    lo = t0 if down else t1 - rest
-    return _row_reduce_serial(a, x, r, lo, lo + rest, down, back, p_tot, s_tot, reset)
+    lo, hi = _leftover(t0, t1, nb, _U(_BLOCK), down)
+    return _row_reduce_serial(a, x, r, lo, hi, down, back, p_tot, s_tot, reset)
 
 
 @njit(inline="always")
@@ -876,10 +878,8 @@ def _row_back_vectors(a, h, gh, gx, ga, c, t0, t1, down):
         lo = _block_of(t0, t1, b, n, down)
         ok, leaving = _back_vector_walk(a, h, gh, gx, ga, lo, c, down)
         c = leaving if ok else _row_back_serial(a, h, gh, gx, ga, c, None, lo, lo + n, down)
-    rest = (t1 - t0) - nb * n
-    if down:
-        return _row_back_serial(a, h, gh, gx, ga, c, None, t0, t0 + rest, down)
-    return _row_back_serial(a, h, gh, gx, ga, c, None, t1 - rest, t1, down)
+    lo, hi = _leftover(t0, t1, nb, n, down)
+    return _row_back_serial(a, h, gh, gx, ga, c, None, lo, hi, down)
 
 
 @njit_cached(**_JIT)
@@ -901,10 +901,8 @@ def _row_back_chains(a, h, gh, gx, ga, c, t0, t1, down):
             _store4(gx, u, _U(M), g)
             _store4(ga, u, _U(M), _mul4(g, _conj4(hp)))
             cc = _mul4(_conj4(_load4(a, u, _U(M))), g)
-    rest = (t1 - t0) - nb * _U(_BLOCK)
-    if down:
-        return _row_back_serial(a, h, gh, gx, ga, c, None, t0, t0 + rest, down)
-    return _row_back_serial(a, h, gh, gx, ga, c, None, t1 - rest, t1, down)
+    lo, hi = _leftover(t0, t1, nb, _U(_BLOCK), down)
+    return _row_back_serial(a, h, gh, gx, ga, c, None, lo, hi, down)
 
 
 @njit(inline="always")
@@ -1134,9 +1132,8 @@ def summarize_rows(a, x, m, e, s, f, r, r0, r1, down, back, blocked):
             else:
                 st, mv, ev, seen = _lane_summary(ar, xr, rr, lo, hi, down, back, st, mv, ev,
                                                  seen)  # fmt: skip
-        rest = T - nb * _U(_BLOCK)
-        lo = _U(0) if down else T - rest
-        st, mv, ev, seen = _lane_summary(ar, xr, rr, lo, lo + rest, down, back, st, mv, ev,
+        lo, hi = _leftover(_U(0), T, nb, _U(_BLOCK), down)
+        st, mv, ev, seen = _lane_summary(ar, xr, rr, lo, hi, down, back, st, mv, ev,
                                          seen)  # fmt: skip
         v, k = _split1(mv)
         m[o], e[o], s[o] = v, ev + k, st

@@ -75,6 +75,23 @@ def lanes(itemsize):
     return BITS // (8 * itemsize)
 
 
+def _fmuladd(builder, t):
+    """``llvm.fmuladd`` for values of the LLVM type ``t`` (see the module docstring)."""
+
+    def bits(scalar):
+        return 64 if isinstance(scalar, ir.DoubleType) else 32
+
+    name = f"v{t.count}f{bits(t.element)}" if isinstance(t, ir.VectorType) else f"f{bits(t)}"
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(t, [t, t, t]), f"llvm.fmuladd.{name}"
+    )
+
+
+def _data(context, builder, kind, value):
+    """The data pointer of the Numba array ``value`` of type ``kind``."""
+    return context.make_array(kind)(context, builder, value).data
+
+
 def _splat(builder, value, vt):
     lane0 = builder.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(_I32, 0))
     zeros = ir.Constant(ir.VectorType(_I32, vt.count), [0] * vt.count)
@@ -137,31 +154,20 @@ class _Block:
     def __init__(self, context, builder, dtype, lo, a, x, s_in, down, back):
         """``a``, ``x``: ``(Numba array type, value)`` pairs; ``back``: the input of a step is
         ``a * x``."""
-        self.context, self.builder, self.dtype, self.lo, self.down = (
-            context,
-            builder,
-            dtype,
-            lo,
-            down,
-        )
+        self.context, self.builder, self.dtype = context, builder, dtype
+        self.lo, self.down = lo, down
         self.width = width = BITS // dtype.bitwidth
         self.element = context.get_data_type(dtype)
-        self.vt = vt = ir.VectorType(self.element, width)
+        self.vt = ir.VectorType(self.element, width)
         self.align = dtype.bitwidth // 8
-        self.fma = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(vt, [vt, vt, vt]),
-            f"llvm.fmuladd.v{width}f{dtype.bitwidth}",
-        )
+        self.fma = _fmuladd(builder, self.vt)
         av = [self.load(a, k) for k in range(VECTORS)]
         self.x = xv = [self.load(x, k) for k in range(VECTORS)]
         self.P = list(av)
         self.Q = [builder.fmul(av[k], xv[k]) for k in range(VECTORS)] if back else list(xv)
         _rounds(builder, self.fma, self.P, self.Q, width, down)
 
-        fma64 = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_F64, [_F64] * 3), "llvm.fmuladd.f64"
-        )
+        fma64 = _fmuladd(builder, _F64)
         last = ir.Constant(_I32, 0 if down else width - 1)
         state, product, self.entering = s_in, ir.Constant(_F64, 1.0), []
         for k in reversed(range(VECTORS)) if down else range(VECTORS):
@@ -197,7 +203,7 @@ class _Block:
         """Address of vector ``k`` of ``array`` (a ``(type, value)`` pair), ``offset``
         elements on."""
         builder = self.builder
-        data = self.context.make_array(array[0])(self.context, builder, array[1]).data
+        data = _data(self.context, builder, *array)
         index = builder.add(self.lo, ir.Constant(self.lo.type, k * self.width + offset))
         return builder.bitcast(builder.gep(data, [index]), self.vt.as_pointer())
 
@@ -207,22 +213,25 @@ class _Block:
     def store(self, value, array, k):
         self.builder.store(value, self.pointer(array, k), align=self.align)
 
+    def splat(self, state):
+        """The float64 ``state`` in the row's dtype, in every lane."""
+        c = state if self.dtype.bitwidth == 64 else self.builder.fptrunc(state, self.element)
+        return _splat(self.builder, c, self.vt)
+
     def states(self, k, state):
         """Vector ``k``'s lanes' states, entered with the float64 ``state``."""
-        c = state if self.dtype.bitwidth == 64 else self.builder.fptrunc(state, self.element)
-        return self.builder.call(self.fma, [self.P[k], _splat(self.builder, c, self.vt), self.Q[k]])
+        return self.builder.call(self.fma, [self.P[k], self.splat(state), self.Q[k]])
 
     def entering_lanes(self, state, lane_states):
         """The state entering each lane of a vector entered with ``state`` whose lanes reach
         ``lane_states``: the lane before's, in walk order, and ``state`` for the first."""
-        builder, width = self.builder, self.width
-        c = state if self.dtype.bitwidth == 64 else builder.fptrunc(state, self.element)
+        width = self.width
         if self.down:
             mask = [min(width, i + 1) for i in range(width)]
         else:
             mask = [i - 1 if i >= 1 else width for i in range(width)]
         mask = ir.Constant(ir.VectorType(_I32, width), mask)
-        return builder.shuffle_vector(lane_states, _splat(builder, c, self.vt), mask)
+        return self.builder.shuffle_vector(lane_states, self.splat(state), mask)
 
 
 def real_rows(*arrays):
@@ -333,15 +342,13 @@ def second_order_lanes(typingctx, buf, n, C, c0, z0, z1, coefficients, count):
         align = dtype.bitwidth // 8
         index_type = ir.IntType(64)
 
-        def data(kind, value):
-            return context.make_array(kind)(context, builder, value).data
-
         def widen(value, kind):
             return context.cast(builder, value, kind, types.int64)
 
         n64, C64, c064 = widen(n_arg, kinds[1]), widen(C_arg, kinds[2]), widen(c0_arg, kinds[3])
         buf_data, z0_data, z1_data = (
-            data(kinds[k], v) for k, v in ((0, buf_arg), (4, z0_arg), (5, z1_arg))
+            _data(context, builder, kinds[k], v)
+            for k, v in ((0, buf_arg), (4, z0_arg), (5, z1_arg))
         )
 
         def at(base, index, j):
@@ -354,11 +361,7 @@ def second_order_lanes(typingctx, buf, n, C, c0, z0, z1, coefficients, count):
         ]
         b0, b1, b2, a1, a2 = (_splat(builder, c, vt) for c in coef)
         na1, na2 = builder.fneg(a1), builder.fneg(a2)
-        fma = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(vt, [vt, vt, vt]),
-            f"llvm.fmuladd.v{width}f{dtype.bitwidth}",
-        )
+        fma = _fmuladd(builder, vt)
 
         def mad(p, q, r):
             return builder.call(fma, [p, q, r])
@@ -445,11 +448,9 @@ def lane_square(typingctx, signal, first, c0, t, buf, C, r, into):
         i64 = ir.IntType(64)
         c0, t, C, r = (context.cast(builder, args[k], kinds[k], types.int64) for k in (2, 3, 5, 6))
 
-        def data(kind, value):
-            return context.make_array(kind)(context, builder, value).data
-
-        signal_data, buf_data = data(kinds[0], signal_arg), data(kinds[4], buf_arg)
-        first_data = data(kinds[1], first_arg)
+        signal_data = _data(context, builder, kinds[0], signal_arg)
+        buf_data = _data(context, builder, kinds[4], buf_arg)
+        first_data = _data(context, builder, kinds[1], first_arg)
 
         def in_lane(i):  # lane c0 + i's steps from t
             at = builder.gep(first_data, [builder.add(c0, ir.Constant(i64, i))])
