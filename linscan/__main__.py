@@ -358,7 +358,7 @@ def main(argv=None) -> int:
         "versions). LINSCAN_TUNING=off ignores it.",
     )
     tune.add_argument(
-        "--size", type=parse_size, help="elements per array (default 2**22; forms as for bench)"
+        "--size", type=parse_size, help="elements per array (default 2**24; forms as for bench)"
     )
     tune.add_argument("--repeat", type=positive_int, help="rounds per problem (default 5)")
     tune.add_argument("--quiet", action="store_true", help="no progress bar on stderr")

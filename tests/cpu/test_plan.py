@@ -35,15 +35,19 @@ sizes = st.integers(1, 40)
     down=st.booleans(),
     op=st.sampled_from(["scan", "backward", "final_state"]),
     min_segment=st.integers(1, 64),
+    strategy=st.sampled_from([None, "whole-steps"]),
 )
-def test_plan_covers_every_cell_once(O, T, I, threads, method, down, op, min_segment):
+def test_plan_covers_every_cell_once(O, T, I, threads, method, down, op, min_segment, strategy):
     writes = op != "final_state"
-    with _plan.forced(threads=threads, min_threaded=0, min_segment=min_segment):
+    settings = dict(threads=threads, min_threaded=0, min_segment=min_segment, strategy=strategy)
+    with _plan.forced(**settings):
         plan = _plan.make_plan(O, T, I, down=down, method=method, op=op)
     cells = _cells(plan, O, T, I)
     assert len(cells) == O * T * I and set(cells.values()) == {1}
     if not plan.split:
         assert 1 <= len(plan.boxes) <= threads
+        if strategy == "whole-steps" and method == "auto":
+            assert all(b.i0 == 0 and b.i1 == I for b in plan.boxes)
         return
     assert method != "sequential" and 2 <= len(plan.segments) <= threads
     # Segments are in walk order and tile [0, T).
@@ -169,3 +173,16 @@ def test_forced_restores_settings():
         with _plan.forced(min_segment=3):
             assert _plan.num_threads() == before + 5
     assert _plan.num_threads() == before
+
+
+def test_whole_steps_never_share_a_step_between_threads():
+    with _plan.forced(threads=2, strategy="whole-steps"):
+        one = _plan.make_plan(1, 1 << 14, 1024, down=False, method="auto")
+        assert one.boxes == (_plan.Box(0, 1, 0, 1024),)  # one thread walks the single row
+        many = _plan.make_plan(4, 1 << 14, 64, down=True, method="auto", op="backward")
+        assert many.boxes == (_plan.Box(0, 2, 0, 64), _plan.Box(2, 4, 0, 64))
+    with _plan.forced(threads=2, strategy="lanes"):  # lanes mode cuts the channels instead
+        assert _plan.make_plan(1, 1 << 14, 1024, down=False, method="auto").boxes == (
+            _plan.Box(0, 1, 0, 512),
+            _plan.Box(0, 1, 512, 1024),
+        )

@@ -107,7 +107,10 @@ def test_candidates_drop_strategies_with_the_same_plan():
     with _plan.forced(threads=2):
         probe = calibrate.Probe("cols", 16, "scan", False, "4")
         static, strategies = calibrate.candidates(probe, 1 << 16)
-        assert static == "lanes" and set(strategies) == {"lanes", "split"}
+        assert static == "lanes" and set(strategies) == {"lanes", "split"}  # one box already
+        probe = calibrate.Probe("cols", 1024, "scan", False, "4")
+        static, strategies = calibrate.candidates(probe, 1 << 16)
+        assert set(strategies) == {"lanes", "whole-steps", "split"}
     with _plan.forced(threads=1):  # one thread: no split mode
         probe = calibrate.Probe("rows", 1, "scan", False, "4")
         static, strategies = calibrate.candidates(probe, 1 << 16)
@@ -288,8 +291,18 @@ def test_an_unreadable_file_warns_once_and_auto_falls_back(tuned_home, text):
         dict(tile=True),
         dict(tile=None),
     ],
-    ids=["strategy", "chains-for-cols", "lanes", "dtype", "down", "missing", "tile-negative",
-         "tile-string", "tile-bool", "tile-missing"],  # fmt: skip
+    ids=[
+        "strategy",
+        "chains-for-cols",
+        "lanes",
+        "dtype",
+        "down",
+        "missing",
+        "tile-negative",
+        "tile-string",
+        "tile-bool",
+        "tile-missing",
+    ],  # fmt: skip
 )
 def test_a_malformed_entry_warns_and_auto_falls_back(tuned_home, entry):
     good = dict(layout="rows", dtype="4", op="scan", down=False, lanes=1, strategy="lanes")
@@ -367,7 +380,7 @@ def test_dtype_classes():
 
 @given(
     layout=st.sampled_from(["rows", "cols"]),
-    strategy=st.sampled_from(tuning.STRATEGIES["rows"]),
+    strategy=st.sampled_from(sorted({*tuning.STRATEGIES["rows"], *tuning.STRATEGIES["cols"]})),
     op=st.sampled_from(tuning.OPS),
     reverse=st.booleans(),
     steps=st.integers(1, 60),

@@ -32,9 +32,11 @@ import numpy as np
 from . import plan as _plan
 from . import tuning
 
-#: Elements per array of a probe: beyond the last-level caches of small machines (three
-#: float32 arrays of 2**22 elements are 48 MiB), yet quick to time.
-DEFAULT_SIZE = 1 << 22
+#: Elements per array of a probe: beyond the last-level caches of the machines we run on, and
+#: the size ``python -m linscan bench`` measures. At 2**22 (three float32 arrays: 48 MiB) a
+#: Zen 4 VM's 32 MiB L3 still held much of a probe: one row's final state (two arrays, 32
+#: MiB) took one thread there, which ran 1.9 times as long as two threads at 2**24.
+DEFAULT_SIZE = 1 << 24
 DEFAULT_REPEAT = 5
 #: A strategy must beat the static choice by this fraction to replace it.
 MARGIN = 0.05

@@ -17,7 +17,8 @@ found. An unreadable or malformed file counts as absent, with one warning per pr
 The strategies (see ``plan``): ``lanes`` (each thread walks whole lanes), ``chains`` (lanes,
 rows by the blocked kernels: vector registers for real rows, chains for complex ones; the
 name is older than the vectors), ``split`` (time cut into one segment per thread) and
-``split+chains``. Channels (``cols``) have only ``lanes`` and ``split``.
+``split+chains``. Channels (``cols``) have ``lanes``, ``whole-steps`` (lanes whose threads
+never share a step: one thread for a single outer row) and ``split``.
 
 ``LINSCAN_TUNING=off`` ignores any table (the static cost model alone); ``on`` (the default)
 uses the table where there is one; anything else warns once and counts as ``off``.
@@ -40,7 +41,10 @@ from ... import _host
 
 #: The format of the file; a file of another format is not read.
 FORMAT = 2
-STRATEGIES = {"rows": ("lanes", "chains", "split", "split+chains"), "cols": ("lanes", "split")}
+STRATEGIES = {
+    "rows": ("lanes", "chains", "split", "split+chains"),
+    "cols": ("lanes", "whole-steps", "split"),
+}
 OPS = ("scan", "final_state", "backward")
 _ENV = "LINSCAN_TUNING"
 _lock = threading.Lock()
@@ -259,7 +263,7 @@ def lookup(table, layout: str, itemsize: int, op: str, down: bool, lanes: int):
     """The strategy the table holds for this kind of problem, or ``None`` where it has none.
 
     A problem is looked up by its lane count alone (``O * I``: rows, or outer rows times
-    channels), not by its length: the table's probes are long (about 2^22 elements each), and
+    channels), not by its length: the table's probes are long (about 2^24 elements each), and
     a choice measured there is applied to shorter problems of the same lanes too (problems too
     small to be threaded never ask)."""
     measured = table.choices.get((layout, dtype_class(itemsize), op, down)) if table else None
