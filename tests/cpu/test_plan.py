@@ -89,6 +89,15 @@ def test_auto_splits_few_long_rows_but_not_many():
     assert not many.split and not many.blocked and len(many.boxes) == 2
 
 
+def test_auto_walks_real_rows_in_blocks():
+    with _plan.forced(threads=2, tuned=False):
+        for O, down, op in ((1, True, "scan"), (16, True, "backward"), (1024, False, "scan")):
+            real = _plan.make_plan(O, (1 << 24) // O, 1, down=down, method="auto", op=op, real=True)
+            other = _plan.make_plan(O, (1 << 24) // O, 1, down=down, method="auto", op=op)
+            assert real.blocked and real.split == other.split  # the same split, in blocks
+            assert not other.blocked or (other.split and not down)  # complex: as before
+
+
 def test_auto_channels():
     with _plan.forced(threads=2):
         up = _plan.make_plan(1, 1 << 14, 1024, down=False, method="auto")

@@ -142,6 +142,25 @@ def _fake_timer(fastest):
     return timer
 
 
+def test_a_choice_against_the_static_model_must_be_measured_twice(monkeypatch):
+    """A strategy that wins once (a stall slowed the others) and not when measured again
+    leaves the static choice; one that wins both times replaces it."""
+    probe = calibrate.Probe("rows", 1, "backward", True, "4")
+    strategies = ("split+chains", "chains", "lanes")
+    for second, want in ((0.95, "split+chains"), (0.5, "chains")):
+        calls = []
+
+        def timer(probe, options, arrays, repeat, second=second):
+            calls.append(tuple(options))
+            win = 0.6 if len(calls) == 1 else second
+            return {s: [win if s == "chains" else 1.0] * repeat for s in options}
+
+        monkeypatch.setattr(calibrate, "measure", timer)
+        choice, ratios = calibrate.confirmed(probe, "split+chains", strategies, {}, 3, 0.05)
+        assert choice == want and ratios["chains"] == pytest.approx(0.6)
+        assert calls == [strategies, ("split+chains", "chains")]
+
+
 def _fake_tiles(fastest):
     """Tile timings where ``fastest`` (a tile, or None) takes 0.9 of the others' time."""
 
@@ -192,8 +211,8 @@ def test_calibration_is_what_auto_then_does(tuned_home, monkeypatch):
         assert _plan.strategy(row) == "lanes"
         wide = _plan.make_plan(1, 1 << 16, 64, down=False, method="auto", itemsize=8)
         assert _plan.strategy(wide) == "split"  # 64 channels: nearest probed is 16
-        down = _plan.make_plan(1, 1 << 24, 1, down=True, method="auto")
-        assert _plan.strategy(down) == "split"  # unchanged from the static model
+        down = _plan.make_plan(1, 1 << 24, 1, down=True, method="auto", real=True)
+        assert _plan.strategy(down) == "split+chains"  # the static model's, for real rows
         # Other methods do not consult the table.
         assert _plan.strategy(_plan.make_plan(1, 1 << 24, 1, down=False,
                                               method="parallel")) == "split+chains"  # fmt: skip

@@ -64,6 +64,11 @@ def _start(h0, x) -> np.ndarray:
     return _lane_states((x.shape[0], x.shape[2]), x.dtype) if h0 is None else h0
 
 
+def _real(x) -> bool:
+    """Whether ``x`` is float32 or float64 (``plan.make_plan``'s ``real``)."""
+    return x.dtype.kind == "f"
+
+
 def _kernels():
     from . import kernels  # compiles lazily, on each kernel's first call
 
@@ -234,7 +239,9 @@ class CPU(base.Backend):
     def scan(self, a, x, h, h0, reverse: bool, method: str, resets=None) -> None:
         s = _start(h0, x)
         k = _kernels()
-        plan = _plan.make_plan(*x.shape, down=reverse, method=method, itemsize=x.itemsize)
+        plan = _plan.make_plan(
+            *x.shape, down=reverse, method=method, itemsize=x.itemsize, real=_real(x)
+        )
         if x.shape[2] == 1:
             a2, x2, h2, r2 = _rows(a, x, h, resets)
 
@@ -251,17 +258,16 @@ class CPU(base.Backend):
         reduce = _reducer(k, a, x, resets, reverse, plan, back=False)
         _drive(plan, x.shape, s, walk, reduce, resets)
 
-
     def final_state(self, a, x, h0, reverse: bool, method: str, resets=None) -> np.ndarray:
         s = _start(h0, x)
         k = _kernels()
         plan = _plan.make_plan(
-            *x.shape, down=reverse, method=method, op="final_state", itemsize=x.itemsize
-        )
+            *x.shape, down=reverse, method=method, op="final_state", itemsize=x.itemsize,
+            real=_real(x),
+        )  # fmt: skip
         reduce = _reducer(k, a, x, resets, reverse, plan, back=False)
         _drive(plan, x.shape, s, None, reduce, resets)
         return s
-
 
     def backward(self, a, h, gh, h0, gx, ga, reverse, method, want_h0, resets=None):
         hb = _start(h0, h)
@@ -269,8 +275,9 @@ class CPU(base.Backend):
         k = _kernels()
         down = not reverse  # the backward pass walks against the forward scan
         plan = _plan.make_plan(
-            *h.shape, down=down, method=method, op="backward", itemsize=h.itemsize
-        )
+            *h.shape, down=down, method=method, op="backward", itemsize=h.itemsize,
+            real=_real(h),
+        )  # fmt: skip
         if h.shape[2] == 1:
             a2, h2, gh2, gx2, ga2, r2 = _rows(a, h, gh, gx, ga, resets)
             hb1 = hb[:, 0]

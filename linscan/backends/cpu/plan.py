@@ -22,7 +22,8 @@ A problem in the canonical layout ``(O, T, I)`` runs in one of two modes:
 chains for complex ones, ``kernels``; and split mode when there is more than one thread);
 ``"auto"`` takes the strategy this machine's tuning table holds for the problem (``tuning``,
 written by ``python -m linscan tune``), and without one picks lanes or split mode with the
-static cost model below, and blocks only for upward walks in split mode. Every method
+static cost model below, and blocks for real rows, and for others only for upward walks in
+split mode. Every method
 touches downward walks ahead by the table's ``tile`` (``TILE`` without a table).
 """
 
@@ -243,15 +244,19 @@ def strategy(plan: Plan) -> str:
     return name
 
 
-def _static(O, I, boxes, segments, op, down) -> str:
+def _static(O, I, boxes, segments, op, down, real) -> str:
     """The strategy of ``method="auto"`` without a tuning table."""
     split = segments >= 2 and _split_pays(O, I, boxes, segments, op != "final_state", down)
-    # Chains pay when a thread owns one long row walked upwards; with many rows per thread
-    # memory is the bottleneck, and walking down the chains' interleaved descending
-    # streams per array lost to the plain loop (benchmarks/cpu-kernel-design-2026-11-26.md).
-    # Real rows now walk their blocks in vectors, which walk down as fast as up on a Zen 4
-    # (benchmarks/cpu-2core-vectors-2026-12-07.md); measured on one machine only, so the
-    # model without a table is unchanged and the tuning decides.
+    # Real rows walk their blocks in vector registers: as fast as the plain loop or faster
+    # for every row count, op and direction measured on a Zen 4, and steadier: the paired
+    # loop's backward pass over 16 rows ran at 0.8 to 4 times the floor from one process to
+    # the next, the blocks at 0.5 to 1.1 (benchmarks/cpu-2core-cols-2026-12-07.md).
+    if I == 1 and real:
+        return "split+chains" if split else "chains"
+    # Complex rows' chains pay when a thread owns one long row walked upwards; with many rows
+    # per thread memory is the bottleneck, and walking down the chains' interleaved
+    # descending streams per array lost to the plain loop
+    # (benchmarks/cpu-kernel-design-2026-11-26.md).
     if I == 1 and split and not down:
         return "split+chains"
     return "split" if split else "lanes"
@@ -268,14 +273,23 @@ def _tile(table) -> int:
 
 
 def make_plan(
-    O: int, T: int, I: int, *, down: bool, method: str, op: str = "scan", itemsize: int = 4
+    O: int,
+    T: int,
+    I: int,
+    *,
+    down: bool,
+    method: str,
+    op: str = "scan",
+    itemsize: int = 4,
+    real: bool = False,
 ) -> Plan:
     """Choose how to run a problem of canonical shape ``(O, T, I)`` (all sizes positive) of
     ``itemsize``-byte elements.
 
     ``down``: time is walked downwards. ``op``: ``"scan"``, ``"backward"`` or
     ``"final_state"`` (which writes no result per step, so its split mode needs one reducing
-    phase only)."""
+    phase only). ``real``: the elements are float32 or float64, whose rows the blocked
+    kernels walk in vector registers."""
     threads = num_threads()
     if O * T * I < _setting("min_threaded", MIN_THREADED):  # small: this thread, one box
         # Only the chained kernels touch in lanes mode: a small call reads no table otherwise
@@ -290,7 +304,7 @@ def make_plan(
     if method == "auto":
         layout = "rows" if I == 1 else "cols"
         name = _setting("strategy", None) or tuning.lookup(table, layout, itemsize, op, down, O * I)
-        name = name or _static(O, I, boxes, segments, op, down)
+        name = name or _static(O, I, boxes, segments, op, down, real)
     else:
         name = "split+chains" if method == "parallel" else "lanes"
     split = "split" in name and segments >= 2
