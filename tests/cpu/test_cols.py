@@ -6,6 +6,7 @@ box."""
 
 import numpy as np
 import pytest
+from numba import njit
 
 from linscan.backends.cpu import kernels, vectors
 
@@ -158,3 +159,29 @@ def test_a_decay_broadcast_over_channels_takes_numbas_loops(dtype):
         kernels.scan_cols(np.ascontiguousarray(a), x, h2, s2, None, 0, 1, 0, I, 0, 25, down)
         np.testing.assert_array_equal(h1, h2)
         np.testing.assert_array_equal(s1, s2)
+
+
+@njit
+def _routes(a, x, h, s, gx, ga, down):
+    """Whether the "cols" kernels take the vector walks for these arrays (forward, backward)."""
+    o0, o1, i0, i1, t0, t1 = 0, a.shape[0], 0, a.shape[2], 1, a.shape[1]
+    walked = kernels._walk_cols(a, x, h, s, None, False, None, o0, o1, i0, i1, t0, t1, down)
+    back = kernels._back_cols(a, h, x, gx, ga, s, None, o0, o1, i0, i1, t0, t1 - 1, down)
+    return walked, back
+
+
+def test_contiguous_real_channels_take_the_vector_walks_and_others_the_loops():
+    """The tests above pass with either path: here the routing itself (a check that always
+    failed would send everything to the loops unseen)."""
+    for dtype in DTYPES:
+        a, x = _arrays(dtype, (2, 9, 20), 0, 2)
+        out = [np.zeros_like(a) for _ in range(3)]
+        s = np.zeros((2, 20), dtype)
+        for down in (False, True):
+            assert _routes(a, x, out[0], s, out[1], out[2], down) == (True, True)
+        broadcast = np.broadcast_to(a[..., :1], a.shape)  # channels of stride 0
+        assert _routes(broadcast, x, out[0], s, out[1], out[2], True) == (False, False)
+        every_other = np.zeros((2, 9, 40), dtype)[..., ::2]  # channels of stride 2
+        assert _routes(a, every_other, out[0], s, out[1], out[2], False) == (False, False)
+    z = np.zeros((2, 9, 20), np.complex64)
+    assert _routes(z, z, z, np.zeros((2, 20), np.complex64), z, z, False) == (False, False)

@@ -127,7 +127,8 @@ def decide(static: str, times: dict, margin: float = MARGIN) -> tuple:
 def confirmed(probe: Probe, static: str, strategies, v: dict, repeat: int, margin: float):
     """``decide`` on the probe's times (``measure``); a choice other than ``static`` is kept
     only if a second measurement of the two alone makes it again, else ``static`` stays.
-    ``(choice, ratios of the first measurement)``.
+    ``(choice, ratios)``: the first measurement's, the challenger's replaced by the second's
+    where it was measured again (so that the table shows why it was not taken).
 
     On the shared VMs a stall of a few seconds (the other vCPU taken away) slowed every
     two-thread strategy of one probe alike: a tune chose one thread for one long row's
@@ -135,7 +136,8 @@ def confirmed(probe: Probe, static: str, strategies, v: dict, repeat: int, margi
     mode in every later process."""
     choice, ratios = decide(static, measure(probe, strategies, v, repeat), margin)
     if choice != static:
-        again, _ = decide(static, measure(probe, (static, choice), v, repeat), margin)
+        again, second = decide(static, measure(probe, (static, choice), v, repeat), margin)
+        ratios = {**ratios, choice: second[choice]}
         choice = again if again == choice else static
     return choice, ratios
 

@@ -692,12 +692,17 @@ def _last_impl(v):
 def _walk_cols(a, x, h, s, p, back, r, o0, o1, i0, i1, t0, t1, down):
     """Walk the box ``[o0, o1) x [i0, i1)`` over ``[t0, t1)`` with ``vectors.cols_walk`` and
     return ``True``, or return ``False`` (having done nothing) where the vector walk does not
-    apply: resets, complex dtypes, channels that are not contiguous."""
+    apply: resets, complex dtypes, channels that are not contiguous, a ``down`` that is not a
+    boolean."""
 
 
 @overload(_walk_cols)
 def _walk_cols_impl(a, x, h, s, p, back, r, o0, o1, i0, i1, t0, t1, down):
-    if not (isinstance(r, types.NoneType) and vectors.walk_types(a, x, h, s, p)):
+    if not (
+        isinstance(r, types.NoneType)
+        and isinstance(down, types.Boolean)
+        and vectors.walk_types(a, x, h, s, p)
+    ):
         return lambda a, x, h, s, p, back, r, o0, o1, i0, i1, t0, t1, down: False
 
     def walk(a, x, h, s, p, back, r, o0, o1, i0, i1, t0, t1, down):
@@ -1035,7 +1040,11 @@ def _back_cols(a, h, gh, gx, ga, c, r, o0, o1, i0, i1, t0, t1, down):
 
 @overload(_back_cols)
 def _back_cols_impl(a, h, gh, gx, ga, c, r, o0, o1, i0, i1, t0, t1, down):
-    if not (isinstance(r, types.NoneType) and vectors.back_types(a, h, gh, gx, ga, c)):
+    if not (
+        isinstance(r, types.NoneType)
+        and isinstance(down, types.Boolean)
+        and vectors.back_types(a, h, gh, gx, ga, c)
+    ):
         return lambda a, h, gh, gx, ga, c, r, o0, o1, i0, i1, t0, t1, down: False
 
     def walk(a, h, gh, gx, ga, c, r, o0, o1, i0, i1, t0, t1, down):

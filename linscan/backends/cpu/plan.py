@@ -9,7 +9,8 @@ A problem in the canonical layout ``(O, T, I)`` runs in one of two modes:
   on one thread for a single outer row. On a 2-core Zen 4 VM two threads each walking half
   of every step of 1024 float32 channels took 1.3 to 1.8 times as long as one thread
   walking all of it (rows split between threads scaled); the tuning measures whether that
-  holds on the machine.
+  holds on the machine (with one outer row: a table applies it by lane count, also to a few
+  outer rows on many threads).
 * **split**: time is cut into one segment per thread. A first phase reduces the segments but
   the last (in walk order) to ``(decay product, partial state)`` pairs, spread evenly over all
   threads as "pieces"; the pairs are composed into each segment's start state; a second phase

@@ -509,6 +509,9 @@ def walk_types(a, x, h, s, p):
         and all(v.ndim == 3 for v in _present(a, x, h))
         and all(v.ndim == 2 for v in _present(s, p))
         and a.dtype == x.dtype
+        # The arithmetic is in the states' (and products') dtype: never narrower than the
+        # inputs, as Numba's promotion would have it.
+        and all(v.dtype.bitwidth >= a.dtype.bitwidth for v in _present(s, p))
     )
 
 
@@ -703,7 +706,11 @@ def cols_walk(typingctx, a, x, h, s, p, back, o, i0, i1, t0, t1, down):
     Numba's loops over channels needed an overlap check at every step of a downward walk,
     and held the states in memory (see ``_walk_steps``). The caller checks that every 3-D
     array's channels are contiguous."""
-    if not (isinstance(back, types.BooleanLiteral) and walk_types(a, x, h, s, p)):
+    if not (
+        isinstance(back, types.BooleanLiteral)
+        and isinstance(down, types.Boolean)
+        and walk_types(a, x, h, s, p)
+    ):
         return None
     sig = types.none(a, x, h, s, p, back, o, i0, i1, t0, t1, down)
 
@@ -751,7 +758,7 @@ def cols_back(typingctx, a, h, gh, gx, ga, c, o, i0, i1, t0, t1, down):
     step is ``t - 1`` walking down, ``t + 1`` up; the caller keeps the step without one out
     of ``[t0, t1)``. Every input of a step is loaded before its outputs are stored, so
     ``gx`` may be ``gh``. The caller checks that the 3-D arrays' channels are contiguous."""
-    if not back_types(a, h, gh, gx, ga, c):
+    if not (isinstance(down, types.Boolean) and back_types(a, h, gh, gx, ga, c)):
         return None
     sig = types.none(a, h, gh, gx, ga, c, o, i0, i1, t0, t1, down)
 
