@@ -16,12 +16,14 @@ SENTINEL = -7.0
 
 
 def _boxes(dtype):
-    """``(I, i0, i1)``: channel boxes of 1 to 5 vectors, full or with a tail, at offsets."""
+    """``(I, i0, i1)``: channel boxes of 1 to 5 vectors, full or with a tail, at offsets (each
+    count of vectors held in registers, full and partial, and boxes walked through memory)."""
     w = vectors.lanes(np.dtype(dtype).itemsize)
     return [
         (3, 0, 3),  # less than a vector
         (w, 0, w),  # one vector, in registers
         (2 * w + 8, 3, 2 * w - 1),  # two vectors, the second masked
+        (2 * w, 0, 2 * w),  # two full vectors
         (3 * w, 0, 3 * w),  # three full vectors, in memory
         (6 * w, w + 2, 6 * w - 3),  # five vectors and a tail
     ]

@@ -591,7 +591,7 @@ def _convert(builder, v, vt):
 def _walk_steps(context, builder, kinds, args, width, state, step):
     """The loops of a "cols" walk. ``args[-6:]`` are ``o, i0, i1, t0, t1, down`` (``down`` a
     run-time boolean); the box's channels are cut into vectors of ``width`` lanes, the last
-    one masked where they do not fill it. ``state`` is a pair ``(load, store)``:
+    one masked where they do not fill it (``mask`` ``None``: a full vector). ``state`` is a pair ``(load, store)``:
     ``load(o, i0, j, mask)`` returns vector ``j``'s state (a list of vectors) and
     ``store(o, i0, j, mask, values)`` writes it back; ``step(o, i0, t, j, mask, values)``
     emits vector ``j`` of step ``t`` and returns its new state.
@@ -628,12 +628,18 @@ def _walk_steps(context, builder, kinds, args, width, state, step):
 
     load, store = state
     few = builder.icmp_unsigned("<=", count, ir.Constant(_I64, REGISTER_VECTORS))
+    partial = builder.icmp_unsigned("!=", tail, ir.Constant(_I64, 0))
     with builder.if_else(few) as (in_registers, in_memory):
         with in_registers:
-            for c in range(1, REGISTER_VECTORS + 1):
-                with builder.if_then(builder.icmp_unsigned("==", count, ir.Constant(_I64, c))):
+            # One loop per count of vectors and whether the last is partial: full vectors
+            # load and store unmasked (AVX2's masked stores are slow on some CPUs).
+            for c, last_partial in ((c, p) for c in range(1, REGISTER_VECTORS + 1)
+                                    for p in (False, True)):  # fmt: skip
+                this = builder.icmp_unsigned("==", count, ir.Constant(_I64, c))
+                this = builder.and_(this, partial if last_partial else builder.not_(partial))
+                with builder.if_then(this):
                     js = [ir.Constant(_I64, j) for j in range(c)]
-                    masks = [mask(j) for j in js]
+                    masks = [None] * (c - 1) + [mask(js[-1]) if last_partial else None]
                     # Stack slots that LLVM promotes to registers.
                     slots = []
                     for j, m in zip(js, masks):
@@ -657,7 +663,7 @@ def _walk_steps(context, builder, kinds, args, width, state, step):
 
             def emit(t):
                 def tail_vector():
-                    with builder.if_then(builder.icmp_unsigned("!=", tail, ir.Constant(_I64, 0))):
+                    with builder.if_then(partial):
                         vector(t, full, last)
 
                 with builder.if_then(down):
