@@ -89,13 +89,18 @@ def test_auto_splits_few_long_rows_but_not_many():
     assert not many.split and not many.blocked and len(many.boxes) == 2
 
 
-def test_auto_walks_real_rows_in_blocks():
+def test_auto_walks_real_rows_up_in_blocks():
     with _plan.forced(threads=2, tuned=False):
-        for O, down, op in ((1, True, "scan"), (16, True, "backward"), (1024, False, "scan")):
-            real = _plan.make_plan(O, (1 << 24) // O, 1, down=down, method="auto", op=op, real=True)
-            other = _plan.make_plan(O, (1 << 24) // O, 1, down=down, method="auto", op=op)
-            assert real.blocked and real.split == other.split  # the same split, in blocks
-            assert not other.blocked or (other.split and not down)  # complex: as before
+        for O, down, op in ((1, False, "scan"), (16, False, "backward"), (1024, False, "scan"),
+                            (1, True, "scan"), (16, True, "backward")):  # fmt: skip
+            T = (1 << 24) // O
+            real = _plan.make_plan(O, T, 1, down=down, method="auto", op=op, real=True)
+            other = _plan.make_plan(O, T, 1, down=down, method="auto", op=op)
+            assert real.split == other.split  # the same split either way
+            # Real rows walked up in blocks; walked down (which touches ahead without a
+            # table), and complex rows, as before: blocks only for upward split mode.
+            assert real.blocked == (not down)
+            assert other.blocked == (other.split and not down)
 
 
 def test_auto_channels():

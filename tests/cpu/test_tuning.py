@@ -212,7 +212,7 @@ def test_calibration_is_what_auto_then_does(tuned_home, monkeypatch):
         wide = _plan.make_plan(1, 1 << 16, 64, down=False, method="auto", itemsize=8)
         assert _plan.strategy(wide) == "split"  # 64 channels: nearest probed is 16
         down = _plan.make_plan(1, 1 << 24, 1, down=True, method="auto", real=True)
-        assert _plan.strategy(down) == "split+chains"  # the static model's, for real rows
+        assert _plan.strategy(down) == "split"  # unchanged from the static model
         # Other methods do not consult the table.
         assert _plan.strategy(_plan.make_plan(1, 1 << 24, 1, down=False,
                                               method="parallel")) == "split+chains"  # fmt: skip

@@ -23,8 +23,8 @@ A problem in the canonical layout ``(O, T, I)`` runs in one of two modes:
 chains for complex ones, ``kernels``; and split mode when there is more than one thread);
 ``"auto"`` takes the strategy this machine's tuning table holds for the problem (``tuning``,
 written by ``python -m linscan tune``), and without one picks lanes or split mode with the
-static cost model below, and blocks for real rows, and for others only for upward walks in
-split mode. Every method
+static cost model below, and blocks for real rows walked upwards, and for others only for
+upward walks in split mode. Every method
 touches downward walks ahead by the table's ``tile`` (``TILE`` without a table).
 """
 
@@ -248,11 +248,12 @@ def strategy(plan: Plan) -> str:
 def _static(O, I, boxes, segments, op, down, real) -> str:
     """The strategy of ``method="auto"`` without a tuning table."""
     split = segments >= 2 and _split_pays(O, I, boxes, segments, op != "final_state", down)
-    # Real rows walk their blocks in vector registers: as fast as the plain loop or faster
-    # for every row count, op and direction measured on a Zen 4, and steadier: the paired
-    # loop's backward pass over 16 rows ran at 0.8 to 4 times the floor from one process to
-    # the next, the blocks at 0.5 to 1.1 (benchmarks/cpu-2core-cols-2026-12-07.md).
-    if I == 1 and real:
+    # Real rows walk their blocks in vector registers: on a Zen 4, walking up, as fast as the
+    # plain loop or faster for every row count and op measured, and steadier (the paired
+    # loop's backward pass over 16 rows ran at 0.8 to 2.7 times the floor from one process
+    # to the next; benchmarks/cpu-2core-cols-2026-12-07.md). Not walking down: without a
+    # table the blocks touch each tile ahead (``TILE``), which cost twice the time there.
+    if I == 1 and real and not down:
         return "split+chains" if split else "chains"
     # Complex rows' chains pay when a thread owns one long row walked upwards; with many rows
     # per thread memory is the bottleneck, and walking down the chains' interleaved
