@@ -132,8 +132,8 @@ def confirmed(probe: Probe, static: str, strategies, v: dict, repeat: int, margi
 
     On the shared VMs a stall of a few seconds (the other vCPU taken away) slowed every
     two-thread strategy of one probe alike: a tune chose one thread for one long row's
-    backward pass (0.63 of split mode's time there), which ran 1.3 times as long as split
-    mode in every later process."""
+    backward pass (0.63 of split mode's time there), which ran 1.1 to 1.3 times as long as
+    split mode in every later process."""
     choice, ratios = decide(static, measure(probe, strategies, v, repeat), margin)
     if choice != static:
         again, second = decide(static, measure(probe, (static, choice), v, repeat), margin)

@@ -24,8 +24,8 @@ chains for complex ones, ``kernels``; and split mode when there is more than one
 ``"auto"`` takes the strategy this machine's tuning table holds for the problem (``tuning``,
 written by ``python -m linscan tune``), and without one picks lanes or split mode with the
 static cost model below, and blocks for real rows walked upwards, and for others only for
-upward walks in split mode. Every method
-touches downward walks ahead by the table's ``tile`` (``TILE`` without a table).
+upward walks in split mode. Every method touches downward walks ahead by the table's
+``tile`` (``TILE`` without a table).
 """
 
 from __future__ import annotations
