@@ -45,24 +45,22 @@ Conventions that the speed depends on (the measurements behind them:
   walks up without it, and touching made them 1.1 to 1.8 times slower (its loads wait for
   memory that the prefetchers would have fetched while the walk computed). ``tile == 0``
   touches nothing; the calibration (``calibrate``) measures which tile a machine gets.
-* The "cols" kernels walk real dtypes without resets in vector registers (``vectors``: a
-  narrow box's states held in registers, no overlap checks, a walk down one descending run
-  of addresses;
-  16 float32 channels walked down at 1.0 times ``np.add`` on one thread of a Zen 4, 1.9 with
-  the loops below, 1024 channels 1.0 against 1.9). Complex dtypes and resets keep Numba's
-  loops, which rely on LLVM's loop vectorizer for their channel loop, behind a runtime
-  check that the arrays do not overlap. LLVM hoists that check out of the time loop by
-  bounding each array's accesses over the whole walk, which it can do only for a time stride
-  it can prove non-negative: walking down, the hoisted check always fails and the scalar
-  loop ran (a down walk of 16 float32 channels took 2.7 times as long as an up walk, in
-  cache). A down walk of at least ``_WIDE`` channels therefore passes its step index through
-  ``_opaque``, which the optimizer cannot see through: the check is then made at each step,
-  for that step's rows, and passes (1.4 times the up walk). It costs some 40 instructions a
-  step, so up walks and narrower down walks keep the plain index. ``backward_cols`` touches
-  six arrays in a step, more than LLVM checks for overlap at all: it ran scalar either way
-  until its step was split into two loops of fewer arrays (``_back_cols_split``: 16
-  float32 channels 0.5 times the time of the one loop, float64 0.8 times, walking down with
-  ``_opaque`` as above).
+* The "cols" kernels walk real dtypes without resets in vector registers (``vectors``: a narrow
+  box's states held in registers, no overlap checks, a walk down one descending run of
+  addresses; 16 float32 channels walked down at 1.0 times ``np.add`` on one thread of a Zen 4,
+  1.9 with the loops below, 1024 channels 1.0 against 1.9). Complex dtypes and resets keep
+  Numba's loops, which rely on LLVM's loop vectorizer for their channel loop, behind a runtime
+  check that the arrays do not overlap. LLVM hoists that check out of the time loop by bounding
+  each array's accesses over the whole walk, which it can do only for a time stride it can
+  prove non-negative: walking down, the hoisted check always fails and the scalar loop ran (a
+  down walk of 16 float32 channels took 2.7 times as long as an up walk, in cache). A down walk
+  of at least ``_WIDE`` channels therefore passes its step index through ``_opaque``, which the
+  optimizer cannot see through: the check is then made at each step, for that step's rows, and
+  passes (1.4 times the up walk). It costs some 40 instructions a step, so up walks and
+  narrower down walks keep the plain index. ``backward_cols`` touches six arrays in a step,
+  more than LLVM checks for overlap at all: it ran scalar either way until its step was split
+  into two loops of fewer arrays (``_back_cols_split``: 16 float32 channels 0.5 times the time
+  of the one loop, float64 0.8 times, walking down with ``_opaque`` as above).
 * Running products of decays are flushed to zero below the smallest normal number: a
   product stuck at the smallest subnormal (``x * 0.9`` rounds back to it) would make every
   later multiply a slow assist. The flushed part is below ``tiny * |state|``, far
