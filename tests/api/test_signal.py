@@ -214,16 +214,21 @@ def test_docstring_examples():
 
 
 @pytest.mark.parametrize("order", [4, 8])
-def test_sosfilt_pieces_float32_error_no_worse_than_the_loop(order):
-    """The filter kernels' pieces (entering delays composed in float64, rounded once) on a
-    Butterworth low-pass at 0.001 of Nyquist, 1e6 samples of float32: no more than twice
-    the error of the same kernel run whole, against float64."""
+@pytest.mark.parametrize(
+    "form", [{"min_blocked": 10**12}, {}, {"filter_block": 64}], ids=["lockstep", "blocks", "short"]
+)
+def test_sosfilt_pieces_float32_error_no_worse_than_the_loop(order, form):
+    """The filter kernels' pieces (entering delays composed in float64, rounded once), as
+    lanes in lockstep or in blocks (pieces of a block of 2048 or 64 steps, their entering
+    delays composed and their responses added in float64), on a Butterworth low-pass at
+    0.001 of Nyquist, 1e6 samples of float32: no more than twice the error of the same
+    kernel run whole as one lane, against float64."""
     sos = ss.butter(order, 0.001, output="sos").astype(np.float32)
     x = np.random.default_rng(order).standard_normal(10**6).astype(np.float32)
     exact = ss.sosfilt(sos.astype(np.float64), x.astype(np.float64))
-    with plan.forced(threads=4, min_threaded=0, min_segment=10**9):
+    with plan.forced(threads=4, min_threaded=0, min_segment=10**9, min_blocked=10**12):
         whole = signal.sosfilt(sos, x)
-    with plan.forced(threads=4, min_threaded=0, min_segment=1000):
+    with plan.forced(threads=4, min_threaded=0, min_segment=1000, **form):
         pieces = signal.sosfilt(sos, x)
     assert whole.dtype == pieces.dtype == np.float32
     err_whole = np.abs(whole - exact).max()

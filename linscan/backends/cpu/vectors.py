@@ -38,7 +38,9 @@ target: hundreds of calls in one kernel).
 The IIR filter kernels (``filters``) use two more pieces of the same kind: a second-order
 section over a tile of lanes in lockstep with the delays held in registers
 (``second_order_lanes``), and the copies between a signal's lanes and the tile, a square of
-a vector's lanes at a time through a transpose in registers (``lane_square``).
+a vector's lanes at a time through a transpose in registers (``lane_square``), the
+response to entering delays added to a tile's lanes (``lane_responses``) and the largest
+modulus of a tile (``largest_modulus``).
 
 Time-major steps (the "cols" kernels: a step is a contiguous run of channels) are walked
 here too, a step's channels as vectors (the last one masked), by ``cols_walk`` (forward
@@ -486,6 +488,106 @@ def lane_square(typingctx, signal, first, c0, t, buf, C, r, into):
 #: Boxes of at most this many vectors of channels hold their states in registers through a
 #: walk; wider ones load and store them at every step.
 REGISTER_VECTORS = 2
+
+
+@intrinsic
+def lane_responses(typingctx, buf, n, C, c0, entering, response, D, count):
+    """Add to ``count`` vectors of lanes (from ``c0``) of a tile the filter's response to
+    their entering delays: ``buf[s * C + c] += sum_j response[s * D + j] * entering[j * C +
+    c]`` for the steps ``s`` below ``n``, summed in float64 and rounded once (1-D
+    contiguous arrays; ``buf`` of a real dtype, ``entering`` and ``response`` float64:
+    float32 sums of large terms that cancel lost more than the loop does; ``count`` a
+    literal). A step's lanes are loaded once and take ``D`` multiply-adds; Numba's loop over
+    the lanes ran scalar (unrolled over a constant count of lanes, never vectorized)."""
+    if not isinstance(count, types.IntegerLiteral) or not real_rows(buf):
+        return None
+    if not real_rows(entering, response) or entering.dtype != types.float64:
+        return None
+    dtype = buf.dtype
+    width = BITS // dtype.bitwidth
+    sig = types.none(buf, n, C, c0, entering, response, D, count)
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        vt = ir.VectorType(context.get_data_type(dtype), width)
+        wide = ir.VectorType(_F64, width)
+        align = dtype.bitwidth // 8
+        n64, C64, c064, D64 = (
+            context.cast(builder, args[k], kinds[k], types.int64) for k in (1, 2, 3, 6)
+        )
+        buf_data, entering_data, response_data = (
+            _data(context, builder, kinds[k], args[k]) for k in (0, 4, 5)
+        )
+        fma = _fmuladd(builder, wide)
+
+        def at(base, index, v, t):
+            index = builder.add(index, ir.Constant(_I64, v * width))
+            return builder.bitcast(builder.gep(base, [index]), t.as_pointer())
+
+        def widened(v):
+            return v if vt == wide else builder.fpext(v, wide)
+
+        # The sums live in stack slots that LLVM promotes to registers.
+        sums = [cgutils.alloca_once(builder, wide) for _ in range(count.literal_value)]
+        with cgutils.for_range(builder, n64) as step:
+            row = builder.add(builder.mul(step.index, C64), c064)
+            for v, slot in enumerate(sums):
+                builder.store(widened(builder.load(at(buf_data, row, v, vt), align=align)), slot)
+            terms = builder.mul(step.index, D64)
+            with cgutils.for_range(builder, D64) as delay:
+                g = builder.load(builder.gep(response_data, [builder.add(terms, delay.index)]))
+                g = _splat(builder, g, wide)
+                lanes_at = builder.add(builder.mul(delay.index, C64), c064)
+                for v, slot in enumerate(sums):
+                    e = builder.load(at(entering_data, lanes_at, v, wide), align=8)
+                    builder.store(builder.call(fma, [g, e, builder.load(slot)]), slot)
+            for v, slot in enumerate(sums):
+                total = builder.load(slot)
+                if vt != wide:
+                    total = builder.fptrunc(total, vt)
+                builder.store(total, at(buf_data, row, v, vt), align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def largest_modulus(typingctx, values, count):
+    """The largest modulus of the whole vectors of ``values[:count]`` (1-D, contiguous, a
+    real dtype; the caller takes the last ``count % width`` elements), a vector at a time
+    (Numba's loop, with any fastmath flags, compared one element at a time). A NaN is
+    passed over."""
+    if not real_rows(values):
+        return None
+    dtype = values.dtype
+    width = BITS // dtype.bitwidth
+    sig = dtype(values, count)
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        element = context.get_data_type(dtype)
+        vt = ir.VectorType(element, width)
+        name = f"v{width}f{dtype.bitwidth}"
+        fabs = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vt, [vt]), f"llvm.fabs.{name}"
+        )
+        reduce = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(element, [vt]), f"llvm.vector.reduce.fmax.{name}"
+        )
+        data = builder.bitcast(_data(context, builder, kinds[0], args[0]), vt.as_pointer())
+        vectors = builder.udiv(
+            context.cast(builder, args[1], kinds[1], types.int64), ir.Constant(_I64, width)
+        )
+        zero = ir.Constant(vt, [ir.Constant(element, 0)] * width)
+        peak = cgutils.alloca_once_value(builder, zero)
+        with cgutils.for_range(builder, vectors) as loop:
+            v = builder.call(fabs, [builder.load(builder.gep(data, [loop.index]), align=1)])
+            old = builder.load(peak)
+            # ``v > old ? v : old``, one max instruction (a NaN compares false: passed over)
+            builder.store(builder.select(builder.fcmp_ordered(">", v, old), v, old), peak)
+        return builder.call(reduce, [builder.load(peak)])
+
+    return sig, codegen
 
 
 def _present(*kinds):

@@ -1,0 +1,194 @@
+"""The block form of the IIR filter kernels (``filters.block_kernel``): runs of a signal read a
+block at a time, the block's pieces run from zero delays and corrected by the response to
+the delays entering them. Against scipy's loop in float64 over random stable filters of
+orders 1-8 (first-order stages, second-order sections, one transfer function), lengths that
+take every size of block and the last steps one at a time, with delays in and out, pieces
+split over threads; the two vector intrinsics it adds; where it is taken and where not."""
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from linscan import signal
+from linscan.backends.cpu import filters, plan, vectors
+
+TOL = {np.float32: 2e-4, np.float64: 1e-10}
+
+
+def _stable(rng, order):
+    """A stable filter of ``order`` as zeros, poles (inside radius 0.97) and gain."""
+    poles = []
+    while len(poles) < order:
+        r, angle = rng.uniform(0.3, 0.97), rng.uniform(0, np.pi)
+        pair = order - len(poles) > 1
+        poles += [r * np.exp(1j * angle), r * np.exp(-1j * angle)] if pair else [r]
+    return rng.uniform(-1, 1, order), np.array(poles), rng.uniform(0.5, 2.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    order=st.integers(1, 8),
+    form=st.sampled_from(["sos", "tf"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    lanes=st.integers(1, 3),
+    steps=st.integers(1, 3000),
+    block=st.sampled_from([1, 2, 8, 16]),
+    threads=st.integers(1, 3),
+    with_zi=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_blocks_as_scipy(order, form, dtype, lanes, steps, block, threads, with_zi, seed):
+    """Rows of ``steps`` samples in blocks of ``LANES`` pieces of ``block`` steps (and every
+    shorter power of two), the last steps one at a time; one row on two or three threads
+    in pieces; outputs and final delays as scipy's float64 loop within rounding."""
+    rng = np.random.default_rng(seed)
+    zpk = _stable(rng, order)
+    sos = ss.zpk2sos(*zpk)
+    x = rng.standard_normal((lanes, steps)).astype(dtype)
+    if form == "sos":
+        zi = rng.standard_normal((sos.shape[0], lanes, 2)) if with_zi else None
+        forced = dict(threads=threads, min_threaded=0, min_segment=100, min_blocked=1,
+                      filter_block=block)  # fmt: skip
+        with plan.forced(**forced):
+            got = signal.sosfilt(sos.astype(dtype), x, zi=None if zi is None else zi.astype(dtype))
+        want = ss.sosfilt(sos.astype(dtype).astype(np.float64), x.astype(np.float64),
+                          zi=None if zi is None else zi.astype(dtype).astype(np.float64))  # fmt: skip
+    else:
+        b, a = ss.zpk2tf(*zpk)  # one stage of ``order`` (1: a first-order stage)
+        zi = rng.standard_normal((lanes, order)) if with_zi else None
+        forced = dict(threads=threads, min_threaded=0, min_segment=100, min_blocked=1,
+                      filter_block=block)  # fmt: skip
+        b, a = b.astype(dtype), a.astype(dtype)
+        with plan.forced(**forced):
+            got = signal.lfilter(b, a, x, zi=None if zi is None else zi.astype(dtype))
+        want = ss.lfilter(b.astype(np.float64), a.astype(np.float64), x.astype(np.float64),
+                          zi=None if zi is None else zi.astype(dtype).astype(np.float64))  # fmt: skip
+    got, want = (got, want) if zi is not None else ((got,), (want,))
+    for g, w in zip(got, want):
+        assert g.dtype == dtype
+        scale = max(1.0, float(np.abs(w).max(initial=0)))
+        np.testing.assert_allclose(g, w, rtol=0, atol=TOL[dtype] * scale)
+
+
+def test_blocks_are_taken_for_long_runs_only(monkeypatch):
+    """Real rows of at least ``MIN_BLOCKED`` steps go in blocks; shorter rows, time-major
+    channels (stride > 1), a backward walk (stride -1) and complex rows as lanes in
+    lockstep."""
+    taken = []
+    kernel = filters.block_kernel
+
+    def spy(order):
+        taken.append(order)
+        return kernel(order)
+
+    monkeypatch.setattr(filters, "block_kernel", spy)
+    sos = ss.butter(4, 0.1, output="sos")
+    n = filters.MIN_BLOCKED
+    signal.sosfilt(sos, np.ones(n))
+    assert taken == [2]
+    for x, axis in [(np.ones(n - 1), -1), (np.ones((n, 2)), 0), (np.ones(n, np.complex128), -1)]:
+        signal.sosfilt(sos, x, axis=axis)
+    assert taken == [2]
+    taken.clear()
+    signal.sosfiltfilt(sos, np.ones(n))  # the forward pass only
+    assert taken == [2]
+
+
+@pytest.mark.parametrize("block", [4, 64])
+@pytest.mark.parametrize("where", [0, 700, 2999, 5000, -1])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_samples_in_blocks_as_scipy(block, where, value):
+    """An inf or NaN makes the delays of the block form non-finite: the run (or, split over
+    threads, the whole signal) goes again in one go, so it spreads as in the loop."""
+    sos = ss.butter(4, 0.1, output="sos")
+    x = np.random.default_rng(0).standard_normal(6000)
+    x[where] = value
+    for threads in (1, 2):
+        with plan.forced(threads=threads, min_threaded=0, min_segment=1000, min_blocked=1,
+                         filter_block=block):  # fmt: skip
+            got = signal.sosfilt(sos, x)
+        want = ss.sosfilt(sos, x)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("loud", [0, 1, 2])
+def test_a_loud_piece_sends_the_pieces_after_it_again(loud):
+    """Pieces after the first start from delays that leave out all but their predecessor's
+    last 4096 steps; where the steps left out are louder than those run (3000 steps of
+    piece ``loud`` 1e12 times louder just before its last 4096, whose delays reach the next
+    piece decayed to about 1e-6, a million times its rounding), the pieces after it run
+    again from the delays their predecessors ended with: the result is the loop's."""
+    x = np.random.default_rng(loud).standard_normal(60000)
+    end = (loud + 1) * 20000 - 4096
+    x[end - 3000 : end] *= 1e12
+    want = ss.lfilter([1.0], [1.0, -0.99], x)
+    with plan.forced(threads=3, min_threaded=0, min_segment=8000, filter_block=64):
+        got = signal.lfilter([1.0], [1.0, -0.99], x)
+    scale = ss.lfilter([1.0], [1.0, -0.99], np.abs(x))  # what bounds the loop's states
+    assert (np.abs(got - want) <= 1e-12 * scale).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lane_responses_add_each_lanes_response(dtype):
+    """``vectors.lane_responses``: ``buf[s, c] += response[s] @ entering[:, c]`` for 1-4
+    vectors of lanes from a lane offset, summed in float64; lanes outside left alone."""
+    from numba import njit
+
+    width = vectors.lanes(np.dtype(dtype).itemsize)
+
+    @njit
+    def add(buf, n, C, c0, entering, response, D, count):
+        if count == 1:
+            vectors.lane_responses(buf, n, C, c0, entering, response, D, 1)
+        else:
+            vectors.lane_responses(buf, n, C, c0, entering, response, D, 4)
+
+    rng = np.random.default_rng(1)
+    for count, D in [(1, 1), (1, 5), (4, 3)]:
+        C, n = 6 * width, 7
+        c0 = width
+        buf = rng.standard_normal((n, C)).astype(dtype)
+        entering = rng.standard_normal((D, C))
+        response = rng.standard_normal((n, D))
+        want = buf.astype(np.float64)
+        lanes = slice(c0, c0 + count * width)
+        want[:, lanes] += response @ entering[:, lanes]
+        got = buf.copy()
+        add(got.ravel(), n, C, c0, entering.ravel(), response.ravel(), D, count)
+        # a float64 sum of D + 1 terms, rounded once to the dtype
+        terms = np.abs(buf) + np.abs(response) @ np.abs(entering)
+        bound = np.finfo(dtype).eps * np.abs(want) + 2 * (D + 1) * np.finfo(np.float64).eps * terms
+        assert (np.abs(got - want) <= bound).all()
+        outside = np.ones(C, bool)
+        outside[lanes] = False
+        assert (got[:, outside] == buf[:, outside]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_largest_modulus_of_whole_vectors(dtype):
+    """``vectors.largest_modulus``: the largest ``|v|`` of the whole vectors of
+    ``values[:count]`` (the rest is the caller's), wherever it lies and whatever its sign;
+    a NaN passed over."""
+    from numba import njit
+
+    @njit
+    def largest(values, count):
+        return vectors.largest_modulus(values, count)
+
+    width = vectors.lanes(np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(2)
+    for count in (0, width - 1, width, 3 * width + 2):
+        values = rng.uniform(-1, 1, count + 5).astype(dtype)
+        whole = count // width * width
+        assert largest(values, count) == np.abs(values[:whole]).max(initial=0)
+        for at in range(whole):
+            spiked = values.copy()
+            spiked[at] = -3.0
+            assert largest(spiked, count) == 3.0
+            spiked[at] = np.nan
+            assert largest(spiked, count) == np.abs(np.delete(values[:whole], at)).max(initial=0)
