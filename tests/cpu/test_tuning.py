@@ -57,13 +57,41 @@ def test_measure_interleaves_rotating_rounds(monkeypatch):
 
     monkeypatch.setattr(calibrate, "_call", fake_call)
     probe = calibrate.Probe("rows", 1, "scan", False, "4")
-    times = calibrate.measure(probe, ("lanes", "split", "chains"), {}, repeat=3)
+    times = calibrate.measure(probe, ("lanes", "split", "chains"), [{}], repeat=3)
     assert {s: len(t) for s, t in times.items()} == {"lanes": 3, "split": 3, "chains": 3}
     # One warm-up round, then three timed ones; each round runs every strategy once and the
     # first of a round is a different strategy each time.
     rounds = [order[k : k + 3] for k in range(0, 12, 3)]
     assert all(sorted(r) == ["chains", "lanes", "split"] for r in rounds)
     assert [r[0] for r in rounds] == ["lanes", "split", "chains", "lanes"]
+
+
+def test_rounds_take_the_placements_in_turn(monkeypatch):
+    """Each timed round runs every strategy on one placement of the arrays, the next
+    placement the next round; the warm-up round uses the first."""
+    used = []
+
+    def fake_call(probe, v):
+        return lambda: used.append((v["name"], _plan._setting("strategy", None)))
+
+    monkeypatch.setattr(calibrate, "_call", fake_call)
+    probe = calibrate.Probe("rows", 1, "scan", False, "4")
+    placements = [{"name": n} for n in "pqr"]
+    times = calibrate.measure(probe, ("lanes", "split"), placements, repeat=4)
+    assert {s: len(t) for s, t in times.items()} == {"lanes": 4, "split": 4}
+    rounds = [used[k : k + 2] for k in range(0, len(used), 2)]
+    assert [{n for n, _ in r} for r in rounds] == [{"p"}, {"p"}, {"q"}, {"r"}, {"p"}]
+    assert all(sorted(s for _, s in r) == ["lanes", "split"] for r in rounds)
+
+
+def test_placements_are_distinct_arrays_with_outputs_faulted_in():
+    probe = calibrate.Probe("rows", 2, "backward", True, "4")
+    sets = calibrate._placements(probe, 1 << 12, np.random.default_rng(0))
+    assert len(sets) == calibrate.PLACEMENTS
+    names = ("a", "x", "h", "gh", "ga", "gx")
+    addresses = {v[k].ctypes.data for v in sets for k in names}
+    assert len(addresses) == len(names) * len(sets)  # no array shared or reused
+    assert all((v[k] == 0).all() for v in sets for k in ("h", "ga", "gx"))
 
 
 def test_measure_tiles_walks_down_one_row_with_each_tile(monkeypatch):
@@ -77,7 +105,7 @@ def test_measure_tiles_walks_down_one_row_with_each_tile(monkeypatch):
         )  # fmt: skip
 
     monkeypatch.setattr(calibrate, "_call", fake_call)
-    times = calibrate.measure_tiles((0, 4096), {}, repeat=2)
+    times = calibrate.measure_tiles((0, 4096), [{}], repeat=2)
     assert {t: len(v) for t, v in times.items()} == {0: 2, 4096: 2}
     # Three rounds (one warm-up), two tiles each, three walks down each time.
     assert len(walked) == 3 * 2 * 3
@@ -156,7 +184,7 @@ def test_a_choice_against_the_static_model_must_be_measured_twice(monkeypatch):
             return {s: [win if s == "chains" else 1.0] * repeat for s in options}
 
         monkeypatch.setattr(calibrate, "measure", timer)
-        choice, ratios = calibrate.confirmed(probe, "split+chains", strategies, {}, 3, 0.05)
+        choice, ratios = calibrate.confirmed(probe, "split+chains", strategies, [{}], 3, 0.05)
         assert choice == want and ratios["chains"] == pytest.approx(second)
         assert calls == [strategies, ("split+chains", "chains")]
 

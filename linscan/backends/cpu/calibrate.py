@@ -6,7 +6,8 @@ time-major channels), a lane count (rows, or channels), an operation (``scan``,
 ``final_state``, ``backward``), a walk direction and a dtype class (float32 for elements of 4
 bytes or fewer, float64 for the rest). Each probe runs the real API call on arrays of ``size``
 elements under each strategy that gives it a different plan, in interleaved rounds (every
-strategy once per round, the order rotating), so that all of them see the same machine. A
+strategy once per round, the order rotating), so that all of them see the same machine, and
+on ``PLACEMENTS`` sets of arrays in turn, so that no one placement in memory decides. A
 strategy replaces the static choice only when the median over the rounds of its time divided
 by the static choice's time in the same round is below ``1 - margin``, and again in a
 second measurement of the two alone (``confirmed``): noise alone should not move ``auto``
@@ -39,6 +40,13 @@ from . import tuning
 #: MiB) took one thread there, which ran 1.9 times as long as two threads at 2**24.
 DEFAULT_SIZE = 1 << 24
 DEFAULT_REPEAT = 5
+#: Placements a probe is timed on, the rounds taking them in turn: sets of its arrays
+#: allocated one after another and all held, so that each lies elsewhere in memory. On the
+#: Zen 4 VM one long float32 row's backward pass ran 1.4-2.4 times as long under one
+#: strategy on one set as on another in the same process (the others alike, by different
+#: factors), and a table measured on one set chose by its luck: the static model's split
+#: mode, at twice the time of the chains in most later processes.
+PLACEMENTS = 3
 #: A strategy must beat the static choice by this fraction to replace it.
 MARGIN = 0.05
 #: Channel counts probed for the time-major layout.
@@ -124,7 +132,7 @@ def decide(static: str, times: dict, margin: float = MARGIN) -> tuple:
     return (best if ratios[best] < 1 - margin else static), ratios
 
 
-def confirmed(probe: Probe, static: str, strategies, v: dict, repeat: int, margin: float):
+def confirmed(probe: Probe, static: str, strategies, placements, repeat: int, margin: float):
     """``decide`` on the probe's times (``measure``); a choice other than ``static`` is kept
     only if a second measurement of the two alone makes it again, else ``static`` stays.
     ``(choice, ratios)``: the first measurement's, the challenger's replaced by the second's
@@ -134,9 +142,10 @@ def confirmed(probe: Probe, static: str, strategies, v: dict, repeat: int, margi
     two-thread strategy of one probe alike: a tune chose one thread for one long row's
     backward pass (0.63 of split mode's time there), which ran 1.1 to 1.3 times as long as
     split mode in every later process."""
-    choice, ratios = decide(static, measure(probe, strategies, v, repeat), margin)
+    choice, ratios = decide(static, measure(probe, strategies, placements, repeat), margin)
     if choice != static:
-        again, second = decide(static, measure(probe, (static, choice), v, repeat), margin)
+        again, second = decide(static, measure(probe, (static, choice), placements, repeat),
+                               margin)  # fmt: skip
         ratios = {**ratios, choice: second[choice]}
         choice = again if again == choice else static
     return choice, ratios
@@ -150,8 +159,16 @@ def _arrays(probe: Probe, size: int, rng) -> dict:
     dtype = DTYPES[probe.dtype]
     a = rng.uniform(0.9, 1.0, shape).astype(dtype)
     x = rng.standard_normal(shape).astype(dtype)
-    return dict(a=a, x=x, h=np.empty_like(x), gh=x.copy(), ga=np.empty_like(a),
-                gx=np.empty_like(x), axis=axis)  # fmt: skip
+    outputs = [np.empty_like(x) for _ in range(3)]
+    for out in outputs:  # their pages faulted in now, not in a timed call
+        out.fill(0)
+    h, ga, gx = outputs
+    return dict(a=a, x=x, h=h, gh=x.copy(), ga=ga, gx=gx, axis=axis)
+
+
+def _placements(probe: Probe, size: int, rng) -> list:
+    """``PLACEMENTS`` sets of the probe's arrays (``_arrays``)."""
+    return [_arrays(probe, size, rng) for _ in range(PLACEMENTS)]
 
 
 def _call(probe: Probe, v: dict):
@@ -189,13 +206,15 @@ def busy() -> str | None:
     )
 
 
-def _rounds(call, options, settings, repeat: int) -> dict:
-    """Times of ``call`` under each of ``options`` (run with ``plan.forced(**settings(option))``):
-    one warm-up round, then ``repeat`` rounds, each running every option once in an order
-    that rotates from round to round."""
+def _rounds(calls, options, settings, repeat: int) -> dict:
+    """Times under each of ``options`` (run with ``plan.forced(**settings(option))``) of
+    ``calls``, the same call on each placement: one warm-up round, then ``repeat`` rounds,
+    each on the next placement in turn and running every option once, in an order that
+    rotates from round to round."""
     times = {o: [] for o in options}
     order = list(options)
     for r in range(repeat + 1):
+        call = calls[max(r - 1, 0) % len(calls)]
         for option in order:
             with _plan.forced(**settings(option)):
                 t0 = time.perf_counter()
@@ -207,26 +226,28 @@ def _rounds(call, options, settings, repeat: int) -> dict:
     return times
 
 
-def measure(probe: Probe, strategies, v: dict, repeat: int) -> dict:
-    """Times of the probe's call under each strategy (``_rounds``)."""
-    return _rounds(_call(probe, v), strategies, lambda s: {"strategy": s}, repeat)
+def measure(probe: Probe, strategies, placements, repeat: int) -> dict:
+    """Times of the probe's call on ``placements`` (``_placements``) under each strategy
+    (``_rounds``)."""
+    calls = [_call(probe, v) for v in placements]
+    return _rounds(calls, strategies, lambda s: {"strategy": s}, repeat)
 
 
 #: The probe whose arrays ``measure_tiles`` walks down.
 TILE_PROBE = Probe("rows", 1, "scan", True, "4")
 
 
-def measure_tiles(tiles, v: dict, repeat: int) -> dict:
+def measure_tiles(tiles, placements, repeat: int) -> dict:
     """Times under each tile of the walks down ``TILE_PROBE``'s row that touch ahead: its
     scan, final state and backward pass in split mode with chains, one after the other
-    (``_rounds``)."""
-    calls = [_call(replace(TILE_PROBE, op=op), v) for op in tuning.OPS]
+    (``_rounds``, on ``placements``)."""
 
-    def walks():
-        for call in calls:
-            call()
+    def walks(v):
+        calls = [_call(replace(TILE_PROBE, op=op), v) for op in tuning.OPS]
+        return lambda: [call() for call in calls]
 
-    return _rounds(walks, tiles, lambda t: {"strategy": "split+chains", "tile": t}, repeat)
+    calls = [walks(v) for v in placements]
+    return _rounds(calls, tiles, lambda t: {"strategy": "split+chains", "tile": t}, repeat)
 
 
 def calibrate(size=DEFAULT_SIZE, repeat=DEFAULT_REPEAT, margin=MARGIN, dtypes=("4", "8"),
@@ -235,8 +256,9 @@ def calibrate(size=DEFAULT_SIZE, repeat=DEFAULT_REPEAT, margin=MARGIN, dtypes=("
     return ``(tile, its ratios, entries)``: per probe its choice, the static choice and the
     ratios."""
     rng = np.random.default_rng(0)
-    tile, tile_ratios = decide(_plan.TILE, measure_tiles(TILES, _arrays(TILE_PROBE, size, rng),
-                                                         repeat), margin)  # fmt: skip
+    placements = _placements(TILE_PROBE, size, rng)
+    tile, tile_ratios = decide(_plan.TILE, measure_tiles(TILES, placements, repeat), margin)
+    placements = None
     with _plan.forced(tile=tile):
         entries = _probe_all(size, repeat, margin, dtypes, progress, rng)
     return tile, {str(t): round(r, 3) for t, r in tile_ratios.items()}, entries
@@ -250,7 +272,7 @@ def _probe_all(size, repeat, margin, dtypes, progress, rng) -> list:
         if (probe.layout, probe.lanes, probe.dtype) != group:
             group = (probe.layout, probe.lanes, probe.dtype)
             arrays = None  # free the last group's arrays before allocating the next
-            arrays = _arrays(probe, size, rng)
+            arrays = _placements(probe, size, rng)
         static, strategies = candidates(probe, size)
         if len(strategies) > 1:
             choice, ratios = confirmed(probe, static, strategies, arrays, repeat, margin)
