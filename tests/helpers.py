@@ -191,3 +191,12 @@ def load_example(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def assert_spreads_as(got, want, tol=1e-9):
+    """``got`` holds NaN and inf where ``want`` does (an inf or NaN spread as the loop spreads
+    it), and is within ``tol`` of it elsewhere."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=tol, atol=tol)
