@@ -84,6 +84,25 @@ def test_rounds_take_the_placements_in_turn(monkeypatch):
     assert all(sorted(s for _, s in r) == ["lanes", "split"] for r in rounds)
 
 
+def test_no_placement_always_sees_the_same_strategy_first(monkeypatch):
+    """As many strategies as placements: the rotation must not lock each placement to one
+    strategy in first place."""
+    used = []
+
+    def fake_call(probe, v):
+        return lambda: used.append((v["name"], _plan._setting("strategy", None)))
+
+    monkeypatch.setattr(calibrate, "_call", fake_call)
+    probe = calibrate.Probe("rows", 1, "scan", False, "4")
+    placements = [{"name": n} for n in "pqr"]
+    calibrate.measure(probe, ("lanes", "split", "chains"), placements, repeat=6)
+    firsts = {}
+    for k in range(3, len(used), 3):  # the timed rounds' first calls
+        name, strategy = used[k]
+        firsts.setdefault(name, []).append(strategy)
+    assert all(len(set(s)) == len(s) == 2 for s in firsts.values()), firsts
+
+
 def test_placements_are_distinct_arrays_with_outputs_faulted_in():
     probe = calibrate.Probe("rows", 2, "backward", True, "4")
     sets = calibrate._placements(probe, 1 << 12, np.random.default_rng(0))

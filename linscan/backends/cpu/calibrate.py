@@ -210,7 +210,8 @@ def _rounds(calls, options, settings, repeat: int) -> dict:
     """Times under each of ``options`` (run with ``plan.forced(**settings(option))``) of
     ``calls``, the same call on each placement: one warm-up round, then ``repeat`` rounds,
     each on the next placement in turn and running every option once, in an order that
-    rotates from round to round."""
+    rotates from round to round, and once more after each turn of the placements (else, as
+    many options as placements, each placement would see the same option first)."""
     times = {o: [] for o in options}
     order = list(options)
     for r in range(repeat + 1):
@@ -222,7 +223,8 @@ def _rounds(calls, options, settings, repeat: int) -> dict:
                 elapsed = time.perf_counter() - t0
             if r:  # round 0 warms up (first calls compile or load kernels)
                 times[option].append(elapsed)
-        order = order[1:] + order[:1]
+        turn = 2 if len(calls) > 1 and r and r % len(calls) == 0 else 1
+        order = order[turn:] + order[:turn]
     return times
 
 
