@@ -97,6 +97,14 @@ def test_blocks_are_taken_for_long_runs_only(monkeypatch):
     assert taken == [2]
 
 
+def test_block_pieces_even_the_threads_work():
+    cases = {(1, 2): 2, (3, 2): 2, (2, 2): 1, (1, 3): 3, (5, 3): 3, (8, 2): 1, (100, 3): 1}
+    with plan.forced(min_segment=1000):
+        for (lanes, threads), pieces in cases.items():
+            assert filters._block_pieces(lanes, 10**6, threads) == pieces, (lanes, threads)
+        assert filters._block_pieces(1, 2500, 4) == 2  # pieces of at least 1000 steps
+
+
 @pytest.mark.parametrize("block", [4, 64])
 @pytest.mark.parametrize("where", [0, 700, 2999, 5000, -1])
 @pytest.mark.parametrize("value", [np.nan, np.inf])

@@ -559,6 +559,18 @@ class _Tables:
         self.response = np.ascontiguousarray(outputs.reshape(D, span).T)
 
 
+def _block_pieces(lanes: int, steps: int, threads: int) -> int:
+    """Pieces per lane in the block form: enough that every thread gets as many runs (one
+    signal on two threads: two halves; three rows: six pieces), none where the rows already
+    spread over the threads within a quarter (a cut costs a first pass over each piece's
+    last steps, as many as all of a short row's); each piece at least ``plan.MIN_SEGMENT``
+    steps."""
+    if lanes >= 4 * threads:
+        return 1
+    segment = _plan._setting("min_segment", _plan.MIN_SEGMENT)
+    return max(1, min(threads // math.gcd(lanes, threads), steps // segment))
+
+
 def _in_blocks(cascade, x, y, first, steps, b, a, z, threads):
     """The lanes (runs, ``_blocked``) in blocks, spread over the threads; each cut into
     pieces where that evens the threads' work (one signal on two threads: two halves).
@@ -571,8 +583,7 @@ def _in_blocks(cascade, x, y, first, steps, b, a, z, threads):
     lanes = first.size
     if lanes * steps < _plan._setting("min_threaded", _plan.MIN_THREADED):
         threads = 1
-    segment = _plan._setting("min_segment", _plan.MIN_SEGMENT)
-    pieces = max(1, min(threads // math.gcd(lanes, threads), steps // segment))
+    pieces = _block_pieces(lanes, steps, threads)
     K, N = b.shape[0], b.shape[1] - 1
     check = None
     if pieces > 1:
