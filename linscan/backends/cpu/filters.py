@@ -26,10 +26,10 @@ one signal cut into a piece per thread) go in blocks instead (``block_kernel``):
 composition inside each block of ``LANES`` consecutive pieces, whose outputs from zero
 delays then take the response to their true entering delays (float64: up to about 5x the
 loop's error on narrow-band sections; a transfer function of higher order lost up to 1e4x,
-so it stays in lockstep). A thread then reads and writes one stretch of memory at a time, where lanes that
-are pieces of a row were ``2 * LANES`` strided streams. On a Zen 4 (2 threads), one signal
-of 2^24 samples went from 2.2-2.6x scipy's speed to 4.3x in float64, from 2.6-2.8x to
-5.5-6.1x in float32 (``python -m linscan bench --signal``, two runs each).
+so it stays in lockstep). A thread then reads and writes one stretch of memory at a time,
+where lanes that are pieces of a row were ``2 * LANES`` strided streams. On a Zen 4 (2
+threads), one signal of 2^24 samples went from 2.2-2.6x scipy's speed to 4.3x in float64,
+from 2.6-2.8x to 5.5-6.1x in float32 (``python -m linscan bench --signal``, two runs each).
 """
 
 from __future__ import annotations
@@ -484,9 +484,9 @@ def _split_run(cascade, x, y, first, stride, steps, b, a, z, pieces, threads):
     # Second pass: every piece from its true delays; the last pieces end in the lanes' final
     # delays.
     last = slice((pieces - 1) * lanes, pieces * lanes)
-    body_delays = delays[:, :, : last.start]
+    body_delays, rest = delays[:, :, : last.start], steps - body * (pieces - 1)
     _lockstep(cascade, x, y, starts[: last.start], stride, body, b, a, body_delays, threads,
-              write=True, more=(starts[last], steps - body * (pieces - 1), delays[:, :, last]))  # fmt: skip
+              write=True, more=(starts[last], rest, delays[:, :, last]))  # fmt: skip
     z[...] = delays[:, :, last]
 
 
