@@ -66,9 +66,9 @@ def test_measure_interleaves_rotating_rounds(monkeypatch):
     assert [r[0] for r in rounds] == ["lanes", "split", "chains", "lanes"]
 
 
-def test_rounds_take_the_placements_in_turn(monkeypatch):
-    """Each timed round runs every strategy on one placement of the arrays, the next
-    placement the next round; the warm-up round uses the first."""
+def _measured_on_placements(monkeypatch, strategies, repeat):
+    """``measure`` over placements ``p``, ``q``, ``r`` with a call that records, in order,
+    each (placement, strategy) it runs: those records, and the times."""
     used = []
 
     def fake_call(probe, v):
@@ -77,7 +77,13 @@ def test_rounds_take_the_placements_in_turn(monkeypatch):
     monkeypatch.setattr(calibrate, "_call", fake_call)
     probe = calibrate.Probe("rows", 1, "scan", False, "4")
     placements = [{"name": n} for n in "pqr"]
-    times = calibrate.measure(probe, ("lanes", "split"), placements, repeat=4)
+    return used, calibrate.measure(probe, strategies, placements, repeat=repeat)
+
+
+def test_rounds_take_the_placements_in_turn(monkeypatch):
+    """Each timed round runs every strategy on one placement of the arrays, the next
+    placement the next round; the warm-up round uses the first."""
+    used, times = _measured_on_placements(monkeypatch, ("lanes", "split"), repeat=4)
     assert {s: len(t) for s, t in times.items()} == {"lanes": 4, "split": 4}
     rounds = [used[k : k + 2] for k in range(0, len(used), 2)]
     assert [{n for n, _ in r} for r in rounds] == [{"p"}, {"p"}, {"q"}, {"r"}, {"p"}]
@@ -87,15 +93,7 @@ def test_rounds_take_the_placements_in_turn(monkeypatch):
 def test_no_placement_always_sees_the_same_strategy_first(monkeypatch):
     """As many strategies as placements: the rotation must not lock each placement to one
     strategy in first place."""
-    used = []
-
-    def fake_call(probe, v):
-        return lambda: used.append((v["name"], _plan._setting("strategy", None)))
-
-    monkeypatch.setattr(calibrate, "_call", fake_call)
-    probe = calibrate.Probe("rows", 1, "scan", False, "4")
-    placements = [{"name": n} for n in "pqr"]
-    calibrate.measure(probe, ("lanes", "split", "chains"), placements, repeat=6)
+    used, _ = _measured_on_placements(monkeypatch, ("lanes", "split", "chains"), repeat=6)
     firsts = {}
     for k in range(3, len(used), 3):  # the timed rounds' first calls
         name, strategy = used[k]
