@@ -294,13 +294,14 @@ def block_kernel(order: int):
     N = order
 
     @njit(inline="always")
-    def block(x, y, first, m, buf, z, b, a, s, power, response, entering, after, peak):
-        """One block of pieces of ``m`` steps from ``first`` (``LANES`` starts), ``peak[0]``
-        raised to its largest input modulus: False, leaving ``y`` unwritten, where the
-        delays after it are not finite."""
+    def block(x, y, first, m, buf, z, b, a, s, power, response, entering, after, peak, watch):
+        """One block of pieces of ``m`` steps from ``first`` (``LANES`` starts), with
+        ``watch`` ``peak[0]`` raised to its largest input modulus: False, leaving ``y``
+        unwritten, where the delays after it are not finite."""
         C, D = first.size, s.size
         _lanes(x, first, 0, m, _U(1), buf, True)
-        peak[0] = max(peak[0], _largest(buf.reshape(buf.size), m * C))
+        if watch:
+            peak[0] = max(peak[0], _largest(buf.reshape(buf.size), m * C))
         z[...] = 0
         _stages(buf, m, b, a, z, N)
         finals = z.reshape(D, C)
@@ -320,7 +321,7 @@ def block_kernel(order: int):
         return True
 
     @njit_cached(**_JIT)
-    def runs(x, y, starts, lengths, b, a, states, powers, response, done, peaks):
+    def runs(x, y, starts, lengths, b, a, states, powers, response, done, peaks, watch):
         """Filter the runs ``x[starts[r] : starts[r] + lengths[r]]`` into ``y`` from the
         delays ``states[r]`` (float64, ``K * N``, left holding the final ones): blocks of
         pieces of ``n = 2^L`` steps (``powers[k]`` = ``F^(2^k)`` for ``k <= L``,
@@ -328,8 +329,8 @@ def block_kernel(order: int):
         float64), then one block each of ever shorter pieces, the last steps (fewer than
         ``LANES``) one at a time. ``done[r]``: False where the delays stopped being finite,
         the run left part undone (an inf or NaN spreads differently here than in the loop:
-        the caller runs it again in one go); ``peaks[r]``: the run's largest input modulus
-        (what a NaN gives is left open: the delays catch it)."""
+        the caller runs it again in one go); with ``watch``, ``peaks[r]``: the run's largest
+        input modulus (what a NaN gives is left open: the delays catch it)."""
         C = LANES
         K = b.shape[0]
         D = K * N
@@ -353,7 +354,7 @@ def block_kernel(order: int):
                     for c in range(C):
                         first[c] = at + c * m
                     ok = block(x, y, first, m, buf, z, b, a, s, powers[level], response,
-                               entering, after, peak)  # fmt: skip
+                               entering, after, peak, watch)  # fmt: skip
                     at += C * m
                     left -= C * m
             done[r] = ok
@@ -605,7 +606,7 @@ def _in_blocks(cascade, x, y, first, steps, b, a, z, threads):
 
     def task(part):  # a slice: what the kernel writes goes through views
         runs(x, y, starts[part], lengths[part], b, a, states[part], tables.powers,
-             tables.response, done[part], peaks[part])  # fmt: skip
+             tables.response, done[part], peaks[part], check is not None)  # fmt: skip
 
     cuts = np.linspace(0, starts.size, min(threads, starts.size) + 1).astype(int)
     pool.run([functools.partial(task, slice(lo, hi)) for lo, hi in zip(cuts[:-1], cuts[1:])])

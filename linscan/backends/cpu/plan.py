@@ -253,14 +253,12 @@ def _static(O, I, boxes, segments, op, down, real) -> str:
     # loop's backward pass over 16 rows ran at 0.8 to 2.7 times the floor from one process
     # to the next; benchmarks/cpu-2core-cols-2026-12-07.md). Not walking down: without a
     # table the blocks touch each tile ahead (``TILE``), which cost twice the time there.
-    if I == 1 and real and not down:
-        return "split+chains" if split else "chains"
-    # Complex rows' chains pay when a thread owns one long row walked upwards; with many rows
-    # per thread memory is the bottleneck, and walking down the chains' interleaved
-    # descending streams per array lost to the plain loop
+    # Complex rows' chains pay only when a thread owns one long row walked upwards (split);
+    # with many rows per thread memory is the bottleneck, and walking down the chains'
+    # interleaved descending streams per array lost to the plain loop
     # (benchmarks/cpu-kernel-design-2026-11-26.md).
-    if I == 1 and split and not down:
-        return "split+chains"
+    if I == 1 and not down and (real or split):
+        return "split+chains" if split else "chains"
     return "split" if split else "lanes"
 
 
