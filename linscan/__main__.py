@@ -127,7 +127,7 @@ def _bench(args) -> int:
 
 
 def _tune(args) -> int:
-    from .backends.cpu import calibrate
+    from .backends.cpu import calibrate, tuning
     from .backends.cpu import plan as _plan
 
     width = 30
@@ -151,13 +151,12 @@ def _tune(args) -> int:
         "(about a minute)",
         file=sys.stderr,
     )
-    file, tile, entries = calibrate.run(
+    file, tiles, entries = calibrate.run(
         size=args.size or calibrate.DEFAULT_SIZE,
         repeat=args.repeat or calibrate.DEFAULT_REPEAT,
         progress=progress,
     )
-    touch = f"{tile} elements" if tile else "nothing"
-    print(f"Downward walks touch {touch} ahead (static: {_plan.TILE}).\n")
+    print(f"Downward walks touch (elements): {tuning.touching(tiles)} (static: {_plan.TILE}).\n")
     print("\n".join(calibrate.choices_table(entries)))
     changed = sum(e["strategy"] != e["static"] for e in entries)
     print(f"\n{changed} of {len(entries)} choices differ from the static cost model; "
@@ -326,8 +325,7 @@ def main(argv=None) -> int:
     bench.add_argument(
         "--repeat",
         type=positive_int,
-        help="timed pairs per measurement (>= 1; default 7; with --gpu each table's own, "
-        "10 to 50)",
+        help="timed pairs per measurement (>= 1; default 7; with --gpu each table's own, 10 to 50)",
     )
     bench.add_argument(
         "--case", action="append", help="only cases whose name contains this (see below)"

@@ -123,13 +123,27 @@ def test_measure_tiles_walks_down_one_row_with_each_tile(monkeypatch):
 
     monkeypatch.setattr(calibrate, "_call", fake_call)
     times = calibrate.measure_tiles((0, 4096), [{}], repeat=2)
-    assert {t: len(v) for t, v in times.items()} == {0: 2, 4096: 2}
-    # Three rounds (one warm-up), two tiles each, three walks down each time.
-    assert len(walked) == 3 * 2 * 3
-    assert {w[:5] for w in walked} == {
-        (op, "rows", 1, True, "split+chains") for op in tuning.OPS
+    assert {op: {t: len(v) for t, v in by_tile.items()} for op, by_tile in times.items()} == {
+        op: {0: 2, 4096: 2} for op in tuning.OPS
     }  # fmt: skip
-    assert [w[5] for w in walked[::3]] == [0, 4096, 4096, 0, 0, 4096]
+    # Each walk down in rounds of its own: three rounds (one warm-up), two tiles each.
+    assert [w[:5] for w in walked] == [
+        (op, "rows", 1, True, "split+chains") for op in tuning.OPS for _ in range(3 * 2)
+    ]  # fmt: skip
+    assert [w[5] for w in walked] == [0, 4096, 4096, 0, 0, 4096] * 3
+
+
+def test_each_op_takes_its_own_tile():
+    """The walks down prefer different tiles: each op gets the one that won for it, and the
+    static tile where none won by the margin."""
+    times = {
+        "scan": {0: [0.7, 0.7], 4096: [1.0, 1.0], 16384: [1.2, 1.2]},
+        "final_state": {0: [1.1, 1.1], 4096: [1.0, 1.0], 16384: [0.8, 0.8]},
+        "backward": {0: [0.97, 0.97], 4096: [1.0, 1.0], 16384: [1.05, 1.05]},
+    }
+    tiles, ratios = calibrate.choose_tiles(times, margin=0.05)
+    assert tiles == {"scan": 0, "final_state": 16384, "backward": _plan.TILE}
+    assert ratios["scan"] == {"0": 0.7, "4096": 1.0, "16384": 1.2}
 
 
 def test_busy_warns_above_half_a_load_per_cpu(monkeypatch):
@@ -207,10 +221,15 @@ def test_a_choice_against_the_static_model_must_be_measured_twice(monkeypatch):
 
 
 def _fake_tiles(fastest):
-    """Tile timings where ``fastest`` (a tile, or None) takes 0.9 of the others' time."""
+    """Tile timings where ``fastest[op]`` (a tile, or None) takes 0.9 of the others' time;
+    ``fastest`` a tile or None alone: that one for every op."""
+    if not isinstance(fastest, dict):
+        fastest = dict.fromkeys(tuning.OPS, fastest)
 
     def timer(tiles, arrays, repeat):
-        return {t: [0.9 if t == fastest else 1.0] * repeat for t in tiles}
+        return {
+            op: {t: [0.9 if t == fastest[op] else 1.0] * repeat for t in tiles} for op in tuning.OPS
+        }
 
     return timer
 
@@ -235,20 +254,23 @@ def test_calibration_is_what_auto_then_does(tuned_home, monkeypatch):
             return "split"
         return None
 
-    _small_calibration(monkeypatch, fastest, tile=0)
+    tiles = {"scan": 0, "final_state": 16384, "backward": None}
+    _small_calibration(monkeypatch, fastest, tile=tiles)
     with _plan.forced(threads=2):
         assert tuning.table(2) is None
         assert _plan.make_plan(1, 1 << 24, 1, down=True, method="auto").tile == _plan.TILE
         file, tile, entries = calibrate.run(size=1 << 14, repeat=3)
         assert file.startswith(str(tuned_home))
-        # Touching ahead was slower than not: every method's downward walks, large or small,
-        # now touch nothing. (Small calls of the other methods run the plain loop, which never
-        # touches: they read no table.)
-        assert tile == 0
-        for method in ("auto", "sequential", "parallel"):
-            assert _plan.make_plan(1, 1 << 24, 1, down=True, method=method).tile == 0
-        small = _plan.make_plan(1, 100, 1, down=True, method="parallel")
-        assert small.blocked and small.tile == 0
+        # Touching ahead was slower than not for the scan: every method's downward scans,
+        # large or small, now touch nothing. (Small calls of the other methods run the plain
+        # loop, which never touches: they read no table.) The final state touches 16384
+        # elements ahead, and the backward pass, where no tile won, the static tile.
+        assert tile == {"scan": 0, "final_state": 16384, "backward": _plan.TILE}
+        for op, want in tile.items():
+            for method in ("auto", "sequential", "parallel"):
+                assert _plan.make_plan(1, 1 << 24, 1, down=True, method=method, op=op).tile == want
+            small = _plan.make_plan(1, 100, 1, down=True, method="parallel", op=op)
+            assert small.blocked and small.tile == want
         for method in ("auto", "sequential"):
             assert not _plan.make_plan(1, 100, 1, down=True, method=method).blocked
         assert len(entries) == 2 * (2 + 1) * 3 * 2  # dtypes x (row counts, channels) x ops x walks
@@ -266,8 +288,9 @@ def test_calibration_is_what_auto_then_does(tuned_home, monkeypatch):
         assert tuning.table(3) is None
     data = json.loads(open(file).read())
     assert data["key"] == tuning.key(2) and data["key"]["cpu"]
-    assert data["tile"] == 0 and data["tile_ratios"] == {"0": 0.9, "1024": 1.0, "4096": 1.0,
-                                                         "16384": 1.0}  # fmt: skip
+    assert data["tiles"] == tile
+    assert data["tile_ratios"]["scan"] == {"0": 0.9, "1024": 1.0, "4096": 1.0, "16384": 1.0}
+    assert data["tile_ratios"]["final_state"]["16384"] == 0.9
     changed = [e for e in data["entries"] if e["strategy"] != e["static"]]
     assert {(e["layout"], e["down"]) for e in changed} == {("rows", False), ("cols", False)}
 
@@ -275,9 +298,9 @@ def test_calibration_is_what_auto_then_does(tuned_home, monkeypatch):
 def test_the_static_tile_stays_unless_another_is_faster_by_the_margin(tuned_home, monkeypatch):
     _small_calibration(monkeypatch, lambda p: None, tile=None)  # all tiles alike
     with _plan.forced(threads=2):
-        assert calibrate.run(size=1 << 14, repeat=1)[1] == _plan.TILE
+        assert calibrate.run(size=1 << 14, repeat=1)[1] == dict.fromkeys(tuning.OPS, _plan.TILE)
         assert _plan.make_plan(1, 1 << 24, 1, down=True, method="auto").tile == _plan.TILE
-        assert "downward walks touch 4096 elements ahead" in tuning.status(2)
+        assert "touch scan 4096, final_state 4096, backward 4096 ahead" in tuning.status(2)
 
 
 def test_tuning_off_ignores_the_table(tuned_home, monkeypatch):
@@ -286,7 +309,9 @@ def test_tuning_off_ignores_the_table(tuned_home, monkeypatch):
         calibrate.run(size=1 << 14, repeat=1)
         tuned = _plan.make_plan(1, 1 << 24, 1, down=False, method="auto")
         assert _plan.strategy(tuned) == "lanes" and tuned.tile == 0
-        assert "downward walks touch nothing ahead" in tuning.status(2)
+        assert "touch scan nothing, final_state nothing, backward nothing ahead" in (
+            tuning.status(2)
+        )
         monkeypatch.setenv("LINSCAN_TUNING", "off")
         static = _plan.make_plan(1, 1 << 24, 1, down=False, method="auto")
         assert _plan.strategy(static) == "split+chains" and static.tile == _plan.TILE
@@ -325,7 +350,7 @@ def _write_table(directory, threads, text):
         "",
         "{not json",
         "\udcff".encode("utf-8", "surrogateescape").decode("latin-1"),
-        '{"format": 2}',
+        '{"format": 3}',
         "[]",
     ],
     ids=["empty", "truncated", "not-utf8", "no-key", "not-a-dict"],
@@ -350,10 +375,13 @@ def test_an_unreadable_file_warns_once_and_auto_falls_back(tuned_home, text):
         dict(layout="rows", dtype="2", op="scan", down=False, lanes=1, strategy="lanes"),
         dict(layout="rows", dtype="4", op="scan", down="no", lanes=1, strategy="lanes"),
         dict(layout="rows", dtype="4", op="scan", lanes=1, strategy="lanes"),
-        dict(tile=-1),
-        dict(tile="4096"),
-        dict(tile=True),
-        dict(tile=None),
+        dict(tiles={"scan": -1, "final_state": 0, "backward": 0}),
+        dict(tiles={"scan": "4096", "final_state": 0, "backward": 0}),
+        dict(tiles={"scan": 0, "final_state": True, "backward": 0}),
+        dict(tiles={"scan": 0, "final_state": 0}),
+        dict(tiles={"scan": 0, "final_state": 0, "backward": 0, "sideways": 0}),
+        dict(tiles=0),
+        dict(tiles=None),
     ],
     ids=[
         "strategy",
@@ -365,16 +393,20 @@ def test_an_unreadable_file_warns_once_and_auto_falls_back(tuned_home, text):
         "tile-negative",
         "tile-string",
         "tile-bool",
-        "tile-missing",
+        "tile-of-an-op-missing",
+        "tile-of-no-op",
+        "one-tile",
+        "tiles-missing",
     ],  # fmt: skip
 )
 def test_a_malformed_entry_warns_and_auto_falls_back(tuned_home, entry):
     good = dict(layout="rows", dtype="4", op="scan", down=False, lanes=1, strategy="lanes")
-    table = {"format": tuning.FORMAT, "key": tuning.key(2), "tile": 0, "entries": [good]}
-    if "tile" in entry:  # the entry is fine, the tile is not
-        table["tile"] = entry["tile"]
-        if entry["tile"] is None:
-            del table["tile"]
+    tiles = dict.fromkeys(tuning.OPS, 0)
+    table = {"format": tuning.FORMAT, "key": tuning.key(2), "tiles": tiles, "entries": [good]}
+    if "tiles" in entry:  # the entry is fine, the tiles are not
+        table["tiles"] = entry["tiles"]
+        if entry["tiles"] is None:
+            del table["tiles"]
     else:
         table["entries"] = [entry]
     text = json.dumps(table)
@@ -388,12 +420,15 @@ def test_a_table_for_another_key_or_format_is_not_used(tuned_home):
     entry = dict(layout="rows", dtype="4", op="scan", down=False, lanes=1, strategy="lanes")
     stale = [{**tuning.key(2), "linscan": "0.0.1"}, {**tuning.key(2), "code": "0" * 16}]
     fmt = tuning.FORMAT
-    # Format 1 had no tile: such a file is another format, not a malformed one.
-    for key, fmt, tile in [(stale[0], fmt, 0), (stale[1], fmt, 0), (tuning.key(2), 99, 0),
-                           (tuning.key(2), 1, None)]:  # fmt: skip
-        table = {"format": fmt, "key": key, "tile": tile, "entries": [entry]}
-        if tile is None:
-            del table["tile"]
+    # Format 1 had no tile, format 2 one for every op: such a file is another format, not a
+    # malformed one.
+    tiles = dict.fromkeys(tuning.OPS, 0)
+    for key, fmt, tile in [(stale[0], fmt, tiles), (stale[1], fmt, tiles),
+                           (tuning.key(2), 99, tiles), (tuning.key(2), 1, None),
+                           (tuning.key(2), 2, 0)]:  # fmt: skip
+        table = {"format": fmt, "key": key, "entries": [entry]}
+        if tile is not None:
+            table["tiles" if fmt == tuning.FORMAT or fmt == 99 else "tile"] = tile
         _write_table(tuned_home, 2, json.dumps(table))
         tuning.forget()
         with warnings.catch_warnings():
@@ -419,11 +454,14 @@ def test_the_key_follows_the_kernels_code(monkeypatch, tmp_path):
 
 def test_write_refuses_a_malformed_entry(tmp_path):
     bad = [dict(layout="rows", dtype="4", op="scan", down=False, lanes=1, strategy="up")]
+    tiles = dict.fromkeys(tuning.OPS, 0)
     with pytest.raises(ValueError, match="unknown layout or strategy"):
-        tuning.write(str(tmp_path / "t.json"), tuning.key(2), bad, 0, {})
+        tuning.write(str(tmp_path / "t.json"), tuning.key(2), bad, tiles, {})
     good = [{**bad[0], "strategy": "lanes"}]
-    with pytest.raises(ValueError, match="tile must be a non-negative integer, got -1"):
-        tuning.write(str(tmp_path / "t.json"), tuning.key(2), good, -1, {})
+    with pytest.raises(ValueError, match="tile of scan must be a non-negative integer, got -1"):
+        tuning.write(str(tmp_path / "t.json"), tuning.key(2), good, {**tiles, "scan": -1}, {})
+    with pytest.raises(ValueError, match="tiles must map each of"):
+        tuning.write(str(tmp_path / "t.json"), tuning.key(2), good, 0, {})
     assert not (tmp_path / "t.json").exists()
 
 

@@ -42,14 +42,17 @@ def test_tune_stores_the_table_that_info_and_bench_then_report(tmp_path, monkeyp
     monkeypatch.setattr(calibrate, "measure", timer)
     monkeypatch.setattr(calibrate.os, "getloadavg", lambda: (99.0, 0.0, 0.0))
     monkeypatch.setattr(calibrate, "measure_tiles", lambda tiles, arrays, repeat: {
-        t: [1.0 if t == 0 else 2.0] * repeat for t in tiles
+        op: {t: [1.0 if t == 0 else 2.0] * repeat for t in tiles} for op in tuning.OPS
     })  # fmt: skip
     tuning.forget()
     try:
         assert cli.main(["tune", "--size", "2**16", "--repeat", "2"]) == 0
         out, err = capsys.readouterr()
         assert "| 1 rows, scan up, float32 | lanes" in out and "stored in" in out
-        assert "Downward walks touch nothing ahead (static: 4096)" in out
+        assert (
+            "Downward walks touch (elements): scan nothing, final_state nothing, backward "
+            "nothing ahead (static: 4096)"
+        ) in out
         assert "[" in err and "24/24" in err  # the progress bar reached the end
         assert "warning: the machine is busy (load average 99.0" in err
         file = out.rsplit("stored in ", 1)[1].strip()
@@ -57,7 +60,8 @@ def test_tune_stores_the_table_that_info_and_bench_then_report(tmp_path, monkeyp
         assert file.startswith(str(tmp_path)) and stored["size"] == 2**16
         assert stored["load_average"] == 99.0
         assert cli.main(["info"]) == 0
-        assert f"tuned on this machine ({file}; downward walks touch nothing ahead)" in (
+        nothing = "scan nothing, final_state nothing, backward nothing ahead"
+        assert f"tuned on this machine ({file}; downward walks touch {nothing})" in (
             capsys.readouterr().out
         )
         env = cpu_bench.environment()

@@ -13,12 +13,13 @@ by the static choice's time in the same round is below ``1 - margin``, and again
 second measurement of the two alone (``confirmed``): noise alone should not move ``auto``
 away from the cost model.
 
-Before the probes, the same rule picks how far downward walks touch ahead (``TILES``; see
-``kernels``): ahead of a walk down one long float32 row (scan, final state and backward pass
-in split mode with chains, whose kernels touch). On the Xeon the kernels were designed on,
-descending store streams ran at 60% of the speed of ascending ones and touching paid; on a
-Zen 3 walking down ran as fast as walking up, and touching made it 1.1 to 1.8 times slower.
-The probes are then timed with the tile chosen.
+Before the probes, the same rule picks, per operation, how far downward walks touch ahead
+(``TILES``; see ``kernels``): ahead of a walk down one long float32 row (its scan, final
+state and backward pass in split mode with chains, whose kernels touch). On the Xeon the
+kernels were designed on, descending store streams ran at 60% of the speed of ascending ones
+and touching paid; on a Zen 3 walking down ran as fast as walking up, and touching made it
+1.1 to 1.8 times slower; on a Zen 4 VM the three walks preferred different tiles. The probes
+are then timed with the tiles chosen.
 
 Measuring takes about a minute on a 2-core machine; nothing else in linscan ever measures.
 """
@@ -240,33 +241,44 @@ TILE_PROBE = Probe("rows", 1, "scan", True, "4")
 
 
 def measure_tiles(tiles, placements, repeat: int) -> dict:
-    """Times under each tile of the walks down ``TILE_PROBE``'s row that touch ahead: its
-    scan, final state and backward pass in split mode with chains, one after the other
-    (``_rounds``, on ``placements``)."""
+    """Per op, times under each tile of the walk down ``TILE_PROBE``'s row that touches ahead:
+    its scan, final state and backward pass in split mode with chains, each in rounds of its
+    own (``_rounds``, on ``placements``): ``{op: {tile: times}}``."""
+    return {
+        op: _rounds(
+            [_call(replace(TILE_PROBE, op=op), v) for v in placements],
+            tiles,
+            lambda t: {"strategy": "split+chains", "tile": t},
+            repeat,
+        )  # fmt: skip
+        for op in tuning.OPS
+    }
 
-    def walks(v):
-        calls = [_call(replace(TILE_PROBE, op=op), v) for op in tuning.OPS]
-        return lambda: [call() for call in calls]
 
-    calls = [walks(v) for v in placements]
-    return _rounds(calls, tiles, lambda t: {"strategy": "split+chains", "tile": t}, repeat)
+def choose_tiles(times: dict, margin: float = MARGIN) -> tuple:
+    """``(tiles, ratios)`` per op from ``measure_tiles``'s times: each op's tile by ``decide``
+    against the static ``plan.TILE``."""
+    tiles, ratios = {}, {}
+    for op, by_tile in times.items():
+        tiles[op], found = decide(_plan.TILE, by_tile, margin)
+        ratios[op] = {str(t): round(r, 3) for t, r in found.items()}
+    return tiles, ratios
 
 
 def calibrate(size=DEFAULT_SIZE, repeat=DEFAULT_REPEAT, margin=MARGIN, dtypes=("4", "8"),
               progress=None) -> tuple:  # fmt: skip
-    """Choose the tile (``measure_tiles``), then time every probe with it (``measure``) and
-    return ``(tile, its ratios, entries)``: per probe its choice, the static choice and the
-    ratios."""
+    """Choose each op's tile (``measure_tiles``), then time every probe with its op's tile
+    (``measure``) and return ``(tiles, their ratios, entries)``: per probe its choice, the
+    static choice and the ratios."""
     rng = np.random.default_rng(0)
     placements = _placements(TILE_PROBE, size, rng)
-    tile, tile_ratios = decide(_plan.TILE, measure_tiles(TILES, placements, repeat), margin)
+    tiles, tile_ratios = choose_tiles(measure_tiles(TILES, placements, repeat), margin)
     placements = None
-    with _plan.forced(tile=tile):
-        entries = _probe_all(size, repeat, margin, dtypes, progress, rng)
-    return tile, {str(t): round(r, 3) for t, r in tile_ratios.items()}, entries
+    entries = _probe_all(size, repeat, margin, dtypes, progress, rng, tiles)
+    return tiles, tile_ratios, entries
 
 
-def _probe_all(size, repeat, margin, dtypes, progress, rng) -> list:
+def _probe_all(size, repeat, margin, dtypes, progress, rng, tiles) -> list:
     threads = _plan.num_threads()
     todo = probes(threads, dtypes)
     entries, arrays, group = [], None, None
@@ -275,11 +287,12 @@ def _probe_all(size, repeat, margin, dtypes, progress, rng) -> list:
             group = (probe.layout, probe.lanes, probe.dtype)
             arrays = None  # free the last group's arrays before allocating the next
             arrays = _placements(probe, size, rng)
-        static, strategies = candidates(probe, size)
-        if len(strategies) > 1:
-            choice, ratios = confirmed(probe, static, strategies, arrays, repeat, margin)
-        else:
-            choice, ratios = static, {static: 1.0}
+        with _plan.forced(tile=tiles[probe.op]):
+            static, strategies = candidates(probe, size)
+            if len(strategies) > 1:
+                choice, ratios = confirmed(probe, static, strategies, arrays, repeat, margin)
+            else:
+                choice, ratios = static, {static: 1.0}
         entries.append({**asdict(probe), "strategy": choice, "static": static,
                         "ratios": {s: round(r, 3) for s, r in ratios.items()}})  # fmt: skip
         if progress:
@@ -288,10 +301,10 @@ def _probe_all(size, repeat, margin, dtypes, progress, rng) -> list:
 
 
 def run(size=DEFAULT_SIZE, repeat=DEFAULT_REPEAT, margin=MARGIN, progress=None) -> tuple:
-    """Calibrate and store the table for this machine: ``(file, tile, entries)``."""
+    """Calibrate and store the table for this machine: ``(file, tiles, entries)``."""
     threads = _plan.num_threads()
     t0 = time.perf_counter()
-    tile, tile_ratios, entries = calibrate(size, repeat, margin, progress=progress)
+    tiles, tile_ratios, entries = calibrate(size, repeat, margin, progress=progress)
     record = {
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -302,8 +315,8 @@ def run(size=DEFAULT_SIZE, repeat=DEFAULT_REPEAT, margin=MARGIN, progress=None) 
         "tile_ratios": tile_ratios,
     }
     file = tuning.path(threads)
-    tuning.write(file, tuning.key(threads), entries, tile, record)
-    return file, tile, entries
+    tuning.write(file, tuning.key(threads), entries, tiles, record)
+    return file, tiles, entries
 
 
 def choices_table(entries) -> list:

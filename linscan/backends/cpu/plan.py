@@ -24,8 +24,8 @@ chains for complex ones, ``kernels``; and split mode when there is more than one
 ``"auto"`` takes the strategy this machine's tuning table holds for the problem (``tuning``,
 written by ``python -m linscan tune``), and without one picks lanes or split mode with the
 static cost model below, and blocks for real rows walked upwards, and for others only for
-upward walks in split mode. Every method touches downward walks ahead by the table's
-``tile`` (``TILE`` without a table).
+upward walks in split mode. Every method touches downward walks ahead by the table's tile
+for the operation (``TILE`` without a table).
 """
 
 from __future__ import annotations
@@ -267,9 +267,10 @@ def _table(threads: int):
     return tuning.table(threads) if _setting("tuned", True) else None
 
 
-def _tile(table) -> int:
-    """Elements a downward walk touches ahead: the forced setting, ``table``'s, or ``TILE``."""
-    return _setting("tile", table.tile if table else TILE)
+def _tile(table, op: str) -> int:
+    """Elements a downward walk of ``op`` touches ahead: the forced setting, ``table``'s, or
+    ``TILE``."""
+    return _setting("tile", table.tiles[op] if table else TILE)
 
 
 def make_plan(
@@ -295,10 +296,10 @@ def make_plan(
         # Only the chained kernels touch in lanes mode: a small call reads no table otherwise
         # (finding the tuning file costs about 10 us, a small call about 40).
         blocked = method == "parallel" and I == 1
-        tile = _tile(_table(threads)) if blocked else TILE
+        tile = _tile(_table(threads), op) if blocked else TILE
         return Plan(blocked, tile, boxes=(Box(0, O, 0, I),))
     table = _table(threads)
-    tile = _tile(table)
+    tile = _tile(table, op)
     boxes = _lane_boxes(O, I, threads)
     segments = min(threads, T // _setting("min_segment", MIN_SEGMENT))
     if method == "auto":
