@@ -5,13 +5,17 @@
 # steps; JAX and PyTorch for the peers, if present); no network. Writes logs and tables into
 # OUTDIR and prints a short summary last. Each step has its own time limit so that one slow
 # step cannot eat the whole lease. STEPS selects steps (default: all, in this order):
-#   info warm gpu_tests fast_tests fast_ab gpu_bench memcheck fast_memcheck racecheck
-#   fast_racecheck synccheck fast_synccheck initcheck fast_initcheck profile cpu_tests cpu_bench
+#   info warm gpu_tests fast_tests fast_ab matrix_ab gpu_bench memcheck fast_memcheck
+#   matrix_memcheck racecheck fast_racecheck synccheck fast_synccheck initcheck fast_initcheck
+#   profile cpu_tests cpu_bench
 # (warm compiles every kernel module at once, in parallel, into CuPy's disk cache). The fast_
 # steps run the opt-in lean kernels (LINSCAN_FAST_KERNELS=1, issue 17): the GPU tests and the
 # sanitizers with them, and benchmarks/gpu_ab.py, which checks them against the oracle and
 # times them against the general kernel and a copy. Their default flips only after a run shows
-# them correct (fast_tests, fast_* sanitizers clean) and faster (fast_ab).
+# them correct (fast_tests, fast_* sanitizers clean) and faster (fast_ab). The matrix_ steps
+# run linscan.matscan's opt-in GPU kernels (LINSCAN_GPU_MATRIX=1, issue 21; their tests,
+# tests/cuda/test_gpu_matrix.py, are among gpu_tests): benchmarks/gpu_matrix.py checks them
+# against the CPU and times them against a copy and the CPU, and again, small, under memcheck.
 # Not in the default list, for a second call: suite_memcheck suite_racecheck suite_synccheck
 # suite_initcheck run the GPU tests of linscan itself (tests/cuda/test_gpu.py and the tests
 # both backends share, marked gpu on the GPU: test_properties, test_behaviour, test_hardening;
@@ -34,8 +38,9 @@ export PYTHONPATH=${PYTHONPATH:-.}
 export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX (a peer) must leave the GPU to the others
 py=${PYTHON:-python3}
-all="info warm gpu_tests fast_tests fast_ab gpu_bench memcheck fast_memcheck racecheck
-     fast_racecheck synccheck fast_synccheck initcheck fast_initcheck profile cpu_tests cpu_bench"
+all="info warm gpu_tests fast_tests fast_ab matrix_ab gpu_bench memcheck fast_memcheck
+     matrix_memcheck racecheck fast_racecheck synccheck fast_synccheck initcheck fast_initcheck
+     profile cpu_tests cpu_bench"
 steps=" $(echo ${STEPS:-$all}) "
 summary=()
 step() {  # step NAME SECONDS COMMAND...: run, log to OUTDIR/NAME.log, remember the outcome
@@ -63,6 +68,7 @@ step gpu_tests 300 "$py" -m pytest -q -p no:cacheprovider --maxfail=20 -m gpu te
 fast=(env LINSCAN_FAST_KERNELS=1)
 step fast_tests 300 "${fast[@]}" "$py" -m pytest -q -p no:cacheprovider --maxfail=20 -m gpu tests
 step fast_ab 150 "$py" benchmarks/gpu_ab.py --json "$out/fast_ab.json"
+step matrix_ab 150 "$py" benchmarks/gpu_matrix.py --json "$out/matrix_ab.json"
 step gpu_bench 200 "$py" -m linscan bench --gpu --json
 [ -s "$out/gpu_bench.log" ] && "$py" - "$out" <<'PY' >"$out/gpu_bench.md" 2>&1
 import json, sys
@@ -75,6 +81,8 @@ for tool in memcheck racecheck synccheck initcheck; do
     limit=$([ $tool = racecheck ] && echo 150 || echo 120)
     step $tool "$limit" "${sanitize[@]}" $tool "$py" benchmarks/gpu_sanitize.py
     step fast_$tool "$limit" "${fast[@]}" "${sanitize[@]}" $tool "$py" benchmarks/gpu_sanitize.py
+    [ $tool = memcheck ] && step matrix_memcheck 120 "${sanitize[@]}" memcheck "$py" \
+        benchmarks/gpu_matrix.py --quick
 done
 suite=(-m pytest -q -p no:cacheprovider -m "gpu and not slow" --hypothesis-profile=sanitize
        tests/cuda/test_gpu.py tests/api/test_properties.py tests/api/test_behaviour.py

@@ -3,40 +3,63 @@
 The state is the trailing dimension of size d (1 to 8) of ``x`` and ``h``; ``A`` ends in
 ``(d, d)``. Everything before those dimensions is laid out as for :func:`linscan.scan` (time
 ``axis``, outer rows, channels), so the canonical layout is ``(O, T, I)`` followed by ``(d,)``
-or ``(d, d)``. The CPU kernels are in ``linscan.backends.cpu.matrix``.
+or ``(d, d)``. The CPU kernels are in ``linscan.backends.cpu.matrix``; on CuPy arrays
+``matscan`` and ``matscan_final_state`` run ``linscan.backends.cuda.matrix`` (opt-in, see
+``_gpu``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 
 import numpy as np
 
-from . import _dtypes, _interop, _layout, _validate
+from . import _dispatch, _dtypes, _interop, _layout, _validate
 from ._api import _via_dlpack
 
 
 def _canonical(args, arr, trail: tuple, work, contiguous: bool = True):
     """``arr`` broadcast to ``args.lanes + trail`` as ``(O, T, I) + trail`` in ``work``: a
     strided view for ``A`` (a matrix shared by steps or lanes stays one matrix), C-contiguous
-    for the others."""
+    for the others (read-only views on the host)."""
     make = _layout.contiguous3 if contiguous else _layout.view3
-    view = make(arr, args.lanes + trail, args.axis, work)
+    view = make(arr, args.lanes + trail, args.axis, work, _xp(args))
     O, T, I = _layout.dims(args.lanes, args.axis)
-    return _layout.readonly(view.reshape((O, T, I) + trail))
+    view = view.reshape((O, T, I) + trail)
+    return view if args.device is not None else _layout.readonly(view)
 
 
 def _state(args, work):
     """A fresh ``(O, I, d)`` array holding ``h0`` broadcast (zeros without ``h0``)."""
     O, _, I = _layout.dims(args.lanes, args.axis)
-    flat = _layout.initial_state(args.h0, args.shape, args.axis, work)
+    flat = _layout.initial_state(args.h0, args.shape, args.axis, work, _xp(args))
     return flat.reshape(O, I, args.d)
 
 
-def _kernels():
-    from .backends.cpu import matrix  # Numba is imported on first use
+def _xp(args):
+    """The array module of the call: NumPy, or CuPy for a call on a GPU."""
+    return np if args.device is None else _layout.xp_of(args.x)
 
-    return matrix
+
+def _gpu() -> bool:
+    """Whether CuPy arrays may use the GPU kernels, which have not run on a GPU yet (opt-in:
+    ``LINSCAN_GPU_MATRIX=1``)."""
+    return os.environ.get(_validate.GPU_MATRIX, "") == "1"
+
+
+def _kernels(args):
+    """``(kernels, context)``: the CPU's Numba kernels (imported on first use), or for a call
+    on a GPU the CUDA kernels and a context that makes the arrays' device current; both
+    modules offer ``scan(A5, x4, h4, state, reverse, method, write=True)``."""
+    if args.device is None:
+        from .backends.cpu import matrix
+
+        return matrix, contextlib.nullcontext()
+    from .backends.cuda import matrix
+
+    return matrix, _dispatch.backend(args.device)[1]
 
 
 def matscan(A, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
@@ -62,27 +85,30 @@ def matscan(A, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
         The time axis among the dimensions before the state (``-1``: the one just before it).
     reverse : bool, default False
         Run backwards in time: ``h[t] = A[t] @ h[t+1] + x[t]`` with ``h[T] = h0``.
-    out : numpy.ndarray, optional
-        Where to write the result (its shape and dtype); may be ``x`` itself.
+    out : numpy.ndarray or cupy.ndarray, optional
+        Where to write the result (its shape and dtype, an array of the inputs' kind); may be
+        ``x`` itself.
     method : {"auto", "sequential", "parallel"}, default "auto"
         ``"sequential"`` walks each lane through time in one loop (lanes spread over
         threads); ``"parallel"`` cuts time into segments, reduces each to its affine map in
         float64 (one matrix product per step, or repeated squaring where ``A`` is the same at
         every step), composes the maps and walks the segments in parallel; ``"auto"`` splits
         time only where ``A`` is constant in time and too few lanes keep more than two
-        threads busy.
+        threads busy. On a GPU ``"sequential"`` walks each lane on one thread, and the
+        others cut the lanes into chunks where there are too few lanes to fill the GPU.
 
     Returns
     -------
-    h : numpy.ndarray
+    h : numpy.ndarray or cupy.ndarray
         Shape ``broadcast(A.shape[:-2], x.shape[:-1]) + (d,)``, in the promoted dtype of the
         inputs (as for :func:`linscan.scan`; 16-bit inputs are accumulated in float32).
 
     Raises
     ------
     TypeError
-        An unsupported dtype, a Python number for ``A`` or ``x``, a CuPy array (the GPU
-        kernels are not written yet), a non-boolean ``reverse``, a bad ``out``.
+        An unsupported dtype, a Python number for ``A`` or ``x``, a CuPy array where the GPU
+        kernels are not opted in (``LINSCAN_GPU_MATRIX=1``: they have not run on a GPU yet),
+        arrays on different devices, a non-boolean ``reverse``, a bad ``out``.
     ValueError
         ``x`` with fewer than 2 dimensions or a state larger than 8, ``A`` not ending in
         ``(d, d)``, shapes that do not broadcast, an unknown ``method``.
@@ -104,30 +130,33 @@ def matscan(A, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
     if _interop.foreign(x, A, h0, out):
         named = (("A", A), ("x", x), ("h0", h0), ("out", out))
         return _via_dlpack(matscan, named, out is None, axis=axis, reverse=reverse, method=method)
-    args = _validate.matscan_args(A, x, h0, axis, reverse)
+    args = _validate.matscan_args(A, x, h0, axis, reverse, gpu=_gpu())
     method = _validate.check_method(method)
+    xp = _xp(args)
     given = out
     if out is not None:
-        out = _validate.check_out(out, args.shape, args.dtype)
-    result = out if out is not None else np.empty(args.shape, args.dtype)
-    if result.size == 0:
-        return given if given is not None else result
-    work = _dtypes.accumulator(args.dtype)
-    A5 = _canonical(args, args.A, (args.d, args.d), work, contiguous=False)
-    x4 = _canonical(args, args.x, (args.d,), work)
-    state = _state(args, work)
-    h4 = None
-    if work == args.dtype:
-        if out is None:
-            h4 = result.reshape(x4.shape)
-        else:  # the kernels read x[t] before writing h[t]: out may be x itself
-            flat = _layout.safe_output(out, args.shape, args.axis, (A5, x4), exact_ok=(x4,))
-            h4 = None if flat is None else flat.reshape(x4.shape)
-    target = h4 if h4 is not None else np.empty(x4.shape, work)
-    _kernels().scan(A5, x4, target, state, args.reverse, method)
-    if h4 is None:
-        with np.errstate(over="ignore"):
-            result[...] = target.reshape(args.shape)
+        out = _validate.check_out(out, args.shape, args.dtype, device=args.device)
+    kernels, context = _kernels(args)
+    with context:
+        result = out if out is not None else xp.empty(args.shape, args.dtype)
+        if result.size == 0:
+            return given if given is not None else result
+        work = _dtypes.accumulator(args.dtype)
+        A5 = _canonical(args, args.A, (args.d, args.d), work, contiguous=False)
+        x4 = _canonical(args, args.x, (args.d,), work)
+        state = _state(args, work)
+        h4 = None
+        if work == args.dtype:
+            if out is None:
+                h4 = result.reshape(x4.shape)
+            else:  # the kernels read x[t] before writing h[t]: out may be x itself
+                flat = _layout.safe_output(out, args.shape, args.axis, (A5, x4), exact_ok=(x4,))
+                h4 = None if flat is None else flat.reshape(x4.shape)
+        target = h4 if h4 is not None else xp.empty(x4.shape, work)
+        kernels.scan(A5, x4, target, state, args.reverse, method)
+        if h4 is None:
+            with np.errstate(over="ignore"):
+                result[...] = target.reshape(args.shape)
     return given if given is not None else result
 
 
@@ -164,16 +193,18 @@ def matscan_final_state(A, x, h0=None, *, axis=-1, reverse=False, method="auto")
         named = (("A", A), ("x", x), ("h0", h0))
         return _via_dlpack(matscan_final_state, named, True, axis=axis, reverse=reverse,
                            method=method)  # fmt: skip
-    args = _validate.matscan_args(A, x, h0, axis, reverse)
+    args = _validate.matscan_args(A, x, h0, axis, reverse, gpu=_gpu())
     method = _validate.check_method(method)
     work = _dtypes.accumulator(args.dtype)
     shape = _layout.state_shape(args.lanes, args.axis) + (args.d,)
-    state = _state(args, work)
-    if math.prod(args.shape) != 0:
-        A5 = _canonical(args, args.A, (args.d, args.d), work, contiguous=False)
-        x4 = _canonical(args, args.x, (args.d,), work)
-        _kernels().scan(A5, x4, None, state, args.reverse, method, write=False)
-    return _layout.cast(state.reshape(shape), args.dtype)
+    kernels, context = _kernels(args)
+    with context:
+        state = _state(args, work)
+        if math.prod(args.shape) != 0:
+            A5 = _canonical(args, args.A, (args.d, args.d), work, contiguous=False)
+            x4 = _canonical(args, args.x, (args.d,), work)
+            kernels.scan(A5, x4, None, state, args.reverse, method, write=False)
+        return _layout.cast(state.reshape(shape), args.dtype)
 
 
 def matscan_backward(A, h, grad_h, h0=None, *, axis=-1, reverse=False, method="auto"):
@@ -239,7 +270,8 @@ def matscan_backward(A, h, grad_h, h0=None, *, axis=-1, reverse=False, method="a
         gh4 = _canonical(args, args.grad_h, (d,), work)
         gx4 = np.empty(h4.shape, work)
         gA = np.empty(h4.shape + (d,), work)
-        c = _kernels().backward(A5, h4, gh4, _state(args, work), gx4, gA, args.reverse, method)
+        c = _kernels(args)[0].backward(A5, h4, gh4, _state(args, work), gx4, gA, args.reverse,
+                                       method)  # fmt: skip
     grad_x = _layout.cast(gx4.reshape(args.shape), args.dtype)
     grad_A = _layout.sum_to_shape(
         gA.reshape(args.lanes + (d, d)), args.A.shape, args.A.dtype.newbyteorder("=")

@@ -399,10 +399,11 @@ MAX_STATE = 8
 
 class MatscanArgs(NamedTuple):
     """Validated arguments of ``matscan`` and its relatives. ``A`` (..., d, d), ``x`` (or
-    ``h``) and ``h0`` are NumPy arrays (a Python-number ``h0`` becomes a scalar of ``dtype``);
-    ``lanes`` is the broadcast shape of ``A.shape[:-2]`` and ``x.shape[:-1]``, the result
-    has shape ``lanes + (d,)``, and ``axis`` (non-negative) indexes ``lanes``. ``grad_h`` is
-    set for ``matscan_backward`` only."""
+    ``h``) and ``h0`` are NumPy arrays, or CuPy arrays on GPU ``device`` (a Python-number
+    ``h0`` becomes a scalar of ``dtype``); ``lanes`` is the broadcast shape of
+    ``A.shape[:-2]`` and ``x.shape[:-1]``, the result has shape ``lanes + (d,)``, and
+    ``axis`` (non-negative) indexes ``lanes``. ``grad_h`` is set for ``matscan_backward``
+    only."""
 
     A: np.ndarray
     x: np.ndarray
@@ -413,34 +414,49 @@ class MatscanArgs(NamedTuple):
     axis: int
     reverse: bool
     grad_h: np.ndarray | None = None
+    device: int | None = None
 
     @property
     def shape(self) -> tuple:
         return self.lanes + (self.d,)
 
 
-def _matrix_operand(name: str, value, role: str):
-    """An array operand of a matrix recurrence: a NumPy array of a supported dtype."""
+#: The setting that lets CuPy arrays into ``matscan`` and ``matscan_final_state``: their GPU
+#: kernels have not run on a GPU yet (``linscan.backends.cuda.matrix``).
+GPU_MATRIX = "LINSCAN_GPU_MATRIX"
+
+
+def _matrix_operand(name: str, value, role: str, gpu):
+    """An array operand of a matrix recurrence: a NumPy array of a supported dtype, or a CuPy
+    array where ``gpu`` is True (``False``: the GPU kernels are opt-in and not opted in;
+    ``None``: there are none)."""
     if _is_python_number(value):
         raise TypeError(f"{name} must be an array {role}, got a Python {type(value).__name__}")
-    if is_cupy(value):
+    if is_cupy(value) and gpu is None:
         raise TypeError(
-            f"{name} must be a NumPy array: linscan.matscan runs on the CPU only so far (its GPU "
+            f"{name} must be a NumPy array: this function runs on the CPU only so far (its GPU "
             "kernels are not written yet), got a CuPy array"
+        )
+    if is_cupy(value) and not gpu:
+        raise TypeError(
+            f"{name} must be a NumPy array: the GPU kernels of linscan.matscan have not run on "
+            f"a GPU yet and are opt-in ({GPU_MATRIX}=1 in the environment), got a CuPy array"
         )
     return _operand(name, value)
 
 
-def matscan_args(A, x, h0, axis, reverse, name="x", grad_h=None) -> MatscanArgs:
+def matscan_args(A, x, h0, axis, reverse, name="x", grad_h=None, gpu=None) -> MatscanArgs:
     """Validate the arguments of ``matscan`` / ``matscan_final_state`` (``name`` ``"x"``), or
-    with ``name="h"`` and ``grad_h`` those of ``matscan_backward``."""
-    A = _matrix_operand("A", A, "of matrices, shape (..., d, d)")
-    x = _matrix_operand(name, x, "of states, shape (..., T, ..., d)")
+    with ``name="h"`` and ``grad_h`` those of ``matscan_backward``; ``gpu`` as for
+    ``_matrix_operand`` (where True, CuPy arrays all on one device are accepted)."""
+    A = _matrix_operand("A", A, "of matrices, shape (..., d, d)", gpu)
+    x = _matrix_operand(name, x, "of states, shape (..., T, ..., d)", gpu)
     if grad_h is not None:
-        grad_h = _matrix_operand("grad_h", grad_h, f"broadcasting to the shape of {name}")
-    h0 = None if h0 is None else _operand("h0", h0)
+        grad_h = _matrix_operand("grad_h", grad_h, f"broadcasting to the shape of {name}", gpu)
     if h0 is not None and is_cupy(h0):
-        _matrix_operand("h0", h0, "")
+        _matrix_operand("h0", h0, "", gpu)
+    device = placement((("A", A), (name, x), ("grad_h", grad_h), ("h0", h0)))
+    h0 = None if h0 is None else _operand("h0", h0)
     reverse = check_flag("reverse", reverse)
     if x.ndim < 2:
         raise ValueError(
@@ -483,7 +499,7 @@ def matscan_args(A, x, h0, axis, reverse, name="x", grad_h=None) -> MatscanArgs:
                 f"h0 must broadcast to shape {state} (the result's shape {lanes + (d,)} without "
                 f"axis {axis}), got shape {h0.shape}"
             )
-    return MatscanArgs(A, x, h0, dtype, lanes, d, axis, reverse, grad_h)
+    return MatscanArgs(A, x, h0, dtype, lanes, d, axis, reverse, grad_h, device)
 
 
 __all__ = [

@@ -155,10 +155,11 @@ def warm(jobs: int | None = None) -> list:
     return [(np.dtype(d).name, mode, t) for (d, mode), t in zip(keys, seconds)]
 
 
-def compile_offline(arch: str, names=None) -> tuple:
-    """Compile every instantiation (or ``names``) to a cubin for ``arch`` (e.g. ``"sm_90"``)
-    with NVRTC, without a GPU. Returns ``(cubin, log)``; the log holds ptxas's resource report
-    (``-v``) and any warning. Raises ``CompileError`` on failure."""
+def compile_offline(arch: str, names=None, file: str = FILE) -> tuple:
+    """Compile every instantiation of ``file`` (or ``names``; those of ``scan.cu`` by default)
+    to a cubin for ``arch`` (e.g. ``"sm_90"``) with NVRTC, without a GPU. Returns ``(cubin,
+    log)``; the log holds ptxas's resource report (``-v``) and any warning. Raises
+    ``CompileError`` on failure."""
     import io
 
     from cupy.cuda import compiler
@@ -167,8 +168,9 @@ def compile_offline(arch: str, names=None) -> tuple:
     log = io.StringIO()
     try:
         # CuPy's public compile helpers ask the driver for the architecture; this one does not.
-        program = compiler._NVRTCProgram(assemble(), FILE, name_expressions=names, method="cubin")
+        program = compiler._NVRTCProgram(assemble(file), file, name_expressions=names,
+                                         method="cubin")  # fmt: skip
         cubin, _ = program.compile(OPTIONS + (f"-arch={arch}", "-Xptxas=-v"), log_stream=log)
     except compiler.CompileException as exc:
-        raise CompileError(f"compiling {FILE} for {arch} failed:\n{exc}") from exc
+        raise CompileError(f"compiling {file} for {arch} failed:\n{exc}") from exc
     return cubin, log.getvalue().replace("\x00", "")

@@ -1,0 +1,106 @@
+"""``linscan.matscan`` on a GPU (the opt-in kernels of ``kernels_cu/matrix.cu``;
+``LINSCAN_GPU_MATRIX=1`` is set here): each case first checked against the CPU's result on the
+same inputs, then timed with device events (median of ``--repeat``) against a device copy
+of the same bytes (``x`` read, ``h`` written) and against the CPU backend in the same run.
+
+    PYTHONPATH=. python benchmarks/gpu_matrix.py [--quick] [--repeat 10] [--json FILE]
+
+``--quick``: sizes 256 times smaller, two timings (for compute-sanitizer, gpu_check.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+#: (name, lanes, steps, d, A per step?)
+CASES = (
+    ("one long lane, constant 2x2", 1, 1 << 24, 2, False),
+    ("one long lane, 2x2 per step", 1, 1 << 22, 2, True),
+    ("4096 lanes, constant 4x4", 4096, 1 << 12, 4, False),
+    ("64 lanes, constant 8x8", 64, 1 << 16, 8, False),
+)
+
+
+def _inputs(lanes, T, d, per_step, dtype, rng):
+    base = rng.standard_normal((d, d))
+    base *= 0.999 / np.linalg.norm(base, 2)
+    A = base * rng.uniform(0.99, 1.0, (T, 1, 1)) if per_step else base
+    x = rng.uniform(-1, 1, (lanes, T, d))
+    return A.astype(dtype), x.astype(dtype)
+
+
+def _gpu_time(fn, repeat):
+    import cupy
+
+    fn()  # compile or load, warm up
+    times = []
+    for _ in range(repeat):
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    return float(np.median(times))
+
+
+def main(argv=None) -> int:
+    os.environ["LINSCAN_GPU_MATRIX"] = "1"
+    import cupy
+
+    import linscan
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    repeat = 2 if args.quick else args.repeat
+    rng = np.random.default_rng(0)
+    rows = []
+    head = ["case", "dtype", "shape", "max diff / max, GPU vs CPU", "GPU ms", "of copy", "CPU ms",
+            "CPU / GPU"]  # fmt: skip
+    print("| " + " | ".join(head) + " |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, lanes, T, d, per_step in CASES:
+        if args.quick:
+            T = max(T // 256, 64)
+        for dtype in (np.float32, np.float64):
+            A, x = _inputs(lanes, T, d, per_step, dtype, rng)
+            gA, gx = cupy.asarray(A), cupy.asarray(x)
+            gh = cupy.empty_like(gx)
+            got = cupy.asnumpy(linscan.matscan(gA, gx, axis=1))
+            t0 = time.perf_counter()
+            expected = linscan.matscan(A, x, axis=1)
+            cpu = time.perf_counter() - t0
+            diff = float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-300))
+            tol = 1e-4 if dtype == np.float32 else 1e-10
+            row = dict(case=name, dtype=np.dtype(dtype).name, shape=x.shape, diff=diff,
+                       ok=bool(diff <= tol))  # fmt: skip
+            cells = [name, row["dtype"], "x".join(map(str, x.shape)), f"{diff:.1e}"]
+            if row["ok"]:
+                ours = _gpu_time(lambda: linscan.matscan(gA, gx, axis=1, out=gh), repeat)
+                copy = _gpu_time(lambda: cupy.copyto(gh, gx), repeat)
+                row.update(gpu_ms=ours * 1e3, of_copy=copy / ours, cpu_ms=cpu * 1e3)
+                cells += [f"{ours * 1e3:.3f}", f"{copy / ours:.2f}", f"{cpu * 1e3:.1f}",
+                          f"{cpu / ours:.1f}"]  # fmt: skip
+            else:
+                cells[-1] += f" FAILED (tolerance {tol:g}): not timed"
+                cells += ["", "", "", ""]
+            print("| " + " | ".join(cells) + " |")
+            rows.append(row)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    failed = [r for r in rows if not r["ok"]]
+    print(f"{len(rows) - len(failed)} of {len(rows)} cases agree with the CPU")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+// Matrix recurrences h[t] = A[t] @ h[t-1] + x[t] (linscan.matscan) on CuPy arrays, with the
+// state a vector of D = 1..8 values held in registers (D a template argument). Opt-in until a
+// GPU run shows them right (linscan.backends.cuda.matrix.ENABLED): they have only run on the
+// host (tests/cuda/test_cuda_matrix.py builds this file for the CPU and runs it there).
+//
+// The canonical layout is the scalar kernels' with the state last: x and h are (O, T, I, D),
+// contiguous; A is (O, T, I, D, D) read through element strides (zero where one matrix
+// serves every step or lane). A lane is (o, i); its steps are cut into C chunks of L steps in
+// walk order (the last may be shorter), and each kernel gives a thread one (chunk, lane) pair,
+// lanes fastest, so that the threads of a warp read neighbouring lanes of one step:
+//
+//   mat_reduce   the affine map of a chunk, s -> M s + b, in the wide type (double, or
+//                complex<double>): b walked from zero, M the product of the chunk's matrices
+//                (one D x D product per step; skipped where A is the same at every step, whose
+//                power the host computes by repeated squaring);
+//   mat_compose  one thread per lane composes the maps in order into each chunk's entering
+//                state, rounded once to the work type; a lane whose composed state is not
+//                finite is marked, and walked in one piece instead (as the loop would);
+//   mat_walk     each chunk walked from its entering state, writing h (or, for the final
+//                state alone, only the last chunk); the walk of a lane's last chunk leaves the
+//                lane's final state.
+//
+// The three launches run in order on one stream, so no kernel needs a look-back or a flag.
+#include "numeric.cuh"
+
+namespace linscan {
+
+constexpr int MAT_THREADS = 128;  // threads per block (the host build runs blocks of 128)
+
+// The wide type of maps and composed states, and the conversions between it and the work type.
+template <typename S>
+struct Wide {
+    using T = double;
+};
+template <typename R>
+struct Wide<Complex<R>> {
+    using T = Complex<double>;
+};
+__device__ __forceinline__ double widen(float v) { return v; }
+__device__ __forceinline__ double widen(double v) { return v; }
+template <typename R>
+__device__ __forceinline__ Complex<double> widen(const Complex<R>& v) {
+    return {static_cast<double>(v.re), static_cast<double>(v.im)};
+}
+template <typename S>
+__device__ __forceinline__ S narrow(double v) {
+    return static_cast<S>(v);
+}
+template <typename S>
+__device__ __forceinline__ S narrow(const Complex<double>& v) {
+    using R = decltype(S::re);
+    return S(static_cast<R>(v.re), static_cast<R>(v.im));
+}
+__device__ __forceinline__ bool finite_value(double v) { return isfinite(v); }
+__device__ __forceinline__ bool finite_value(const Complex<double>& v) {
+    return isfinite(v.re) && isfinite(v.im);
+}
+
+// Where one chunk's steps are, and the strides of A (elements). Kernels take the fields as
+// scalars (MAT_PARAMS) and build it.
+struct MatLayout {
+    long long O, T, I, L, C;  // outer rows, steps, channels, chunk length, chunks
+    long long sa_o, sa_t, sa_i, sa_j, sa_k;  // A's strides
+    int down;
+    __device__ __forceinline__ long long step(long long k) const { return down ? T - 1 - k : k; }
+    __device__ __forceinline__ long long begin(long long c) const { return c * L; }
+    __device__ __forceinline__ long long end(long long c) const { return min(T, (c + 1) * L); }
+    __device__ __forceinline__ long long a_at(long long o, long long t, long long i) const {
+        return o * sa_o + t * sa_t + i * sa_i;
+    }
+};
+#define MAT_PARAMS                                                                           \
+    long long O, long long T, long long I, long long L, long long C, long long sa_o,          \
+        long long sa_t, long long sa_i, long long sa_j, long long sa_k, int down
+#define MAT_LAYOUT MatLayout{O, T, I, L, C, sa_o, sa_t, sa_i, sa_j, sa_k, down}
+
+// One step of the walk: s <- A s + v (A read through its strides).
+template <typename U, typename S, int D>
+__device__ __forceinline__ void step_state(const S* a, const MatLayout& g, const S* v,
+                                           U (&s)[D]) {
+    U n[D];
+#pragma unroll
+    for (int j = 0; j < D; ++j) {
+        U acc = U(v[j]);
+#pragma unroll
+        for (int k = 0; k < D; ++k) acc = muladd(U(a[j * g.sa_j + k * g.sa_k]), s[k], acc);
+        n[j] = acc;
+    }
+#pragma unroll
+    for (int j = 0; j < D; ++j) s[j] = n[j];
+}
+
+template <typename S>
+__device__ __forceinline__ typename Wide<S>::T wide_of(const S& v) {
+    return widen(v);
+}
+
+// The map of chunk c of each lane (threads: lanes x chunks `count`, lanes fastest): b from
+// zero and, with `product`, M the product of the chunk's matrices, in the wide type, stored
+// M[c][lane][j][k] and b[c][lane][j].
+template <typename S, int D>
+__global__ void __launch_bounds__(MAT_THREADS)
+    mat_reduce(const S* A, const S* x, MAT_PARAMS, long long count, int product,
+               typename Wide<S>::T* M, typename Wide<S>::T* b) {
+    using W = typename Wide<S>::T;
+    const MatLayout g = MAT_LAYOUT;
+    const long long lanes = g.O * g.I;
+    const long long n = static_cast<long long>(blockIdx.x) * MAT_THREADS + threadIdx.x;
+    if (n >= lanes * count) return;
+    const long long c = n / lanes, lane = n % lanes;
+    const long long o = lane / g.I, i = lane % g.I;
+    W s[D], P[D][D];
+#pragma unroll
+    for (int j = 0; j < D; ++j) {
+        s[j] = W(0.0);
+#pragma unroll
+        for (int k = 0; k < D; ++k) P[j][k] = W(j == k ? 1.0 : 0.0);
+    }
+    for (long long k = g.begin(c); k < g.end(c); ++k) {
+        const long long t = g.step(k);
+        const S* a = A + g.a_at(o, t, i);
+        const S* v = x + ((o * g.T + t) * g.I + i) * D;
+        W n[D];
+#pragma unroll
+        for (int j = 0; j < D; ++j) {
+            W acc = wide_of(v[j]);
+#pragma unroll
+            for (int q = 0; q < D; ++q) acc = muladd(wide_of(a[j * g.sa_j + q * g.sa_k]), s[q], acc);
+            n[j] = acc;
+        }
+#pragma unroll
+        for (int j = 0; j < D; ++j) s[j] = n[j];
+        if (product) {
+            W Q[D][D];
+#pragma unroll
+            for (int j = 0; j < D; ++j)
+#pragma unroll
+                for (int m = 0; m < D; ++m) {
+                    W acc = W(0.0);
+#pragma unroll
+                    for (int q = 0; q < D; ++q)
+                        acc = muladd(wide_of(a[j * g.sa_j + q * g.sa_k]), P[q][m], acc);
+                    Q[j][m] = acc;
+                }
+#pragma unroll
+            for (int j = 0; j < D; ++j)
+#pragma unroll
+                for (int m = 0; m < D; ++m) P[j][m] = Q[j][m];
+        }
+    }
+    W* bm = b + (c * lanes + lane) * D;
+#pragma unroll
+    for (int j = 0; j < D; ++j) bm[j] = s[j];
+    if (product) {
+        W* Mm = M + (c * lanes + lane) * D * D;
+#pragma unroll
+        for (int j = 0; j < D; ++j)
+#pragma unroll
+            for (int m = 0; m < D; ++m) Mm[j * D + m] = P[j][m];
+    }
+}
+
+// Each lane's entering state of every chunk (starts[c][lane], the work type): starts[0] the
+// lane's state s, then s <- M_c s + b_c in the wide type for c < `count`, rounded once per
+// chunk. M_c is at M + c * m_sc (m_sc 0: one map serves every chunk). bad[lane]: 1 where a map
+// or a composed state is not finite (the lane is then walked in one piece), else 0.
+template <typename S, int D>
+__global__ void __launch_bounds__(MAT_THREADS)
+    mat_compose(const typename Wide<S>::T* M, long long m_sc, const typename Wide<S>::T* b,
+                const S* s, S* starts, int* bad, long long lanes, long long count) {
+    using W = typename Wide<S>::T;
+    const long long lane = static_cast<long long>(blockIdx.x) * MAT_THREADS + threadIdx.x;
+    if (lane >= lanes) return;
+    W carry[D];
+#pragma unroll
+    for (int j = 0; j < D; ++j) {
+        carry[j] = wide_of(s[lane * D + j]);
+        starts[lane * D + j] = s[lane * D + j];
+    }
+    bool finite = true;
+    for (long long c = 0; c < count; ++c) {
+        const W* Mm = M + c * m_sc + lane * D * D;
+        const W* bm = b + (c * lanes + lane) * D;
+        W n[D];
+#pragma unroll
+        for (int j = 0; j < D; ++j) {
+            W acc = bm[j];
+            finite = finite && finite_value(bm[j]);
+#pragma unroll
+            for (int k = 0; k < D; ++k) {
+                finite = finite && finite_value(Mm[j * D + k]);
+                acc = muladd(Mm[j * D + k], carry[k], acc);
+            }
+            finite = finite && finite_value(acc);
+            n[j] = acc;
+        }
+        if (!finite) break;
+        S* out = starts + ((c + 1) * lanes + lane) * D;
+#pragma unroll
+        for (int j = 0; j < D; ++j) {
+            carry[j] = n[j];
+            out[j] = narrow<S>(n[j]);
+        }
+    }
+    bad[lane] = finite ? 0 : 1;
+}
+
+// Chunk c of each lane walked from starts[c][lane] (threads: lanes x C, lanes fastest),
+// writing h where `write`; a lane marked bad is walked whole by its chunk-0 thread. Without
+// `write` only the last chunk is walked (a final state). The walk that ends a lane writes its
+// final state to s.
+template <typename S, int D>
+__global__ void __launch_bounds__(MAT_THREADS)
+    mat_walk(const S* A, const S* x, MAT_PARAMS, const S* starts, const int* bad, S* h, S* s,
+             int write) {
+    using U = typename Num<S>::T;
+    const MatLayout g = MAT_LAYOUT;
+    const long long lanes = g.O * g.I;
+    const long long n = static_cast<long long>(blockIdx.x) * MAT_THREADS + threadIdx.x;
+    if (n >= lanes * g.C) return;
+    const long long c = n / lanes, lane = n % lanes;
+    const long long o = lane / g.I, i = lane % g.I;
+    long long k0 = g.begin(c), k1 = g.end(c);
+    const S* start = starts + (c * lanes + lane) * D;
+    if (bad[lane]) {  // the whole lane, from its entering state
+        if (c != 0) return;
+        k1 = g.T;
+    } else if (!write && c + 1 != g.C) {
+        return;
+    }
+    U st[D];
+#pragma unroll
+    for (int j = 0; j < D; ++j) st[j] = Num<S>::load(start[j]);
+    for (long long k = k0; k < k1; ++k) {
+        const long long t = g.step(k);
+        const long long at = ((o * g.T + t) * g.I + i) * D;
+        step_state<U, S, D>(A + g.a_at(o, t, i), g, x + at, st);
+        if (write) {
+#pragma unroll
+            for (int j = 0; j < D; ++j) h[at + j] = Num<S>::store(st[j]);
+        }
+    }
+    if (k1 == g.T) {
+#pragma unroll
+        for (int j = 0; j < D; ++j) s[lane * D + j] = Num<S>::store(st[j]);
+    }
+}
+
+}  // namespace linscan

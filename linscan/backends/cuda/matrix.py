@@ -1,0 +1,153 @@
+"""Matrix recurrences on CuPy arrays (``linscan.matscan``): the kernels of
+``kernels_cu/matrix.cu``, planned and launched here.
+
+Opt-in (``LINSCAN_GPU_MATRIX=1``): the kernels have run only on the host, through
+``tests/cuda/test_cuda_matrix.py``, which builds ``matrix.cu`` for the CPU and runs this
+module's ``run`` with a launcher that calls the host build: the plan, the launches and the
+kernels' arithmetic are the ones a GPU would run.
+
+A call cuts each lane's steps into ``C`` chunks (``chunks``) and runs up to three kernels in
+order on the current stream: the maps of all chunks but the last (``mat_reduce``; for a
+matrix that is the same at every step the host raises it to the chunk's length by repeated
+squaring instead, and the kernel skips the products), their composition into each chunk's
+entering state (``mat_compose``), and the walk of every chunk from its entering state
+(``mat_walk``). One chunk (``method="sequential"``, or lanes enough to fill the GPU) is the
+walk alone.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ... import _dtypes
+from . import source
+
+FILE = "matrix.cu"
+#: Threads per block of every matrix kernel (``MAT_THREADS`` in ``matrix.cu``).
+THREADS = 128
+#: (chunk, lane) pairs a call aims for: enough threads to fill a large GPU (132 SMs of an
+#: H100 at 512 threads each is 67584); lanes beyond it run unchunked.
+TARGET_THREADS = 1 << 16
+#: The shortest chunk: below it a chunk's map costs more than its walk saves.
+MIN_CHUNK = 64
+C_TYPES = {
+    _dtypes.FLOAT32: "float",
+    _dtypes.FLOAT64: "double",
+    _dtypes.COMPLEX64: "linscan::Complex<float>",
+    _dtypes.COMPLEX128: "linscan::Complex<double>",
+}
+KERNELS = ("mat_reduce", "mat_compose", "mat_walk")
+
+
+def chunks(lanes: int, T: int, method: str) -> tuple:
+    """``(C, L)``: the chunks each lane's ``T`` steps are cut into and their length (the last
+    may be shorter; none is empty). One chunk for ``"sequential"``; otherwise as many as it
+    takes to give ``TARGET_THREADS`` (chunk, lane) pairs, of at least ``MIN_CHUNK`` steps."""
+    want = 1 if method == "sequential" else -(-TARGET_THREADS // lanes)
+    C = max(1, min(want, T // MIN_CHUNK))
+    L = -(-T // C)
+    return -(-T // L), L
+
+
+def name(kernel: str, dtype, d: int) -> str:
+    return f"linscan::{kernel}<{C_TYPES[np.dtype(dtype)]}, {d}>"
+
+
+def all_name_expressions() -> list:
+    return [name(k, dtype, d) for dtype in C_TYPES for d in range(1, 9) for k in KERNELS]
+
+
+def _power(A0, n: int, xp):
+    """``A0 ** n`` (a stack of matrices) by repeated squaring."""
+    result = xp.broadcast_to(xp.eye(A0.shape[-1], dtype=A0.dtype), A0.shape).copy()
+    base = A0.copy()
+    while n:
+        if n & 1:
+            result = xp.matmul(base, result)
+        n >>= 1
+        if n:
+            base = xp.matmul(base, base)
+    return result
+
+
+def run(A5, x4, h4, s, reverse: bool, method: str, write: bool, launch, xp) -> None:
+    """Scan ``(O, T, I, d)`` arrays: ``A5`` ``(O, T, I, d, d)`` (strided), ``x4`` and ``h4``
+    C-contiguous (``h4`` unused without ``write``), ``s`` the ``(O, I, d)`` entering states,
+    left holding the final ones. ``launch(kernel, dtype, d, threads, *args)`` runs one kernel
+    (``_launch`` on a GPU); ``xp`` is the arrays' module."""
+    if not s.flags.c_contiguous:  # (a broadcast h0 copied in its own order, say)
+        state = xp.ascontiguousarray(s)
+        run(A5, x4, h4, state, reverse, method, write, launch, xp)
+        s[...] = state
+        return
+    O, T, I, d = x4.shape
+    dtype = x4.dtype
+    lanes = O * I
+    C, L = chunks(lanes, T, method)
+    strides = [st // A5.itemsize for st in A5.strides]
+    layout = [np.int64(v) for v in (O, T, I, L, C, *strides)] + [np.int32(reverse)]
+    starts = xp.empty((C, O, I, d), dtype)
+    bad = xp.zeros(lanes, np.int32)
+    if C == 1:
+        starts[0] = s
+    else:
+        wide = np.promote_types(dtype, np.float64)
+        count = C - 1  # every chunk but the last has L steps
+        constant = T == 1 or A5.strides[1] == 0
+        b = xp.empty((count, lanes, d), wide)
+        if constant:
+            M = _power(xp.ascontiguousarray(A5[:, 0], dtype=wide), L, xp)
+            m_sc = 0
+        else:
+            M = xp.empty((count, lanes, d, d), wide)
+            m_sc = lanes * d * d
+        launch("mat_reduce", dtype, d, lanes * count, A5, x4, *layout, np.int64(count),
+               np.int32(not constant), M, b)  # fmt: skip
+        launch("mat_compose", dtype, d, lanes, M, np.int64(m_sc), b, s, starts, bad,
+               np.int64(lanes), np.int64(count))  # fmt: skip
+    out = h4 if write else s  # (never written without `write`)
+    launch("mat_walk", dtype, d, lanes * C, A5, x4, *layout, starts, bad, out, s,
+           np.int32(write))  # fmt: skip
+
+
+_lock = threading.Lock()
+_modules: dict = {}  # (device id, dtype, d) -> cupy.RawModule
+
+
+def _function(kernel: str, dtype, d: int):
+    """The compiled kernel; its module (the three kernels of one dtype and state size)
+    compiles on first use, then loads from CuPy's disk cache."""
+    import cupy
+
+    key = (cupy.cuda.runtime.getDevice(), np.dtype(dtype), d)
+    module = _modules.get(key)
+    if module is None:
+        with _lock:
+            module = _modules.get(key)
+            if module is None:
+                names = [name(k, dtype, d) for k in KERNELS]
+                try:
+                    module = cupy.RawModule(code=source.assemble(FILE), options=source.OPTIONS,
+                                            name_expressions=names)  # fmt: skip
+                    module.compile()
+                except cupy.cuda.compiler.CompileException as exc:
+                    raise source.CompileError(
+                        f"compiling {source.kernel_dir() / FILE} failed:\n{exc}"
+                    ) from exc
+                _modules[key] = module
+    return module.get_function(name(kernel, dtype, d))
+
+
+def _launch(kernel: str, dtype, d: int, threads: int, *args) -> None:
+    """One kernel on the current stream, a thread per ``threads``."""
+    if threads:
+        _function(kernel, dtype, d)((-(-threads // THREADS),), (THREADS,), args)
+
+
+def scan(A5, x4, h4, s, reverse: bool, method: str, write: bool = True) -> None:
+    """``linscan.backends.cpu.matrix.scan`` on CuPy arrays (``s`` is updated in place)."""
+    import cupy
+
+    run(A5, x4, h4, s, reverse, method, write, _launch, cupy)
