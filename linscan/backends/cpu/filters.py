@@ -281,6 +281,23 @@ def _add_responses(buf, n, entering, response, D):
         c0 += width
 
 
+@njit(inline="always")
+def _out_with_responses(y, first, m, buf, entering, response, D):
+    """``_add_responses`` and the copy of the tile out to the runs ``first`` (``_lanes``)
+    in one pass, a square of a vector's lanes at a time, each square's responses added just
+    before it leaves (in L1; ``m`` a multiple of the vector's lanes, as ``C`` is): two
+    passes over the tile, which lives in L2, cost float32 blocks 13% more time (one thread,
+    Zen 4)."""
+    C = buf.shape[1]
+    width = vectors.lanes(buf.itemsize)
+    flat, lanes_in = buf.reshape(buf.size), entering.reshape(entering.size)
+    rows = response.reshape(response.size)
+    for c0 in range(0, C, width):
+        for s in range(0, m, width):
+            vectors.lane_responses(flat[s * C :], width, C, c0, lanes_in, rows[s * D :], D, 1)
+            vectors.lane_square(y, first, c0, s, flat, C, s, False)
+
+
 @functools.cache
 def block_kernel(order: int):
     """The kernel that filters runs of a signal (stride 1) in blocks, for stages of
@@ -316,8 +333,11 @@ def block_kernel(order: int):
         for i in range(D):
             if not np.isfinite(s[i]):
                 return False
-        _add_responses(buf, m, entering, response, D)
-        _lanes(y, first, 0, m, _U(1), buf, False)
+        if m % vectors.lanes(buf.itemsize) == 0:
+            _out_with_responses(y, first, m, buf, entering, response, D)
+        else:  # the short pieces of a run's last blocks
+            _add_responses(buf, m, entering, response, D)
+            _lanes(y, first, 0, m, _U(1), buf, False)
         return True
 
     @njit_cached(**_JIT)
