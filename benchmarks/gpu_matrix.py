@@ -1,7 +1,8 @@
 """``linscan.matscan`` on a GPU (the opt-in kernels of ``kernels_cu/matrix.cu``;
 ``LINSCAN_GPU_MATRIX=1`` is set here): each case first checked against the CPU's result on the
 same inputs, then timed with device events (median of ``--repeat``) against a device copy
-of the same bytes (``x`` read, ``h`` written) and against the CPU backend in the same run.
+of the same bytes (``x`` read, ``h`` written) and against the CPU backend in the same run;
+then ``linscan.signal.sosfilt`` of one long signal against ``cupyx.scipy.signal.sosfilt``.
 
     PYTHONPATH=. python benchmarks/gpu_matrix.py [--quick] [--repeat 10] [--json FILE]
 
@@ -49,6 +50,51 @@ def _gpu_time(fn, repeat):
     return float(np.median(times))
 
 
+def _sosfilt(quick, repeat, rng) -> list:
+    """``linscan.signal.sosfilt`` of one long signal (a 4th-order Butterworth low-pass at 0.01
+    of Nyquist: two sections, each a 2-state matrix scan) against
+    ``cupyx.scipy.signal.sosfilt`` and a copy, after a check against scipy on the host."""
+    import cupy
+    import scipy.signal as host_signal
+
+    from linscan import signal
+
+    try:
+        from cupyx.scipy import signal as peer
+    except ImportError:  # an older CuPy
+        peer = None
+    n = (1 << 24) >> (8 if quick else 0)
+    sos = host_signal.butter(4, 0.01, output="sos")
+    rows = []
+    print("\n| sosfilt, one signal | dtype | max diff / max, vs scipy | linscan ms | of copy | "
+          "cupyx ms | cupyx / linscan |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal(n).astype(dtype)
+        gx = cupy.asarray(x)
+        want = host_signal.sosfilt(sos, x.astype(np.float64))
+        got = cupy.asnumpy(signal.sosfilt(sos, gx))
+        diff = float(np.abs(got - want).max() / np.abs(want).max())
+        ok = diff <= (1e-4 if dtype == np.float32 else 1e-10)
+        row = dict(case="sosfilt one signal", dtype=np.dtype(dtype).name, n=n, diff=diff, ok=ok)
+        cells = [str(n), row["dtype"], f"{diff:.1e}" + ("" if ok else " FAILED: not timed")]
+        if ok:
+            gy = cupy.empty_like(gx)
+            ours = _gpu_time(lambda: signal.sosfilt(sos, gx), repeat)
+            copy = _gpu_time(lambda: cupy.copyto(gy, gx), repeat)
+            theirs = (
+                _gpu_time(lambda: peer.sosfilt(cupy.asarray(sos), gx), repeat) if peer else None
+            )
+            row.update(gpu_ms=ours * 1e3, of_copy=copy / ours,
+                       cupyx_ms=None if theirs is None else theirs * 1e3)  # fmt: skip
+            cells += [f"{ours * 1e3:.3f}", f"{copy / ours:.3f}",
+                      "not installed" if theirs is None else f"{theirs * 1e3:.3f}",
+                      "" if theirs is None else f"{theirs / ours:.2f}"]  # fmt: skip
+        print("| " + " | ".join(cells) + " |")
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     os.environ["LINSCAN_GPU_MATRIX"] = "1"
     import cupy
@@ -94,6 +140,7 @@ def main(argv=None) -> int:
                 cells += ["", "", "", ""]
             print("| " + " | ".join(cells) + " |")
             rows.append(row)
+    rows += _sosfilt(args.quick, repeat, rng)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

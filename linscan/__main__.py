@@ -249,7 +249,7 @@ def _bench_problem(args):
     if args.signal and (args.gpu or args.plot or args.no_peers):
         return (
             "--signal times linscan.signal against scipy.signal on the CPU: it takes neither "
-            "--gpu (not measured: no GPU kernels yet), --plot nor --no-peers"
+            "--gpu (benchmarks/gpu_matrix.py times it on a GPU), --plot nor --no-peers"
         )
     if args.signal:
         try:

@@ -14,23 +14,37 @@ the state of a linear recurrence with a constant matrix: the CPU kernels
 pieces whose entering delays are composed from that matrix's powers, a matrix scan over the
 pieces.
 
-NumPy arrays only so far (the GPU kernels are not written yet). scipy is not needed.
+On CuPy arrays every stage runs as a matrix scan of its delays (``linscan.matscan``, whose GPU
+kernels are opt-in: ``LINSCAN_GPU_MATRIX=1``; stages of order 8 at most), one stage after
+the other; coefficients may be CuPy arrays too (a few numbers, read to the host). scipy is not
+needed.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
 from . import _dtypes, _layout, _validate
+from ._dispatch import is_cupy
+
+#: Private test knob: run NumPy arrays through the stages-as-matrix-scans path of CuPy arrays
+#: (``_by_matscan``), so that tests check it without a GPU.
+_BY_MATSCAN = False
 
 __all__ = ["lfilter", "lfilter_zi", "filtfilt", "sosfilt", "sosfilt_zi", "sosfiltfilt"]
 
 
+def _host(value):
+    """Coefficients on the host: a CuPy array's values copied there (a few numbers)."""
+    return value.get() if is_cupy(value) else value
+
+
 def _coefficients(b, a):
     """``b`` and ``a`` as 1-D arrays of one length ``n + 1``, divided by ``a[0]``."""
-    b, a = np.atleast_1d(np.asarray(b)), np.atleast_1d(np.asarray(a))
+    b, a = np.atleast_1d(np.asarray(_host(b))), np.atleast_1d(np.asarray(_host(a)))
     for name, value in (("b", b), ("a", a)):
         if value.ndim != 1 or value.size == 0:
             raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {value.shape}")
@@ -55,18 +69,33 @@ def _state_space(b, a, dtype):
 
 def _signal(x, coefficients, zi=None):
     """``x`` as an array (floats for integer input, as scipy computes them), ``zi`` as an
-    array or ``None``, and the result dtype of ``x``, the ``coefficients`` arrays and ``zi``."""
-    x = np.asarray(x)
+    array or ``None``, and the result dtype of ``x``, the ``coefficients`` arrays and ``zi``.
+    ``x`` and ``zi`` are NumPy arrays, or both CuPy arrays on one device."""
+    on_gpu = is_cupy(x)
+    if on_gpu and os.environ.get(_validate.GPU_MATRIX, "") != "1":
+        raise TypeError(
+            "x must be a NumPy array: on CuPy arrays linscan.signal runs linscan.matscan's GPU "
+            f"kernels, which have not run on a GPU yet and are opt-in ({_validate.GPU_MATRIX}=1 "
+            "in the environment), got a CuPy array"
+        )
+    if on_gpu:
+        from ._dispatch import placement
+
+        placement((("x", x), ("zi", zi)))  # a TypeError for host zi beside device x
+    elif is_cupy(zi):
+        raise TypeError("zi must be a NumPy array like x, got a CuPy array; linscan never "
+                        "copies between host and device")  # fmt: skip
+    x = x if on_gpu else np.asarray(x)
     if x.ndim == 0:
         raise ValueError("x must be an array with a time axis, got a scalar (0-d)")
     named = [("x", x)]
     if zi is not None:
-        zi = np.asarray(zi)
+        zi = zi if is_cupy(zi) else np.asarray(zi)
         named.append(("zi", zi))
     for name, value in named:
         if value.dtype.kind not in "biufc":
             raise TypeError(f"{name} must hold numbers, got dtype {value.dtype}")
-    dtype = np.dtype(np.result_type(*coefficients, *(v for _, v in named), 1.0))
+    dtype = np.dtype(np.result_type(*coefficients, *(v.dtype for _, v in named), 1.0))
     if dtype.newbyteorder("=") not in _dtypes.SUPPORTED:
         what = " and ".join(name for name, _ in named)
         raise TypeError(f"{what} with the coefficients must give one of {_dtypes.TEXT}, got "
@@ -77,13 +106,14 @@ def _signal(x, coefficients, zi=None):
 def _initial(zi, x, axis: int, n: int, name: str = "zi"):
     """``zi`` (shaped like ``x`` with ``n`` along ``axis``; other lengths 1 broadcast) with
     ``axis`` last: ``x``'s other dimensions, then the ``n`` delays."""
-    zi = np.asarray(zi)
+    xp = _layout.xp_of(x)
+    zi = xp.asarray(zi)
     expected = x.shape[:axis] + (n,) + x.shape[axis + 1 :]
     fits = zi.ndim == x.ndim and zi.shape[axis] == n
     if not fits or any(z not in (1, e) for z, e in zip(zi.shape, expected)):
         raise ValueError(f"{name} must have shape {expected} (x's shape with the filter's "
                          f"{n} delays along axis {axis}), got shape {zi.shape}")  # fmt: skip
-    return np.moveaxis(zi, axis, -1)
+    return xp.moveaxis(zi, axis, -1)
 
 
 def _lanes(x, axis: int):
@@ -101,10 +131,12 @@ def _cascade(b, a, x, axis: int, zi, dtype, reverse: bool = False, fir: bool = F
     in time with ``reverse``. The final delays have ``zi``'s layout. ``fir``: one stage
     without feedback, convolved as scipy does (an inf or NaN then reaches ``N + 1``
     outputs, where the recurrence would spread ``0 * inf`` through its delays)."""
-    from .backends.cpu import filters  # Numba is imported on first use
-
     if fir:
         return _convolved(b[0], x, axis, None if zi is None else zi[0], dtype, reverse)
+    if is_cupy(x) or _BY_MATSCAN:
+        return _by_matscan(b, a, x, axis, zi, dtype, reverse)
+    from .backends.cpu import filters  # Numba is imported on first use
+
     work = _dtypes.accumulator(dtype)
     K, N = b.shape[0], b.shape[1] - 1
     lanes_shape = x.shape[:axis] + x.shape[axis + 1 :]
@@ -128,15 +160,56 @@ def _cascade(b, a, x, axis: int, zi, dtype, reverse: bool = False, fir: bool = F
     return _layout.cast(y, dtype), _layout.cast(final, dtype)
 
 
+def _by_matscan(b, a, x, axis, zi, dtype, reverse):
+    """``_cascade`` as matrix scans, a stage at a time (CuPy arrays): a stage's delays ``z``
+    follow ``z[t] = F z[t-1] + G x[t]`` (``_state_space``) and its output is ``b[0] x[t] +
+    z[t-1][0]``, so ``linscan.matscan`` of ``F`` over ``x[t] G`` from the entering delays
+    gives them all, and the next stage filters that output."""
+    from ._matrix import matscan
+
+    xp = _layout.xp_of(x)
+    work = _dtypes.accumulator(dtype)
+    K, N = b.shape[0], b.shape[1] - 1
+    if N > _validate.MAX_STATE:
+        raise ValueError(
+            f"a stage of order {N} on CuPy arrays: the matrix scan takes at most "
+            f"{_validate.MAX_STATE} delays (split the filter into sections)"
+        )
+    u = xp.moveaxis(xp.asarray(x, dtype=work), axis, -1)  # time last
+    if reverse:
+        u = u[..., ::-1]
+    lanes_shape = u.shape[:-1]
+    finals = []
+    for k in range(K):
+        if zi is None:
+            z = xp.zeros(lanes_shape + (N,), work)
+        else:
+            z = xp.asarray(xp.broadcast_to(zi[k], lanes_shape + (N,)), dtype=work)
+        if N == 0 or u.shape[-1] == 0:
+            u = u * work.type(b[k, 0])
+            finals.append(z)
+            continue
+        F, G = (xp.asarray(v) for v in _state_space(b[k], a[k], work))
+        h = matscan(F, u[..., None] * G, z, axis=-1)
+        entering = xp.concatenate([z[..., :1], h[..., :-1, 0]], axis=-1)
+        u = u * work.type(b[k, 0]) + entering
+        finals.append(h[..., -1, :])
+    if reverse:
+        u = u[..., ::-1]
+    y = xp.ascontiguousarray(xp.moveaxis(u, -1, axis))
+    return _layout.cast(y, dtype), _layout.cast(xp.stack(finals), dtype)
+
+
 def _convolved(b, x, axis, zi, dtype, reverse):
     """``_cascade`` for one stage without feedback: the full convolution of ``x`` with ``b``
     plus ``zi`` at its start; ``y`` its first ``T`` values, the final delays the rest."""
+    xp = _layout.xp_of(x)
     work = _dtypes.accumulator(dtype)
-    xs = np.moveaxis(np.asarray(x), axis, -1).astype(work)
+    xs = xp.moveaxis(xp.asarray(x), axis, -1).astype(work)
     if reverse:
         xs = xs[..., ::-1]
     T, n = xs.shape[-1], b.size - 1
-    full = np.zeros(xs.shape[:-1] + (T + n,), work)
+    full = xp.zeros(xs.shape[:-1] + (T + n,), work)
     for k, coefficient in enumerate(b.astype(work)):
         full[..., k : k + T] += coefficient * xs
     if zi is not None:
@@ -144,7 +217,7 @@ def _convolved(b, x, axis, zi, dtype, reverse):
     y = full[..., :T]
     if reverse:
         y = y[..., ::-1]
-    y = np.ascontiguousarray(np.moveaxis(y, -1, axis))
+    y = xp.ascontiguousarray(xp.moveaxis(y, -1, axis))
     return _layout.cast(y, dtype), _layout.cast(full[None, ..., T:], dtype)
 
 
@@ -172,14 +245,14 @@ def lfilter(b, a, x, axis=-1, zi=None):
     y, final = _cascade(b[None], a[None], x, axis, state, dtype, fir=fir)
     if zi is None:
         return y
-    return y, np.moveaxis(final[0], -1, axis)
+    return y, _layout.xp_of(y).moveaxis(final[0], -1, axis)
 
 
 def lfilter_zi(b, a):
     """The initial delays for which ``lfilter(b, a, x, zi=lfilter_zi(b, a) * x[0])`` starts
     in the steady state of a constant input ``x[0]``, as ``scipy.signal.lfilter_zi`` (which,
     unlike ``lfilter``, drops leading zeros of ``a``)."""
-    a = np.atleast_1d(np.asarray(a))
+    a = np.atleast_1d(np.asarray(_host(a)))
     while a.ndim == 1 and a.size > 1 and a[0] == 0:
         a = a[1:]
     b, a = _coefficients(b, a)
@@ -192,7 +265,7 @@ def lfilter_zi(b, a):
 
 
 def _sections(sos):
-    sos = np.atleast_2d(np.asarray(sos))
+    sos = np.atleast_2d(np.asarray(_host(sos)))
     if sos.ndim != 2 or sos.shape[1] != 6 or sos.shape[0] == 0:
         raise ValueError(f"sos must have shape (n_sections, 6), got shape {sos.shape}")
     if sos.dtype.kind not in "biufc":
@@ -230,12 +303,13 @@ def sosfilt(sos, x, axis=-1, zi=None):
             expected = (sos.shape[0],) + x.shape[:axis] + (2,) + x.shape[axis + 1 :]
             raise ValueError(f"zi must have shape {expected} (a leading axis of sections), "
                              f"got shape {zi.shape}")  # fmt: skip
-        zi = np.stack([_initial(z, x, axis, 2, f"zi[{k}]") for k, z in enumerate(zi)])
+        xp = _layout.xp_of(x)
+        zi = xp.stack([_initial(z, x, axis, 2, f"zi[{k}]") for k, z in enumerate(zi)])
     b, a = _stages(sos)
     y, final = _cascade(b, a, x, axis, zi, dtype)
     if zi is None:
         return y
-    return y, np.moveaxis(final, -1, axis + 1)
+    return y, _layout.xp_of(y).moveaxis(final, -1, axis + 1)
 
 
 def sosfilt_zi(sos):
@@ -268,16 +342,18 @@ def _edges(x, padtype, padlen, axis, ntaps):
         )
     if edge == 0:
         return 0, x
-    first = np.take(x, [0], axis=axis)
-    last = np.take(x, [-1], axis=axis)
-    head = np.flip(np.take(x, np.arange(1, edge + 1), axis=axis), axis=axis)
-    tail = np.flip(np.take(x, np.arange(-edge - 1, -1), axis=axis), axis=axis)
+    xp = _layout.xp_of(x)
+    T = x.shape[axis]
+    first = xp.take(x, xp.asarray([0]), axis=axis)
+    last = xp.take(x, xp.asarray([T - 1]), axis=axis)
+    head = xp.flip(xp.take(x, xp.arange(1, edge + 1), axis=axis), axis=axis)
+    tail = xp.flip(xp.take(x, xp.arange(T - edge - 1, T - 1), axis=axis), axis=axis)
     if padtype == "odd":
         head, tail = 2 * first - head, 2 * last - tail
     elif padtype == "constant":
-        head = np.repeat(first, edge, axis=axis)
-        tail = np.repeat(last, edge, axis=axis)
-    return edge, np.concatenate([head, x, tail], axis=axis)
+        head = xp.repeat(first, edge, axis=axis)
+        tail = xp.repeat(last, edge, axis=axis)
+    return edge, xp.concatenate([head, x, tail], axis=axis)
 
 
 def _unpad(y, edge, axis):
@@ -292,14 +368,16 @@ def _forward_backward(b, a, steady, x, axis, padtype, padlen, ntaps, dtype, fir=
     """Filter with the stages ``b``, ``a`` forwards then backwards (scipy's "pad" method),
     each pass starting where a constant input equal to its first sample would have settled
     the delays: ``steady`` (``(K, N)``) for a unit input. ``fir`` as for ``_cascade``."""
+    xp = _layout.xp_of(x)
     edge, ext = _edges(x, padtype, padlen, axis, ntaps)
     unit = steady.reshape((steady.shape[0],) + (1,) * (x.ndim - 1) + (steady.shape[1],))
+    unit = xp.asarray(unit)
 
     def run(y, first, reverse):
         return _cascade(b, a, y, axis, unit * first[None, ..., None], dtype, reverse, fir)[0]
 
-    y = run(ext, np.take(ext, 0, axis=axis), False)
-    y = run(y, np.take(y, -1, axis=axis), True)
+    y = run(ext, xp.take(ext, 0, axis=axis), False)
+    y = run(y, xp.take(y, y.shape[axis] - 1, axis=axis), True)
     return _unpad(y, edge, axis)
 
 

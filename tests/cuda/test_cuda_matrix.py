@@ -239,3 +239,51 @@ def test_cupy_arrays_need_the_opt_in(monkeypatch):
         linscan.matscan(A, x)  # host A beside device x
     with pytest.raises(TypeError, match="runs on the CPU only so far"):
         linscan.matscan_backward(A, x, x)
+    from linscan import signal
+
+    sos = [[1.0, 0.0, 0.0, 1.0, -0.5, 0.0]]
+    with pytest.raises(TypeError, match="must be a CuPy array or a scalar"):
+        signal.sosfilt(sos, x, axis=0, zi=np.zeros((1, 2, 2)))  # host zi beside device x
+    monkeypatch.delenv("LINSCAN_GPU_MATRIX")
+    with pytest.raises(TypeError, match="LINSCAN_GPU_MATRIX=1"):
+        signal.sosfilt(sos, x, axis=0)
+
+
+def test_signal_stages_beyond_the_matrix_scan_s_state_are_refused(monkeypatch):
+    from linscan import signal
+
+    monkeypatch.setattr(signal, "_BY_MATSCAN", True)
+    b, a = np.ones(10), np.r_[1.0, np.zeros(9)] + 0.01
+    with pytest.raises(ValueError, match="a stage of order 9 on CuPy arrays"):
+        signal.lfilter(b, a, np.ones(20))
+
+
+# --- linscan.signal as matrix scans (its path on CuPy arrays) ---------------------------------
+
+
+def _api_tests(name):
+    """The module ``tests/api/<name>.py`` (its tests, run again here on another path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"_api_{name}", HERE.parent / "api" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "test", ["test_lfilter_as_scipy", "test_sosfilt_as_scipy", "test_forward_backward_as_scipy"]
+)
+def test_signal_by_matscan_as_scipy(library, test, monkeypatch):
+    """``linscan.signal``'s property tests against scipy, every stage a matrix scan (the path
+    of CuPy arrays) on the GPU's kernels built for the host, with short chunks."""
+    pytest.importorskip("scipy")
+    from linscan import signal
+
+    monkeypatch.setattr(signal, "_BY_MATSCAN", True)
+    launches = []
+    with on_host(library, 16, 2, launches):
+        getattr(_api_tests("test_signal"), test)()
+    assert {"mat_reduce", "mat_compose", "mat_walk"} <= set(launches)

@@ -90,3 +90,27 @@ def test_out_may_be_x_and_the_current_stream_is_used():
     stream.synchronize()
     assert result is x
     np.testing.assert_allclose(cupy.asnumpy(x), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_signal_on_cupy_arrays_as_scipy(dtype):
+    ss = pytest.importorskip("scipy.signal")
+    from linscan import signal
+
+    rng = np.random.default_rng(6)
+    sos = ss.butter(6, 0.05, output="sos")
+    b, a = ss.butter(3, 0.1)
+    x = rng.standard_normal((3, 20000)).astype(dtype)
+    zi = rng.standard_normal((3, 3, 2)).astype(dtype)
+    tol = dict(rtol=0, atol=2e-4 if dtype == np.float32 else 1e-9)
+    gx, gzi = cupy.asarray(x), cupy.asarray(zi)
+    y, zf = signal.sosfilt(sos, gx, zi=gzi)
+    want, want_zf = ss.sosfilt(sos, x.astype(np.float64), zi=zi.astype(np.float64))
+    assert isinstance(y, cupy.ndarray) and y.dtype == dtype
+    np.testing.assert_allclose(cupy.asnumpy(y), want, **tol)
+    np.testing.assert_allclose(cupy.asnumpy(zf), want_zf, **tol)
+    np.testing.assert_allclose(cupy.asnumpy(signal.lfilter(b, a, gx)), ss.lfilter(b, a, x), **tol)
+    np.testing.assert_allclose(cupy.asnumpy(signal.sosfiltfilt(cupy.asarray(sos), gx)),
+                               ss.sosfiltfilt(sos, x), **tol)  # fmt: skip
+    np.testing.assert_allclose(cupy.asnumpy(signal.filtfilt(b, a, gx)), ss.filtfilt(b, a, x),
+                               **tol)  # fmt: skip
