@@ -20,7 +20,13 @@
 //                state alone, only the last chunk); the walk of a lane's last chunk leaves the
 //                lane's final state.
 //
-// The three launches run in order on one stream, so no kernel needs a look-back or a flag.
+// The backward pass (linscan.matscan_backward) walks against the forward scan with a carry c,
+// the gradient flowing into the step walked from: g[t] = grad_h[t] + c, grad_x[t] = g,
+// grad_A[t] = g h[t-1]^H, c <- A[t]^H g. The carry is itself an affine recurrence
+// (c <- A[t]^H c + A[t]^H grad_h[t]), so it runs the same way: mat_reduce with `back` (the
+// conjugate transposes), mat_compose from a zero carry, and mat_back_walk.
+//
+// The launches run in order on one stream, so no kernel needs a look-back or a flag.
 #include "numeric.cuh"
 
 namespace linscan {
@@ -95,12 +101,19 @@ __device__ __forceinline__ typename Wide<S>::T wide_of(const S& v) {
     return widen(v);
 }
 
+// Entry (j, q) of the matrix a walk applies: A's, or with `back` its conjugate transpose's.
+template <typename W, typename S>
+__device__ __forceinline__ W entry(const S* a, const MatLayout& g, int j, int q, bool back) {
+    return back ? conj_of(wide_of(a[q * g.sa_j + j * g.sa_k])) : wide_of(a[j * g.sa_j + q * g.sa_k]);
+}
+
 // The map of chunk c of each lane (threads: lanes x chunks `count`, lanes fastest): b from
 // zero and, with `product`, M the product of the chunk's matrices, in the wide type, stored
-// M[c][lane][j][k] and b[c][lane][j].
+// M[c][lane][j][k] and b[c][lane][j]. With `back` the map of the backward carry, x being
+// grad_h: a step takes b to A^H (x + b), and M is the product of the A^H.
 template <typename S, int D>
 __global__ void __launch_bounds__(MAT_THREADS)
-    mat_reduce(const S* A, const S* x, MAT_PARAMS, long long count, int product,
+    mat_reduce(const S* A, const S* x, MAT_PARAMS, long long count, int product, int back,
                typename Wide<S>::T* M, typename Wide<S>::T* b) {
     using W = typename Wide<S>::T;
     const MatLayout g = MAT_LAYOUT;
@@ -121,12 +134,24 @@ __global__ void __launch_bounds__(MAT_THREADS)
         const S* a = A + g.a_at(o, t, i);
         const S* v = x + ((o * g.T + t) * g.I + i) * D;
         W n[D];
+        if (back) {
 #pragma unroll
-        for (int j = 0; j < D; ++j) {
-            W acc = wide_of(v[j]);
+            for (int q = 0; q < D; ++q) s[q] = s[q] + wide_of(v[q]);
 #pragma unroll
-            for (int q = 0; q < D; ++q) acc = muladd(wide_of(a[j * g.sa_j + q * g.sa_k]), s[q], acc);
-            n[j] = acc;
+            for (int j = 0; j < D; ++j) {
+                W acc = W(0.0);
+#pragma unroll
+                for (int q = 0; q < D; ++q) acc = muladd(entry<W>(a, g, j, q, true), s[q], acc);
+                n[j] = acc;
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < D; ++j) {
+                W acc = wide_of(v[j]);
+#pragma unroll
+                for (int q = 0; q < D; ++q) acc = muladd(entry<W>(a, g, j, q, false), s[q], acc);
+                n[j] = acc;
+            }
         }
 #pragma unroll
         for (int j = 0; j < D; ++j) s[j] = n[j];
@@ -138,8 +163,7 @@ __global__ void __launch_bounds__(MAT_THREADS)
                 for (int m = 0; m < D; ++m) {
                     W acc = W(0.0);
 #pragma unroll
-                    for (int q = 0; q < D; ++q)
-                        acc = muladd(wide_of(a[j * g.sa_j + q * g.sa_k]), P[q][m], acc);
+                    for (int q = 0; q < D; ++q) acc = muladd(entry<W>(a, g, j, q, back), P[q][m], acc);
                     Q[j][m] = acc;
                 }
 #pragma unroll
@@ -243,6 +267,63 @@ __global__ void __launch_bounds__(MAT_THREADS)
     if (k1 == g.T) {
 #pragma unroll
         for (int j = 0; j < D; ++j) s[lane * D + j] = Num<S>::store(st[j]);
+    }
+}
+
+// The backward walk of chunk c of each lane from its entering carry starts[c][lane] (threads:
+// lanes x C, lanes fastest; a lane marked bad walked whole by its chunk-0 thread): writes
+// grad_x (gx, shaped as h) and grad_A (gA, (O, T, I, D, D)); h[t-1] is the forward state before
+// step t in the forward scan's order (hb, (O, I, D), before its first step). The walk that
+// ends a lane writes the carry it leaves, the gradient for h0, to c_out.
+template <typename S, int D>
+__global__ void __launch_bounds__(MAT_THREADS)
+    mat_back_walk(const S* A, const S* h, const S* gh, const S* hb, MAT_PARAMS, const S* starts,
+                  const int* bad, S* gx, S* gA, S* c_out) {
+    using U = typename Num<S>::T;
+    const MatLayout g = MAT_LAYOUT;
+    const long long lanes = g.O * g.I;
+    const long long n = static_cast<long long>(blockIdx.x) * MAT_THREADS + threadIdx.x;
+    if (n >= lanes * g.C) return;
+    const long long c = n / lanes, lane = n % lanes;
+    const long long o = lane / g.I, i = lane % g.I;
+    long long k0 = g.begin(c), k1 = g.end(c);
+    if (bad[lane]) {
+        if (c != 0) return;
+        k1 = g.T;
+    }
+    U carry[D];
+#pragma unroll
+    for (int j = 0; j < D; ++j) carry[j] = Num<S>::load(starts[(c * lanes + lane) * D + j]);
+    for (long long k = k0; k < k1; ++k) {
+        const long long t = g.step(k);
+        const long long prev = g.down ? t - 1 : t + 1;  // the forward scan's previous step
+        const long long at = ((o * g.T + t) * g.I + i) * D;
+        const S* hp = (prev >= 0 && prev < g.T) ? h + ((o * g.T + prev) * g.I + i) * D
+                                                : hb + lane * D;
+        const S* a = A + g.a_at(o, t, i);
+        U grad[D];
+#pragma unroll
+        for (int j = 0; j < D; ++j) {
+            grad[j] = Num<S>::load(gh[at + j]) + carry[j];
+            gx[at + j] = Num<S>::store(grad[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < D; ++j)
+#pragma unroll
+            for (int q = 0; q < D; ++q)
+                gA[(at + j) * D + q] = Num<S>::store(grad[j] * conj_of(Num<S>::load(hp[q])));
+#pragma unroll
+        for (int q = 0; q < D; ++q) {  // A^H g: the carry to the step before
+            U acc = U(0.0);
+#pragma unroll
+            for (int j = 0; j < D; ++j)
+                acc = muladd(conj_of(U(a[j * g.sa_j + q * g.sa_k])), grad[j], acc);
+            carry[q] = acc;
+        }
+    }
+    if (k1 == g.T) {
+#pragma unroll
+        for (int j = 0; j < D; ++j) c_out[lane * D + j] = Num<S>::store(carry[j]);
     }
 }
 

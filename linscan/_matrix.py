@@ -3,9 +3,8 @@
 The state is the trailing dimension of size d (1 to 8) of ``x`` and ``h``; ``A`` ends in
 ``(d, d)``. Everything before those dimensions is laid out as for :func:`linscan.scan` (time
 ``axis``, outer rows, channels), so the canonical layout is ``(O, T, I)`` followed by ``(d,)``
-or ``(d, d)``. The CPU kernels are in ``linscan.backends.cpu.matrix``; on CuPy arrays
-``matscan`` and ``matscan_final_state`` run ``linscan.backends.cuda.matrix`` (opt-in, see
-``_gpu``).
+or ``(d, d)``. The CPU kernels are in ``linscan.backends.cpu.matrix``; on CuPy arrays the
+three functions run those of ``linscan.backends.cuda.matrix`` (opt-in, see ``_gpu``).
 """
 
 from __future__ import annotations
@@ -171,7 +170,7 @@ def matscan_final_state(A, x, h0=None, *, axis=-1, reverse=False, method="auto")
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or cupy.ndarray
         ``h[T-1]`` (``h[0]`` with ``reverse``): shape ``broadcast(A.shape[:-2],
         x.shape[:-1])`` without ``axis``, plus ``(d,)``. ``h0`` broadcast (zeros without it)
         for an empty sequence.
@@ -226,12 +225,12 @@ def matscan_backward(A, h, grad_h, h0=None, *, axis=-1, reverse=False, method="a
 
     Returns
     -------
-    grad_A : numpy.ndarray
+    grad_A : numpy.ndarray or cupy.ndarray
         The shape and dtype of ``A``, summed over the steps and lanes a broadcast ``A``
         stands for.
-    grad_x : numpy.ndarray
+    grad_x : numpy.ndarray or cupy.ndarray
         The shape of ``h``, in the promoted dtype.
-    grad_h0 : numpy.ndarray or None
+    grad_h0 : numpy.ndarray, cupy.ndarray or None
         The shape and dtype of ``h0``; ``None`` without ``h0``.
 
     Raises
@@ -256,22 +255,29 @@ def matscan_backward(A, h, grad_h, h0=None, *, axis=-1, reverse=False, method="a
         named = (("A", A), ("h", h), ("grad_h", grad_h), ("h0", h0))
         return _via_dlpack(matscan_backward, named, True, axis=axis, reverse=reverse,
                            method=method)  # fmt: skip
-    args = _validate.matscan_args(A, h, h0, axis, reverse, name="h", grad_h=grad_h)
+    args = _validate.matscan_args(A, h, h0, axis, reverse, name="h", grad_h=grad_h, gpu=_gpu())
     _validate.check_method(method)
     work = _dtypes.accumulator(args.dtype)
     d = args.d
+    xp = _xp(args)
+    kernels, context = _kernels(args)
+    with context:
+        return _backward(args, work, d, xp, kernels, method)
+
+
+def _backward(args, work, d, xp, kernels, method):
+    """``matscan_backward``'s work, on the call's device."""
     if math.prod(args.shape) == 0:
-        gx4 = np.zeros(args.shape, work)
-        gA = np.zeros(args.lanes + (d, d), work)
-        c = np.zeros(_layout.state_shape(args.lanes, args.axis) + (d,), work)
+        gx4 = xp.zeros(args.shape, work)
+        gA = xp.zeros(args.lanes + (d, d), work)
+        c = xp.zeros(_layout.state_shape(args.lanes, args.axis) + (d,), work)
     else:
         A5 = _canonical(args, args.A, (d, d), work, contiguous=False)
         h4 = _canonical(args, args.x, (d,), work)
         gh4 = _canonical(args, args.grad_h, (d,), work)
-        gx4 = np.empty(h4.shape, work)
-        gA = np.empty(h4.shape + (d,), work)
-        c = _kernels(args)[0].backward(A5, h4, gh4, _state(args, work), gx4, gA, args.reverse,
-                                       method)  # fmt: skip
+        gx4 = xp.empty(h4.shape, work)
+        gA = xp.empty(h4.shape + (d,), work)
+        c = kernels.backward(A5, h4, gh4, _state(args, work), gx4, gA, args.reverse, method)
     grad_x = _layout.cast(gx4.reshape(args.shape), args.dtype)
     grad_A = _layout.sum_to_shape(
         gA.reshape(args.lanes + (d, d)), args.A.shape, args.A.dtype.newbyteorder("=")

@@ -428,15 +428,9 @@ GPU_MATRIX = "LINSCAN_GPU_MATRIX"
 
 def _matrix_operand(name: str, value, role: str, gpu):
     """An array operand of a matrix recurrence: a NumPy array of a supported dtype, or a CuPy
-    array where ``gpu`` is True (``False``: the GPU kernels are opt-in and not opted in;
-    ``None``: there are none)."""
+    array where ``gpu`` is True (the GPU kernels are opt-in)."""
     if _is_python_number(value):
         raise TypeError(f"{name} must be an array {role}, got a Python {type(value).__name__}")
-    if is_cupy(value) and gpu is None:
-        raise TypeError(
-            f"{name} must be a NumPy array: this function runs on the CPU only so far (its GPU "
-            "kernels are not written yet), got a CuPy array"
-        )
     if is_cupy(value) and not gpu:
         raise TypeError(
             f"{name} must be a NumPy array: the GPU kernels of linscan.matscan have not run on "
@@ -445,7 +439,7 @@ def _matrix_operand(name: str, value, role: str, gpu):
     return _operand(name, value)
 
 
-def matscan_args(A, x, h0, axis, reverse, name="x", grad_h=None, gpu=None) -> MatscanArgs:
+def matscan_args(A, x, h0, axis, reverse, name="x", grad_h=None, gpu=False) -> MatscanArgs:
     """Validate the arguments of ``matscan`` / ``matscan_final_state`` (``name`` ``"x"``), or
     with ``name="h"`` and ``grad_h`` those of ``matscan_backward``; ``gpu`` as for
     ``_matrix_operand`` (where True, CuPy arrays all on one device are accepted)."""

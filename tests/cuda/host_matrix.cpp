@@ -46,14 +46,15 @@ long long blocks(long long threads) { return (threads + linscan::MAT_THREADS - 1
 #define HOST_MAT_ARGS O, T, I, L, C, sa_o, sa_t, sa_i, sa_j, sa_k, down
 
 extern "C" int run_mat_reduce(int type, int d, long long threads, const void* A, const void* x,
-                              HOST_MAT_PARAMS, long long count, int product, void* M, void* b) {
+                              HOST_MAT_PARAMS, long long count, int product, int back, void* M,
+                              void* b) {
     return by_type_and_size(type, d, [&](auto stored, auto size) {
         using S = decltype(stored);
         using W = typename linscan::Wide<S>::T;
         host_launch(blocks(threads), [&] {
             linscan::mat_reduce<S, decltype(size)::value>(
                 static_cast<const S*>(A), static_cast<const S*>(x), HOST_MAT_ARGS, count, product,
-                static_cast<W*>(M), static_cast<W*>(b));
+                back, static_cast<W*>(M), static_cast<W*>(b));
         });
     });
 }
@@ -82,6 +83,21 @@ extern "C" int run_mat_walk(int type, int d, long long threads, const void* A, c
                 static_cast<const S*>(A), static_cast<const S*>(x), HOST_MAT_ARGS,
                 static_cast<const S*>(starts), bad, static_cast<S*>(h), static_cast<S*>(s),
                 write);
+        });
+    });
+}
+
+extern "C" int run_mat_back_walk(int type, int d, long long threads, const void* A, const void* h,
+                                 const void* gh, const void* hb, HOST_MAT_PARAMS,
+                                 const void* starts, const int* bad, void* gx, void* gA,
+                                 void* c_out) {
+    return by_type_and_size(type, d, [&](auto stored, auto size) {
+        using S = decltype(stored);
+        host_launch(blocks(threads), [&] {
+            linscan::mat_back_walk<S, decltype(size)::value>(
+                static_cast<const S*>(A), static_cast<const S*>(h), static_cast<const S*>(gh),
+                static_cast<const S*>(hb), HOST_MAT_ARGS, static_cast<const S*>(starts), bad,
+                static_cast<S*>(gx), static_cast<S*>(gA), static_cast<S*>(c_out));
         });
     });
 }

@@ -114,3 +114,26 @@ def test_signal_on_cupy_arrays_as_scipy(dtype):
                                ss.sosfiltfilt(sos, x), **tol)  # fmt: skip
     np.testing.assert_allclose(cupy.asnumpy(signal.filtfilt(b, a, gx)), ss.filtfilt(b, a, x),
                                **tol)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("form", ["constant", "per-step"])
+def test_backward_agrees_with_the_cpu(dtype, form):
+    rng = np.random.default_rng(4)
+    d, T, lanes = 3, 5000, 4
+    base = rng.standard_normal((d, d)) * 0.9 / 3
+    A = base if form == "constant" else base * rng.uniform(0.9, 1.0, (T, 1, 1, 1))
+    A = A.astype(dtype)
+    x, g = (rng.uniform(-1, 1, (T, lanes, d)).astype(dtype) for _ in range(2))
+    h0 = rng.uniform(-1, 1, (lanes, d)).astype(dtype)
+    single = np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.complex64))
+    for reverse in (False, True):
+        h = linscan.matscan(A, x, h0, axis=0, reverse=reverse)
+        want = linscan.matscan_backward(A, h, g, h0, axis=0, reverse=reverse)
+        got = linscan.matscan_backward(*(cupy.asarray(v) for v in (A, h, g, h0)), axis=0,
+                                       reverse=reverse)  # fmt: skip
+        for ours, theirs in zip(got, want):
+            assert isinstance(ours, cupy.ndarray) and ours.dtype == theirs.dtype
+            scale = np.abs(theirs).max()
+            np.testing.assert_allclose(cupy.asnumpy(ours), theirs, rtol=0,
+                                       atol=(1e-4 if single else 1e-10) * scale)  # fmt: skip

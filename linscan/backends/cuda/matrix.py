@@ -11,8 +11,9 @@ order on the current stream: the maps of all chunks but the last (``mat_reduce``
 matrix that is the same at every step the host raises it to the chunk's length by repeated
 squaring instead, and the kernel skips the products), their composition into each chunk's
 entering state (``mat_compose``), and the walk of every chunk from its entering state
-(``mat_walk``). One chunk (``method="sequential"``, or lanes enough to fill the GPU) is the
-walk alone.
+(``mat_walk``; ``mat_back_walk`` for the backward pass, whose carry's maps are reduced and
+composed the same way). One chunk (``method="sequential"``, or lanes enough to fill the GPU)
+is the walk alone.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ C_TYPES = {
     _dtypes.COMPLEX64: "linscan::Complex<float>",
     _dtypes.COMPLEX128: "linscan::Complex<double>",
 }
-KERNELS = ("mat_reduce", "mat_compose", "mat_walk")
+KERNELS = ("mat_reduce", "mat_compose", "mat_walk", "mat_back_walk")
 
 
 def chunks(lanes: int, T: int, method: str) -> tuple:
@@ -72,6 +73,40 @@ def _power(A0, n: int, xp):
     return result
 
 
+def _entering(A5, v4, s, down: bool, method: str, launch, xp, back: bool = False):
+    """``(layout, starts)``: the kernels' layout scalars and the ``(C, O, I, d)`` states
+    entering each chunk (``starts[0]`` is ``s``), from the chunks' maps (``mat_reduce``,
+    ``mat_compose``), and ``bad``, the lanes to walk whole. With ``back`` the maps are the
+    backward carry's, ``v4`` being ``grad_h``."""
+    O, T, I, d = v4.shape
+    dtype = v4.dtype
+    lanes = O * I
+    C, L = chunks(lanes, T, method)
+    strides = [st // A5.itemsize for st in A5.strides]
+    layout = [np.int64(v) for v in (O, T, I, L, C, *strides)] + [np.int32(down)]
+    starts = xp.empty((C, O, I, d), dtype)
+    bad = xp.zeros(lanes, np.int32)
+    if C == 1:
+        starts[0] = s
+        return layout, starts, bad
+    wide = np.promote_types(dtype, np.float64)
+    count = C - 1  # every chunk but the last has L steps
+    constant = T == 1 or A5.strides[1] == 0
+    b = xp.empty((count, lanes, d), wide)
+    if constant:
+        A0 = xp.ascontiguousarray(A5[:, 0], dtype=wide)
+        M = _power(xp.conj(xp.swapaxes(A0, -1, -2)) if back else A0, L, xp)
+        m_sc = 0
+    else:
+        M = xp.empty((count, lanes, d, d), wide)
+        m_sc = lanes * d * d
+    launch("mat_reduce", dtype, d, lanes * count, A5, v4, *layout, np.int64(count),
+           np.int32(not constant), np.int32(back), M, b)  # fmt: skip
+    launch("mat_compose", dtype, d, lanes, M, np.int64(m_sc), b, s, starts, bad,
+           np.int64(lanes), np.int64(count))  # fmt: skip
+    return layout, starts, bad
+
+
 def run(A5, x4, h4, s, reverse: bool, method: str, write: bool, launch, xp) -> None:
     """Scan ``(O, T, I, d)`` arrays: ``A5`` ``(O, T, I, d, d)`` (strided), ``x4`` and ``h4``
     C-contiguous (``h4`` unused without ``write``), ``s`` the ``(O, I, d)`` entering states,
@@ -83,33 +118,23 @@ def run(A5, x4, h4, s, reverse: bool, method: str, write: bool, launch, xp) -> N
         s[...] = state
         return
     O, T, I, d = x4.shape
-    dtype = x4.dtype
-    lanes = O * I
-    C, L = chunks(lanes, T, method)
-    strides = [st // A5.itemsize for st in A5.strides]
-    layout = [np.int64(v) for v in (O, T, I, L, C, *strides)] + [np.int32(reverse)]
-    starts = xp.empty((C, O, I, d), dtype)
-    bad = xp.zeros(lanes, np.int32)
-    if C == 1:
-        starts[0] = s
-    else:
-        wide = np.promote_types(dtype, np.float64)
-        count = C - 1  # every chunk but the last has L steps
-        constant = T == 1 or A5.strides[1] == 0
-        b = xp.empty((count, lanes, d), wide)
-        if constant:
-            M = _power(xp.ascontiguousarray(A5[:, 0], dtype=wide), L, xp)
-            m_sc = 0
-        else:
-            M = xp.empty((count, lanes, d, d), wide)
-            m_sc = lanes * d * d
-        launch("mat_reduce", dtype, d, lanes * count, A5, x4, *layout, np.int64(count),
-               np.int32(not constant), M, b)  # fmt: skip
-        launch("mat_compose", dtype, d, lanes, M, np.int64(m_sc), b, s, starts, bad,
-               np.int64(lanes), np.int64(count))  # fmt: skip
+    layout, starts, bad = _entering(A5, x4, s, reverse, method, launch, xp)
     out = h4 if write else s  # (never written without `write`)
-    launch("mat_walk", dtype, d, lanes * C, A5, x4, *layout, starts, bad, out, s,
+    launch("mat_walk", x4.dtype, d, O * I * int(layout[4]), A5, x4, *layout, starts, bad, out, s,
            np.int32(write))  # fmt: skip
+
+
+def run_backward(A5, h4, gh4, hb, gx4, gA, reverse: bool, method: str, launch, xp):
+    """The backward pass of ``run``'s scan (walking against it): fills ``gx4`` (as ``h4``)
+    and ``gA`` (``(O, T, I, d, d)``), both C-contiguous, and returns the gradient for the
+    entering state, ``(O, I, d)``; ``hb`` holds the entering states."""
+    O, T, I, d = h4.shape
+    hb = xp.ascontiguousarray(hb)
+    carry = xp.zeros((O, I, d), h4.dtype)
+    layout, starts, bad = _entering(A5, gh4, carry, not reverse, method, launch, xp, back=True)
+    launch("mat_back_walk", h4.dtype, d, O * I * int(layout[4]), A5, h4, gh4, hb, *layout,
+           starts, bad, gx4, gA, carry)  # fmt: skip
+    return carry
 
 
 _lock = threading.Lock()
@@ -151,3 +176,10 @@ def scan(A5, x4, h4, s, reverse: bool, method: str, write: bool = True) -> None:
     import cupy
 
     run(A5, x4, h4, s, reverse, method, write, _launch, cupy)
+
+
+def backward(A5, h4, gh4, hb, gx4, gA, reverse: bool, method: str):
+    """``linscan.backends.cpu.matrix.backward`` on CuPy arrays."""
+    import cupy
+
+    return run_backward(A5, h4, gh4, hb, gx4, gA, reverse, method, _launch, cupy)
