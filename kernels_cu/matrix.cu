@@ -9,22 +9,23 @@
 // walk order (the last may be shorter), and each kernel gives a thread one (chunk, lane) pair,
 // lanes fastest, so that the threads of a warp read neighbouring lanes of one step:
 //
-//   mat_reduce   the affine map of a chunk, s -> M s + b, in the wide type (double, or
-//                complex<double>): b walked from zero, M the product of the chunk's matrices
-//                (one D x D product per step; skipped where A is the same at every step, whose
-//                power the host computes by repeated squaring);
-//   mat_compose  one thread per lane composes the maps in order into each chunk's entering
-//                state, rounded once to the work type; a lane whose composed state is not
-//                finite is marked, and walked in one piece instead (as the loop would);
-//   mat_walk     each chunk walked from its entering state, writing h (or, for the final
-//                state alone, only the last chunk); the walk of a lane's last chunk leaves the
-//                lane's final state.
+//   mat_reduce     the affine map of a chunk, s -> M s + b, in the wide type (double, or
+//                  complex<double>): b walked from zero, M the product of the chunk's matrices
+//                  (one D x D product per step; skipped where A is the same at every step,
+//                  whose power the host computes by repeated squaring). The maps are stored
+//                  as a matrix recurrence of their own, (O, C - 1, I) with the chunks as its
+//                  steps: the host scans them with these same kernels into each chunk's
+//                  entering state (linscan.backends.cuda.matrix), a lane whose states are not
+//                  all finite, rounded, being walked whole (as the loop would walk it);
+//   mat_walk       each chunk walked from its entering state, writing h (or, for the final
+//                  state alone, only the last chunk); the walk of a lane's last chunk leaves
+//                  the lane's final state.
 //
 // The backward pass (linscan.matscan_backward) walks against the forward scan with a carry c,
 // the gradient flowing into the step walked from: g[t] = grad_h[t] + c, grad_x[t] = g,
 // grad_A[t] = g h[t-1]^H, c <- A[t]^H g. The carry is itself an affine recurrence
 // (c <- A[t]^H c + A[t]^H grad_h[t]), so it runs the same way: mat_reduce with `back` (the
-// conjugate transposes), mat_compose from a zero carry, and mat_back_walk.
+// conjugate transposes), the maps scanned from a zero carry, and mat_back_walk.
 //
 // The launches run in order on one stream, so no kernel needs a look-back or a flag.
 #include "numeric.cuh"
@@ -33,7 +34,7 @@ namespace linscan {
 
 constexpr int MAT_THREADS = 128;  // threads per block (the host build runs blocks of 128)
 
-// The wide type of maps and composed states, and the conversions between it and the work type.
+// The wide type of the maps, and the conversion to it from the work type.
 template <typename S>
 struct Wide {
     using T = double;
@@ -48,20 +49,6 @@ template <typename R>
 __device__ __forceinline__ Complex<double> widen(const Complex<R>& v) {
     return {static_cast<double>(v.re), static_cast<double>(v.im)};
 }
-template <typename S>
-__device__ __forceinline__ S narrow(double v) {
-    return static_cast<S>(v);
-}
-template <typename S>
-__device__ __forceinline__ S narrow(const Complex<double>& v) {
-    using R = decltype(S::re);
-    return S(static_cast<R>(v.re), static_cast<R>(v.im));
-}
-__device__ __forceinline__ bool finite_value(double v) { return isfinite(v); }
-__device__ __forceinline__ bool finite_value(const Complex<double>& v) {
-    return isfinite(v.re) && isfinite(v.im);
-}
-
 // Where one chunk's steps are, and the strides of A (elements). Kernels take the fields as
 // scalars (MAT_PARAMS) and build it.
 struct MatLayout {
@@ -109,8 +96,8 @@ __device__ __forceinline__ W entry(const S* a, const MatLayout& g, int j, int q,
 
 // The map of chunk c of each lane (threads: lanes x chunks `count`, lanes fastest): b from
 // zero and, with `product`, M the product of the chunk's matrices, in the wide type, stored
-// M[c][lane][j][k] and b[c][lane][j]. With `back` the map of the backward carry, x being
-// grad_h: a step takes b to A^H (x + b), and M is the product of the A^H.
+// as (O, count, I, D, D) and (O, count, I, D). With `back` the map of the backward carry, x
+// being grad_h: a step takes b to A^H (x + b), and M is the product of the A^H.
 template <typename S, int D>
 __global__ void __launch_bounds__(MAT_THREADS)
     mat_reduce(const S* A, const S* x, MAT_PARAMS, long long count, int product, int back,
@@ -172,11 +159,12 @@ __global__ void __launch_bounds__(MAT_THREADS)
                 for (int m = 0; m < D; ++m) P[j][m] = Q[j][m];
         }
     }
-    W* bm = b + (c * lanes + lane) * D;
+    const long long at = (o * count + c) * g.I + i;  // (O, count, I)
+    W* bm = b + at * D;
 #pragma unroll
     for (int j = 0; j < D; ++j) bm[j] = s[j];
     if (product) {
-        W* Mm = M + (c * lanes + lane) * D * D;
+        W* Mm = M + at * D * D;
 #pragma unroll
         for (int j = 0; j < D; ++j)
 #pragma unroll
@@ -184,52 +172,8 @@ __global__ void __launch_bounds__(MAT_THREADS)
     }
 }
 
-// Each lane's entering state of every chunk (starts[c][lane], the work type): starts[0] the
-// lane's state s, then s <- M_c s + b_c in the wide type for c < `count`, rounded once per
-// chunk. M_c is at M + c * m_sc (m_sc 0: one map serves every chunk). bad[lane]: 1 where a map
-// or a composed state is not finite (the lane is then walked in one piece), else 0.
-template <typename S, int D>
-__global__ void __launch_bounds__(MAT_THREADS)
-    mat_compose(const typename Wide<S>::T* M, long long m_sc, const typename Wide<S>::T* b,
-                const S* s, S* starts, int* bad, long long lanes, long long count) {
-    using W = typename Wide<S>::T;
-    const long long lane = static_cast<long long>(blockIdx.x) * MAT_THREADS + threadIdx.x;
-    if (lane >= lanes) return;
-    W carry[D];
-#pragma unroll
-    for (int j = 0; j < D; ++j) {
-        carry[j] = wide_of(s[lane * D + j]);
-        starts[lane * D + j] = s[lane * D + j];
-    }
-    bool finite = true;
-    for (long long c = 0; c < count; ++c) {
-        const W* Mm = M + c * m_sc + lane * D * D;
-        const W* bm = b + (c * lanes + lane) * D;
-        W n[D];
-#pragma unroll
-        for (int j = 0; j < D; ++j) {
-            W acc = bm[j];
-            finite = finite && finite_value(bm[j]);
-#pragma unroll
-            for (int k = 0; k < D; ++k) {
-                finite = finite && finite_value(Mm[j * D + k]);
-                acc = muladd(Mm[j * D + k], carry[k], acc);
-            }
-            finite = finite && finite_value(acc);
-            n[j] = acc;
-        }
-        if (!finite) break;
-        S* out = starts + ((c + 1) * lanes + lane) * D;
-#pragma unroll
-        for (int j = 0; j < D; ++j) {
-            carry[j] = n[j];
-            out[j] = narrow<S>(n[j]);
-        }
-    }
-    bad[lane] = finite ? 0 : 1;
-}
-
-// Chunk c of each lane walked from starts[c][lane] (threads: lanes x C, lanes fastest),
+// Chunk c of each lane walked from its entering state, starts (O, C, I, D) (threads: lanes x C,
+// lanes fastest),
 // writing h where `write`; a lane marked bad is walked whole by its chunk-0 thread. Without
 // `write` only the last chunk is walked (a final state). The walk that ends a lane writes its
 // final state to s.
@@ -245,7 +189,7 @@ __global__ void __launch_bounds__(MAT_THREADS)
     const long long c = n / lanes, lane = n % lanes;
     const long long o = lane / g.I, i = lane % g.I;
     long long k0 = g.begin(c), k1 = g.end(c);
-    const S* start = starts + (c * lanes + lane) * D;
+    const S* start = starts + ((o * g.C + c) * g.I + i) * D;
     if (bad[lane]) {  // the whole lane, from its entering state
         if (c != 0) return;
         k1 = g.T;
@@ -270,7 +214,7 @@ __global__ void __launch_bounds__(MAT_THREADS)
     }
 }
 
-// The backward walk of chunk c of each lane from its entering carry starts[c][lane] (threads:
+// The backward walk of chunk c of each lane from its entering carry, starts (O, C, I, D) (threads:
 // lanes x C, lanes fastest; a lane marked bad walked whole by its chunk-0 thread): writes
 // grad_x (gx, shaped as h) and grad_A (gA, (O, T, I, D, D)); h[t-1] is the forward state before
 // step t in the forward scan's order (hb, (O, I, D), before its first step). The walk that
@@ -293,7 +237,8 @@ __global__ void __launch_bounds__(MAT_THREADS)
     }
     U carry[D];
 #pragma unroll
-    for (int j = 0; j < D; ++j) carry[j] = Num<S>::load(starts[(c * lanes + lane) * D + j]);
+    for (int j = 0; j < D; ++j)
+        carry[j] = Num<S>::load(starts[((o * g.C + c) * g.I + i) * D + j]);
     for (long long k = k0; k < k1; ++k) {
         const long long t = g.step(k);
         const long long prev = g.down ? t - 1 : t + 1;  // the forward scan's previous step

@@ -288,3 +288,20 @@ def test_torch_tensors_through_dlpack():
     h = linscan.matscan(A, x)
     assert isinstance(h, torch.Tensor)
     np.testing.assert_array_equal(h.numpy(), [[1, 0], [0, 1], [-1, 0]])
+
+
+def test_a_state_that_overflows_once_rounded_is_inf_as_in_the_loop():
+    """float32 states past its range at the end of the first of three segments, back in
+    range by the end of the second: composed in float64 the third segment's entering state
+    is finite, but the loop's states are inf from the overflow on, and so must ours be (a
+    review found the segment after it restarting finite)."""
+    A = np.ones((64, 1, 1), np.float32)
+    A[:21], A[21:42] = 1e3, 1e-3  # past float32's range from t = 12, back to 1 at t = 41
+    x = np.zeros((64, 1), np.float32)
+    h0 = np.ones(1, np.float32)
+    expected = linscan.matscan(A, x, h0, axis=0, method="sequential")
+    assert np.isinf(expected[12:]).all() and np.isfinite(expected[:12]).all()
+    with forced("split3"):
+        h = linscan.matscan(A, x, h0, axis=0, method="parallel")
+    assert np.array_equal(np.isinf(h), np.isinf(expected))
+    np.testing.assert_allclose(h[:12], expected[:12], rtol=1e-6)

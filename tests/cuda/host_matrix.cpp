@@ -59,20 +59,6 @@ extern "C" int run_mat_reduce(int type, int d, long long threads, const void* A,
     });
 }
 
-extern "C" int run_mat_compose(int type, int d, long long threads, const void* M, long long m_sc,
-                               const void* b, const void* s, void* starts, int* bad,
-                               long long lanes, long long count) {
-    return by_type_and_size(type, d, [&](auto stored, auto size) {
-        using S = decltype(stored);
-        using W = typename linscan::Wide<S>::T;
-        host_launch(blocks(threads), [&] {
-            linscan::mat_compose<S, decltype(size)::value>(
-                static_cast<const W*>(M), m_sc, static_cast<const W*>(b), static_cast<const S*>(s),
-                static_cast<S*>(starts), bad, lanes, count);
-        });
-    });
-}
-
 extern "C" int run_mat_walk(int type, int d, long long threads, const void* A, const void* x,
                             HOST_MAT_PARAMS, const void* starts, const int* bad, void* h, void* s,
                             int write) {

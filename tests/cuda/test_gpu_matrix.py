@@ -98,22 +98,26 @@ def test_signal_on_cupy_arrays_as_scipy(dtype):
     from linscan import signal
 
     rng = np.random.default_rng(6)
-    sos = ss.butter(6, 0.05, output="sos")
-    b, a = ss.butter(3, 0.1)
+    sos = ss.butter(6, 0.05, output="sos").astype(dtype)  # (float64 ones make y float64)
+    b, a = (v.astype(dtype) for v in ss.butter(3, 0.1))
     x = rng.standard_normal((3, 20000)).astype(dtype)
     zi = rng.standard_normal((3, 3, 2)).astype(dtype)
-    tol = dict(rtol=0, atol=2e-4 if dtype == np.float32 else 1e-9)
     gx, gzi = cupy.asarray(x), cupy.asarray(zi)
     y, zf = signal.sosfilt(sos, gx, zi=gzi)
-    want, want_zf = ss.sosfilt(sos, x.astype(np.float64), zi=zi.astype(np.float64))
-    assert isinstance(y, cupy.ndarray) and y.dtype == dtype
-    np.testing.assert_allclose(cupy.asnumpy(y), want, **tol)
-    np.testing.assert_allclose(cupy.asnumpy(zf), want_zf, **tol)
-    np.testing.assert_allclose(cupy.asnumpy(signal.lfilter(b, a, gx)), ss.lfilter(b, a, x), **tol)
-    np.testing.assert_allclose(cupy.asnumpy(signal.sosfiltfilt(cupy.asarray(sos), gx)),
-                               ss.sosfiltfilt(sos, x), **tol)  # fmt: skip
-    np.testing.assert_allclose(cupy.asnumpy(signal.filtfilt(b, a, gx)), ss.filtfilt(b, a, x),
-                               **tol)  # fmt: skip
+    assert isinstance(y, cupy.ndarray) and y.dtype == dtype and zf.dtype == dtype
+    wide = [v.astype(np.float64) for v in (sos, b, a, x, zi)]
+    want, want_zf = ss.sosfilt(wide[0], wide[3], zi=wide[4])
+    pairs = [
+        (y, want),
+        (zf, want_zf),
+        (signal.lfilter(b, a, gx), ss.lfilter(wide[1], wide[2], wide[3])),
+        (signal.sosfiltfilt(cupy.asarray(sos), gx), ss.sosfiltfilt(wide[0], wide[3])),
+        (signal.filtfilt(b, a, gx), ss.filtfilt(wide[1], wide[2], wide[3])),
+    ]
+    tolerance = 1e-4 if dtype == np.float32 else 1e-10
+    for ours, theirs in pairs:
+        atol = tolerance * np.abs(theirs).max()
+        np.testing.assert_allclose(cupy.asnumpy(ours), theirs, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
@@ -137,3 +141,11 @@ def test_backward_agrees_with_the_cpu(dtype, form):
             scale = np.abs(theirs).max()
             np.testing.assert_allclose(cupy.asnumpy(ours), theirs, rtol=0,
                                        atol=(1e-4 if single else 1e-10) * scale)  # fmt: skip
+
+
+def test_the_filter_example_on_the_gpu():
+    pytest.importorskip("scipy")
+    from helpers import load_example
+
+    residual, difference = load_example("filter_recording").main(["--samples", "2**18", "--gpu"])
+    assert residual < 0.2 and difference < 1e-8

@@ -169,7 +169,8 @@ def _maps(A, x, plan, down: bool, wide, group, back: bool = False):
 
 def _starts(flat, M, b, state):
     """The state entering each segment and leaving the last, composed in the wide dtype and
-    rounded once per segment; ``None`` where a map or a state is not finite."""
+    rounded once per segment; ``None`` where a map or a state is not finite, or a state
+    rounded overflows (float32: the loop's states are inf from there on)."""
     if not all(np.isfinite(m).all() and np.isfinite(v).all() for m, v in zip(M, b)):
         return None
     carry = state.astype(b[0].dtype)
@@ -180,7 +181,10 @@ def _starts(flat, M, b, state):
         if not np.isfinite(carry).all():
             return None
         if g + 1 == len(flat) or flat[g + 1].segment != piece.segment:
-            starts.append(private(state.shape, state.dtype, _rounded(carry, state.dtype)))
+            rounded = _rounded(carry, state.dtype)
+            if not np.isfinite(rounded).all():
+                return None
+            starts.append(private(state.shape, state.dtype, rounded))
     return starts
 
 

@@ -6,14 +6,16 @@ Opt-in (``LINSCAN_GPU_MATRIX=1``): the kernels have run only on the host, throug
 module's ``run`` with a launcher that calls the host build: the plan, the launches and the
 kernels' arithmetic are the ones a GPU would run.
 
-A call cuts each lane's steps into ``C`` chunks (``chunks``) and runs up to three kernels in
-order on the current stream: the maps of all chunks but the last (``mat_reduce``; for a
-matrix that is the same at every step the host raises it to the chunk's length by repeated
-squaring instead, and the kernel skips the products), their composition into each chunk's
-entering state (``mat_compose``), and the walk of every chunk from its entering state
-(``mat_walk``; ``mat_back_walk`` for the backward pass, whose carry's maps are reduced and
-composed the same way). One chunk (``method="sequential"``, or lanes enough to fill the GPU)
-is the walk alone.
+A call cuts each lane's steps into ``C`` chunks (``chunks``) and runs, in order on the
+current stream: the maps of all chunks but the last (``mat_reduce``; for a matrix that is
+the same at every step the host raises it to the chunk's length by repeated squaring
+instead, and the kernel skips the products); their scan into each chunk's entering state,
+itself a matrix recurrence over the chunks, run by this same module (so a long lane's
+``C - 1`` maps are cut into chunks in turn, rather than composed one after the other by one
+thread); and the walk of every chunk from its entering state (``mat_walk``;
+``mat_back_walk`` for the backward pass, whose carry's maps are reduced and scanned the same
+way). One chunk (``method="sequential"``, or lanes enough to fill the GPU) is the walk
+alone.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ C_TYPES = {
     _dtypes.COMPLEX64: "linscan::Complex<float>",
     _dtypes.COMPLEX128: "linscan::Complex<double>",
 }
-KERNELS = ("mat_reduce", "mat_compose", "mat_walk", "mat_back_walk")
+KERNELS = ("mat_reduce", "mat_walk", "mat_back_walk")
 
 
 def chunks(lanes: int, T: int, method: str) -> tuple:
@@ -74,37 +76,44 @@ def _power(A0, n: int, xp):
 
 
 def _entering(A5, v4, s, down: bool, method: str, launch, xp, back: bool = False):
-    """``(layout, starts)``: the kernels' layout scalars and the ``(C, O, I, d)`` states
-    entering each chunk (``starts[0]`` is ``s``), from the chunks' maps (``mat_reduce``,
-    ``mat_compose``), and ``bad``, the lanes to walk whole. With ``back`` the maps are the
-    backward carry's, ``v4`` being ``grad_h``."""
+    """``(layout, starts, bad)``: the kernels' layout scalars, the ``(O, C, I, d)`` states
+    entering each chunk (chunk 0's is ``s``) and the lanes to walk whole (``bad``, int32).
+
+    The chunks' maps ``s -> M s + b`` (``mat_reduce``, in the wide type) are a matrix
+    recurrence of their own with the chunks as its steps, ``(O, C - 1, I)``: this module's
+    ``run`` scans it from ``s`` (in chunks of chunks, if there are many), and the states it
+    leaves, rounded once, enter the chunks after the first. A lane whose states are not all
+    finite once rounded (an inf or NaN in a map, or an overflow) is walked whole instead, as
+    the loop walks it. With ``back`` the maps are the backward carry's, ``v4`` being
+    ``grad_h``."""
     O, T, I, d = v4.shape
     dtype = v4.dtype
     lanes = O * I
     C, L = chunks(lanes, T, method)
     strides = [st // A5.itemsize for st in A5.strides]
     layout = [np.int64(v) for v in (O, T, I, L, C, *strides)] + [np.int32(down)]
-    starts = xp.empty((C, O, I, d), dtype)
-    bad = xp.zeros(lanes, np.int32)
+    starts = xp.empty((O, C, I, d), dtype)
+    starts[:, 0] = s
     if C == 1:
-        starts[0] = s
-        return layout, starts, bad
+        return layout, starts, xp.zeros(lanes, np.int32)
     wide = np.promote_types(dtype, np.float64)
     count = C - 1  # every chunk but the last has L steps
     constant = T == 1 or A5.strides[1] == 0
-    b = xp.empty((count, lanes, d), wide)
-    if constant:
+    b = xp.empty((O, count, I, d), wide)
+    if constant:  # one map for every chunk: a view with the chunks' stride 0
         A0 = xp.ascontiguousarray(A5[:, 0], dtype=wide)
-        M = _power(xp.conj(xp.swapaxes(A0, -1, -2)) if back else A0, L, xp)
-        m_sc = 0
+        power = _power(xp.conj(xp.swapaxes(A0, -1, -2)) if back else A0, L, xp)
+        M = xp.broadcast_to(power[:, None], (O, count, I, d, d))
     else:
-        M = xp.empty((count, lanes, d, d), wide)
-        m_sc = lanes * d * d
+        M = xp.empty((O, count, I, d, d), wide)
     launch("mat_reduce", dtype, d, lanes * count, A5, v4, *layout, np.int64(count),
            np.int32(not constant), np.int32(back), M, b)  # fmt: skip
-    launch("mat_compose", dtype, d, lanes, M, np.int64(m_sc), b, s, starts, bad,
-           np.int64(lanes), np.int64(count))  # fmt: skip
-    return layout, starts, bad
+    after = xp.empty_like(b)
+    run(M, b, after, xp.array(s, dtype=wide), False, method, True, launch, xp)
+    with np.errstate(over="ignore", invalid="ignore"):
+        starts[:, 1:] = after  # rounded once
+    finite = xp.isfinite(starts).all(axis=(1, 3))  # (O, I)
+    return layout, starts, (~finite).reshape(lanes).astype(np.int32)
 
 
 def run(A5, x4, h4, s, reverse: bool, method: str, write: bool, launch, xp) -> None:
@@ -142,7 +151,7 @@ _modules: dict = {}  # (device id, dtype, d) -> cupy.RawModule
 
 
 def _function(kernel: str, dtype, d: int):
-    """The compiled kernel; its module (the three kernels of one dtype and state size)
+    """The compiled kernel; its module (the kernels of one dtype and state size)
     compiles on first use, then loads from CuPy's disk cache."""
     import cupy
 
