@@ -4,14 +4,13 @@ The state is the trailing dimension of size d (1 to 8) of ``x`` and ``h``; ``A``
 ``(d, d)``. Everything before those dimensions is laid out as for :func:`linscan.scan` (time
 ``axis``, outer rows, channels), so the canonical layout is ``(O, T, I)`` followed by ``(d,)``
 or ``(d, d)``. The CPU kernels are in ``linscan.backends.cpu.matrix``; on CuPy arrays the
-three functions run those of ``linscan.backends.cuda.matrix`` (opt-in, see ``_gpu``).
+three functions run those of ``linscan.backends.cuda.matrix`` (opt-in: ``_validate.gpu_matrix``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 
 import numpy as np
 
@@ -40,12 +39,6 @@ def _state(args, work):
 def _xp(args):
     """The array module of the call: NumPy, or CuPy for a call on a GPU."""
     return np if args.device is None else _layout.xp_of(args.x)
-
-
-def _gpu() -> bool:
-    """Whether CuPy arrays may use the GPU kernels, which have not run on a GPU yet (opt-in:
-    ``LINSCAN_GPU_MATRIX=1``)."""
-    return os.environ.get(_validate.GPU_MATRIX, "") == "1"
 
 
 def _kernels(args):
@@ -129,7 +122,7 @@ def matscan(A, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
     if _interop.foreign(x, A, h0, out):
         named = (("A", A), ("x", x), ("h0", h0), ("out", out))
         return _via_dlpack(matscan, named, out is None, axis=axis, reverse=reverse, method=method)
-    args = _validate.matscan_args(A, x, h0, axis, reverse, gpu=_gpu())
+    args = _validate.matscan_args(A, x, h0, axis, reverse, gpu=_validate.gpu_matrix())
     method = _validate.check_method(method)
     xp = _xp(args)
     given = out
@@ -192,7 +185,7 @@ def matscan_final_state(A, x, h0=None, *, axis=-1, reverse=False, method="auto")
         named = (("A", A), ("x", x), ("h0", h0))
         return _via_dlpack(matscan_final_state, named, True, axis=axis, reverse=reverse,
                            method=method)  # fmt: skip
-    args = _validate.matscan_args(A, x, h0, axis, reverse, gpu=_gpu())
+    args = _validate.matscan_args(A, x, h0, axis, reverse, gpu=_validate.gpu_matrix())
     method = _validate.check_method(method)
     work = _dtypes.accumulator(args.dtype)
     shape = _layout.state_shape(args.lanes, args.axis) + (args.d,)
@@ -255,7 +248,9 @@ def matscan_backward(A, h, grad_h, h0=None, *, axis=-1, reverse=False, method="a
         named = (("A", A), ("h", h), ("grad_h", grad_h), ("h0", h0))
         return _via_dlpack(matscan_backward, named, True, axis=axis, reverse=reverse,
                            method=method)  # fmt: skip
-    args = _validate.matscan_args(A, h, h0, axis, reverse, name="h", grad_h=grad_h, gpu=_gpu())
+    args = _validate.matscan_args(
+        A, h, h0, axis, reverse, name="h", grad_h=grad_h, gpu=_validate.gpu_matrix()
+    )
     _validate.check_method(method)
     work = _dtypes.accumulator(args.dtype)
     d = args.d

@@ -421,9 +421,16 @@ class MatscanArgs(NamedTuple):
         return self.lanes + (self.d,)
 
 
-#: The setting that lets CuPy arrays into ``matscan`` and ``matscan_final_state``: their GPU
-#: kernels have not run on a GPU yet (``linscan.backends.cuda.matrix``).
+#: The setting that lets CuPy arrays into the matrix recurrences (and ``linscan.signal``,
+#: which runs on them there): their GPU kernels have not run on a GPU yet
+#: (``linscan.backends.cuda.matrix``).
 GPU_MATRIX = "LINSCAN_GPU_MATRIX"
+
+
+def gpu_matrix() -> bool:
+    """Whether CuPy arrays may run the matrix recurrences' GPU kernels (opt-in:
+    ``LINSCAN_GPU_MATRIX=1`` in the environment, read at each call)."""
+    return os.environ.get(GPU_MATRIX, "") == "1"
 
 
 def _matrix_operand(name: str, value, role: str, gpu):
@@ -512,4 +519,6 @@ __all__ = [
     "MAX_STATE",
     "MatscanArgs",
     "matscan_args",
+    "GPU_MATRIX",
+    "gpu_matrix",
 ]

@@ -23,12 +23,11 @@ needed.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
 from . import _dtypes, _layout, _validate
-from ._dispatch import is_cupy
+from ._dispatch import is_cupy, placement
 
 #: Private test knob: run NumPy arrays through the stages-as-matrix-scans path of CuPy arrays
 #: (``_by_matscan``), so that tests check it without a GPU.
@@ -72,15 +71,13 @@ def _signal(x, coefficients, zi=None):
     array or ``None``, and the result dtype of ``x``, the ``coefficients`` arrays and ``zi``.
     ``x`` and ``zi`` are NumPy arrays, or both CuPy arrays on one device."""
     on_gpu = is_cupy(x)
-    if on_gpu and os.environ.get(_validate.GPU_MATRIX, "") != "1":
+    if on_gpu and not _validate.gpu_matrix():
         raise TypeError(
             "x must be a NumPy array: on CuPy arrays linscan.signal runs linscan.matscan's GPU "
             f"kernels, which have not run on a GPU yet and are opt-in ({_validate.GPU_MATRIX}=1 "
             "in the environment), got a CuPy array"
         )
     if on_gpu:
-        from ._dispatch import placement
-
         placement((("x", x), ("zi", zi)))  # a TypeError for host zi beside device x
     elif is_cupy(zi):
         raise TypeError("zi must be a NumPy array like x, got a CuPy array; linscan never "
