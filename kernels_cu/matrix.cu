@@ -67,6 +67,38 @@ struct MatLayout {
         long long sa_t, long long sa_i, long long sa_j, long long sa_k, int down
 #define MAT_LAYOUT MatLayout{O, T, I, L, C, sa_o, sa_t, sa_i, sa_j, sa_k, down}
 
+// A thread's (chunk, lane) pair, the lane as (o, i), and the steps [k0, k1) of its chunk in
+// walk order.
+struct Chunk {
+    long long c, lane, o, i, k0, k1;
+};
+
+// The pair of this thread in a launch over `count` chunks of every lane, lanes fastest; false
+// past them.
+__device__ __forceinline__ bool chunk_of(const MatLayout& g, long long count, Chunk& w) {
+    const long long lanes = g.O * g.I;
+    const long long n = static_cast<long long>(blockIdx.x) * MAT_THREADS + threadIdx.x;
+    if (n >= lanes * count) return false;
+    w.c = n / lanes;
+    w.lane = n % lanes;
+    w.o = w.lane / g.I;
+    w.i = w.lane % g.I;
+    w.k0 = g.begin(w.c);
+    w.k1 = g.end(w.c);
+    return true;
+}
+
+// chunk_of for a walk over all C chunks: a lane marked bad is walked whole, from its entering
+// state, by its chunk-0 thread (its other threads: false).
+__device__ __forceinline__ bool walk_of(const MatLayout& g, const int* bad, Chunk& w) {
+    if (!chunk_of(g, g.C, w)) return false;
+    if (bad[w.lane]) {
+        if (w.c != 0) return false;
+        w.k1 = g.T;
+    }
+    return true;
+}
+
 // One step of the walk: s <- A s + v (A read through its strides).
 template <typename U, typename S, int D>
 __device__ __forceinline__ void step_state(const S* a, const MatLayout& g, const S* v,
@@ -104,11 +136,9 @@ __global__ void __launch_bounds__(MAT_THREADS)
                typename Wide<S>::T* M, typename Wide<S>::T* b) {
     using W = typename Wide<S>::T;
     const MatLayout g = MAT_LAYOUT;
-    const long long lanes = g.O * g.I;
-    const long long n = static_cast<long long>(blockIdx.x) * MAT_THREADS + threadIdx.x;
-    if (n >= lanes * count) return;
-    const long long c = n / lanes, lane = n % lanes;
-    const long long o = lane / g.I, i = lane % g.I;
+    Chunk w;
+    if (!chunk_of(g, count, w)) return;
+    const long long o = w.o, i = w.i;
     W s[D], P[D][D];
 #pragma unroll
     for (int j = 0; j < D; ++j) {
@@ -116,7 +146,7 @@ __global__ void __launch_bounds__(MAT_THREADS)
 #pragma unroll
         for (int k = 0; k < D; ++k) P[j][k] = W(j == k ? 1.0 : 0.0);
     }
-    for (long long k = g.begin(c); k < g.end(c); ++k) {
+    for (long long k = w.k0; k < w.k1; ++k) {
         const long long t = g.step(k);
         const S* a = A + g.a_at(o, t, i);
         const S* v = x + ((o * g.T + t) * g.I + i) * D;
@@ -159,7 +189,7 @@ __global__ void __launch_bounds__(MAT_THREADS)
                 for (int m = 0; m < D; ++m) P[j][m] = Q[j][m];
         }
     }
-    const long long at = (o * count + c) * g.I + i;  // (O, count, I)
+    const long long at = (o * count + w.c) * g.I + i;  // (O, count, I)
     W* bm = b + at * D;
 #pragma unroll
     for (int j = 0; j < D; ++j) bm[j] = s[j];
@@ -183,23 +213,14 @@ __global__ void __launch_bounds__(MAT_THREADS)
              int write) {
     using U = typename Num<S>::T;
     const MatLayout g = MAT_LAYOUT;
-    const long long lanes = g.O * g.I;
-    const long long n = static_cast<long long>(blockIdx.x) * MAT_THREADS + threadIdx.x;
-    if (n >= lanes * g.C) return;
-    const long long c = n / lanes, lane = n % lanes;
-    const long long o = lane / g.I, i = lane % g.I;
-    long long k0 = g.begin(c), k1 = g.end(c);
-    const S* start = starts + ((o * g.C + c) * g.I + i) * D;
-    if (bad[lane]) {  // the whole lane, from its entering state
-        if (c != 0) return;
-        k1 = g.T;
-    } else if (!write && c + 1 != g.C) {
-        return;
-    }
+    Chunk w;
+    if (!walk_of(g, bad, w) || (!write && w.k1 != g.T)) return;
+    const long long o = w.o, i = w.i;
+    const S* start = starts + ((o * g.C + w.c) * g.I + i) * D;
     U st[D];
 #pragma unroll
     for (int j = 0; j < D; ++j) st[j] = Num<S>::load(start[j]);
-    for (long long k = k0; k < k1; ++k) {
+    for (long long k = w.k0; k < w.k1; ++k) {
         const long long t = g.step(k);
         const long long at = ((o * g.T + t) * g.I + i) * D;
         step_state<U, S, D>(A + g.a_at(o, t, i), g, x + at, st);
@@ -208,9 +229,9 @@ __global__ void __launch_bounds__(MAT_THREADS)
             for (int j = 0; j < D; ++j) h[at + j] = Num<S>::store(st[j]);
         }
     }
-    if (k1 == g.T) {
+    if (w.k1 == g.T) {
 #pragma unroll
-        for (int j = 0; j < D; ++j) s[lane * D + j] = Num<S>::store(st[j]);
+        for (int j = 0; j < D; ++j) s[w.lane * D + j] = Num<S>::store(st[j]);
     }
 }
 
@@ -225,21 +246,14 @@ __global__ void __launch_bounds__(MAT_THREADS)
                   const int* bad, S* gx, S* gA, S* c_out) {
     using U = typename Num<S>::T;
     const MatLayout g = MAT_LAYOUT;
-    const long long lanes = g.O * g.I;
-    const long long n = static_cast<long long>(blockIdx.x) * MAT_THREADS + threadIdx.x;
-    if (n >= lanes * g.C) return;
-    const long long c = n / lanes, lane = n % lanes;
-    const long long o = lane / g.I, i = lane % g.I;
-    long long k0 = g.begin(c), k1 = g.end(c);
-    if (bad[lane]) {
-        if (c != 0) return;
-        k1 = g.T;
-    }
+    Chunk w;
+    if (!walk_of(g, bad, w)) return;
+    const long long o = w.o, i = w.i, lane = w.lane;
     U carry[D];
 #pragma unroll
     for (int j = 0; j < D; ++j)
-        carry[j] = Num<S>::load(starts[((o * g.C + c) * g.I + i) * D + j]);
-    for (long long k = k0; k < k1; ++k) {
+        carry[j] = Num<S>::load(starts[((o * g.C + w.c) * g.I + i) * D + j]);
+    for (long long k = w.k0; k < w.k1; ++k) {
         const long long t = g.step(k);
         const long long prev = g.down ? t - 1 : t + 1;  // the forward scan's previous step
         const long long at = ((o * g.T + t) * g.I + i) * D;
@@ -266,7 +280,7 @@ __global__ void __launch_bounds__(MAT_THREADS)
             carry[q] = acc;
         }
     }
-    if (k1 == g.T) {
+    if (w.k1 == g.T) {
 #pragma unroll
         for (int j = 0; j < D; ++j) c_out[lane * D + j] = Num<S>::store(carry[j]);
     }
