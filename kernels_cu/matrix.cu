@@ -127,12 +127,14 @@ __device__ __forceinline__ W entry(const S* a, const MatLayout& g, int j, int q,
 }
 
 // The map of chunk c of each lane (threads: lanes x chunks `count`, lanes fastest): b from
-// zero and, with `product`, M the product of the chunk's matrices, in the wide type, stored
-// as (O, count, I, D, D) and (O, count, I, D). With `back` the map of the backward carry, x
-// being grad_h: a step takes b to A^H (x + b), and M is the product of the A^H.
-template <typename S, int D>
+// zero and, with PRODUCT, M the product of the chunk's matrices, in the wide type, stored as
+// (O, count, I, D, D) and (O, count, I, D). With `back` the map of the backward carry, x being
+// grad_h: a step takes b to A^H (x + b), and M is the product of the A^H. PRODUCT is a
+// template argument: its two D x D arrays of the wide type spill registers at large D, which
+// the launches for a matrix constant in time (a filter's) need not carry.
+template <typename S, int D, bool PRODUCT>
 __global__ void __launch_bounds__(MAT_THREADS)
-    mat_reduce(const S* A, const S* x, MAT_PARAMS, long long count, int product, int back,
+    mat_reduce(const S* A, const S* x, MAT_PARAMS, long long count, int back,
                typename Wide<S>::T* M, typename Wide<S>::T* b) {
     using W = typename Wide<S>::T;
     const MatLayout g = MAT_LAYOUT;
@@ -172,7 +174,7 @@ __global__ void __launch_bounds__(MAT_THREADS)
         }
 #pragma unroll
         for (int j = 0; j < D; ++j) s[j] = n[j];
-        if (product) {
+        if (PRODUCT) {
             W Q[D][D];
 #pragma unroll
             for (int j = 0; j < D; ++j)
@@ -193,7 +195,7 @@ __global__ void __launch_bounds__(MAT_THREADS)
     W* bm = b + at * D;
 #pragma unroll
     for (int j = 0; j < D; ++j) bm[j] = s[j];
-    if (product) {
+    if (PRODUCT) {
         W* Mm = M + at * D * D;
 #pragma unroll
         for (int j = 0; j < D; ++j)

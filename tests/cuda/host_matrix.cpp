@@ -45,18 +45,29 @@ long long blocks(long long threads) { return (threads + linscan::MAT_THREADS - 1
         long long sa_t, long long sa_i, long long sa_j, long long sa_k, int down
 #define HOST_MAT_ARGS O, T, I, L, C, sa_o, sa_t, sa_i, sa_j, sa_k, down
 
-extern "C" int run_mat_reduce(int type, int d, long long threads, const void* A, const void* x,
-                              HOST_MAT_PARAMS, long long count, int product, int back, void* M,
-                              void* b) {
+template <bool PRODUCT>
+int run_reduce(int type, int d, long long threads, const void* A, const void* x, HOST_MAT_PARAMS,
+               long long count, int back, void* M, void* b) {
     return by_type_and_size(type, d, [&](auto stored, auto size) {
         using S = decltype(stored);
         using W = typename linscan::Wide<S>::T;
         host_launch(blocks(threads), [&] {
-            linscan::mat_reduce<S, decltype(size)::value>(
-                static_cast<const S*>(A), static_cast<const S*>(x), HOST_MAT_ARGS, count, product,
-                back, static_cast<W*>(M), static_cast<W*>(b));
+            linscan::mat_reduce<S, decltype(size)::value, PRODUCT>(
+                static_cast<const S*>(A), static_cast<const S*>(x), HOST_MAT_ARGS, count, back,
+                static_cast<W*>(M), static_cast<W*>(b));
         });
     });
+}
+
+extern "C" int run_mat_reduce(int type, int d, long long threads, const void* A, const void* x,
+                              HOST_MAT_PARAMS, long long count, int back, void* M, void* b) {
+    return run_reduce<false>(type, d, threads, A, x, HOST_MAT_ARGS, count, back, M, b);
+}
+
+extern "C" int run_mat_reduce_product(int type, int d, long long threads, const void* A,
+                                      const void* x, HOST_MAT_PARAMS, long long count, int back,
+                                      void* M, void* b) {
+    return run_reduce<true>(type, d, threads, A, x, HOST_MAT_ARGS, count, back, M, b);
 }
 
 extern "C" int run_mat_walk(int type, int d, long long threads, const void* A, const void* x,

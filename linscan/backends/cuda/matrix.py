@@ -41,7 +41,8 @@ C_TYPES = {
     _dtypes.COMPLEX64: "linscan::Complex<float>",
     _dtypes.COMPLEX128: "linscan::Complex<double>",
 }
-KERNELS = ("mat_reduce", "mat_walk", "mat_back_walk")
+#: The kernels of a module: ``mat_reduce`` with and without the matrices' products.
+KERNELS = ("mat_reduce_product", "mat_reduce", "mat_walk", "mat_back_walk")
 
 
 def chunks(lanes: int, T: int, method: str) -> tuple:
@@ -55,7 +56,11 @@ def chunks(lanes: int, T: int, method: str) -> tuple:
 
 
 def name(kernel: str, dtype, d: int) -> str:
-    return f"linscan::{kernel}<{C_TYPES[np.dtype(dtype)]}, {d}>"
+    """The instantiation a kernel of ``KERNELS`` names (``mat_reduce`` takes PRODUCT)."""
+    ctype = C_TYPES[np.dtype(dtype)]
+    if kernel.startswith("mat_reduce"):
+        return f"linscan::mat_reduce<{ctype}, {d}, {str(kernel.endswith('product')).lower()}>"
+    return f"linscan::{kernel}<{ctype}, {d}>"
 
 
 def all_name_expressions() -> list:
@@ -106,8 +111,9 @@ def _entering(A5, v4, s, down: bool, method: str, launch, xp, back: bool = False
         M = xp.broadcast_to(power[:, None], (O, count, I, d, d))
     else:
         M = xp.empty((O, count, I, d, d), wide)
-    launch("mat_reduce", dtype, d, lanes * count, A5, v4, *layout, np.int64(count),
-           np.int32(not constant), np.int32(back), M, b)  # fmt: skip
+    reduce = "mat_reduce" if constant else "mat_reduce_product"
+    launch(reduce, dtype, d, lanes * count, A5, v4, *layout, np.int64(count), np.int32(back), M,
+           b)  # fmt: skip
     after = xp.empty_like(b)
     run(M, b, after, xp.array(s, dtype=wide), False, method, True, launch, xp)
     with np.errstate(over="ignore", invalid="ignore"):
