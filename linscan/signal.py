@@ -159,9 +159,11 @@ def _cascade(b, a, x, axis: int, zi, dtype, reverse: bool = False, fir: bool = F
 
 def _by_matscan(b, a, x, axis, zi, dtype, reverse):
     """``_cascade`` as matrix scans, a stage at a time (CuPy arrays): a stage's delays ``z``
-    follow ``z[t] = F z[t-1] + G x[t]`` (``_state_space``) and its output is ``b[0] x[t] +
-    z[t-1][0]``, so ``linscan.matscan`` of ``F`` over ``x[t] G`` from the entering delays
-    gives them all, and the next stage filters that output.
+    follow ``z[t] = F z[t-1] + v[t]`` (``F`` of ``_state_space``; ``v[t][j] = b[j+1] x[t] -
+    a[j+1] b[0] x[t]``, scipy's terms, so that an inf input spreads NaN where scipy's does,
+    ``inf - inf``, which the folded ``(b[j+1] - a[j+1] b[0]) x[t]`` kept inf) and its output
+    is ``b[0] x[t] + z[t-1][0]``, so ``linscan.matscan`` of ``F`` over ``v`` from the
+    entering delays gives them all, and the next stage filters that output.
 
     Stages of order 3 or more (a transfer function's companion matrix, far from normal) walk
     each lane whole (``method="sequential"``): composed over chunks, an order-5 filter with
@@ -192,11 +194,14 @@ def _by_matscan(b, a, x, axis, zi, dtype, reverse):
             u = u * work.type(b[k, 0])
             finals.append(z)
             continue
-        F, G = (xp.asarray(v) for v in _state_space(b[k], a[k], work))
+        F = xp.asarray(_state_space(b[k], a[k], work)[0])
+        bk, ak = (xp.asarray(v.astype(work)) for v in (b[k, 1:], a[k, 1:]))
         method = "sequential" if N > 2 else "auto"
-        h = matscan(F, u[..., None] * G, z, axis=-1, method=method)
-        entering = xp.concatenate([z[..., :1], h[..., :-1, 0]], axis=-1)
-        u = u * work.type(b[k, 0]) + entering
+        with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN spread, as in scipy
+            fed = u * work.type(b[k, 0])  # the output's part straight from the input
+            h = matscan(F, u[..., None] * bk - fed[..., None] * ak, z, axis=-1, method=method)
+            entering = xp.concatenate([z[..., :1], h[..., :-1, 0]], axis=-1)
+            u = fed + entering
         finals.append(h[..., -1, :])
     if reverse:
         u = u[..., ::-1]

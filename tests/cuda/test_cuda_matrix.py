@@ -347,12 +347,18 @@ def _api_tests(name):
 )
 def test_signal_by_matscan_as_scipy(library, test, monkeypatch):
     """``linscan.signal``'s property tests against scipy, every stage a matrix scan (the path
-    of CuPy arrays) on the GPU's kernels built for the host, with short chunks."""
+    of CuPy arrays) on the GPU's kernels built for the host, with short chunks; and an inf
+    or NaN sample spreading as in scipy (a review found infs where scipy has NaNs)."""
     pytest.importorskip("scipy")
     from linscan import signal
 
     monkeypatch.setattr(signal, "_BY_MATSCAN", True)
     launches = []
+    suite = _api_tests("test_signal")
     with on_host(library, 16, 2, launches):
-        getattr(_api_tests("test_signal"), test)()
+        getattr(suite, test)()
+        if test == "test_sosfilt_as_scipy":  # and inf or NaN spreading as in scipy
+            for where in (5, 3000, 9000, -1):
+                for value in (np.nan, np.inf):
+                    suite.test_non_finite_samples_in_pieces_as_scipy(where, value)
     assert {"mat_reduce", "mat_walk"} <= set(launches)
