@@ -29,6 +29,24 @@ def _canonical(args, arr, trail: tuple, work, contiguous: bool = True):
     return view if args.device is not None else _layout.readonly(view)
 
 
+def _matrices(args, work):
+    """``A`` as ``(O, T, I, d, d)`` (``_canonical``'s strided view); where ``A`` is the same at
+    every step (its time axis absent or of length 1 before broadcasting), a view with time
+    stride 0 over one step's matrices. Made in one go, a broadcast over some outer rows and
+    not others became a copy of every step's matrices, with a time stride that hid the
+    constant from the kernels (repeated squaring instead of a product per step)."""
+    d = args.d
+    own = args.A.shape[:-2]
+    k = args.axis - (len(args.lanes) - len(own))  # A's own index of the time axis
+    if k >= 0 and own[k] != 1:
+        return _canonical(args, args.A, (d, d), work, contiguous=False)
+    one = args.lanes[: args.axis] + (1,) + args.lanes[args.axis + 1 :]
+    view = _layout.view3(args.A, one + (d, d), args.axis, work, _xp(args))
+    O, T, I = _layout.dims(args.lanes, args.axis)
+    view = _xp(args).broadcast_to(view.reshape(O, 1, I, d, d), (O, T, I, d, d))
+    return view if args.device is not None else _layout.readonly(view)
+
+
 def _state(args, work):
     """A fresh ``(O, I, d)`` array holding ``h0`` broadcast (zeros without ``h0``)."""
     O, _, I = _layout.dims(args.lanes, args.axis)
@@ -134,7 +152,7 @@ def matscan(A, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
         if result.size == 0:
             return given if given is not None else result
         work = _dtypes.accumulator(args.dtype)
-        A5 = _canonical(args, args.A, (args.d, args.d), work, contiguous=False)
+        A5 = _matrices(args, work)
         x4 = _canonical(args, args.x, (args.d,), work)
         state = _state(args, work)
         h4 = None
@@ -193,7 +211,7 @@ def matscan_final_state(A, x, h0=None, *, axis=-1, reverse=False, method="auto")
     with context:
         state = _state(args, work)
         if math.prod(args.shape) != 0:
-            A5 = _canonical(args, args.A, (args.d, args.d), work, contiguous=False)
+            A5 = _matrices(args, work)
             x4 = _canonical(args, args.x, (args.d,), work)
             kernels.scan(A5, x4, None, state, args.reverse, method, write=False)
         return _layout.cast(state.reshape(shape), args.dtype)
@@ -267,7 +285,7 @@ def _backward(args, work, d, xp, kernels, method):
         gA = xp.zeros(args.lanes + (d, d), work)
         c = xp.zeros(_layout.state_shape(args.lanes, args.axis) + (d,), work)
     else:
-        A5 = _canonical(args, args.A, (d, d), work, contiguous=False)
+        A5 = _matrices(args, work)
         h4 = _canonical(args, args.x, (d,), work)
         gh4 = _canonical(args, args.grad_h, (d,), work)
         gx4 = xp.empty(h4.shape, work)

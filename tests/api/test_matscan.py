@@ -305,3 +305,24 @@ def test_a_state_that_overflows_once_rounded_is_inf_as_in_the_loop():
         h = linscan.matscan(A, x, h0, axis=0, method="parallel")
     assert np.array_equal(np.isinf(h), np.isinf(expected))
     np.testing.assert_allclose(h[:12], expected[:12], rtol=1e-6)
+
+
+def test_a_matrix_constant_in_time_stays_one_step_of_matrices(monkeypatch):
+    """``A`` broadcast over some outer rows and not others, the same at every step: the
+    kernels get it with time stride 0 (one step's matrices, not a copy of every step's), so
+    split mode raises it to a power instead of a product per step; results as before."""
+    from linscan.backends.cpu import matrix
+
+    rng = np.random.default_rng(8)
+    d, T = 2, 50
+    A = _matrices(rng, (2, 1, 1, 1), d, np.float64, 0.9)  # per outer row, constant in time
+    x = _vectors(rng, (2, 3, T, 4, d), np.float64)
+    seen = []
+    scan = matrix.scan
+    monkeypatch.setattr(matrix, "scan", lambda A5, *a, **k: seen.append(A5) or scan(A5, *a, **k))
+    for method in ("sequential", "parallel"):
+        with forced("split3"):
+            h = linscan.matscan(A, x, axis=2, method=method)
+        assert_matscan_close(h, A, x, axis=2)
+    assert all(A5.strides[1] == 0 and matrix._constant_in_time(A5) for A5 in seen)
+    assert all(A5.shape == (6, T, 4, d, d) for A5 in seen)
