@@ -6,12 +6,12 @@ GPU's memory model, speed, and a missing barrier that neither order of the fiber
 (compute-sanitizer's racecheck on a GPU does). Needs a C++20 compiler."""
 
 import ctypes
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from host_build import build
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,9 +36,6 @@ TYPES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.complex64
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
-    compiler = shutil.which("g++") or shutil.which("clang++")
-    if compiler is None:
-        pytest.skip("no C++ compiler to build the lean kernels for the host")
     folder = tmp_path_factory.mktemp("host_kernels")
     for path in source.kernel_dir().iterdir():
         (folder / path.name).write_text(path.read_text())
@@ -47,17 +44,7 @@ def library(tmp_path_factory):
     acquire = 'asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");'
     assert acquire in kernels, "load_acquire changed: update the host build"
     kernels = kernels.replace(acquire, "v = host_load_acquire(p);")
-    text = (HERE / "host_kernels.cpp").read_text()
-    text = text.replace("// @KERNELS@", '#include "host_cuda.h"\n' + kernels)
-    (folder / "host_kernels.cpp").write_text(text)
-    built = folder / "host_kernels.so"
-    done = subprocess.run(
-        [compiler, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-I", str(HERE),
-         "-o", str(built), str(folder / "host_kernels.cpp")],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-5000:]
-    lib = ctypes.CDLL(str(built))
+    lib = build(folder, "host_kernels.cpp", kernels)
     lib.run_row_scan.restype = lib.run_chan_scan.restype = ctypes.c_int
     return lib
 

@@ -7,12 +7,11 @@ serial loop; their NVRTC build; the opt-in gate. What it cannot show: the kernel
 import contextlib
 import ctypes
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from host_build import build
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,22 +33,8 @@ HOST_CASES = settings(max_examples=min(settings.default.max_examples, 60))
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
-    compiler = shutil.which("g++") or shutil.which("clang++")
-    if compiler is None:
-        pytest.skip("no C++ compiler to build the matrix kernels for the host")
     folder = tmp_path_factory.mktemp("host_matrix")
-    kernels = source.assemble(matrix.FILE)
-    text = (HERE / "host_matrix.cpp").read_text()
-    text = text.replace("// @KERNELS@", '#include "host_cuda.h"\n' + kernels)
-    (folder / "host_matrix.cpp").write_text(text)
-    built = folder / "host_matrix.so"
-    done = subprocess.run(
-        [compiler, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-I", str(HERE),
-         "-o", str(built), str(folder / "host_matrix.cpp")],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-5000:]
-    lib = ctypes.CDLL(str(built))
+    lib = build(folder, "host_matrix.cpp", source.assemble(matrix.FILE))
     for kernel in matrix.KERNELS:
         getattr(lib, f"run_{kernel}").restype = ctypes.c_int
     return lib
