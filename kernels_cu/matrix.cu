@@ -49,6 +49,7 @@ template <typename R>
 __device__ __forceinline__ Complex<double> widen(const Complex<R>& v) {
     return {static_cast<double>(v.re), static_cast<double>(v.im)};
 }
+
 // Where one chunk's steps are, and the strides of A (elements). Kernels take the fields as
 // scalars (MAT_PARAMS) and build it.
 struct MatLayout {
@@ -115,15 +116,10 @@ __device__ __forceinline__ void step_state(const S* a, const MatLayout& g, const
     for (int j = 0; j < D; ++j) s[j] = n[j];
 }
 
-template <typename S>
-__device__ __forceinline__ typename Wide<S>::T wide_of(const S& v) {
-    return widen(v);
-}
-
 // Entry (j, q) of the matrix a walk applies: A's, or with `back` its conjugate transpose's.
 template <typename W, typename S>
 __device__ __forceinline__ W entry(const S* a, const MatLayout& g, int j, int q, bool back) {
-    return back ? conj_of(wide_of(a[q * g.sa_j + j * g.sa_k])) : wide_of(a[j * g.sa_j + q * g.sa_k]);
+    return back ? conj_of(widen(a[q * g.sa_j + j * g.sa_k])) : widen(a[j * g.sa_j + q * g.sa_k]);
 }
 
 // The map of chunk c of each lane (threads: lanes x chunks `count`, lanes fastest): b from
@@ -155,7 +151,7 @@ __global__ void __launch_bounds__(MAT_THREADS)
         W n[D];
         if (back) {
 #pragma unroll
-            for (int q = 0; q < D; ++q) s[q] = s[q] + wide_of(v[q]);
+            for (int q = 0; q < D; ++q) s[q] = s[q] + widen(v[q]);
 #pragma unroll
             for (int j = 0; j < D; ++j) {
                 W acc = W(0.0);
@@ -166,7 +162,7 @@ __global__ void __launch_bounds__(MAT_THREADS)
         } else {
 #pragma unroll
             for (int j = 0; j < D; ++j) {
-                W acc = wide_of(v[j]);
+                W acc = widen(v[j]);
 #pragma unroll
                 for (int q = 0; q < D; ++q) acc = muladd(entry<W>(a, g, j, q, false), s[q], acc);
                 n[j] = acc;
@@ -182,7 +178,8 @@ __global__ void __launch_bounds__(MAT_THREADS)
                 for (int m = 0; m < D; ++m) {
                     W acc = W(0.0);
 #pragma unroll
-                    for (int q = 0; q < D; ++q) acc = muladd(entry<W>(a, g, j, q, back), P[q][m], acc);
+                    for (int q = 0; q < D; ++q)
+                        acc = muladd(entry<W>(a, g, j, q, back), P[q][m], acc);
                     Q[j][m] = acc;
                 }
 #pragma unroll

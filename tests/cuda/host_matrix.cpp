@@ -36,7 +36,9 @@ int by_type_and_size(int type, int d, F run) {
     return 1;
 }
 
-long long blocks(long long threads) { return (threads + linscan::MAT_THREADS - 1) / linscan::MAT_THREADS; }
+long long blocks(long long threads) {
+    return (threads + linscan::MAT_THREADS - 1) / linscan::MAT_THREADS;
+}
 
 }  // namespace
 
