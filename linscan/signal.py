@@ -70,6 +70,7 @@ def _signal(x, coefficients, zi=None):
     """``x`` as an array (floats for integer input, as scipy computes them), ``zi`` as an
     array or ``None``, and the result dtype of ``x``, the ``coefficients`` arrays and ``zi``.
     ``x`` and ``zi`` are NumPy arrays, or both CuPy arrays on one device."""
+    placement((("x", x), ("zi", zi)))  # one device, or none: a TypeError for a mix
     on_gpu = is_cupy(x)
     if on_gpu and not _validate.gpu_matrix():
         raise TypeError(
@@ -77,11 +78,6 @@ def _signal(x, coefficients, zi=None):
             f"kernels, which have not run on a GPU yet and are opt-in ({_validate.GPU_MATRIX}=1 "
             "in the environment), got a CuPy array"
         )
-    if on_gpu:
-        placement((("x", x), ("zi", zi)))  # a TypeError for host zi beside device x
-    elif is_cupy(zi):
-        raise TypeError("zi must be a NumPy array like x, got a CuPy array; linscan never "
-                        "copies between host and device")  # fmt: skip
     x = x if on_gpu else np.asarray(x)
     if x.ndim == 0:
         raise ValueError("x must be an array with a time axis, got a scalar (0-d)")

@@ -262,6 +262,8 @@ def test_cupy_arrays_need_the_opt_in(monkeypatch):
     monkeypatch.delenv("LINSCAN_GPU_MATRIX")
     with pytest.raises(TypeError, match="LINSCAN_GPU_MATRIX=1"):
         signal.sosfilt(sos, x, axis=0)
+    with pytest.raises(TypeError, match="x must be a CuPy array or a scalar"):
+        signal.sosfilt(sos, np.zeros((4, 2)), axis=0, zi=gpu.empty((1, 2, 2)))  # device zi
 
 
 def test_signal_stages_beyond_the_matrix_scan_s_state_are_refused(monkeypatch):
