@@ -140,7 +140,7 @@ def matscan(A, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
     if _interop.foreign(x, A, h0, out):
         named = (("A", A), ("x", x), ("h0", h0), ("out", out))
         return _via_dlpack(matscan, named, out is None, axis=axis, reverse=reverse, method=method)
-    args = _validate.matscan_args(A, x, h0, axis, reverse, gpu=_validate.gpu_matrix())
+    args = _validate.matscan_args(A, x, h0, axis, reverse)
     method = _validate.check_method(method)
     xp = _xp(args)
     given = out
@@ -203,7 +203,7 @@ def matscan_final_state(A, x, h0=None, *, axis=-1, reverse=False, method="auto")
         named = (("A", A), ("x", x), ("h0", h0))
         return _via_dlpack(matscan_final_state, named, True, axis=axis, reverse=reverse,
                            method=method)  # fmt: skip
-    args = _validate.matscan_args(A, x, h0, axis, reverse, gpu=_validate.gpu_matrix())
+    args = _validate.matscan_args(A, x, h0, axis, reverse)
     method = _validate.check_method(method)
     work = _dtypes.accumulator(args.dtype)
     shape = _layout.state_shape(args.lanes, args.axis) + (args.d,)
@@ -266,9 +266,7 @@ def matscan_backward(A, h, grad_h, h0=None, *, axis=-1, reverse=False, method="a
         named = (("A", A), ("h", h), ("grad_h", grad_h), ("h0", h0))
         return _via_dlpack(matscan_backward, named, True, axis=axis, reverse=reverse,
                            method=method)  # fmt: skip
-    args = _validate.matscan_args(
-        A, h, h0, axis, reverse, name="h", grad_h=grad_h, gpu=_validate.gpu_matrix()
-    )
+    args = _validate.matscan_args(A, h, h0, axis, reverse, name="h", grad_h=grad_h)
     _validate.check_method(method)
     work = _dtypes.accumulator(args.dtype)
     d = args.d

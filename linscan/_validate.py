@@ -433,29 +433,36 @@ def gpu_matrix() -> bool:
     return os.environ.get(GPU_MATRIX, "") == "1"
 
 
-def _matrix_operand(name: str, value, role: str, gpu):
+def gpu_matrix_allowed(name: str, value, caller: str = "linscan.matscan") -> None:
+    """Raise the ``TypeError`` of the opt-in where ``value`` (argument ``name`` of ``caller``) is
+    a CuPy array and ``gpu_matrix()`` is false: the one message for every function that runs
+    the matrix recurrences' GPU kernels."""
+    if is_cupy(value) and not gpu_matrix():
+        raise TypeError(
+            f"{name} must be a NumPy array: on CuPy arrays {caller} runs the GPU kernels of the "
+            "matrix recurrences, which have not run on a GPU yet and are opt-in "
+            f"({GPU_MATRIX}=1 in the environment), got a CuPy array"
+        )
+
+
+def _matrix_operand(name: str, value, role: str):
     """An array operand of a matrix recurrence: a NumPy array of a supported dtype, or a CuPy
-    array where ``gpu`` is True (the GPU kernels are opt-in)."""
+    array where the GPU kernels are opted in (``gpu_matrix_allowed``)."""
     if _is_python_number(value):
         raise TypeError(f"{name} must be an array {role}, got a Python {type(value).__name__}")
-    if is_cupy(value) and not gpu:
-        raise TypeError(
-            f"{name} must be a NumPy array: the GPU kernels of linscan.matscan have not run on "
-            f"a GPU yet and are opt-in ({GPU_MATRIX}=1 in the environment), got a CuPy array"
-        )
+    gpu_matrix_allowed(name, value)
     return _operand(name, value)
 
 
-def matscan_args(A, x, h0, axis, reverse, name="x", grad_h=None, gpu=False) -> MatscanArgs:
+def matscan_args(A, x, h0, axis, reverse, name="x", grad_h=None) -> MatscanArgs:
     """Validate the arguments of ``matscan`` / ``matscan_final_state`` (``name`` ``"x"``), or
-    with ``name="h"`` and ``grad_h`` those of ``matscan_backward``; ``gpu`` as for
-    ``_matrix_operand`` (where True, CuPy arrays all on one device are accepted)."""
-    A = _matrix_operand("A", A, "of matrices, shape (..., d, d)", gpu)
-    x = _matrix_operand(name, x, "of states, shape (..., T, ..., d)", gpu)
+    with ``name="h"`` and ``grad_h`` those of ``matscan_backward`` (CuPy arrays, all on one
+    device, where the GPU kernels are opted in: ``gpu_matrix_allowed``)."""
+    A = _matrix_operand("A", A, "of matrices, shape (..., d, d)")
+    x = _matrix_operand(name, x, "of states, shape (..., T, ..., d)")
     if grad_h is not None:
-        grad_h = _matrix_operand("grad_h", grad_h, f"broadcasting to the shape of {name}", gpu)
-    if h0 is not None and is_cupy(h0):
-        _matrix_operand("h0", h0, "", gpu)
+        grad_h = _matrix_operand("grad_h", grad_h, f"broadcasting to the shape of {name}")
+    gpu_matrix_allowed("h0", h0)
     device = placement((("A", A), (name, x), ("grad_h", grad_h), ("h0", h0)))
     h0 = None if h0 is None else _operand("h0", h0)
     reverse = check_flag("reverse", reverse)
@@ -521,4 +528,5 @@ __all__ = [
     "matscan_args",
     "GPU_MATRIX",
     "gpu_matrix",
+    "gpu_matrix_allowed",
 ]

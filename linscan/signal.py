@@ -72,12 +72,7 @@ def _signal(x, coefficients, zi=None):
     ``x`` and ``zi`` are NumPy arrays, or both CuPy arrays on one device."""
     placement((("x", x), ("zi", zi)))  # one device, or none: a TypeError for a mix
     on_gpu = is_cupy(x)
-    if on_gpu and not _validate.gpu_matrix():
-        raise TypeError(
-            "x must be a NumPy array: on CuPy arrays linscan.signal runs linscan.matscan's GPU "
-            f"kernels, which have not run on a GPU yet and are opt-in ({_validate.GPU_MATRIX}=1 "
-            "in the environment), got a CuPy array"
-        )
+    _validate.gpu_matrix_allowed("x", x, "linscan.signal")
     x = x if on_gpu else np.asarray(x)
     if x.ndim == 0:
         raise ValueError("x must be an array with a time axis, got a scalar (0-d)")
