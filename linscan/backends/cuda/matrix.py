@@ -67,19 +67,6 @@ def all_name_expressions() -> list:
     return [name(k, dtype, d) for dtype in C_TYPES for d in range(1, 9) for k in KERNELS]
 
 
-def _power(A0, n: int, xp):
-    """``A0 ** n`` (a stack of matrices) by repeated squaring."""
-    result = xp.broadcast_to(xp.eye(A0.shape[-1], dtype=A0.dtype), A0.shape).copy()
-    base = A0.copy()
-    while n:
-        if n & 1:
-            result = xp.matmul(base, result)
-        n >>= 1
-        if n:
-            base = xp.matmul(base, base)
-    return result
-
-
 def _entering(A5, v4, s, down: bool, method: str, launch, xp, back: bool = False):
     """``(layout, starts, bad)``: the kernels' layout scalars, the ``(O, C, I, d)`` states
     entering each chunk (chunk 0's is ``s``) and the lanes to walk whole (``bad``, int32).
@@ -107,7 +94,7 @@ def _entering(A5, v4, s, down: bool, method: str, launch, xp, back: bool = False
     b = xp.empty((O, count, I, d), wide)
     if constant:  # one map for every chunk: a view with the chunks' stride 0
         A0 = xp.ascontiguousarray(A5[:, 0], dtype=wide)
-        power = _power(xp.conj(xp.swapaxes(A0, -1, -2)) if back else A0, L, xp)
+        power = xp.linalg.matrix_power(xp.conj(xp.swapaxes(A0, -1, -2)) if back else A0, int(L))
         M = xp.broadcast_to(power[:, None], (O, count, I, d, d))
     else:
         M = xp.empty((O, count, I, d, d), wide)
