@@ -460,7 +460,7 @@ def matscan_args(A, x, h0, axis, reverse, name="x", grad_h=None) -> MatscanArgs:
     device, where the GPU kernels are opted in: ``gpu_matrix_allowed``)."""
     A = _matrix_operand("A", A, "of matrices, shape (..., d, d)")
     x = _matrix_operand(name, x, "of states, shape (..., T, ..., d)")
-    if grad_h is not None:
+    if name == "h":  # matscan_backward, whose grad_h is required (None is no array either)
         grad_h = _matrix_operand("grad_h", grad_h, f"broadcasting to the shape of {name}")
     gpu_matrix_allowed("h0", h0)
     device = placement((("A", A), (name, x), ("grad_h", grad_h), ("h0", h0)))
