@@ -22,10 +22,14 @@ def _canonical(args, arr, trail: tuple, work, contiguous: bool = True):
     """``arr`` broadcast to ``args.lanes + trail`` as ``(O, T, I) + trail`` in ``work``: a
     strided view for ``A`` (a matrix shared by steps or lanes stays one matrix), C-contiguous
     for the others (read-only views on the host)."""
-    make = _layout.contiguous3 if contiguous else _layout.view3
-    view = make(arr, args.lanes + trail, args.axis, work, _xp(args))
-    O, T, I = _layout.dims(args.lanes, args.axis)
-    view = view.reshape((O, T, I) + trail)
+    xp, shape = _xp(args), args.lanes + trail
+    if contiguous:
+        view = _layout.contiguous3(arr, shape, args.axis, work, xp)
+    else:
+        # Straight to the 5-D shape: through ``(O, T, I * d * d)`` a channel axis of stride 0
+        # (one matrix per step for every channel) merged with the matrix axes, a copy per lane.
+        view = xp.broadcast_to(arr.astype(work, copy=False), shape)
+    view = view.reshape(_layout.dims(args.lanes, args.axis) + trail)
     return view if args.device is not None else _layout.readonly(view)
 
 
@@ -104,7 +108,10 @@ def matscan(A, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
         float64 (one matrix product per step, or repeated squaring where ``A`` is the same at
         every step), composes the maps and walks the segments in parallel; ``"auto"`` splits
         time only where ``A`` is constant in time and too few lanes keep more than two
-        threads busy. On a GPU ``"sequential"`` walks each lane on one thread, and the
+        threads busy. inf and NaN land where the loop puts them, except that a state that
+        overflows in the loop and would later come back into range (a decay, or a step of
+        the opposite sign) stays inf there, where a split walk can return the finite value,
+        as for :func:`linscan.scan`. On a GPU ``"sequential"`` walks each lane on one thread, and the
         others cut the lanes into chunks where there are too few lanes to fill the GPU.
 
     Returns

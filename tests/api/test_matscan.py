@@ -263,6 +263,8 @@ def test_empty_inputs():
          ValueError, "grad_h must broadcast"),
         (lambda: linscan.matscan_backward(np.ones((4, 2, 2)), np.ones((3, 2)), np.ones((3, 2))),
          ValueError, "A must broadcast"),
+        (lambda: linscan.matscan_backward(np.eye(2), np.ones((3, 2)), None), TypeError,
+         "grad_h must have a floating-point dtype"),
     ],
 )  # fmt: skip
 def test_errors_name_the_argument(call, error, match):
@@ -326,3 +328,25 @@ def test_a_matrix_constant_in_time_stays_one_step_of_matrices(monkeypatch):
         assert_matscan_close(h, A, x, axis=2)
     assert all(A5.strides[1] == 0 and matrix._constant_in_time(A5) for A5 in seen)
     assert all(A5.shape == (6, T, 4, d, d) for A5 in seen)
+
+
+def test_a_matrix_per_step_shared_by_channels_stays_one_matrix_per_step(monkeypatch):
+    """``A`` of one matrix per step for every channel reaches the kernels as a view with
+    channel stride 0 (through ``(O, T, I * d * d)`` it became a copy for every channel: 64
+    times ``A``'s memory at 64 channels); results as before."""
+    from linscan.backends.cpu import matrix
+
+    rng = np.random.default_rng(9)
+    d, T, C = 3, 40, 5
+    A = _matrices(rng, (T, 1), d, np.float64, 0.9)  # a matrix per step, shared by channels
+    x = _vectors(rng, (T, C, d), np.float64)
+    seen = []
+    scan = matrix.scan
+    monkeypatch.setattr(matrix, "scan", lambda A5, *a, **k: seen.append(A5) or scan(A5, *a, **k))
+    for method in ("sequential", "parallel"):
+        with forced("split3"):
+            h = linscan.matscan(A, x, axis=0, method=method)
+        assert_matscan_close(h, A, x, axis=0)
+    assert len(seen) == 2
+    assert all(A5.shape == (1, T, C, d, d) and A5.strides[2] == 0 for A5 in seen)
+    assert all(np.shares_memory(A5, A) for A5 in seen)
