@@ -42,7 +42,11 @@ def _host(value):
 
 
 def _coefficients(b, a):
-    """``b`` and ``a`` as 1-D arrays of one length ``n + 1``, divided by ``a[0]``."""
+    """``b`` and ``a`` as 1-D arrays of one length ``n + 1``, divided by ``a[0]`` in float64
+    (complex128), and the dtype they give a result. scipy divides in the result's dtype: the
+    quotients here, cast to it, are scipy's (a float32 quotient taken in float64 and rounded
+    to float32 is the float32 division's); divided in float32, they held float32 rounding in
+    a float64 result."""
     b, a = np.atleast_1d(np.asarray(_host(b))), np.atleast_1d(np.asarray(_host(a)))
     for name, value in (("b", b), ("a", a)):
         if value.ndim != 1 or value.size == 0:
@@ -51,10 +55,11 @@ def _coefficients(b, a):
             raise TypeError(f"{name} must hold numbers, got dtype {value.dtype}")
     if a[0] == 0:
         raise ValueError("a[0] must not be zero (the output's own coefficient)")
-    n = max(a.size, b.size)
-    b = np.concatenate([b, np.zeros(n - b.size, b.dtype)]) / a[0]
-    a = np.concatenate([a, np.zeros(n - a.size, a.dtype)]) / a[0]
-    return b, a
+    n, own = max(a.size, b.size), np.result_type(b, a, 1.0)
+    wide = np.result_type(own, np.float64)
+    b = np.concatenate([b, np.zeros(n - b.size, b.dtype)]).astype(wide) / wide.type(a[0])
+    a = np.concatenate([a, np.zeros(n - a.size, a.dtype)]).astype(wide) / wide.type(a[0])
+    return b, a, own
 
 
 def _state_space(b, a, dtype):
@@ -238,8 +243,8 @@ def lfilter(b, a, x, axis=-1, zi=None):
     array([1.   , 1.5  , 1.75 , 1.875])
     """
     fir = np.size(a) == 1  # scipy convolves: an inf or NaN reaches len(b) outputs only
-    b, a = _coefficients(b, a)
-    x, zi, dtype = _signal(x, (b, a), zi)
+    b, a, own = _coefficients(b, a)
+    x, zi, dtype = _signal(x, (own,), zi)
     axis = _validate.check_axis(axis, x.ndim)
     state = None if zi is None else _initial(zi, x, axis, a.size - 1)[None]
     y, final = _cascade(b[None], a[None], x, axis, state, dtype, fir=fir)
@@ -255,9 +260,10 @@ def lfilter_zi(b, a):
     a = np.atleast_1d(np.asarray(_host(a)))
     while a.ndim == 1 and a.size > 1 and a[0] == 0:
         a = a[1:]
-    b, a = _coefficients(b, a)
+    b, a, own = _coefficients(b, a)
     n = a.size - 1
-    dtype = np.result_type(b, a, 1.0)
+    dtype = np.result_type(own, 1.0)
+    b, a = b.astype(dtype), a.astype(dtype)
     if n == 0:
         return np.zeros(0, dtype)
     A, B = _state_space(b, a, dtype)
@@ -381,6 +387,15 @@ def _forward_backward(b, a, steady, x, axis, padtype, padlen, ntaps, dtype, fir=
     return _unpad(y, edge, axis)
 
 
+def _as_padded(x, padtype, padlen):
+    """``x``, as int64 where it is boolean and scipy's odd extension (``2 * x[0] - x[k]``)
+    would make it so, which decides the result's dtype (float64 with float32 coefficients)."""
+    if padtype != "odd" or padlen == 0:
+        return x
+    arr = x if is_cupy(x) else np.asarray(x)
+    return arr.astype(np.int64) if arr.dtype == bool else x
+
+
 def filtfilt(b, a, x, axis=-1, padtype="odd", padlen=None, method="pad", irlen=None):
     """Filter ``x`` forwards and backwards (zero phase), as ``scipy.signal.filtfilt`` with
     ``method="pad"`` (the default): the ends are extended by ``padlen`` (default ``3 *
@@ -400,10 +415,10 @@ def filtfilt(b, a, x, axis=-1, padtype="odd", padlen=None, method="pad", irlen=N
         raise ValueError(f"method must be 'pad' (Gustafsson's method is not implemented), "
                          f"got {method!r}")  # fmt: skip
     fir = np.size(a) == 1
-    b, a = _coefficients(b, a)
-    x, _, dtype = _signal(x, (b, a))
+    steady = lfilter_zi(b, a)[None]  # from the coefficients as given, as scipy's
+    b, a, own = _coefficients(b, a)
+    x, _, dtype = _signal(_as_padded(x, padtype, padlen), (own,))
     axis = _validate.check_axis(axis, x.ndim)
-    steady = lfilter_zi(b, a)[None]
     return _forward_backward(b[None], a[None], steady, x, axis, padtype, padlen, a.size, dtype,
                              fir)  # fmt: skip
 
@@ -421,7 +436,7 @@ def sosfiltfilt(sos, x, axis=-1, padtype="odd", padlen=None):
     array([1., 1., 1.])
     """
     sos = _sections(sos)
-    x, _, dtype = _signal(x, (sos,))
+    x, _, dtype = _signal(_as_padded(x, padtype, padlen), (sos,))
     axis = _validate.check_axis(axis, x.ndim)
     ntaps = 2 * sos.shape[0] + 1
     ntaps -= min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
