@@ -126,6 +126,22 @@ def _bench(args) -> int:
     return 0
 
 
+def _tune_problem(args):
+    """Why ``tune`` cannot run as asked, found before it measures for a minute; ``None``
+    when it can."""
+    from .backends.cpu import plan as _plan
+    from .backends.cpu import tuning
+
+    try:
+        threads = _plan.num_threads()
+    except ValueError as exc:
+        return f"{exc} (or unset it to use every usable CPU)"
+    why = tuning.unwritable(tuning.path(threads))
+    if why:
+        return f"cannot store the tuning file ({why}); set XDG_CACHE_HOME to a writable folder"
+    return None
+
+
 def _tune(args) -> int:
     from .backends.cpu import calibrate, tuning
     from .backends.cpu import plan as _plan
@@ -363,12 +379,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "info":
         return _info()
-    if args.command == "tune":
-        return _tune(args)
-    problem = _bench_problem(args)
-    if problem:
-        bench.error(problem)  # usage and message on stderr, exit status 2
-    return _bench(args)
+    command, problem = (
+        (_tune, _tune_problem) if args.command == "tune" else (_bench, _bench_problem)
+    )
+    why = problem(args)
+    if why:
+        (tune if args.command == "tune" else bench).error(why)  # usage, message; status 2
+    try:
+        return command(args)
+    except MemoryError as exc:  # a --size this machine cannot hold
+        print(f"python -m linscan {args.command}: not enough memory for --size {args.size} "
+              f"({exc})", file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

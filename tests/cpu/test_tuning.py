@@ -3,6 +3,7 @@
 recurrence. Nothing here times anything."""
 
 import json
+import os
 import warnings
 
 import numpy as np
@@ -352,8 +353,9 @@ def _write_table(directory, threads, text):
         "\udcff".encode("utf-8", "surrogateescape").decode("latin-1"),
         '{"format": 3}',
         "[]",
+        "[" * 100000 + "]" * 100000,
     ],
-    ids=["empty", "truncated", "not-utf8", "no-key", "not-a-dict"],
+    ids=["empty", "truncated", "not-utf8", "no-key", "not-a-dict", "nested-too-deep"],
 )
 def test_an_unreadable_file_warns_once_and_auto_falls_back(tuned_home, text):
     path = _write_table(tuned_home, 2, text)
@@ -376,6 +378,8 @@ def test_an_unreadable_file_warns_once_and_auto_falls_back(tuned_home, text):
         dict(layout="rows", dtype="4", op="scan", down="no", lanes=1, strategy="lanes"),
         dict(layout="rows", dtype="4", op="scan", lanes=1, strategy="lanes"),
         dict(tiles={"scan": -1, "final_state": 0, "backward": 0}),
+        dict(tiles={"scan": 2**64 - 1, "final_state": 0, "backward": 0}),
+        dict(tiles={"scan": 2**64, "final_state": 0, "backward": 0}),
         dict(tiles={"scan": "4096", "final_state": 0, "backward": 0}),
         dict(tiles={"scan": 0, "final_state": True, "backward": 0}),
         dict(tiles={"scan": 0, "final_state": 0}),
@@ -391,6 +395,8 @@ def test_an_unreadable_file_warns_once_and_auto_falls_back(tuned_home, text):
         "down",
         "missing",
         "tile-negative",
+        "tile-wrapping-to-none",
+        "tile-beyond-64-bits",
         "tile-string",
         "tile-bool",
         "tile-of-an-op-missing",
@@ -414,6 +420,36 @@ def test_a_malformed_entry_warns_and_auto_falls_back(tuned_home, entry):
     with _plan.forced(threads=2):
         with pytest.warns(tuning.TuningFileWarning, match="malformed"):
             assert tuning.table(2) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_at_the_table_s_place_warns_and_does_not_block(tuned_home):
+    """Opened without blocking and read only as a regular file: a FIFO there held every
+    threaded scan up forever (a helper's probe)."""
+    path = tuning.path(2, str(tuned_home))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.mkfifo(path)
+    with _plan.forced(threads=2):
+        with pytest.warns(tuning.TuningFileWarning, match="not a regular file"):
+            assert tuning.table(2) is None
+
+
+def test_a_relative_cache_home_is_ignored(monkeypatch, tmp_path):
+    """The XDG spec: a relative ``XDG_CACHE_HOME`` is ignored (it named a folder below
+    whatever the current one was)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert tuning.cache_dir() == os.path.join(str(tmp_path), ".cache", "linscan")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "abs"))
+    assert tuning.cache_dir() == os.path.join(str(tmp_path / "abs"), "linscan")
+
+
+def test_unwritable_says_why_a_table_cannot_be_stored(tmp_path):
+    assert tuning.unwritable(str(tmp_path / "new" / "t.json")) is None
+    (tmp_path / "file").write_text("")
+    assert "Error: " in tuning.unwritable(str(tmp_path / "file" / "t.json"))  # a file, no folder
+    (tmp_path / "dir.json").mkdir()
+    assert tuning.unwritable(str(tmp_path / "dir.json")).endswith("is a folder")
 
 
 def test_a_table_for_another_key_or_format_is_not_used(tuned_home):
@@ -458,7 +494,9 @@ def test_write_refuses_a_malformed_entry(tmp_path):
     with pytest.raises(ValueError, match="unknown layout or strategy"):
         tuning.write(str(tmp_path / "t.json"), tuning.key(2), bad, tiles, {})
     good = [{**bad[0], "strategy": "lanes"}]
-    with pytest.raises(ValueError, match="tile of scan must be a non-negative integer, got -1"):
+    with pytest.raises(
+        ValueError, match="tile of scan must be an integer from 0 to 1073741824, got -1"
+    ):
         tuning.write(str(tmp_path / "t.json"), tuning.key(2), good, {**tiles, "scan": -1}, {})
     with pytest.raises(ValueError, match="tiles must map each of"):
         tuning.write(str(tmp_path / "t.json"), tuning.key(2), good, 0, {})

@@ -438,3 +438,31 @@ def test_bench_lanes_and_interleaved_pairs():
     )
     assert order == ["op", "yard", "yard", "op", "yard", "op"] and len(ops) == len(yards) == 2
     assert common.select(["one row", "16 rows"], ["row"]) == ["one row", "16 rows"]
+
+
+def test_tune_refuses_what_it_would_fail_on_after_measuring(tmp_path, monkeypatch):
+    """A bad ``LINSCAN_NUM_THREADS`` and a cache folder that cannot be written end ``tune``
+    before it measures, with usage and a message (status 2), not a traceback a minute in
+    (a helper's probe)."""
+    monkeypatch.setenv("LINSCAN_NUM_THREADS", "abc")
+    done = run("tune", "--size", "2**10", "--repeat", "1", "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "LINSCAN_NUM_THREADS must be a positive integer" in done.stderr
+    monkeypatch.delenv("LINSCAN_NUM_THREADS")
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))
+    done = run("tune", "--size", "2**10", "--repeat", "1", "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "cannot store the tuning file" in done.stderr and "XDG_CACHE_HOME" in done.stderr
+
+
+def test_a_size_beyond_memory_is_a_message_not_a_traceback(monkeypatch, capsys):
+    def no_memory(**kwargs):
+        raise MemoryError("Unable to allocate 8.00 TiB")
+
+    from linscan._bench import cpu as cpu_bench
+
+    monkeypatch.setattr(cpu_bench, "run", no_memory)
+    assert cli.main(["bench", "--size", "2**40", "--no-peers"]) == 1
+    err = capsys.readouterr().err
+    assert "not enough memory for --size 1099511627776" in err and "8.00 TiB" in err

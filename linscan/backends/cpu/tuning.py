@@ -35,7 +35,9 @@ import hashlib
 import json
 import math
 import os
+import stat
 import sys
+import tempfile
 import threading
 import warnings
 from typing import NamedTuple
@@ -83,7 +85,9 @@ def cache_dir() -> str:
     if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
         base = os.environ["LOCALAPPDATA"]
     else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.environ.get("XDG_CACHE_HOME", "")
+        if not os.path.isabs(base):  # the XDG spec: a relative path is ignored
+            base = os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "linscan")
 
 
@@ -156,14 +160,21 @@ class Table(NamedTuple):
     tiles: dict
 
 
+#: The largest tile a file may hold: the kernels count tiles in unsigned 64-bit offsets, and
+#: one of 2^64 - 1 elements wrapped to none (a scan that scanned nothing); the calibration
+#: measures 16384 at most.
+MAX_TILE = 1 << 30
+
+
 def _check_tiles(tiles) -> dict:
-    """``tiles`` (op -> elements touched ahead, every op of ``OPS``); ``ValueError`` on
-    anything else."""
+    """``tiles`` (op -> elements touched ahead, 0 to ``MAX_TILE``, every op of ``OPS``);
+    ``ValueError`` on anything else."""
     if not isinstance(tiles, dict) or set(tiles) != set(OPS):
         raise ValueError(f"tiles must map each of {OPS} to a tile, got {tiles!r}")
     for op, tile in tiles.items():
-        if not isinstance(tile, int) or isinstance(tile, bool) or tile < 0:
-            raise ValueError(f"the tile of {op} must be a non-negative integer, got {tile!r}")
+        if not isinstance(tile, int) or isinstance(tile, bool) or not 0 <= tile <= MAX_TILE:
+            raise ValueError(f"the tile of {op} must be an integer from 0 to {MAX_TILE}, got "
+                             f"{tile!r}")  # fmt: skip
     return dict(tiles)
 
 
@@ -201,16 +212,30 @@ def _unusable(file: str, why: str) -> None:
     )
 
 
+def _open_regular(file: str):
+    """``file`` open for reading as text, if it is a regular file (``OSError`` otherwise):
+    opened without blocking, so that a named pipe at its place cannot hold every scan up."""
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"not a regular file: {file}")
+        return os.fdopen(fd, encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read(file: str, expected_key: dict):
     """The ``Table`` stored in ``file`` for ``expected_key``; ``None`` if there is no such
     file or it was written for another key or format. A file that cannot be read or decoded
     warns once and counts as absent."""
     try:
-        with open(file, encoding="utf-8") as f:
+        with _open_regular(file) as f:
             data = json.load(f)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:  # unreadable, or not JSON (UnicodeDecodeError too)
+    # Unreadable, not JSON (UnicodeDecodeError too), or nested too deep for the decoder.
+    except (OSError, ValueError, RecursionError) as exc:
         _unusable(file, f"{type(exc).__name__}: {exc}")
         return None
     try:
@@ -220,6 +245,21 @@ def read(file: str, expected_key: dict):
     except (KeyError, TypeError, ValueError) as exc:
         _unusable(file, f"malformed: {type(exc).__name__}: {exc}")
         return None
+
+
+def unwritable(file: str):
+    """Why a table cannot be stored at ``file`` (its folder cannot be made or written, or a
+    folder stands at its place), found by making the folder and a file in it; ``None`` when
+    it can."""
+    try:
+        if os.path.isdir(file):
+            return f"{file} is a folder"
+        os.makedirs(os.path.dirname(file), exist_ok=True)
+        with tempfile.TemporaryFile(dir=os.path.dirname(file)):
+            pass
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def write(file: str, expected_key: dict, entries: list, tiles: dict, record: dict) -> None:
