@@ -309,6 +309,21 @@ def test_a_state_that_overflows_once_rounded_is_inf_as_in_the_loop():
     np.testing.assert_allclose(h[:12], expected[:12], rtol=1e-6)
 
 
+def _kernels_matrices(monkeypatch, A, x, axis):
+    """The canonical ``A`` the CPU kernels get from ``matscan`` run sequentially and split
+    (each result checked against the loop)."""
+    from linscan.backends.cpu import matrix
+
+    seen = []
+    scan = matrix.scan
+    monkeypatch.setattr(matrix, "scan", lambda A5, *a, **k: seen.append(A5) or scan(A5, *a, **k))
+    for method in ("sequential", "parallel"):
+        with forced("split3"):
+            h = linscan.matscan(A, x, axis=axis, method=method)
+        assert_matscan_close(h, A, x, axis=axis)
+    return seen
+
+
 def test_a_matrix_constant_in_time_stays_one_step_of_matrices(monkeypatch):
     """``A`` broadcast over some outer rows and not others, the same at every step: the
     kernels get it with time stride 0 (one step's matrices, not a copy of every step's), so
@@ -319,13 +334,7 @@ def test_a_matrix_constant_in_time_stays_one_step_of_matrices(monkeypatch):
     d, T = 2, 50
     A = _matrices(rng, (2, 1, 1, 1), d, np.float64, 0.9)  # per outer row, constant in time
     x = _vectors(rng, (2, 3, T, 4, d), np.float64)
-    seen = []
-    scan = matrix.scan
-    monkeypatch.setattr(matrix, "scan", lambda A5, *a, **k: seen.append(A5) or scan(A5, *a, **k))
-    for method in ("sequential", "parallel"):
-        with forced("split3"):
-            h = linscan.matscan(A, x, axis=2, method=method)
-        assert_matscan_close(h, A, x, axis=2)
+    seen = _kernels_matrices(monkeypatch, A, x, axis=2)
     assert all(A5.strides[1] == 0 and matrix._constant_in_time(A5) for A5 in seen)
     assert all(A5.shape == (6, T, 4, d, d) for A5 in seen)
 
@@ -334,19 +343,11 @@ def test_a_matrix_per_step_shared_by_channels_stays_one_matrix_per_step(monkeypa
     """``A`` of one matrix per step for every channel reaches the kernels as a view with
     channel stride 0 (through ``(O, T, I * d * d)`` it became a copy for every channel: 64
     times ``A``'s memory at 64 channels); results as before."""
-    from linscan.backends.cpu import matrix
-
     rng = np.random.default_rng(9)
     d, T, C = 3, 40, 5
     A = _matrices(rng, (T, 1), d, np.float64, 0.9)  # a matrix per step, shared by channels
     x = _vectors(rng, (T, C, d), np.float64)
-    seen = []
-    scan = matrix.scan
-    monkeypatch.setattr(matrix, "scan", lambda A5, *a, **k: seen.append(A5) or scan(A5, *a, **k))
-    for method in ("sequential", "parallel"):
-        with forced("split3"):
-            h = linscan.matscan(A, x, axis=0, method=method)
-        assert_matscan_close(h, A, x, axis=0)
+    seen = _kernels_matrices(monkeypatch, A, x, axis=0)
     assert len(seen) == 2
     assert all(A5.shape == (1, T, C, d, d) and A5.strides[2] == 0 for A5 in seen)
     assert all(np.shares_memory(A5, A) for A5 in seen)
