@@ -108,11 +108,12 @@ def matscan(A, x, h0=None, *, axis=-1, reverse=False, out=None, method="auto"):
         float64 (one matrix product per step, or repeated squaring where ``A`` is the same at
         every step), composes the maps and walks the segments in parallel; ``"auto"`` splits
         time only where ``A`` is constant in time and too few lanes keep more than two
-        threads busy. inf and NaN land where the loop puts them, except that a state that
-        overflows in the loop and would later come back into range (a decay, or a step of
-        the opposite sign) stays inf there, where a split walk can return the finite value,
-        as for :func:`linscan.scan`. On a GPU ``"sequential"`` walks each lane on one thread, and the
-        others cut the lanes into chunks where there are too few lanes to fill the GPU.
+        threads busy. On a GPU ``"sequential"`` walks each lane on one thread, and the
+        others cut the lanes into chunks where there are too few lanes to fill the GPU. inf
+        and NaN land where the loop puts them, except that a state that overflows in the loop
+        and would later come back into range (a decay, or a step of the opposite sign) stays
+        inf there, where a split walk can return the finite value, as for
+        :func:`linscan.scan`.
 
     Returns
     -------

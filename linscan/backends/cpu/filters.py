@@ -702,8 +702,8 @@ def _first_pass(cascade, x, y, starts, stride, body, b, a, horizon, finals, thre
 
     A stable filter forgets: the delays ``M`` steps before a piece's end reach its final
     delays scaled by ``F^M``, whose norm ``_horizon`` makes ``eps / 8`` (``horizon``: its
-    ``(M, norm)``, or ``(None, None)``); only the last ``M``
-    steps are run (a few thousand of a piece of a hundred thousand or more). That is within
+    ``(M, norm)``, or ``(None, None)``); only the last ``M`` steps are run (a few thousand
+    of a piece of a hundred thousand or more). That is within
     rounding where the steps left out are no larger than those run: the states they leave
     are bounded by the same sum of the impulse response's moduli times their largest input.
     A piece whose left-out steps hold larger inputs (a loud start, an inf or a NaN) is run
