@@ -288,3 +288,33 @@ def test_powers_run_the_stages_and_far_ones_are_zero_once_forgotten():
     powers = filters._Powers(np.ascontiguousarray(sos[:, :3]), np.ascontiguousarray(sos[:, 3:]))
     F = powers(1)
     np.testing.assert_allclose(powers(37), np.linalg.matrix_power(F, 37), rtol=1e-10, atol=1e-14)
+
+
+def test_no_horizon_is_found_without_running_a_piece_s_length():
+    """Poles on the unit circle (an integrator, an undamped resonator) never forget: the
+    spectral radius says so before any power is run (running them to the limit cost a 2^24
+    sample resonator 30 ms, a quarter of its call)."""
+    for b, a in (([[1.0, 0.0]], [[1.0, -1.0]]), ([[1.0, 0.0, 0.0]], [[1.0, -1.9, 1.0]])):
+        powers = filters._Powers(np.array(b), np.array(a))
+        assert filters._horizon(powers, np.float64, 1 << 20) == (None, None)
+        assert powers.steps == 1
+    powers = filters._Powers(np.array([[1.0, 0.0]]), np.array([[1.0, -0.5]]))
+    assert filters._horizon(powers, np.float64, 1 << 20) == (64, 0.5**64)
+
+
+def test_two_pieces_from_zero_delays_need_no_far_power(monkeypatch):
+    """One signal on two threads from zero delays: the second piece enters with the first's
+    final delays alone, so ``F^body`` is never made; with ``zi`` it is."""
+    made = []
+    far_power = filters._far_power
+    monkeypatch.setattr(filters, "_far_power", lambda *a: made.append(a[1]) or far_power(*a))
+    sos = ss.butter(2, 0.01, output="sos")
+    x = np.random.default_rng(2).standard_normal(1 << 16)
+    with plan.forced(threads=2, min_threaded=0):
+        y = signal.sosfilt(sos, x)
+        assert not made
+        y_zi, _ = signal.sosfilt(sos, x, zi=np.ones((1, 2)))
+        assert made
+    np.testing.assert_allclose(y, ss.sosfilt(sos, x), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y_zi, ss.sosfilt(sos, x, zi=np.ones((1, 2)))[0], rtol=1e-10,
+                               atol=1e-12)  # fmt: skip

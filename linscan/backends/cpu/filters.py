@@ -476,6 +476,12 @@ def _horizon(powers, dtype, limit: int):
     ``powers``, a ``_Powers``), and that norm; ``(None, None)`` if there are none (poles on or
     near the unit circle, or an unstable filter)."""
     target = _forgettable(dtype)
+    # The spectral radius bounds the horizon from below (transients only lengthen it): where
+    # even that is not below ``limit``, running the powers to find out would cost a piece.
+    with np.errstate(all="ignore"):
+        radius = np.abs(np.linalg.eigvals(powers(1))).max()
+        if not radius < 1 or np.log(target) / np.log(radius) >= limit:
+            return None, None
     steps = 1
     while steps < limit:
         with np.errstate(all="ignore"):
@@ -572,10 +578,14 @@ def _entering(cascade, x, y, first, stride, steps, b, a, z, pieces, threads, che
     finals = finals.reshape(K * N, pieces - 1, lanes).astype(wide)
     entering = np.empty((K * N, pieces, lanes), wide)
     entering[:, 0] = z.reshape(K * N, lanes)
-    step = _far_power(powers, body, memory, forgotten, z.dtype)
+    step = None  # F^body, made where a piece enters with delays (two pieces from zero: never)
     with np.errstate(all="ignore"):  # what overflows or is not finite is caught just below
         for p in range(pieces - 1):
-            entering[:, p + 1] = step @ entering[:, p] + finals[:, p]
+            entering[:, p + 1] = finals[:, p]
+            if entering[:, p].any():
+                if step is None:
+                    step = _far_power(powers, body, memory, forgotten, z.dtype)
+                entering[:, p + 1] += step @ entering[:, p]
     if not np.isfinite(entering).all():
         return None
     return starts, body, entering.reshape(K, N, pieces * lanes), left
