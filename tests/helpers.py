@@ -200,3 +200,12 @@ def assert_spreads_as(got, want, tol=1e-9):
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=tol, atol=tol)
+
+
+def skip_module_without_gpu():
+    """Skip the calling test module, at its import, where no GPU is usable (saying why)."""
+    from linscan._dispatch import gpu_status
+
+    usable, why = gpu_status()
+    if not usable:
+        pytest.skip(f"no usable GPU: {why}", allow_module_level=True)

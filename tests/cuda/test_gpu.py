@@ -8,18 +8,15 @@ import numpy as np
 import pytest
 
 import linscan
-from linscan._dispatch import gpu_status
-from helpers import ALL_DTYPES, Device, race
+from helpers import ALL_DTYPES, Device, race, skip_module_without_gpu
 from linscan.testing import (
     assert_final_state_close,
     assert_scan_backward_close,
     assert_scan_close,
 )
 
-_usable, _why = gpu_status()
 pytestmark = pytest.mark.gpu
-if not _usable:
-    pytest.skip(f"no usable GPU: {_why}", allow_module_level=True)
+skip_module_without_gpu()
 
 import cupy  # noqa: E402
 

@@ -6,21 +6,19 @@ usable GPU."""
 
 import numpy as np
 import pytest
+from helpers import skip_module_without_gpu
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import linscan
-from linscan._dispatch import gpu_status
 from linscan.testing import (
     assert_matscan_close,
     assert_matscan_final_state_close,
     matscan_cases,
 )
 
-_usable, _why = gpu_status()
 pytestmark = pytest.mark.gpu
-if not _usable:
-    pytest.skip(f"no usable GPU: {_why}", allow_module_level=True)
+skip_module_without_gpu()
 
 import cupy  # noqa: E402
 
