@@ -50,15 +50,18 @@ def state_shape(shape: tuple, axis: int) -> tuple:
     return shape[:axis] + shape[axis + 1 :]
 
 
-def view3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype, xp=np) -> np.ndarray:
+def view3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype, xp=np, trail=0):
     """``arr`` (an array of module ``xp``) broadcast to ``shape`` as an ``(O, T, I)`` array of
-    ``dtype``; strided views are kept, and the cast (if any) happens before broadcasting, on
-    the small array."""
+    ``dtype``, followed by the last ``trail`` dimensions of ``shape`` as they are (a matrix
+    recurrence's state or matrices: merged into ``I``, a lane axis of stride 0 beside them
+    made a copy per lane); strided views are kept, and the cast (if any) happens before
+    broadcasting, on the small array."""
     if arr.dtype != dtype:
         arr = arr.astype(dtype)
     if arr.shape != shape:
         arr = xp.broadcast_to(arr, shape)
-    return arr.reshape(dims(shape, axis))
+    lanes = shape[: len(shape) - trail]
+    return arr.reshape(dims(lanes, axis) + shape[len(lanes) :])
 
 
 def readonly(arr):
@@ -69,9 +72,9 @@ def readonly(arr):
     return view
 
 
-def contiguous3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype, xp=np) -> np.ndarray:
+def contiguous3(arr: np.ndarray, shape: tuple, axis: int, dtype: np.dtype, xp=np, trail=0):
     """Like ``view3`` but C-contiguous (a copy only where ``arr`` is not already so)."""
-    view = view3(arr, shape, axis, dtype, xp)
+    view = view3(arr, shape, axis, dtype, xp, trail)
     return view if view.flags.c_contiguous else xp.ascontiguousarray(view)
 
 

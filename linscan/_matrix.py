@@ -22,14 +22,8 @@ def _canonical(args, arr, trail: tuple, work, contiguous: bool = True):
     """``arr`` broadcast to ``args.lanes + trail`` as ``(O, T, I) + trail`` in ``work``: a
     strided view for ``A`` (a matrix shared by steps or lanes stays one matrix), C-contiguous
     for the others (read-only views on the host)."""
-    xp, shape = _xp(args), args.lanes + trail
-    if contiguous:
-        view = _layout.contiguous3(arr, shape, args.axis, work, xp)
-    else:
-        # Straight to the 5-D shape: through ``(O, T, I * d * d)`` a channel axis of stride 0
-        # (one matrix per step for every channel) merged with the matrix axes, a copy per lane.
-        view = xp.broadcast_to(arr.astype(work, copy=False), shape)
-    view = view.reshape(_layout.dims(args.lanes, args.axis) + trail)
+    make = _layout.contiguous3 if contiguous else _layout.view3
+    view = make(arr, args.lanes + trail, args.axis, work, _xp(args), trail=len(trail))
     return view if args.device is not None else _layout.readonly(view)
 
 
@@ -45,9 +39,9 @@ def _matrices(args, work):
     if k >= 0 and own[k] != 1:
         return _canonical(args, args.A, (d, d), work, contiguous=False)
     one = args.lanes[: args.axis] + (1,) + args.lanes[args.axis + 1 :]
-    view = _layout.view3(args.A, one + (d, d), args.axis, work, _xp(args))
+    view = _layout.view3(args.A, one + (d, d), args.axis, work, _xp(args), trail=2)
     O, T, I = _layout.dims(args.lanes, args.axis)
-    view = _xp(args).broadcast_to(view.reshape(O, 1, I, d, d), (O, T, I, d, d))
+    view = _xp(args).broadcast_to(view, (O, T, I, d, d))
     return view if args.device is not None else _layout.readonly(view)
 
 
