@@ -351,6 +351,9 @@ def test_a_matrix_per_step_shared_by_channels_stays_one_matrix_per_step(monkeypa
     assert len(seen) == 2
     assert all(A5.shape == (1, T, C, d, d) and A5.strides[2] == 0 for A5 in seen)
     assert all(np.shares_memory(A5, A) for A5 in seen)
+    constant = A[:1]  # the same for every step and channel: a view with strides 0 for both
+    seen = _kernels_matrices(monkeypatch, constant, x, axis=0)
+    assert all(A5.strides[1:3] == (0, 0) and np.shares_memory(A5, constant) for A5 in seen)
 
 
 def test_the_oracle_multiplies_complex_numbers_as_the_loop_does():
