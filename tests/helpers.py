@@ -202,10 +202,12 @@ def assert_spreads_as(got, want, tol=1e-9):
     np.testing.assert_allclose(got[finite], want[finite], rtol=tol, atol=tol)
 
 
-def skip_module_without_gpu():
-    """Skip the calling test module, at its import, where no GPU is usable (saying why)."""
+def skip_module_without_gpu(module: str):
+    """Skip the test module named ``module`` (the caller's ``__name__``), at its import, where
+    no GPU is usable, saying why. The name is in the reason: pytest-xdist reports skips of one
+    place and reason once, and every module's would come from here."""
     from linscan._dispatch import gpu_status
 
     usable, why = gpu_status()
     if not usable:
-        pytest.skip(f"no usable GPU: {why}", allow_module_level=True)
+        pytest.skip(f"{module}: no usable GPU: {why}", allow_module_level=True)

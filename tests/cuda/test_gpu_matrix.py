@@ -18,7 +18,7 @@ from linscan.testing import (
 )
 
 pytestmark = pytest.mark.gpu
-skip_module_without_gpu()
+skip_module_without_gpu(__name__)
 
 import cupy  # noqa: E402
 
